@@ -1,0 +1,81 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Sigma",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sigma-scheduler", targets: ["Scheduler"]),
+        .executable(name: "sigma-allocator", targets: ["Allocator"]),
+        .executable(name: "sigma-agent", targets: ["NodeAgent"]),
+        .executable(name: "sigma-config", targets: ["ConfigCenter"]),
+        .executable(name: "sigma-discovery", targets: ["Discovery"]),
+        .executable(name: "sigmactl", targets: ["sigmactl"]),
+        .executable(name: "sigma-bench", targets: ["SigmaBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // C libraries. Only RPC may import CZeroMQ and only Store may import CLibPQ
+        // (the benchmark's raw-libzmq baseline is the one documented exception).
+        .systemLibrary(
+            name: "CZeroMQ", path: "Shared/CZeroMQ", pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(
+            name: "CLibPQ", path: "Shared/CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
+
+        // Shared libraries.
+        .target(name: "Core", path: "Shared/Core"),
+        .target(
+            name: "Protocol",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Shared/Protocol", exclude: ["proto"]),
+        .target(
+            name: "RPC",
+            dependencies: [
+                "CZeroMQ", "Protocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Shared/RPC"),
+        .target(
+            name: "Store",
+            dependencies: [
+                "CLibPQ", "Protocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Shared/Store"),
+        .target(
+            name: "Service",
+            dependencies: [
+                "Core", "Protocol", "RPC", "Store",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Shared/Service"),
+
+        // Services: each imports the shared libraries, never another service.
+        .executableTarget(name: "Scheduler", dependencies: ["Service"], path: "Services/Scheduler"),
+        .executableTarget(name: "Allocator", dependencies: ["Service"], path: "Services/Allocator"),
+        .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
+        .executableTarget(name: "ConfigCenter", dependencies: ["Service"], path: "Services/ConfigCenter"),
+        .executableTarget(name: "Discovery", dependencies: ["Service"], path: "Services/Discovery"),
+        .executableTarget(name: "sigmactl", dependencies: ["Service"], path: "Tools/sigmactl"),
+        .executableTarget(
+            name: "SigmaBench", dependencies: ["Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
+
+        // Tests (Swift Testing).
+        .testTarget(name: "CoreTests", dependencies: ["Core"], path: "Tests/CoreTests"),
+        .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol", "CZeroMQ"], path: "Tests/RPCTests"),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], path: "Tests/StoreTests"),
+        .testTarget(
+            name: "ServiceTests", dependencies: ["Service", "TestSupport"], path: "Tests/ServiceTests"),
+        .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),
+    ]
+)

@@ -1,0 +1,82 @@
+import SwiftProtobuf
+
+/// The status code of a reply, as it travels on the wire.
+public typealias StatusCode = Sigma_V1_StatusCode
+
+/// The major version of the envelope this code speaks (see docs/protocol.md).
+public let sigmaProtocolVersion: UInt32 = 1
+
+extension StatusCode {
+    /// The upper-case name used in docs, logs and metrics ("NOT_FOUND").
+    public var name: String {
+        switch self {
+        case .ok: "OK"
+        case .invalidArgument: "INVALID_ARGUMENT"
+        case .deadlineExceeded: "DEADLINE_EXCEEDED"
+        case .notFound: "NOT_FOUND"
+        case .alreadyExists: "ALREADY_EXISTS"
+        case .permissionDenied: "PERMISSION_DENIED"
+        case .resourceExhausted: "RESOURCE_EXHAUSTED"
+        case .failedPrecondition: "FAILED_PRECONDITION"
+        case .unimplemented: "UNIMPLEMENTED"
+        case .internal: "INTERNAL"
+        case .unavailable: "UNAVAILABLE"
+        case .unauthenticated: "UNAUTHENTICATED"
+        case .UNRECOGNIZED(let value): "UNKNOWN(\(value))"
+        }
+    }
+}
+
+/// A typed error that crosses the wire: a status code and a message.
+///
+/// Handlers throw it (or any error conforming to ``RPCStatusConvertible``); clients receive it.
+public struct RPCError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: StatusCode
+    public var message: String
+
+    public init(_ code: StatusCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.name): \(message)" }
+
+    public static func invalidArgument(_ message: String) -> RPCError { .init(.invalidArgument, message) }
+    public static func notFound(_ message: String) -> RPCError { .init(.notFound, message) }
+    public static func alreadyExists(_ message: String) -> RPCError { .init(.alreadyExists, message) }
+    public static func failedPrecondition(_ message: String) -> RPCError { .init(.failedPrecondition, message) }
+    public static func resourceExhausted(_ message: String) -> RPCError { .init(.resourceExhausted, message) }
+    public static func unauthenticated(_ message: String) -> RPCError { .init(.unauthenticated, message) }
+    public static func permissionDenied(_ message: String) -> RPCError { .init(.permissionDenied, message) }
+    public static func unavailable(_ message: String) -> RPCError { .init(.unavailable, message) }
+    public static func deadlineExceeded(_ message: String) -> RPCError { .init(.deadlineExceeded, message) }
+    public static func `internal`(_ message: String) -> RPCError { .init(.internal, message) }
+    public static func unimplemented(_ message: String) -> RPCError { .init(.unimplemented, message) }
+}
+
+/// Errors of other layers (the store, the domain) that know which status they mean.
+public protocol RPCStatusConvertible: Error {
+    var rpcError: RPCError { get }
+}
+
+extension RPCError: RPCStatusConvertible {
+    public var rpcError: RPCError { self }
+}
+
+/// A method: its name on the wire and its request and response types.
+public struct RPCMethod<Request: SwiftProtobuf.Message & Sendable, Response: SwiftProtobuf.Message & Sendable>: Sendable {
+    public let name: String
+    /// Safe to send again when no reply came (the client retries such calls with backoff).
+    public let idempotent: Bool
+
+    public init(_ name: String, idempotent: Bool) {
+        self.name = name
+        self.idempotent = idempotent
+    }
+}
+
+/// Methods that every Sigma service serves.
+public enum CommonMethods {
+    public static let health = RPCMethod<Sigma_V1_HealthRequest, Sigma_V1_HealthResponse>("Health", idempotent: true)
+    public static let metrics = RPCMethod<Sigma_V1_MetricsRequest, Sigma_V1_MetricsResponse>("Metrics", idempotent: true)
+}

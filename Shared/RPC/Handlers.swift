@@ -1,0 +1,52 @@
+import Logging
+import Protocol
+import SwiftProtobuf
+
+/// What a handler knows about the call it serves.
+public struct RequestContext: Sendable {
+    public let method: String
+    public let requestId: UInt64
+    /// The caller's CURVE public key (Z85) when the server requires CURVE; nil on plain TCP.
+    public let peerKey: String?
+    /// A business instance's token from the envelope ("" when none).
+    public let token: String
+    /// When the caller stops waiting; handlers that wait (long polls) should answer before it.
+    public let deadline: ContinuousClock.Instant?
+    public let logger: Logger
+
+    /// Time left until the deadline, or nil when the call has none.
+    public var remaining: Duration? { deadline.map { $0 - .now } }
+}
+
+/// The methods a server answers, each with a typed handler. Built before the server starts.
+public struct RPCHandlers: Sendable {
+    typealias RawHandler = @Sendable ([UInt8], RequestContext) async throws -> [UInt8]
+    private(set) var handlers: [String: RawHandler] = [:]
+
+    public init() {}
+
+    /// Registers `body` for `method`. Requests whose payload does not decode as `Request` get
+    /// INVALID_ARGUMENT without reaching `body`.
+    public mutating func register<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
+        _ body: @escaping @Sendable (Request, RequestContext) async throws -> Response
+    ) {
+        handlers[method.name] = { bytes, context in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: bytes)
+            } catch {
+                throw RPCError.invalidArgument("payload of \(method.name) is not a valid \(Request.protoMessageName): \(error)")
+            }
+            let response = try await body(request, context)
+            return try response.serializedBytes()
+        }
+    }
+
+    public var methods: [String] { handlers.keys.sorted() }
+
+    func handler(for method: String) -> RawHandler? { handlers[method] }
+}
+
+/// Told about each finished call: method (or "<unknown>"), status and seconds taken. Feeds metrics.
+public typealias RPCCallObserver = @Sendable (_ method: String, _ status: StatusCode, _ seconds: Double) -> Void

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RPC
+import Store
+
+/// The five services, with their default endpoints on the loopback.
+public enum ServiceKind: String, Sendable, CaseIterable, ExpressibleByArgument {
+    case scheduler, allocator, agent, config, discovery
+
+    public var defaultEndpoint: String {
+        switch self {
+        case .scheduler: "tcp://127.0.0.1:7101"
+        case .allocator: "tcp://127.0.0.1:7102"
+        case .agent: "tcp://127.0.0.1:7103"
+        case .config: "tcp://127.0.0.1:7104"
+        case .discovery: "tcp://127.0.0.1:7105"
+        }
+    }
+
+    /// The environment variable naming this service's endpoints for clients (comma-separated replicas).
+    public var endpointVariable: String { "SIGMA_\(rawValue.uppercased())" }
+
+    /// Control-plane services connect to PostgreSQL; the agent never does.
+    public var usesDatabase: Bool { self != .agent }
+}
+
+/// Flags every service shares. Each flag can also come from the environment variable named in its help.
+public struct ServiceOptions: ParsableArguments, Sendable {
+    @Option(help: "ZeroMQ endpoint to serve on, e.g. tcp://0.0.0.0:7101; port * picks a free one. [SIGMA_LISTEN]")
+    public var listen: String?
+
+    @Option(help: "PostgreSQL URL or conninfo; several hosts allowed. [SIGMA_DATABASE_URL]")
+    public var databaseURL: String?
+
+    @Option(help: "PostgreSQL connections kept open. [SIGMA_DB_POOL_SIZE]")
+    public var dbPoolSize: Int?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. [SIGMA_LOG_LEVEL]")
+    public var logLevel: String?
+
+    @Option(help: "Log format: text (logfmt) or json. [SIGMA_LOG_FORMAT]")
+    public var logFormat: String?
+
+    @Option(help: "CURVE key pair file of this service (from `sigmactl keys generate`); turns CURVE on. [SIGMA_CURVE_KEY]")
+    public var curveKey: String?
+
+    @Option(help: "Client public keys allowed in: a directory of *.pub files or a file of keys. [SIGMA_CURVE_ALLOW]")
+    public var curveAllow: String?
+
+    @Option(help: "Requests larger than this many bytes get RESOURCE_EXHAUSTED. [SIGMA_MAX_REQUEST_BYTES]")
+    public var maxRequestBytes: Int?
+
+    @Option(help: "Write the bound endpoint to this file once serving (for supervisors and tests).")
+    public var readyFile: String?
+
+    public init() {}
+
+    public static func environment(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+
+    public func resolvedListen(_ kind: ServiceKind) -> String {
+        listen ?? Self.environment("SIGMA_LISTEN") ?? kind.defaultEndpoint
+    }
+
+    public func resolvedDatabaseURL() throws -> String {
+        guard let url = databaseURL ?? Self.environment("SIGMA_DATABASE_URL") else {
+            throw ValidationError("no database: pass --database-url or set SIGMA_DATABASE_URL")
+        }
+        return url
+    }
+
+    public var resolvedPoolSize: Int {
+        dbPoolSize ?? Self.environment("SIGMA_DB_POOL_SIZE").flatMap(Int.init) ?? 8
+    }
+
+    public func resolvedLogLevel() throws -> Logger.Level {
+        let text = logLevel ?? Self.environment("SIGMA_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: text) else { throw ValidationError("unknown log level '\(text)'") }
+        return level
+    }
+
+    public func resolvedLogFormat() throws -> LogFormat {
+        let text = logFormat ?? Self.environment("SIGMA_LOG_FORMAT") ?? "text"
+        guard let format = LogFormat(rawValue: text) else { throw ValidationError("unknown log format '\(text)' (text or json)") }
+        return format
+    }
+
+    /// The server side of CURVE, when a key pair is configured.
+    public func resolvedCurve() throws -> CurveServerConfiguration? {
+        guard let keyPath = curveKey ?? Self.environment("SIGMA_CURVE_KEY") else { return nil }
+        guard let allowPath = curveAllow ?? Self.environment("SIGMA_CURVE_ALLOW") else {
+            throw ValidationError("--curve-key needs --curve-allow: with CURVE on, only allow-listed clients get in")
+        }
+        return CurveServerConfiguration(keyPair: try CurveKeyPair.load(path: keyPath),
+                                        allowedClientKeys: try CurveKeyFile.allowList(path: allowPath))
+    }
+
+    public func serverConfiguration(_ kind: ServiceKind) throws -> RPCServerConfiguration {
+        var configuration = RPCServerConfiguration(endpoint: resolvedListen(kind))
+        if let bytes = maxRequestBytes ?? Self.environment("SIGMA_MAX_REQUEST_BYTES").flatMap(Int.init) {
+            configuration.maxRequestBytes = bytes
+        }
+        configuration.curve = try resolvedCurve()
+        return configuration
+    }
+}
+
+/// How a client reaches one service: its endpoints and, with CURVE, the keys to use.
+public struct ClientOptions: ParsableArguments, Sendable {
+    @Option(help: "CURVE key pair file of this client. [SIGMA_CLIENT_KEY]")
+    public var clientKey: String?
+
+    @Option(help: "Public key (file or Z85 text) of the servers, when they require CURVE. [SIGMA_SERVER_KEY]")
+    public var serverKey: String?
+
+    public init() {}
+
+    public func curve() throws -> CurveClientConfiguration? {
+        guard let serverKey = serverKey ?? ServiceOptions.environment("SIGMA_SERVER_KEY") else { return nil }
+        guard let keyPath = clientKey ?? ServiceOptions.environment("SIGMA_CLIENT_KEY") else {
+            throw ValidationError("--server-key needs --client-key (this client's key pair)")
+        }
+        return CurveClientConfiguration(keyPair: try CurveKeyPair.load(path: keyPath),
+                                        serverPublicKey: try CurveKeyFile.publicKey(fileOrKey: serverKey))
+    }
+
+    /// A client for `endpoints` (comma-separated replicas allowed).
+    public func client(endpoints: String, timeout: Duration = .seconds(10), logger: Logger) throws -> RPCClient {
+        var configuration = RPCClientConfiguration(
+            endpoints: endpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        configuration.defaultTimeout = timeout
+        configuration.curve = try curve()
+        return try RPCClient(configuration: configuration, logger: logger)
+    }
+}

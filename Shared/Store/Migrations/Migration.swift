@@ -1,0 +1,19 @@
+/// One numbered step of the one schema of the whole system.
+///
+/// Rules (DESIGN.md, "Upgrades"): a migration only adds or widens — new tables, new nullable or defaulted
+/// columns, wider types — until no older service reads what a later one drops. Never edit a migration
+/// that has landed; add the next number.
+public struct Migration: Sendable {
+    public let version: Int
+    public let name: String
+    public let sql: String
+}
+
+/// Every migration, in order. Add new ones at the end, with the next number.
+public enum Schema {
+    public static let migrations: [Migration] = [
+        m0001CoreTables,
+    ]
+
+    public static var latestVersion: Int { migrations.last?.version ?? 0 }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Protocol
+import RPC
+import SwiftProtobuf
+import Testing
+
+@Suite struct RPCServerTests {
+    @Test func roundTrip() async throws {
+        try await withServer { _, endpoint in
+            let client = try client(endpoint)
+            let reply = try await client.call(TestMethods.echo, text("hello sigma"))
+            #expect(reply.value == "hello sigma")
+        }
+    }
+
+    @Test func thousandConcurrentCallsFrom64Tasks() async throws {
+        try await withServer { _, endpoint in
+            let client = try client(endpoint, timeout: .seconds(30))
+            let results = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<64 {
+                    group.addTask {
+                        var ok = 0
+                        for call in 0..<16 where task * 16 + call < 1000 {
+                            let value = "\(task)-\(call)"
+                            let reply = try await client.call(TestMethods.echo, text(value))
+                            if reply.value == value { ok += 1 }
+                        }
+                        return ok
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(results == 1000)
+        }
+    }
+
+    @Test func slowHandlerDoesNotBlockOthers() async throws {
+        try await withServer { _, endpoint in
+            let client = try client(endpoint, timeout: .seconds(30))
+            // 2,000 calls parked in a long poll hold no thread...
+            let parked = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<2000 { group.addTask { _ = try? await client.call(TestMethods.sleep, text("20000"), timeout: .seconds(20)) } }
+                    try await group.waitForAll()
+                }
+            }
+            // ...so a quick call still answers.
+            for index in 0..<20 {
+                let reply = try await client.call(TestMethods.echo, text("quick \(index)"))
+                #expect(reply.value == "quick \(index)")
+            }
+            parked.cancel()
+        }
+    }
+
+    @Test func deadlineExceeded() async throws {
+        try await withServer { _, endpoint in
+            let client = try client(endpoint)
+            let error = await #expect(throws: RPCError.self) {
+                _ = try await client.call(TestMethods.sleep, text("5000"), timeout: .milliseconds(200))
+            }
+            #expect(error?.code == .deadlineExceeded)
+            // The server keeps serving.
+            #expect(try await client.call(TestMethods.echo, text("after")).value == "after")
+        }
+    }
+
+    @Test func typedErrorsMapToStatus() async throws {
+        try await withServer { _, endpoint in
+            let client = try client(endpoint)
+            let notFound = await #expect(throws: RPCError.self) { _ = try await client.call(TestMethods.fail, text("x")) }
+            #expect(notFound == RPCError(.notFound, "no such thing: x"))
+            let crash = await #expect(throws: RPCError.self) { _ = try await client.call(TestMethods.crash, text("")) }
+            #expect(crash?.code == .internal)
+            let unknown = await #expect(throws: RPCError.self) {
+                _ = try await client.call(RPCMethod<Text, Text>("NoSuchMethod", idempotent: true), text(""))
+            }
+            #expect(unknown?.code == .unimplemented)
+            #expect(try await client.call(TestMethods.echo, text("still up")).value == "still up")
+        }
+    }
+
+    @Test func unreachableServerIsUnavailableInBoundedTime() async throws {
+        // A port nobody listens on: bind a server, note its port, stop it.
+        let endpoint = try await withServer { _, endpoint in endpoint }
+        let client = try client(endpoint)
+        let started = ContinuousClock.now
+        let error = await #expect(throws: RPCError.self) {
+            _ = try await client.call(TestMethods.echo, text("anyone?"), timeout: .milliseconds(300))
+        }
+        #expect(error?.code == .unavailable)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test func retryAcrossServerRestart() async throws {
+        let first = RPCServer(configuration: .init(endpoint: "tcp://127.0.0.1:*"), handlers: testHandlers(), logger: testLogger)
+        let endpoint = try await first.start()
+        let client = try client(endpoint, timeout: .seconds(20))
+        #expect(try await client.call(TestMethods.echo, text("before")).value == "before")
+        // A call in flight while the server goes away...
+        let inFlight = Task { try await client.call(TestMethods.sleep, text("300")) }
+        try await Task.sleep(for: .milliseconds(50))
+        await first.stop()
+        // ...and the server comes back on the same endpoint.
+        let second = RPCServer(configuration: .init(endpoint: endpoint), handlers: testHandlers(name: "second"), logger: testLogger)
+        try await second.start()
+        defer { Task { await second.stop() } }
+        #expect(try await inFlight.value == "second")
+        #expect(try await client.call(TestMethods.echo, text("after")).value == "after")
+        await second.stop()
+    }
+
+    @Test func replicasShareTheLoad() async throws {
+        try await withServer(handlers: testHandlers(name: "a")) { _, a in
+            try await withServer(handlers: testHandlers(name: "b")) { _, b in
+                let client = try client(a, b)
+                // Wait until both connections are up, then count who answers.
+                var seen: [String: Int] = [:]
+                for _ in 0..<200 {
+                    let who = try await client.call(TestMethods.sleep, text("0")).value
+                    seen[who, default: 0] += 1
+                }
+                #expect(seen["a", default: 0] > 20)
+                #expect(seen["b", default: 0] > 20)
+            }
+        }
+    }
+}

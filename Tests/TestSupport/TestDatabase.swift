@@ -1,0 +1,118 @@
+import Foundation
+import Logging
+import Store
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fresh, empty database for one test, in the PostgreSQL that `make test` started
+/// (`SIGMA_TEST_DATABASE_URL`). Dropped again by `withTestDatabase` even when the test fails.
+public struct TestDatabase: Sendable {
+    public let name: String
+    public let url: String
+
+    public static var adminURL: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["SIGMA_TEST_DATABASE_URL"], !url.isEmpty else {
+                throw TestSetupError("SIGMA_TEST_DATABASE_URL is not set: run the tests with `make test`")
+            }
+            return url
+        }
+    }
+}
+
+public struct TestSetupError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public let quietLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    return logger
+}()
+
+/// Replaces the database name (the path) of a postgresql:// URL.
+public func databaseURL(_ url: String, database: String) -> String {
+    guard var components = URLComponents(string: url) else { return url }
+    components.path = "/" + database
+    return components.string ?? url
+}
+
+/// Creates a database, runs `body` with its URL, drops it.
+public func withTestDatabase<T>(_ body: (TestDatabase) async throws -> T) async throws -> T {
+    let admin = Store(configuration: StoreConfiguration(url: try TestDatabase.adminURL), logger: quietLogger)
+    defer { admin.shutdown() }
+    let name = "sigma_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
+    // A database name is an identifier and cannot be a parameter; this one is made of hex digits only.
+    try await admin.execute("CREATE DATABASE \(name)")
+    let database = TestDatabase(name: String(name), url: databaseURL(try TestDatabase.adminURL, database: String(name)))
+    do {
+        let result = try await body(database)
+        try await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
+        return result
+    } catch {
+        _ = try? await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
+        throw error
+    }
+}
+
+/// The package's root folder (where scripts/ lives).
+public let packageRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+/// Runs a program to its end and returns its standard output; throws when it fails.
+/// (posix_spawn and waitpid: Foundation's Process.waitUntilExit can miss the exit inside the test runner.)
+@discardableResult
+public func runProgram(_ path: String, _ arguments: [String]) throws -> String {
+    // Output goes to files, not pipes: a server the program starts may hold a pipe long after it ended.
+    let base = NSTemporaryDirectory() + "sigma-run-\(UUID().uuidString)"
+    defer {
+        try? FileManager.default.removeItem(atPath: base + ".out")
+        try? FileManager.default.removeItem(atPath: base + ".err")
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+    guard rc == 0 else { throw TestSetupError("cannot start \(path): errno \(rc)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let output = String(decoding: FileManager.default.contents(atPath: base + ".out") ?? Data(), as: UTF8.self)
+    let errors = String(decoding: FileManager.default.contents(atPath: base + ".err") ?? Data(), as: UTF8.self)
+    guard status == 0 else {
+        throw TestSetupError("\(path) \(arguments.joined(separator: " ")) failed (status \(status)): \(errors)")
+    }
+    return output.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// A PostgreSQL cluster of a test's own (for tests that stop and restart it), in a temporary folder,
+/// started through scripts/pg. `withPrivatePostgres` stops and removes it even when the test fails.
+public struct PrivatePostgres: Sendable {
+    public let directory: String
+    public let url: String
+
+    public func stop() throws { try runProgram(packageRoot.path + "/scripts/pg", ["stop", directory]) }
+    public func start() throws { try runProgram(packageRoot.path + "/scripts/pg", ["start", directory]) }
+}
+
+public func withPrivatePostgres<T>(_ body: (PrivatePostgres) async throws -> T) async throws -> T {
+    let base = packageRoot.path + "/.sigma"
+    try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    let directory = base + "/test-private-" + UUID().uuidString.prefix(8).lowercased()
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let url = try runProgram(packageRoot.path + "/scripts/pg", ["start", directory])
+    let postgres = PrivatePostgres(directory: directory, url: url)
+    defer {
+        try? postgres.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+    return try await body(postgres)
+}
