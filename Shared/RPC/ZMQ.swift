@@ -1,5 +1,6 @@
 import CZeroMQ
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -140,7 +141,8 @@ final class ZMQSocket {
             } else {
                 frames.append([])
             }
-            if frames.count == 1, let property = zmq_msg_gets(&message, "User-Id") {
+            // A ROUTER's identity frame is made locally and carries no metadata; the peer's frames do.
+            if userId == nil, let property = zmq_msg_gets(&message, "User-Id") {
                 let value = String(cString: property)
                 if !value.isEmpty { userId = value }
             }
@@ -207,4 +209,17 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
 /// The text of a NUL-terminated C buffer.
 func string(fromCBuffer buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Tells a socket-owning thread to finish: a flag plus the wakeup that interrupts its poll.
+final class LoopControl: Sendable {
+    let wakeup = Wakeup()
+    private let stopped = Atomic<Bool>(false)
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        wakeup.signal()
+    }
+
+    var isStopped: Bool { stopped.load(ordering: .acquiring) }
 }

@@ -1,0 +1,124 @@
+import CZeroMQ
+import Foundation
+import Logging
+import Protocol
+import SwiftProtobuf
+import Synchronization
+
+/// Publishes events on a PUB socket, numbered 1, 2, 3, ... per topic (the ZeroMQ Guide's Clone pattern).
+///
+/// Frames: `[topic][sigma.v1.EventHeader][payload]`. A subscriber that sees a gap in the numbers, or a new
+/// epoch (this publisher restarted), fetches a snapshot through an RPC of the publishing service, which
+/// answers with its state and ``sequence(of:)`` taken together.
+public final class Publisher: Sendable {
+    /// Random per publisher: a subscriber that sees another epoch knows the numbering restarted.
+    public let epoch = UInt64.random(in: 1...UInt64.max)
+    let logger: Logger
+    let outbox = Mutex<[[[UInt8]]]>([])
+    let sequences = Mutex<[String: UInt64]>([:])
+    let control = LoopControl()
+    let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let bound: String
+
+    /// Binds `endpoint` (port `*` picks a free one); the socket then lives on a thread of its own.
+    public init(endpoint: String, curve: CurveServerConfiguration? = nil, logger: Logger) throws {
+        self.logger = logger
+        let loop = try PublisherLoop(endpoint: endpoint, curve: curve, logger: logger)
+        bound = loop.socket.lastEndpoint
+        startThread(name: "publisher") { [self] in
+            loop.run(self)
+            done.withLock { $0.take() }?.resume()
+        }
+    }
+
+    /// The endpoint actually bound.
+    public var endpoint: String { bound }
+
+    /// Publishes `payload` on `topic` and returns its sequence number.
+    @discardableResult
+    public func publish(topic: String, payload: [UInt8]) -> UInt64 {
+        let next = nextSequence(topic)
+        var header = Sigma_V1_EventHeader()
+        header.protocolVersion = sigmaProtocolVersion
+        header.topic = topic
+        header.sequence = next
+        header.epoch = epoch
+        let frames: [[UInt8]] = [Array(topic.utf8), (try? header.serializedBytes()) ?? [], payload]
+        let wasEmpty = outbox.withLock { box -> Bool in
+            box.append(frames)
+            return box.count == 1
+        }
+        if wasEmpty { control.wakeup.signal() }
+        return next
+    }
+
+    /// The last sequence number published on `topic` (0 before the first). Read it together with the
+    /// state a snapshot returns.
+    public func sequence(of topic: String) -> UInt64 {
+        sequences.withLock { $0[topic] ?? 0 }
+    }
+
+    func nextSequence(_ topic: String) -> UInt64 {
+        sequences.withLock { all in
+            let next = (all[topic] ?? 0) + 1
+            all[topic] = next
+            return next
+        }
+    }
+
+    /// Counts a number as used without sending it: what a subscriber sees when the network drops a message.
+    /// Only for tests of the resync path.
+    @_spi(Testing) public func loseNextEvent(on topic: String) {
+        _ = nextSequence(topic)
+    }
+
+    /// Sends what is queued and closes the socket.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            done.withLock { $0 = continuation }
+            control.stop()
+        }
+    }
+}
+
+final class PublisherLoop: @unchecked Sendable {
+    let context = ZMQContext()
+    let socket: ZMQSocket
+    let zap: ZAPHandler?
+    let logger: Logger
+
+    init(endpoint: String, curve: CurveServerConfiguration?, logger: Logger) throws {
+        self.logger = logger
+        if let curve {
+            zap = try ZAPHandler(context: context, allowed: curve.allowedClientKeys) { address, key, accepted in
+                if !accepted { logger.warning("subscriber refused: key not on the allow-list", metadata: ["peer": "\(address)", "key": "\(key)"]) }
+            }
+        } else {
+            zap = nil
+        }
+        socket = try ZMQSocket(context, type: ZMQ_PUB)
+        try socket.set(ZMQ_SNDHWM, Int32(100_000))
+        if let curve { try socket.applyCurveServer(curve) }
+        try socket.bind(endpoint)
+    }
+
+    func run(_ publisher: Publisher) {
+        while true {
+            var items = [pollItem(fd: publisher.control.wakeup.fd)]
+            if let zap { items.append(pollItem(socket: zap.socket, events: ZMQ_POLLIN)) }
+            do {
+                try zmqPoll(&items, timeoutMs: -1)
+                if items[0].readable { publisher.control.wakeup.drain() }
+                if items.count > 1 && items[1].readable { try zap?.serve() }
+                let events = publisher.outbox.withLock { box -> [[[UInt8]]] in
+                    defer { box = [] }
+                    return box
+                }
+                for frames in events { try socket.send(frames) }
+            } catch {
+                logger.error("publisher error", metadata: ["error": "\(error)"])
+            }
+            if publisher.control.isStopped && publisher.outbox.withLock({ $0.isEmpty }) { break }
+        }
+    }
+}

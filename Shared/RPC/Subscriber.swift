@@ -1,0 +1,167 @@
+import CZeroMQ
+import Foundation
+import Logging
+import Protocol
+import SwiftProtobuf
+import Synchronization
+
+/// The state a publishing service returns for resync: its payload plus the sequence and epoch it matches.
+public struct EventSnapshot: Sendable {
+    public var sequence: UInt64
+    public var epoch: UInt64
+    public var payload: [UInt8]
+
+    public init(sequence: UInt64, epoch: UInt64, payload: [UInt8]) {
+        self.sequence = sequence
+        self.epoch = epoch
+        self.payload = payload
+    }
+}
+
+/// What a subscriber hands to its consumer: first a snapshot per topic, then the updates after it, in
+/// order and without gaps. After a gap it hands a fresh snapshot and goes on from there.
+public enum SubscriberEvent: Sendable, Equatable {
+    case snapshot(topic: String, sequence: UInt64, payload: [UInt8])
+    case update(topic: String, sequence: UInt64, payload: [UInt8])
+}
+
+/// Subscribes to topics of a ``Publisher`` and keeps them whole (the Clone pattern): it numbers what it
+/// receives, and on a gap or a publisher restart asks `snapshot` (an RPC of the publishing service) for the
+/// state, drops updates older than it, and continues.
+public final class Subscriber: Sendable {
+    public let events: AsyncStream<SubscriberEvent>
+    let control = LoopControl()
+    private let consumer: Task<Void, Never>
+
+    public init(
+        endpoints: [String], topics: [String], curve: CurveClientConfiguration? = nil, logger: Logger,
+        snapshot: @escaping @Sendable (String) async throws -> EventSnapshot
+    ) throws {
+        let (raw, rawContinuation) = AsyncStream<RawEvent>.makeStream()
+        let (events, eventsContinuation) = AsyncStream<SubscriberEvent>.makeStream()
+        self.events = events
+        let loop = try SubscriberLoop(endpoints: endpoints, topics: topics, curve: curve, logger: logger)
+        consumer = Task {
+            var machine = CloneStateMachine(topics: topics)
+            for topic in topics {
+                await resync(topic, machine: &machine, snapshot: snapshot, output: eventsContinuation, logger: logger)
+            }
+            for await event in raw {
+                switch machine.receive(event) {
+                case .deliver(let update): eventsContinuation.yield(update)
+                case .ignore: break
+                case .resync(let reason):
+                    logger.info("resyncing from a snapshot", metadata: ["topic": "\(event.topic)", "reason": "\(reason)"])
+                    await resync(event.topic, machine: &machine, snapshot: snapshot, output: eventsContinuation, logger: logger)
+                }
+            }
+            eventsContinuation.finish()
+        }
+        let control = control
+        startThread(name: "subscriber") { loop.run(output: rawContinuation, control: control) }
+    }
+
+    deinit { close() }
+
+    /// Stops receiving; `events` ends.
+    public func close() {
+        control.stop()
+    }
+}
+
+private func resync(
+    _ topic: String, machine: inout CloneStateMachine, snapshot: @Sendable (String) async throws -> EventSnapshot,
+    output: AsyncStream<SubscriberEvent>.Continuation, logger: Logger
+) async {
+    var backoff = Duration.milliseconds(50)
+    while !Task.isCancelled {
+        do {
+            let state = try await snapshot(topic)
+            machine.applySnapshot(topic: topic, state)
+            output.yield(.snapshot(topic: topic, sequence: state.sequence, payload: state.payload))
+            return
+        } catch {
+            logger.warning("snapshot failed; retrying", metadata: ["topic": "\(topic)", "error": "\(error)"])
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+}
+
+struct RawEvent: Sendable {
+    let topic: String
+    let sequence: UInt64
+    let epoch: UInt64
+    let payload: [UInt8]
+}
+
+/// The Clone pattern's bookkeeping per topic, without I/O: what to do with each event received.
+struct CloneStateMachine {
+    enum Decision: Equatable {
+        case deliver(SubscriberEvent)
+        case ignore
+        case resync(String)
+    }
+
+    struct Position { var sequence: UInt64; var epoch: UInt64 }
+    private var positions: [String: Position] = [:]
+    let topics: Set<String>
+
+    init(topics: [String]) { self.topics = Set(topics) }
+
+    mutating func applySnapshot(topic: String, _ snapshot: EventSnapshot) {
+        positions[topic] = Position(sequence: snapshot.sequence, epoch: snapshot.epoch)
+    }
+
+    mutating func receive(_ event: RawEvent) -> Decision {
+        guard topics.contains(event.topic), let position = positions[event.topic] else { return .ignore }
+        if event.epoch != position.epoch {
+            return .resync("publisher restarted (epoch changed)")
+        }
+        if event.sequence <= position.sequence { return .ignore }  // already in the snapshot
+        if event.sequence != position.sequence + 1 {
+            return .resync("gap: expected \(position.sequence + 1), got \(event.sequence)")
+        }
+        positions[event.topic]?.sequence = event.sequence
+        return .deliver(.update(topic: event.topic, sequence: event.sequence, payload: event.payload))
+    }
+}
+
+final class SubscriberLoop: @unchecked Sendable {
+    let context = ZMQContext()
+    let socket: ZMQSocket
+    let topics: Set<String>
+    let logger: Logger
+
+    init(endpoints: [String], topics: [String], curve: CurveClientConfiguration?, logger: Logger) throws {
+        socket = try ZMQSocket(context, type: ZMQ_SUB)
+        try socket.set(ZMQ_RCVHWM, Int32(100_000))
+        if let curve { try socket.applyCurveClient(curve) }
+        for topic in topics { try socket.set(ZMQ_SUBSCRIBE, topic) }
+        for endpoint in endpoints { try socket.connect(endpoint) }
+        self.topics = Set(topics)
+        self.logger = logger
+    }
+
+    func run(output: AsyncStream<RawEvent>.Continuation, control: LoopControl) {
+        while !control.isStopped {
+            var items = [pollItem(fd: control.wakeup.fd), pollItem(socket: socket, events: ZMQ_POLLIN)]
+            do {
+                try zmqPoll(&items, timeoutMs: -1)
+                if items[0].readable { control.wakeup.drain() }
+                guard items[1].readable else { continue }
+                while let (frames, _) = try socket.receive(dontWait: true) {
+                    // Subscriptions match prefixes; keep exact topics only, and well-formed events only.
+                    guard frames.count == 3, let topic = String(validating: frames[0], as: UTF8.self),
+                        topics.contains(topic), let header = try? Sigma_V1_EventHeader(serializedBytes: frames[1]),
+                        header.protocolVersion == sigmaProtocolVersion
+                    else { continue }
+                    output.yield(RawEvent(topic: topic, sequence: header.sequence, epoch: header.epoch, payload: frames[2]))
+                }
+            } catch {
+                logger.error("subscriber error", metadata: ["error": "\(error)"])
+            }
+        }
+        output.finish()
+    }
+}

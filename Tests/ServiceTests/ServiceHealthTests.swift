@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Service
+import Store
+import Testing
+import TestSupport
+
+/// The real executables against a real PostgreSQL.
+@Suite(.serialized) struct ServiceHealthTests {
+    static let controlPlane = ["sigma-scheduler", "sigma-allocator", "sigma-config", "sigma-discovery"]
+
+    func healthClient(_ endpoint: String) throws -> RPCClient {
+        var configuration = RPCClientConfiguration(endpoints: [endpoint])
+        configuration.defaultTimeout = .seconds(5)
+        return try RPCClient(configuration: configuration, logger: quietLogger)
+    }
+
+    /// Asks Health until it says healthy (the schema step runs beside the server), bounded.
+    func healthy(_ client: RPCClient, within limit: Duration = .seconds(20)) async throws -> Sigma_V1_HealthResponse {
+        let deadline = ContinuousClock.now + limit
+        var last = try await client.call(CommonMethods.health, .init())
+        while !last.healthy && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            last = try await client.call(CommonMethods.health, .init())
+        }
+        return last
+    }
+
+    @Test func everyServiceServesHealthAndStopsCleanly() async throws {
+        try await withTestDatabase { db in
+            let listen = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
+            try await withServices({ try Self.controlPlane.map { try ServiceProcess($0, listen) } }) { services in
+                var endpoints: [String: String] = [:]
+                for service in services { endpoints[service.name] = try await service.endpoint() }
+                let agent = try ServiceProcess("sigma-agent", ["--listen", "tcp://127.0.0.1:*", "--scheduler", endpoints["sigma-scheduler"]!])
+                endpoints["sigma-agent"] = try await agent.endpoint()
+
+                for (name, endpoint) in endpoints.sorted(by: { $0.key < $1.key }) {
+                    let answer = try await healthy(try healthClient(endpoint))
+                    #expect(answer.healthy, "\(name): \(answer)")
+                    #expect(answer.version == sigmaVersion)
+                    let dependency = name == "sigma-agent" ? "scheduler" : "database"
+                    #expect(answer.dependencies.map(\.name) == [dependency], "\(name)")
+                    #expect(answer.service == String(name.dropFirst("sigma-".count)))
+                }
+
+                // sigmactl health sees all five and exits 0.
+                let arguments = ["health", "-o", "json",
+                                 "--scheduler", endpoints["sigma-scheduler"]!, "--allocator", endpoints["sigma-allocator"]!,
+                                 "--config", endpoints["sigma-config"]!, "--discovery", endpoints["sigma-discovery"]!,
+                                 "--agent", endpoints["sigma-agent"]!]
+                let output = try runProgram(ServiceProcess.binDirectory + "/sigmactl", arguments)
+                let rows = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [[String: Any]]
+                #expect(rows.count == 5)
+                #expect(rows.allSatisfy { $0["healthy"] as? Bool == true })
+
+                // Metrics counted those calls.
+                let metrics = try await healthClient(endpoints["sigma-scheduler"]!).call(CommonMethods.metrics, .init())
+                #expect((metrics.methods.first { $0.method == "Health" }?.calls ?? 0) >= 1)
+
+                // The agent stops cleanly on SIGTERM; then sigmactl health reports it and exits 1.
+                #expect(await agent.terminate() == 0)
+                #expect(throws: TestSetupError.self) {
+                    try runProgram(ServiceProcess.binDirectory + "/sigmactl", arguments + ["--timeout", "1"])
+                }
+                for service in services {
+                    #expect(await service.terminate() == 0, "\(service.name) did not exit 0:\n\(service.log)")
+                }
+            }
+        }
+    }
+
+    @Test func twoProcessesRaceMigrations() async throws {
+        try await withTestDatabase { db in
+            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
+            try await withServices({ [try ServiceProcess("sigma-scheduler", arguments), try ServiceProcess("sigma-allocator", arguments)] }) {
+                services in
+                for service in services {
+                    let answer = try await healthy(try healthClient(try await service.endpoint()))
+                    #expect(answer.healthy, "\(service.name):\n\(service.log)")
+                }
+                let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                defer { store.shutdown() }
+                let rows = try await store.query("SELECT version FROM schema_migrations ORDER BY version")
+                #expect(try rows.map { try $0.decode(Int.self, "version") } == Schema.migrations.map(\.version))
+                // Exactly one of the two applied each migration.
+                let logs = services.map(\.log).joined()
+                #expect(logs.components(separatedBy: "msg=\"migration applied\"").count - 1 == Schema.migrations.count)
+            }
+        }
+    }
+
+    @Test func healthReportsTheDatabaseDownInBoundedTime() async throws {
+        try await withPrivatePostgres { postgres in
+            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", postgres.url]
+            try await withServices({ [try ServiceProcess("sigma-discovery", arguments)] }) { services in
+                let client = try healthClient(try await services[0].endpoint())
+                #expect(try await healthy(client).healthy)
+                try postgres.stop()
+                let started = ContinuousClock.now
+                let down = try await client.call(CommonMethods.health, .init())
+                #expect(!down.healthy)
+                #expect(down.dependencies.first?.reachable == false)
+                #expect(ContinuousClock.now - started < .seconds(5))
+                try postgres.start()
+                #expect(try await healthy(client).healthy)
+            }
+        }
+    }
+}
