@@ -82,13 +82,14 @@ public final class Publisher: Sendable {
 }
 
 final class PublisherLoop: @unchecked Sendable {
-    let context = ZMQContext()
+    let context: ZMQContext
     let socket: ZMQSocket
     let zap: ZAPHandler?
     let logger: Logger
 
     init(endpoint: String, curve: CurveServerConfiguration?, logger: Logger) throws {
         self.logger = logger
+        context = ZMQContext()
         if let curve {
             zap = try ZAPHandler(context: context, allowed: curve.allowedClientKeys) { address, key, accepted in
                 if !accepted { logger.warning("subscriber refused: key not on the allow-list", metadata: ["peer": "\(address)", "key": "\(key)"]) }

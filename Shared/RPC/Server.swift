@@ -32,7 +32,7 @@ public final class RPCServer: Sendable {
     let observer: RPCCallObserver?
 
     let outbox = Mutex<[[[UInt8]]]>([])
-    let inFlight = Mutex<[UInt64: Task<Void, Never>]>([:])
+    let inFlight = Mutex<InFlightCalls>(InFlightCalls())
     let wakeup = Wakeup()
     let state = Mutex<State>(State())
 
@@ -163,8 +163,9 @@ public final class RPCServer: Sendable {
             s.nextTaskKey &+= 1
             return s.nextTaskKey
         }
-        inFlight.withLock { tasks in
-        tasks[key] = Task { [self] in
+        // Started immediately on this (the server's) thread: a handler that answers without suspending
+        // costs no thread hop; at its first suspension it continues on the cooperative pool.
+        let task = Task.immediate { [self] in
             let outcome: (StatusCode, String, [UInt8])
             do {
                 outcome = (.ok, "", try await handler(body, context))
@@ -181,20 +182,19 @@ public final class RPCServer: Sendable {
                 reply(identity: identity, requestId: header.requestID, method: header.method,
                       status: outcome.0, message: outcome.1, body: outcome.2, received: received)
             }
-            _ = inFlight.withLock { $0.removeValue(forKey: key) }
+            inFlight.withLock { $0.finish(key) }?.cancel()
         }
+        let running = inFlight.withLock { $0.register(key, task) }
+        guard running, let deadline else { return }
+        let timer = Task { [self] in
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            guard !Task.isCancelled, once.claim() else { return }
+            inFlight.withLock { $0.calls[key]?.task.cancel() }
+            reply(identity: identity, requestId: header.requestID, method: header.method,
+                  status: .deadlineExceeded, message: "deadline of \(header.timeoutMs) ms exceeded",
+                  body: [], received: received)
         }
-        if let deadline {
-            Task { [self] in
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                if once.claim() {
-                    inFlight.withLock { $0[key]?.cancel() }
-                    reply(identity: identity, requestId: header.requestID, method: header.method,
-                          status: .deadlineExceeded, message: "deadline of \(header.timeoutMs) ms exceeded",
-                          body: [], received: received)
-                }
-            }
-        }
+        inFlight.withLock { $0.attachTimer(key, timer) }?.cancel()
     }
 
     func reply(
@@ -220,4 +220,42 @@ public final class RPCServer: Sendable {
 final class ReplyOnce: Sendable {
     private let done = Atomic<Bool>(false)
     func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
+/// The calls a server is working on: their tasks (to cancel at shutdown) and deadline timers (to cancel
+/// when the call answers first).
+struct InFlightCalls {
+    struct Call {
+        let task: Task<Void, Never>
+        var timer: Task<Void, Never>?
+    }
+
+    var calls: [UInt64: Call] = [:]
+    /// Calls that finished before they were registered (they answered without suspending).
+    private var finishedEarly = Set<UInt64>()
+
+    var count: Int { calls.count }
+
+    /// Records a started call; false when it has already finished.
+    mutating func register(_ key: UInt64, _ task: Task<Void, Never>) -> Bool {
+        if finishedEarly.remove(key) != nil { return false }
+        calls[key] = Call(task: task)
+        return true
+    }
+
+    /// Forgets a finished call and returns its timer to cancel.
+    mutating func finish(_ key: UInt64) -> Task<Void, Never>? {
+        guard let call = calls.removeValue(forKey: key) else {
+            finishedEarly.insert(key)
+            return nil
+        }
+        return call.timer
+    }
+
+    /// Attaches a deadline timer; returns it back (to cancel) when the call finished meanwhile.
+    mutating func attachTimer(_ key: UInt64, _ timer: Task<Void, Never>) -> Task<Void, Never>? {
+        guard calls[key] != nil else { return timer }
+        calls[key]?.timer = timer
+        return nil
+    }
 }

@@ -8,7 +8,7 @@ import SwiftProtobuf
 /// It reads requests, hands each to a task, and writes the replies those tasks leave in the outbox.
 final class ServerLoop {
     let server: RPCServer
-    let context = ZMQContext()
+    let context: ZMQContext
     let router: ZMQSocket
     let monitor: ZMQSocket
     let zap: ZAPHandler?
@@ -18,6 +18,9 @@ final class ServerLoop {
     init(server: RPCServer) throws {
         self.server = server
         let configuration = server.configuration
+        // A context of its own: its ZAP endpoint carries this server's allow-list, and terminating it at
+        // stop releases the port before stop() returns (a shared context closes sockets asynchronously).
+        context = ZMQContext()
         if let curve = configuration.curve {
             let logger = server.logger
             zap = try ZAPHandler(context: context, allowed: curve.allowedClientKeys) { address, key, accepted in
@@ -52,7 +55,7 @@ final class ServerLoop {
         while true {
             if stopDeadline == nil && server.isStopping {
                 stopDeadline = .now + server.configuration.shutdownGrace
-                let tasks = server.inFlight.withLock { Array($0.values) }
+                let tasks = server.inFlight.withLock { $0.calls.values.map(\.task) }
                 tasks.forEach { $0.cancel() }
             }
             if let stopDeadline {
@@ -72,7 +75,11 @@ final class ServerLoop {
                 try flushOutbox()
                 if items[1].readable { try readMonitor() }
                 if items.count > 3 && items[3].readable { try zap?.serve() }
-                if items[2].readable { try readRequests() }
+                if items[2].readable {
+                    try readRequests()
+                    // Handlers that finished without suspending have answered already: send at once.
+                    try flushOutbox()
+                }
             } catch {
                 logger.error("server loop error", metadata: ["error": "\(error)"])
             }

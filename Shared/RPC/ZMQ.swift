@@ -24,6 +24,7 @@ public struct ZMQError: Error, CustomStringConvertible, Sendable {
 final class ZMQContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
 
+
     init() {
         handle = zmq_ctx_new()!
     }

@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Synchronization
+
+/// `sigma-bench`: every performance figure of Sigma, each next to a baseline measured in the same run.
+@main
+struct SigmaBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self])
+}
+
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print one JSON object {\"figures\": [...]} instead of the table.") var json = false
+    @Option(help: "Also write the JSON to this file.") var jsonOut: String?
+    @Option(help: "Also write a markdown table to this file.") var markdownOut: String?
+
+    func emit(_ report: Report) throws {
+        let data = try report.jsonData()
+        if json {
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(report.title)
+            print(report.table)
+            report.notes.forEach { print("  " + $0) }
+        }
+        if let jsonOut { try data.write(to: URL(fileURLWithPath: jsonOut)) }
+        if let markdownOut { try ("## \(report.title)\n\n" + report.markdown).write(toFile: markdownOut, atomically: true, encoding: .utf8) }
+    }
+}
+
+/// `sigma-bench rpc`: round trip and throughput of an empty handler, against raw libzmq REQ/REP.
+struct RPCBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rpc", abstract: "RPC round trip (1 caller) and throughput (64 callers) vs raw libzmq.")
+
+    @Option(help: "Round trips measured with one caller (after a warm-up of a tenth as many).") var calls = 20_000
+    @Option(help: "Concurrent callers for the throughput figure.") var callers = 64
+    @Option(help: "Seconds the throughput run lasts.") var seconds = 3.0
+    @OptionGroup var output: OutputOptions
+
+    static let ping = RPCMethod<Sigma_V1_HealthRequest, Sigma_V1_HealthRequest>("Ping", idempotent: true)
+
+    func run() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        var handlers = RPCHandlers()
+        handlers.register(Self.ping) { request, _ in request }
+        let server = RPCServer(configuration: .init(endpoint: "tcp://127.0.0.1:*"), handlers: handlers, logger: logger)
+        let endpoint = try await server.start()
+        let client = try RPCClient(configuration: .init(endpoints: [endpoint]), logger: logger)
+
+        // Baseline first, on an idle machine, then Sigma's path.
+        let raw = RawBaseline.roundTrips(count: calls, payloadBytes: 16)
+        for _ in 0..<(calls / 10) { _ = try await client.call(Self.ping, .init()) }
+        var samples: [Double] = []
+        samples.reserveCapacity(calls)
+        for _ in 0..<calls {
+            let started = DispatchTime.now().uptimeNanoseconds
+            _ = try await client.call(Self.ping, .init())
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1000)
+        }
+        samples.sort()
+        let rawRate = 1e6 / (raw.reduce(0, +) / Double(raw.count))
+
+        let completed = Counter()
+        let stopAt = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<callers {
+                group.addTask {
+                    while ContinuousClock.now < stopAt {
+                        _ = try await client.call(Self.ping, .init())
+                        completed.increment()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - started
+        let rate = Double(completed.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        client.close()
+        await server.stop()
+
+        var report = Report(title: "sigma-bench rpc (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
+        report.figures = [
+            Figure(name: "rpc_round_trip_p50_1_caller", value: percentile(samples, 0.5), unit: "µs",
+                   baseline: percentile(raw, 0.5), target: .maxRatio(1.5)),
+            Figure(name: "rpc_round_trip_p99_1_caller", value: percentile(samples, 0.99), unit: "µs",
+                   baseline: percentile(raw, 0.99), target: .none),
+            Figure(name: "rpc_throughput_\(callers)_callers", value: rate, unit: "calls/s", baseline: rawRate,
+                   target: .minValue(30_000)),
+        ]
+        report.notes = [
+            "baseline: raw libzmq REQ/REP over loopback TCP, client and server each with its own context, \(calls) round trips, 16-byte payload",
+            "throughput baseline is that raw loop's rate with one caller",
+        ]
+        try output.emit(report)
+    }
+}
+
+final class Counter: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}
