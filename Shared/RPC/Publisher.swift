@@ -21,9 +21,13 @@ public final class Publisher: Sendable {
     private let bound: String
 
     /// Binds `endpoint` (port `*` picks a free one); the socket then lives on a thread of its own.
-    public init(endpoint: String, curve: CurveServerConfiguration? = nil, logger: Logger) throws {
+    /// Every `heartbeat` each topic's last sequence goes out as well, so that a subscriber that missed the
+    /// latest events finds out even when nothing else is published.
+    public init(
+        endpoint: String, curve: CurveServerConfiguration? = nil, heartbeat: Duration = .seconds(1), logger: Logger
+    ) throws {
         self.logger = logger
-        let loop = try PublisherLoop(endpoint: endpoint, curve: curve, logger: logger)
+        let loop = try PublisherLoop(endpoint: endpoint, curve: curve, heartbeat: heartbeat, logger: logger)
         bound = loop.socket.lastEndpoint
         startThread(name: "publisher") { [self] in
             loop.run(self)
@@ -38,12 +42,7 @@ public final class Publisher: Sendable {
     @discardableResult
     public func publish(topic: String, payload: [UInt8]) -> UInt64 {
         let next = nextSequence(topic)
-        var header = Sigma_V1_EventHeader()
-        header.protocolVersion = sigmaProtocolVersion
-        header.topic = topic
-        header.sequence = next
-        header.epoch = epoch
-        let frames: [[UInt8]] = [Array(topic.utf8), (try? header.serializedBytes()) ?? [], payload]
+        let frames = eventFrames(topic: topic, sequence: next, heartbeat: false, payload: payload)
         let wasEmpty = outbox.withLock { box -> Bool in
             box.append(frames)
             return box.count == 1
@@ -56,6 +55,16 @@ public final class Publisher: Sendable {
     /// state a snapshot returns.
     public func sequence(of topic: String) -> UInt64 {
         sequences.withLock { $0[topic] ?? 0 }
+    }
+
+    func eventFrames(topic: String, sequence: UInt64, heartbeat: Bool, payload: [UInt8]) -> [[UInt8]] {
+        var header = Sigma_V1_EventHeader()
+        header.protocolVersion = sigmaProtocolVersion
+        header.topic = topic
+        header.sequence = sequence
+        header.epoch = epoch
+        header.heartbeat = heartbeat
+        return [Array(topic.utf8), (try? header.serializedBytes()) ?? [], payload]
     }
 
     func nextSequence(_ topic: String) -> UInt64 {
@@ -86,9 +95,11 @@ final class PublisherLoop: @unchecked Sendable {
     let socket: ZMQSocket
     let zap: ZAPHandler?
     let logger: Logger
+    let heartbeat: Duration
 
-    init(endpoint: String, curve: CurveServerConfiguration?, logger: Logger) throws {
+    init(endpoint: String, curve: CurveServerConfiguration?, heartbeat: Duration, logger: Logger) throws {
         self.logger = logger
+        self.heartbeat = heartbeat
         context = ZMQContext()
         if let curve {
             zap = try ZAPHandler(context: context, allowed: curve.allowedClientKeys) { address, key, accepted in
@@ -104,11 +115,20 @@ final class PublisherLoop: @unchecked Sendable {
     }
 
     func run(_ publisher: Publisher) {
+        let interval = Int(heartbeat.components.seconds * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)
+        var nextHeartbeat = ContinuousClock.now + heartbeat
         while true {
             var items = [pollItem(fd: publisher.control.wakeup.fd)]
             if let zap { items.append(pollItem(socket: zap.socket, events: ZMQ_POLLIN)) }
             do {
-                try zmqPoll(&items, timeoutMs: -1)
+                try zmqPoll(&items, timeoutMs: max(1, interval))
+                if ContinuousClock.now >= nextHeartbeat {
+                    nextHeartbeat = .now + heartbeat
+                    let sequences = publisher.sequences.withLock { $0 }
+                    for (topic, sequence) in sequences {
+                        try socket.send(publisher.eventFrames(topic: topic, sequence: sequence, heartbeat: true, payload: []))
+                    }
+                }
                 if items[0].readable { publisher.control.wakeup.drain() }
                 if items.count > 1 && items[1].readable { try zap?.serve() }
                 let events = publisher.outbox.withLock { box -> [[[UInt8]]] in

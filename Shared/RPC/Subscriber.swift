@@ -93,6 +93,7 @@ struct RawEvent: Sendable {
     let sequence: UInt64
     let epoch: UInt64
     let payload: [UInt8]
+    var heartbeat = false
 }
 
 /// The Clone pattern's bookkeeping per topic, without I/O: what to do with each event received.
@@ -119,6 +120,9 @@ struct CloneStateMachine {
             return .resync("publisher restarted (epoch changed)")
         }
         if event.sequence <= position.sequence { return .ignore }  // already in the snapshot
+        if event.heartbeat {
+            return .resync("missed events up to \(event.sequence) (heartbeat)")
+        }
         if event.sequence != position.sequence + 1 {
             return .resync("gap: expected \(position.sequence + 1), got \(event.sequence)")
         }
@@ -156,7 +160,8 @@ final class SubscriberLoop: @unchecked Sendable {
                         topics.contains(topic), let header = try? Sigma_V1_EventHeader(serializedBytes: frames[1]),
                         header.protocolVersion == sigmaProtocolVersion
                     else { continue }
-                    output.yield(RawEvent(topic: topic, sequence: header.sequence, epoch: header.epoch, payload: frames[2]))
+                    output.yield(RawEvent(topic: topic, sequence: header.sequence, epoch: header.epoch, payload: frames[2],
+                                          heartbeat: header.heartbeat))
                 }
             } catch {
                 logger.error("subscriber error", metadata: ["error": "\(error)"])

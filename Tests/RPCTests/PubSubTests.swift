@@ -11,7 +11,7 @@ final class GrowingList: Sendable {
     let publisher: Publisher
 
     init() throws {
-        publisher = try Publisher(endpoint: "tcp://127.0.0.1:*", logger: testLogger)
+        publisher = try Publisher(endpoint: "tcp://127.0.0.1:*", heartbeat: .milliseconds(50), logger: testLogger)
     }
 
     func append(_ item: String) {
@@ -107,5 +107,11 @@ final class Replica: Sendable {
         guard case .resync = machine.receive(event(8)) else { Issue.record("a gap must resync"); return }
         guard case .resync = machine.receive(event(7, epoch: 2)) else { Issue.record("a new epoch must resync"); return }
         #expect(machine.receive(event(7)) == .deliver(.update(topic: "t", sequence: 7, payload: [])))
+        var heartbeat = event(7)
+        heartbeat.heartbeat = true
+        #expect(machine.receive(heartbeat) == .ignore)  // nothing missed
+        heartbeat = event(9)
+        heartbeat.heartbeat = true
+        guard case .resync = machine.receive(heartbeat) else { Issue.record("a heartbeat past us must resync"); return }
     }
 }

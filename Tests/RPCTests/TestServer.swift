@@ -26,11 +26,13 @@ func text(_ value: String) -> Text {
     return message
 }
 
-func testHandlers(name: String = "server") -> RPCHandlers {
+/// `sleeps: false` makes Sleep answer at once; `sleepStarted` is told when a Sleep call arrives.
+func testHandlers(name: String = "server", sleeps: Bool = true, sleepStarted: (@Sendable () -> Void)? = nil) -> RPCHandlers {
     var handlers = RPCHandlers()
     handlers.register(TestMethods.echo) { request, _ in text(request.value) }
     handlers.register(TestMethods.sleep) { request, _ in
-        try await Task.sleep(for: .milliseconds(Int(request.value) ?? 0))
+        sleepStarted?()
+        if sleeps { try await Task.sleep(for: .milliseconds(Int(request.value) ?? 0)) }
         return text(name)
     }
     handlers.register(TestMethods.fail) { request, _ in

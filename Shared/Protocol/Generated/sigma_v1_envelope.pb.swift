@@ -163,6 +163,10 @@ public nonisolated struct Sigma_V1_EventHeader: Sendable {
   /// Random per publisher process start: a new epoch means sequences restarted.
   public var epoch: UInt64 = 0
 
+  /// A heartbeat carries no event: `sequence` is the last one published on the topic, so a subscriber
+  /// that missed the latest events notices even when nothing else is published.
+  public var heartbeat: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -273,7 +277,7 @@ nonisolated extension Sigma_V1_ReplyHeader: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Sigma_V1_EventHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}topic\0\u{1}sequence\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}topic\0\u{1}sequence\0\u{1}epoch\0\u{1}heartbeat\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -285,6 +289,7 @@ nonisolated extension Sigma_V1_EventHeader: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularStringField(value: &self.topic) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
       default: break
       }
     }
@@ -303,6 +308,9 @@ nonisolated extension Sigma_V1_EventHeader: SwiftProtobuf.Message, SwiftProtobuf
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
     }
+    if self.heartbeat != false {
+      try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -311,6 +319,7 @@ nonisolated extension Sigma_V1_EventHeader: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.topic != rhs.topic {return false}
     if lhs.sequence != rhs.sequence {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs.heartbeat != rhs.heartbeat {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
