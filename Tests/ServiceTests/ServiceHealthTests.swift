@@ -110,3 +110,26 @@ import TestSupport
         }
     }
 }
+
+/// docs/protocol.md is enough to call Sigma from another language: its Python example, using only pyzmq
+/// and protobuf, calls a real service.
+@Suite struct ForeignClientTests {
+    @Test func pythonClientFromTheProtocolDocument() async throws {
+        try await withTestDatabase { db in
+            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
+            try await withServices({ [try ServiceProcess("sigma-discovery", arguments)] }) { services in
+                let endpoint = try await services[0].endpoint()
+                let script = packageRoot.path + "/docs/examples/sigma_call.py"
+                func call(_ method: String) throws -> [String: Any] {
+                    let output = try runProgram("/usr/bin/python3", [script, endpoint, method])
+                    return try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
+                }
+                let health = try call("Health")
+                #expect(health["status"] as? String == "OK")
+                #expect((health["response"] as? [String: Any])?["service"] as? String == "discovery")
+                let unknown = try call("NoSuchMethod")
+                #expect(unknown["status"] as? String == "UNIMPLEMENTED")
+            }
+        }
+    }
+}
