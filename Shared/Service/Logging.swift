@@ -27,7 +27,7 @@ public struct StructuredLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var fields = metadata
         event.metadata?.forEach { fields[$0.key] = $0.value }
-        let time = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+        let time = Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date())
         var line: String
         switch format {
         case .json:

@@ -133,3 +133,31 @@ import TestSupport
         }
     }
 }
+
+/// CURVE end to end through the service flags and sigmactl's key files.
+@Suite struct ServiceCurveTests {
+    @Test func serviceAdmitsOnlyAllowListedKeys() async throws {
+        let folder = NSTemporaryDirectory() + "sigma-curve-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+        try runProgram(sigmactl, ["keys", "generate", "agent", "--out", folder + "/servers"])
+        try runProgram(sigmactl, ["keys", "generate", "operator", "--out", folder + "/clients"])
+        try runProgram(sigmactl, ["keys", "generate", "stranger", "--out", folder + "/others"])
+        let secretMode = try FileManager.default.attributesOfItem(atPath: folder + "/servers/agent.key")[.posixPermissions] as? Int
+        #expect(secretMode == 0o600)
+
+        let arguments = ["--listen", "tcp://127.0.0.1:*", "--curve-key", folder + "/servers/agent.key",
+                         "--curve-allow", folder + "/clients", "--scheduler", "tcp://127.0.0.1:1"]
+        try await withServices({ [try ServiceProcess("sigma-agent", arguments)] }) { services in
+            let endpoint = try await services[0].endpoint()
+            #expect(!services[0].log.contains("CURVE is off"))
+            let keys = ["--server-key", folder + "/servers/agent.pub", "--agent", endpoint, "--timeout", "3"]
+            let output = try runProgram(sigmactl, ["metrics", "agent", "-o", "json", "--client-key", folder + "/clients/operator.key"] + keys)
+            #expect(output.hasPrefix("["))
+            #expect(throws: TestSetupError.self) {
+                try runProgram(sigmactl, ["metrics", "agent", "--client-key", folder + "/others/stranger.key"] + keys)
+            }
+            #expect(services[0].log.contains("CURVE client refused"))
+        }
+    }
+}
