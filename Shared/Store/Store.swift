@@ -145,6 +145,13 @@ public final class Store: Sendable {
     // MARK: - Pool
 
     private func acquire() async throws -> Int {
+        // Fast path: a free connection, no waiting and no timer.
+        let immediate = pool.withLock { state -> Result<Int, Error>? in
+            if state.closed { return .failure(StoreError(.unavailable, "store is shut down")) }
+            return state.free.popLast().map { .success($0) }
+        }
+        if let immediate { return try immediate.get() }
+
         let waiterId = pool.withLock { state -> UInt64 in
             state.nextWaiter += 1
             return state.nextWaiter

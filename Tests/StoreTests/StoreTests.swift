@@ -76,6 +76,30 @@ import TestSupport
         }
     }
 
+    @Test func exhaustedPoolIsUnavailableNotAHang() async throws {
+        try await withTestDatabase { db in
+            var configuration = StoreConfiguration(url: db.url)
+            configuration.poolSize = 1
+            configuration.acquireTimeout = .milliseconds(200)
+            let store = Store(configuration: configuration, logger: quietLogger)
+            defer { store.shutdown() }
+            let (entered, signal) = AsyncStream<Void>.makeStream()
+            let holder = Task {
+                try await store.transaction { tx in
+                    signal.yield()
+                    try await tx.query("SELECT pg_sleep(3)")
+                }
+            }
+            var iterator = entered.makeAsyncIterator()
+            await iterator.next()
+            let error = await #expect(throws: StoreError.self) { try await store.query("SELECT 1") }
+            #expect(error?.code == .unavailable)
+            _ = try await holder.value
+            // Once the connection is back, calls go through again.
+            #expect(try await store.query("SELECT 1 AS one")[0].decode(Int.self, "one") == 1)
+        }
+    }
+
     @Test func listenNotifyDeliversInOrder() async throws {
         try await withTestDatabase { db in
             let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
