@@ -63,6 +63,10 @@ struct RPCBench: AsyncParsableCommand {
             samples.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1000)
         }
         samples.sort()
+        var header = Sigma_V1_RequestHeader()
+        header.protocolVersion = sigmaProtocolVersion
+        header.method = Self.ping.name
+        let serverOnly = RawBaseline.roundTrips(to: endpoint, frames: [try header.serializedBytes(), []], count: calls)
         let rawRate = 1e6 / (raw.reduce(0, +) / Double(raw.count))
 
         let completed = Counter()
@@ -90,12 +94,15 @@ struct RPCBench: AsyncParsableCommand {
                    baseline: percentile(raw, 0.5), target: .maxRatio(1.5)),
             Figure(name: "rpc_round_trip_p99_1_caller", value: percentile(samples, 0.99), unit: "µs",
                    baseline: percentile(raw, 0.99), target: .none),
+            Figure(name: "rpc_server_round_trip_p50_raw_req_client", value: percentile(serverOnly, 0.5), unit: "µs",
+                   baseline: percentile(raw, 0.5), target: .none),
             Figure(name: "rpc_throughput_\(callers)_callers", value: rate, unit: "calls/s", baseline: rawRate,
                    target: .minValue(30_000)),
         ]
         report.notes = [
             "baseline: raw libzmq REQ/REP over loopback TCP, client and server each with its own context, \(calls) round trips, 16-byte payload",
             "throughput baseline is that raw loop's rate with one caller",
+            "rpc_server_round_trip_p50_raw_req_client: a bare REQ socket calling Sigma's server (the server's share)",
         ]
         try output.emit(report)
     }

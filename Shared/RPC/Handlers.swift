@@ -12,7 +12,26 @@ public struct RequestContext: Sendable {
     public let token: String
     /// When the caller stops waiting; handlers that wait (long polls) should answer before it.
     public let deadline: ContinuousClock.Instant?
-    public let logger: Logger
+    let serverLogger: Logger
+
+    init(method: String, requestId: UInt64, peerKey: String?, token: String, deadline: ContinuousClock.Instant?,
+         serverLogger: Logger) {
+        self.method = method
+        self.requestId = requestId
+        self.peerKey = peerKey
+        self.token = token
+        self.deadline = deadline
+        self.serverLogger = serverLogger
+    }
+
+    /// The server's logger with this call's method and request id as metadata (made when asked for:
+    /// most calls never log).
+    public var logger: Logger {
+        var logger = serverLogger
+        logger[metadataKey: "method"] = "\(method)"
+        logger[metadataKey: "request"] = "\(requestId)"
+        return logger
+    }
 
     /// Time left until the deadline, or nil when the call has none.
     public var remaining: Duration? { deadline.map { $0 - .now } }

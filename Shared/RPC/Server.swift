@@ -151,13 +151,9 @@ public final class RPCServer: Sendable {
         handler: @escaping RPCHandlers.RawHandler, received: ContinuousClock.Instant
     ) {
         let deadline = header.timeoutMs > 0 ? received + .milliseconds(Int64(clamping: header.timeoutMs)) : nil
-        var contextLogger = logger
-        contextLogger[metadataKey: "method"] = "\(header.method)"
-        contextLogger[metadataKey: "request"] = "\(header.requestID)"
-        let requestLogger = contextLogger
         let context = RequestContext(
             method: header.method, requestId: header.requestID, peerKey: peerKey, token: header.token,
-            deadline: deadline, logger: requestLogger)
+            deadline: deadline, serverLogger: logger)
         let once = ReplyOnce()
         let key = state.withLock { s -> UInt64 in
             s.nextTaskKey &+= 1
@@ -175,7 +171,7 @@ public final class RPCServer: Sendable {
             } catch is CancellationError {
                 outcome = (.unavailable, "server is shutting down", [])
             } catch {
-                requestLogger.error("handler failed with an unexpected error", metadata: ["error": "\(error)"])
+                context.logger.error("handler failed with an unexpected error", metadata: ["error": "\(error)"])
                 outcome = (.internal, "internal error: \(type(of: error))", [])
             }
             if once.claim() {
