@@ -1,4 +1,6 @@
 import ArgumentParser
+import Protocol
+import RPC
 import Service
 
 /// `sigma-allocator`: Sigma's allocator: instance IPs, host ports and SSDs, each exactly once.
@@ -12,6 +14,21 @@ struct AllocatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let host = try ServiceHost(kind: .allocator, options: options)
-        try await host.run(role: "replica")
+        let pools = IPPools(store: host.store!, logger: host.logger)
+        var handlers = RPCHandlers()
+        handlers.register(AllocatorMethods.createIPPool) { request, _ in try await pools.create(request.pool) }
+        handlers.register(AllocatorMethods.listIPPools) { _, _ in try await pools.list() }
+        handlers.register(AllocatorMethods.allocateIPs) { request, _ in
+            var response = Sigma_V1_AllocateIPsResponse()
+            response.allocations = try await pools.allocate(request)
+            return response
+        }
+        handlers.register(AllocatorMethods.releaseIPs) { request, _ in try await pools.release(request) }
+        handlers.register(AllocatorMethods.listIPAllocations) { request, _ in
+            var response = Sigma_V1_ListIPAllocationsResponse()
+            response.allocations = try await pools.allocations(pool: request.pool, instance: request.instanceID)
+            return response
+        }
+        try await host.run(handlers: handlers, role: "replica")
     }
 }

@@ -80,3 +80,13 @@ public enum CommonMethods {
     public static let health = RPCMethod<Sigma_V1_HealthRequest, Sigma_V1_HealthResponse>("Health", idempotent: true)
     public static let metrics = RPCMethod<Sigma_V1_MetricsRequest, Sigma_V1_MetricsResponse>("Metrics", idempotent: true)
 }
+
+/// Methods of sigma-allocator.
+public enum AllocatorMethods {
+    public static let createIPPool = RPCMethod<Sigma_V1_CreateIPPoolRequest, Sigma_V1_CreateIPPoolResponse>("CreateIPPool", idempotent: false)
+    public static let listIPPools = RPCMethod<Sigma_V1_ListIPPoolsRequest, Sigma_V1_ListIPPoolsResponse>("ListIPPools", idempotent: true)
+    public static let allocateIPs = RPCMethod<Sigma_V1_AllocateIPsRequest, Sigma_V1_AllocateIPsResponse>("AllocateIPs", idempotent: true)
+    public static let releaseIPs = RPCMethod<Sigma_V1_ReleaseIPsRequest, Sigma_V1_ReleaseIPsResponse>("ReleaseIPs", idempotent: true)
+    public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
+        "ListIPAllocations", idempotent: true)
+}

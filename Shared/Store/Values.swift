@@ -142,3 +142,13 @@ public struct Row: Sendable {
 public protocol RowDecodable {
     init(row: Row) throws
 }
+
+/// A PostgreSQL array in text form, `{"a","b",NULL}`: pass it as one parameter and cast it (`$1::uuid[]`).
+extension Array: PGEncodable where Element: PGEncodable {
+    public var pgText: String? {
+        "{" + map { element -> String in
+            guard let text = element.pgText else { return "NULL" }
+            return "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }.joined(separator: ",") + "}"
+    }
+}

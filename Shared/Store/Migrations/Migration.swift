@@ -13,6 +13,7 @@ public struct Migration: Sendable {
 public enum Schema {
     public static let migrations: [Migration] = [
         m0001CoreTables,
+        m0002IPPools,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -1,0 +1,256 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import Store
+
+/// Instance IPs: pools, allocation and release, all in PostgreSQL. Uniqueness lives in the schema (one row
+/// per address, `instance` UNIQUE, pools that cannot overlap); this code picks rows and maps errors.
+struct IPPools: Sendable {
+    let store: Store
+    let logger: Logger
+
+    /// Pools are materialized one row per address; larger ranges are several pools.
+    static let smallestPrefix = 16
+    /// Instances in one AllocateIPs or ReleaseIPs call.
+    static let maxBatch = 10_000
+
+    // MARK: Pools
+
+    func create(_ pool: Sigma_V1_IPPool) async throws -> Sigma_V1_CreateIPPoolResponse {
+        guard !pool.name.isEmpty, pool.name.count <= 63 else { throw RPCError.invalidArgument("pool.name: 1 to 63 characters") }
+        let cidr: IPv4CIDR
+        do { cidr = try IPv4CIDR(parsing: pool.cidr) } catch { throw RPCError.invalidArgument("pool.cidr: \(error)") }
+        guard cidr.prefixLength >= Self.smallestPrefix else {
+            throw RPCError.invalidArgument("pool.cidr: /\(cidr.prefixLength) is larger than a /\(Self.smallestPrefix); create several pools")
+        }
+        var reserved = Set(cidr.structurallyReserved)
+        if !pool.gateway.isEmpty {
+            guard let gateway = IPv4Address(pool.gateway), cidr.contains(gateway) else {
+                throw RPCError.invalidArgument("pool.gateway: '\(pool.gateway)' is not an address inside \(cidr)")
+            }
+            reserved.insert(gateway)
+        }
+        for text in pool.reserved {
+            guard let address = IPv4Address(text), cidr.contains(address) else {
+                throw RPCError.invalidArgument("pool.reserved: '\(text)' is not an address inside \(cidr)")
+            }
+            reserved.insert(address)
+        }
+        let overlapping = try await store.query("SELECT name, cidr::text AS cidr FROM ip_pools WHERE cidr && $1::cidr", cidr.description)
+        if let other = overlapping.first {
+            throw RPCError.invalidArgument(
+                "pool.cidr: \(cidr) overlaps pool \(try other.decode(String.self, "name")) (\(try other.decode(String.self, "cidr")))")
+        }
+        let reservedTexts = reserved.map(\.description)
+        do {
+            try await store.transaction(isolation: .readCommitted) { tx in
+                try await tx.execute("INSERT INTO ip_pools (name, cidr, gateway) VALUES ($1, $2::cidr, $3::inet)",
+                                     pool.name, cidr.description, pool.gateway.isEmpty ? nil : pool.gateway)
+                try await tx.execute(
+                    """
+                    INSERT INTO ip_addresses (address, pool, reserved)
+                    SELECT $1::inet + i, $2, ($1::inet + i) = ANY($3::inet[])
+                    FROM generate_series(0::bigint, $4::bigint - 1) AS i
+                    """, cidr.network.description, pool.name, reservedTexts, Int64(cidr.size))
+            }
+        } catch let error as StoreError where error.code == .uniqueViolation {
+            throw RPCError.alreadyExists("pool \(pool.name) exists")
+        } catch let error as StoreError where error.sqlState == "23P01" {
+            throw RPCError.invalidArgument("pool.cidr: \(cidr) overlaps an existing pool")
+        }
+        logger.info("IP pool created", metadata: ["pool": "\(pool.name)", "cidr": "\(cidr)", "reserved": "\(reserved.count)"])
+        var response = Sigma_V1_CreateIPPoolResponse()
+        response.pool = try await list().pools.first { $0.name == pool.name } ?? pool
+        response.usage = try await usage(pool: pool.name).first ?? .init()
+        return response
+    }
+
+    func list() async throws -> Sigma_V1_ListIPPoolsResponse {
+        let rows = try await store.query(
+            """
+            SELECT p.name, p.cidr::text AS cidr, coalesce(host(p.gateway), '') AS gateway,
+                   coalesce(array_to_string(array_agg(host(a.address) ORDER BY a.address)
+                       FILTER (WHERE host(a.address) NOT IN (host(network(p.cidr)), host(broadcast(p.cidr)),
+                                                             coalesce(host(p.gateway), ''))), ','), '') AS reserved
+            FROM ip_pools p LEFT JOIN ip_addresses a ON a.pool = p.name AND a.reserved
+            GROUP BY p.name ORDER BY p.name
+            """)
+        var response = Sigma_V1_ListIPPoolsResponse()
+        response.pools = try rows.map { row in
+            var pool = Sigma_V1_IPPool()
+            pool.name = try row.decode(String.self, "name")
+            pool.cidr = try row.decode(String.self, "cidr")
+            pool.gateway = try row.decode(String.self, "gateway")
+            let reserved = try row.decode(String.self, "reserved")
+            pool.reserved = reserved.isEmpty ? [] : reserved.split(separator: ",").map(String.init)
+            return pool
+        }
+        response.usage = try await usage(pool: "")
+        return response
+    }
+
+    /// Usage of one pool, or of all when `pool` is empty.
+    func usage(pool: String) async throws -> [Sigma_V1_PoolUsage] {
+        let rows = try await store.query(
+            """
+            SELECT p.name, p.cidr::text AS cidr, count(a.address) AS total,
+                   count(a.instance) AS used, count(*) FILTER (WHERE a.reserved) AS reserved
+            FROM ip_pools p JOIN ip_addresses a ON a.pool = p.name
+            WHERE $1 = '' OR p.name = $1
+            GROUP BY p.name ORDER BY p.name
+            """, pool)
+        return try rows.map { row in
+            var usage = Sigma_V1_PoolUsage()
+            usage.pool = try row.decode(String.self, "name")
+            usage.cidr = try row.decode(String.self, "cidr")
+            usage.total = try row.decode(UInt64.self, "total")
+            usage.used = try row.decode(UInt64.self, "used")
+            usage.reserved = try row.decode(UInt64.self, "reserved")
+            usage.free = usage.total - usage.used - usage.reserved
+            return usage
+        }
+    }
+
+    // MARK: Allocation
+
+    /// The address of every instance, allocating for those without one: all or nothing, in one transaction.
+    func allocate(_ request: Sigma_V1_AllocateIPsRequest) async throws -> [Sigma_V1_IPAllocation] {
+        let ids = try instanceIDs(request.instanceIds, field: "instance_ids")
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await allocateOnce(ids, poolName: request.pool)
+            } catch let error as StoreError where error.code == .uniqueViolation && attempt < 5 {
+                // Another allocator gave one of these instances an address at the same moment: read it.
+                logger.debug("concurrent allocation for the same instance; reading it", metadata: ["attempt": "\(attempt)"])
+            }
+        }
+    }
+
+    private func allocateOnce(_ ids: [UUID], poolName: String) async throws -> [Sigma_V1_IPAllocation] {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            let pool = try await resolvePool(poolName, tx)
+            let known = Set(try await tx.query("SELECT id FROM instances WHERE id = ANY($1::uuid[])", ids).map {
+                try $0.decode(UUID.self, "id")
+            })
+            let unknown = ids.filter { !known.contains($0) }
+            guard unknown.isEmpty else {
+                throw RPCError.notFound("no instance \(unknown.prefix(5).map(\.uuidString).joined(separator: ", "))\(unknown.count > 5 ? " (and \(unknown.count - 5) more)" : "")")
+            }
+            var result: [UUID: Sigma_V1_IPAllocation] = [:]
+            for row in try await tx.query(Self.selectAllocations + " WHERE a.instance = ANY($1::uuid[])", ids) {
+                let allocation = try Self.allocation(row)
+                result[UUID(uuidString: allocation.instanceID)!] = allocation
+            }
+            let missing = ids.filter { result[$0] == nil }
+            if !missing.isEmpty {
+                let rows = try await tx.query(
+                    """
+                    WITH wanted AS (
+                        SELECT id, row_number() OVER (ORDER BY ord) AS n
+                        FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord)
+                    ), free AS (
+                        SELECT address, row_number() OVER (ORDER BY released_at NULLS FIRST, address) AS n
+                        FROM (SELECT address, released_at FROM ip_addresses
+                              WHERE pool = $2 AND instance IS NULL AND NOT reserved
+                              ORDER BY released_at NULLS FIRST, address
+                              LIMIT $3 FOR UPDATE SKIP LOCKED) AS candidates
+                    )
+                    UPDATE ip_addresses AS a SET instance = w.id, allocated_at = now()
+                    FROM wanted w JOIN free f ON f.n = w.n
+                    WHERE a.address = f.address
+                    RETURNING a.instance
+                    """, missing, pool, missing.count)
+                guard rows.count == missing.count else {
+                    throw RPCError.resourceExhausted(
+                        "IP pool \(pool) has \(rows.count) free addresses for \(missing.count) instances")
+                }
+                for row in try await tx.query(Self.selectAllocations + " WHERE a.instance = ANY($1::uuid[])", missing) {
+                    var allocation = try Self.allocation(row)
+                    allocation.newlyAllocated = true
+                    result[UUID(uuidString: allocation.instanceID)!] = allocation
+                }
+            }
+            return ids.compactMap { result[$0] }
+        }
+    }
+
+    /// Frees the addresses of these instances; those without one are reported, not an error.
+    func release(_ request: Sigma_V1_ReleaseIPsRequest) async throws -> Sigma_V1_ReleaseIPsResponse {
+        let ids = try instanceIDs(request.instanceIds, field: "instance_ids")
+        let rows = try await store.query(
+            """
+            WITH old AS (
+                SELECT address, instance FROM ip_addresses WHERE instance = ANY($1::uuid[]) FOR UPDATE
+            )
+            UPDATE ip_addresses AS a SET instance = NULL, allocated_at = NULL, released_at = clock_timestamp()
+            FROM old WHERE a.address = old.address
+            RETURNING old.instance::text AS instance, host(a.address) AS address, a.pool
+            """, ids)
+        var response = Sigma_V1_ReleaseIPsResponse()
+        response.released = try rows.map { row in
+            var allocation = Sigma_V1_IPAllocation()
+            allocation.instanceID = try row.decode(String.self, "instance")
+            allocation.address = try row.decode(String.self, "address")
+            allocation.pool = try row.decode(String.self, "pool")
+            logger.info("IP released", metadata: ["instance": "\(allocation.instanceID)", "address": "\(allocation.address)"])
+            return allocation
+        }
+        let released = Set(response.released.map(\.instanceID))
+        response.notAllocated = ids.map { $0.uuidString.lowercased() }.filter { !released.contains($0) }
+        return response
+    }
+
+    func allocations(pool: String, instance: String) async throws -> [Sigma_V1_IPAllocation] {
+        let instanceID: UUID? = instance.isEmpty ? nil : try instanceIDs([instance], field: "instance_id")[0]
+        let rows = try await store.query(
+            Self.selectAllocations + " WHERE a.instance IS NOT NULL AND ($1 = '' OR a.pool = $1) AND ($2::uuid IS NULL OR a.instance = $2::uuid) ORDER BY a.address",
+            pool, instanceID)
+        return try rows.map(Self.allocation)
+    }
+
+    // MARK: Helpers
+
+    static let selectAllocations = """
+        SELECT a.instance::text AS instance, host(a.address) AS address, a.pool, masklen(p.cidr) AS prefix,
+               coalesce(host(p.gateway), '') AS gateway
+        FROM ip_addresses a JOIN ip_pools p ON p.name = a.pool
+        """
+
+    static func allocation(_ row: Row) throws -> Sigma_V1_IPAllocation {
+        var allocation = Sigma_V1_IPAllocation()
+        allocation.instanceID = try row.decode(String.self, "instance")
+        allocation.address = try row.decode(String.self, "address")
+        allocation.pool = try row.decode(String.self, "pool")
+        allocation.prefixLength = UInt32(try row.decode(Int.self, "prefix"))
+        allocation.gateway = try row.decode(String.self, "gateway")
+        return allocation
+    }
+
+    private func resolvePool(_ name: String, _ tx: Transaction) async throws -> String {
+        let pools = try await tx.query("SELECT name FROM ip_pools WHERE $1 = '' OR name = $1", name).map {
+            try $0.decode(String.self, "name")
+        }
+        if name.isEmpty {
+            guard pools.count == 1 else {
+                throw pools.isEmpty ? RPCError.failedPrecondition("no IP pool exists; create one first")
+                    : RPCError.invalidArgument("pool: \(pools.count) pools exist; name one")
+            }
+            return pools[0]
+        }
+        guard !pools.isEmpty else { throw RPCError.notFound("no IP pool \(name)") }
+        return name
+    }
+
+    private func instanceIDs(_ texts: [String], field: String) throws -> [UUID] {
+        guard !texts.isEmpty else { throw RPCError.invalidArgument("\(field): at least one instance") }
+        guard texts.count <= Self.maxBatch else { throw RPCError.invalidArgument("\(field): at most \(Self.maxBatch) per call") }
+        var seen = Set<UUID>()
+        return try texts.compactMap { text in
+            guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument("\(field): '\(text.prefix(64))' is not a UUID") }
+            return seen.insert(id).inserted ? id : nil
+        }
+    }
+}
