@@ -8,7 +8,7 @@ struct Sigmactl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sigmactl",
         abstract: "Operate a Sigma cluster.",
-        subcommands: [HealthCommand.self, MetricsCommand.self, KeysCommand.self])
+        subcommands: [HealthCommand.self, MetricsCommand.self, AllocCommand.self, KeysCommand.self])
 }
 
 /// Where the services are: flags, then SIGMA_<SERVICE> variables, then ~/.sigma/config, then the defaults.
