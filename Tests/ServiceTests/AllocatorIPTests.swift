@@ -120,18 +120,18 @@ import TestSupport
                 try await waitHealthy(try rpcClient([endpoint]))
                 let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
                 let flags = ["--allocator", endpoint]
-                let created = try runProgram(sigmactl, ["alloc", "create-pool", "demo", "100.64.0.0/16", "--gateway", "100.64.0.1",
+                let created = try await runProgram(sigmactl, ["alloc", "create-pool", "demo", "100.64.0.0/16", "--gateway", "100.64.0.1",
                                                         "--reserve", "100.64.0.2", "100.64.0.3"] + flags)
                 #expect(created.contains("65531 addresses free"))
-                let json = try runProgram(sigmactl, ["alloc", "pools", "-o", "json"] + flags)
+                let json = try await runProgram(sigmactl, ["alloc", "pools", "-o", "json"] + flags)
                 let pools = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [[String: Any]]
                 #expect(pools.first?["name"] as? String == "demo")
                 #expect(pools.first?["free"] as? Int == 65531)
                 #expect(pools.first?["reserved"] as? [String] == ["100.64.0.2", "100.64.0.3"])
-                let table = try runProgram(sigmactl, ["alloc", "pools"] + flags)
+                let table = try await runProgram(sigmactl, ["alloc", "pools"] + flags)
                 #expect(table.hasPrefix("POOL"))
-                #expect(throws: TestSetupError.self) {
-                    try runProgram(sigmactl, ["alloc", "create-pool", "again", "100.64.1.0/24"] + flags)
+                await #expect(throws: TestSetupError.self) {
+                    try await runProgram(sigmactl, ["alloc", "create-pool", "again", "100.64.1.0/24"] + flags)
                 }
             }
         }

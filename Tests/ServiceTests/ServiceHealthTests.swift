@@ -51,7 +51,7 @@ import TestSupport
                                  "--scheduler", endpoints["sigma-scheduler"]!, "--allocator", endpoints["sigma-allocator"]!,
                                  "--config", endpoints["sigma-config"]!, "--discovery", endpoints["sigma-discovery"]!,
                                  "--agent", endpoints["sigma-agent"]!]
-                let output = try runProgram(ServiceProcess.binDirectory + "/sigmactl", arguments)
+                let output = try await runProgram(ServiceProcess.binDirectory + "/sigmactl", arguments)
                 let rows = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [[String: Any]]
                 #expect(rows.count == 5)
                 #expect(rows.allSatisfy { $0["healthy"] as? Bool == true })
@@ -62,8 +62,8 @@ import TestSupport
 
                 // The agent stops cleanly on SIGTERM; then sigmactl health reports it and exits 1.
                 #expect(await agent.terminate() == 0)
-                #expect(throws: TestSetupError.self) {
-                    try runProgram(ServiceProcess.binDirectory + "/sigmactl", arguments + ["--timeout", "1"])
+                await #expect(throws: TestSetupError.self) {
+                    try await runProgram(ServiceProcess.binDirectory + "/sigmactl", arguments + ["--timeout", "1"])
                 }
                 for service in services {
                     #expect(await service.terminate() == 0, "\(service.name) did not exit 0:\n\(service.log)")
@@ -98,13 +98,13 @@ import TestSupport
             try await withServices({ [try ServiceProcess("sigma-discovery", arguments)] }) { services in
                 let client = try healthClient(try await services[0].endpoint())
                 #expect(try await healthy(client).healthy)
-                try postgres.stop()
+                try await postgres.stop()
                 let started = ContinuousClock.now
                 let down = try await client.call(CommonMethods.health, .init())
                 #expect(!down.healthy)
                 #expect(down.dependencies.first?.reachable == false)
                 #expect(ContinuousClock.now - started < .seconds(5))
-                try postgres.start()
+                try await postgres.start()
                 #expect(try await healthy(client).healthy)
             }
         }
@@ -120,14 +120,14 @@ import TestSupport
             try await withServices({ [try ServiceProcess("sigma-discovery", arguments)] }) { services in
                 let endpoint = try await services[0].endpoint()
                 let script = packageRoot.path + "/docs/examples/sigma_call.py"
-                func call(_ method: String) throws -> [String: Any] {
-                    let output = try runProgram("/usr/bin/python3", [script, endpoint, method])
+                func call(_ method: String) async throws -> [String: Any] {
+                    let output = try await runProgram("/usr/bin/python3", [script, endpoint, method])
                     return try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
                 }
-                let health = try call("Health")
+                let health = try await call("Health")
                 #expect(health["status"] as? String == "OK")
                 #expect((health["response"] as? [String: Any])?["service"] as? String == "discovery")
-                let unknown = try call("NoSuchMethod")
+                let unknown = try await call("NoSuchMethod")
                 #expect(unknown["status"] as? String == "UNIMPLEMENTED")
             }
         }
@@ -140,9 +140,9 @@ import TestSupport
         let folder = NSTemporaryDirectory() + "sigma-curve-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
-        try runProgram(sigmactl, ["keys", "generate", "agent", "--out", folder + "/servers"])
-        try runProgram(sigmactl, ["keys", "generate", "operator", "--out", folder + "/clients"])
-        try runProgram(sigmactl, ["keys", "generate", "stranger", "--out", folder + "/others"])
+        try await runProgram(sigmactl, ["keys", "generate", "agent", "--out", folder + "/servers"])
+        try await runProgram(sigmactl, ["keys", "generate", "operator", "--out", folder + "/clients"])
+        try await runProgram(sigmactl, ["keys", "generate", "stranger", "--out", folder + "/others"])
         let secretMode = try FileManager.default.attributesOfItem(atPath: folder + "/servers/agent.key")[.posixPermissions] as? Int
         #expect(secretMode == 0o600)
 
@@ -152,10 +152,10 @@ import TestSupport
             let endpoint = try await services[0].endpoint()
             #expect(!services[0].log.contains("CURVE is off"))
             let keys = ["--server-key", folder + "/servers/agent.pub", "--agent", endpoint, "--timeout", "3"]
-            let output = try runProgram(sigmactl, ["metrics", "agent", "-o", "json", "--client-key", folder + "/clients/operator.key"] + keys)
+            let output = try await runProgram(sigmactl, ["metrics", "agent", "-o", "json", "--client-key", folder + "/clients/operator.key"] + keys)
             #expect(output.hasPrefix("["))
-            #expect(throws: TestSetupError.self) {
-                try runProgram(sigmactl, ["metrics", "agent", "--client-key", folder + "/others/stranger.key"] + keys)
+            await #expect(throws: TestSetupError.self) {
+                try await runProgram(sigmactl, ["metrics", "agent", "--client-key", folder + "/others/stranger.key"] + keys)
             }
             #expect(services[0].log.contains("CURVE client refused"))
         }

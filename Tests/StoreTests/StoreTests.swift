@@ -141,13 +141,13 @@ import TestSupport
             var events = listener.makeAsyncIterator()
             #expect(await events.next() == .connected)
             try await store.execute("CREATE TABLE t (v int)")
-            try postgres.stop()
+            try await postgres.stop()
             let started = ContinuousClock.now
             let error = await #expect(throws: StoreError.self) { try await store.execute("INSERT INTO t VALUES (1)") }
             #expect(error?.code == .unavailable)
             #expect(error?.rpcError.code == .unavailable)
             #expect(ContinuousClock.now - started < .seconds(10))
-            try postgres.start()
+            try await postgres.start()
             try await store.execute("INSERT INTO t VALUES (2)")
             #expect(try await store.query("SELECT count(*) AS n FROM t")[0].decode(Int.self, "n") == 1)
             // The listener is back as well, and says so.

@@ -62,10 +62,20 @@ public func withTestDatabase<T>(_ body: (TestDatabase) async throws -> T) async 
 public let packageRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
 
-/// Runs a program to its end and returns its standard output; throws when it fails.
-/// (posix_spawn and waitpid: Foundation's Process.waitUntilExit can miss the exit inside the test runner.)
+/// Runs a program to its end and returns its standard output; throws when it fails. The wait happens on a
+/// thread of its own: blocking the cooperative pool would stall every other test's timers.
 @discardableResult
-public func runProgram(_ path: String, _ arguments: [String]) throws -> String {
+public func runProgram(_ path: String, _ arguments: [String]) async throws -> String {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try runProgramBlocking(path, arguments) })
+        }
+        thread.start()
+    }
+}
+
+/// (posix_spawn and waitpid: Foundation's Process.waitUntilExit can miss the exit inside the test runner.)
+func runProgramBlocking(_ path: String, _ arguments: [String]) throws -> String {
     // Output goes to files, not pipes: a server the program starts may hold a pipe long after it ended.
     let base = NSTemporaryDirectory() + "sigma-run-\(UUID().uuidString)"
     defer {
@@ -99,8 +109,8 @@ public struct PrivatePostgres: Sendable {
     public let directory: String
     public let url: String
 
-    public func stop() throws { try runProgram(packageRoot.path + "/scripts/pg", ["stop", directory]) }
-    public func start() throws { try runProgram(packageRoot.path + "/scripts/pg", ["start", directory]) }
+    public func stop() async throws { try await runProgram(packageRoot.path + "/scripts/pg", ["stop", directory]) }
+    public func start() async throws { try await runProgram(packageRoot.path + "/scripts/pg", ["start", directory]) }
 }
 
 public func withPrivatePostgres<T>(_ body: (PrivatePostgres) async throws -> T) async throws -> T {
@@ -108,11 +118,16 @@ public func withPrivatePostgres<T>(_ body: (PrivatePostgres) async throws -> T) 
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
     let directory = base + "/test-private-" + UUID().uuidString.prefix(8).lowercased()
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    let url = try runProgram(packageRoot.path + "/scripts/pg", ["start", directory])
+    let url = try await runProgram(packageRoot.path + "/scripts/pg", ["start", directory])
     let postgres = PrivatePostgres(directory: directory, url: url)
-    defer {
-        try? postgres.stop()
+    do {
+        let result = try await body(postgres)
+        try? await postgres.stop()
         try? FileManager.default.removeItem(atPath: directory)
+        return result
+    } catch {
+        try? await postgres.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+        throw error
     }
-    return try await body(postgres)
 }
