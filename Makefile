@@ -15,10 +15,7 @@ down:
 	scripts/demo down
 
 bench:
-	scripts/deps
-	swift build -c release --product sigma-bench
-	mkdir -p bench
-	"$$(swift build -c release --show-bin-path)/sigma-bench" rpc --json-out bench/results.json --markdown-out bench/results.md
+	scripts/bench
 
 protos:
 	scripts/generate-protos

@@ -7,6 +7,8 @@ struct Figure {
         case maxRatio(Double)
         /// value must be at least this.
         case minValue(Double)
+        /// value / baseline must be at least this.
+        case minRatio(Double)
         case none
     }
 
@@ -22,6 +24,7 @@ struct Figure {
         switch target {
         case .maxRatio(let limit): ratio <= limit
         case .minValue(let limit): value >= limit
+        case .minRatio(let limit): ratio >= limit
         case .none: nil
         }
     }
@@ -30,6 +33,7 @@ struct Figure {
         switch target {
         case .maxRatio(let limit): "≤ \(limit)× baseline"
         case .minValue(let limit): "≥ \(format(limit)) \(unit)"
+        case .minRatio(let limit): "≥ \(limit)× baseline"
         case .none: "-"
         }
     }

@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -41,9 +41,13 @@ struct RPCBench: AsyncParsableCommand {
     @Option(help: "Seconds the throughput run lasts.") var seconds = 3.0
     @OptionGroup var output: OutputOptions
 
+    func run() async throws {
+        try output.emit(try await measure())
+    }
+
     static let ping = RPCMethod<Sigma_V1_HealthRequest, Sigma_V1_HealthRequest>("Ping", idempotent: true)
 
-    func run() async throws {
+    func measure() async throws -> Report {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         var handlers = RPCHandlers()
@@ -104,7 +108,7 @@ struct RPCBench: AsyncParsableCommand {
             "throughput baseline is that raw loop's rate with one caller",
             "rpc_server_round_trip_p50_raw_req_client: a bare REQ socket calling Sigma's server (the server's share)",
         ]
-        try output.emit(report)
+        return report
     }
 }
 
@@ -112,4 +116,22 @@ final class Counter: Sendable {
     private let count = Atomic<Int>(0)
     func increment() { count.add(1, ordering: .relaxed) }
     var value: Int { count.load(ordering: .relaxed) }
+}
+
+/// `sigma-bench all`: every figure, one report (what `make bench` runs).
+struct AllBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "all", abstract: "Run every figure; one report.")
+    @Option(help: "PostgreSQL for the allocator figures. [SIGMA_DATABASE_URL]") var databaseURL: String?
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let rpc = try await RPCBench.parse([]).measure()
+        var alloc = try AllocBench.parse([])
+        alloc.databaseURL = databaseURL
+        let allocation = try await alloc.measure()
+        var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
+        report.figures = rpc.figures + allocation.figures
+        report.notes = rpc.notes + allocation.notes
+        try output.emit(report)
+    }
 }

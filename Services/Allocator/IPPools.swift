@@ -9,6 +9,13 @@ import Store
 struct IPPools: Sendable {
     let store: Store
     let logger: Logger
+    private let coalescer: AllocationCoalescer
+
+    init(store: Store, logger: Logger) {
+        self.store = store
+        self.logger = logger
+        coalescer = AllocationCoalescer { ids, pool in try await IPPools.allocate(ids, pool: pool, store: store, logger: logger) }
+    }
 
     /// Pools are materialized one row per address; larger ranges are several pools.
     static let smallestPrefix = 16
@@ -114,66 +121,33 @@ struct IPPools: Sendable {
 
     // MARK: Allocation
 
-    /// The address of every instance, allocating for those without one: all or nothing, in one transaction.
+    /// The address of every instance, allocating for those without one: all or nothing, in one statement.
+    /// Calls that arrive together are merged into one database call (see ``AllocationCoalescer``).
     func allocate(_ request: Sigma_V1_AllocateIPsRequest) async throws -> [Sigma_V1_IPAllocation] {
         let ids = try instanceIDs(request.instanceIds, field: "instance_ids")
+        return try await coalescer.allocate(ids, pool: request.pool)
+    }
+
+    static func allocate(_ ids: [UUID], pool: String, store: Store, logger: Logger) async throws -> [Sigma_V1_IPAllocation] {
         var attempt = 0
         while true {
             attempt += 1
             do {
-                return try await allocateOnce(ids, poolName: request.pool)
+                // `sigma_allocate_ips` (migration 3) does it all inside PostgreSQL, atomically.
+                let rows = try await store.query(
+                    """
+                    SELECT instance::text AS instance, address, pool, prefix_length AS prefix, gateway, newly_allocated
+                    FROM sigma_allocate_ips($1::uuid[], $2)
+                    """, ids, pool)
+                return try rows.map { row in
+                    var allocation = try allocation(row)
+                    allocation.newlyAllocated = try row.decode(Bool.self, "newly_allocated")
+                    return allocation
+                }
             } catch let error as StoreError where error.code == .uniqueViolation && attempt < 5 {
                 // Another allocator gave one of these instances an address at the same moment: read it.
                 logger.debug("concurrent allocation for the same instance; reading it", metadata: ["attempt": "\(attempt)"])
             }
-        }
-    }
-
-    private func allocateOnce(_ ids: [UUID], poolName: String) async throws -> [Sigma_V1_IPAllocation] {
-        try await store.transaction(isolation: .readCommitted) { tx in
-            let pool = try await resolvePool(poolName, tx)
-            let known = Set(try await tx.query("SELECT id FROM instances WHERE id = ANY($1::uuid[])", ids).map {
-                try $0.decode(UUID.self, "id")
-            })
-            let unknown = ids.filter { !known.contains($0) }
-            guard unknown.isEmpty else {
-                throw RPCError.notFound("no instance \(unknown.prefix(5).map(\.uuidString).joined(separator: ", "))\(unknown.count > 5 ? " (and \(unknown.count - 5) more)" : "")")
-            }
-            var result: [UUID: Sigma_V1_IPAllocation] = [:]
-            for row in try await tx.query(Self.selectAllocations + " WHERE a.instance = ANY($1::uuid[])", ids) {
-                let allocation = try Self.allocation(row)
-                result[UUID(uuidString: allocation.instanceID)!] = allocation
-            }
-            let missing = ids.filter { result[$0] == nil }
-            if !missing.isEmpty {
-                let rows = try await tx.query(
-                    """
-                    WITH wanted AS (
-                        SELECT id, row_number() OVER (ORDER BY ord) AS n
-                        FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord)
-                    ), free AS (
-                        SELECT address, row_number() OVER (ORDER BY released_at NULLS FIRST, address) AS n
-                        FROM (SELECT address, released_at FROM ip_addresses
-                              WHERE pool = $2 AND instance IS NULL AND NOT reserved
-                              ORDER BY released_at NULLS FIRST, address
-                              LIMIT $3 FOR UPDATE SKIP LOCKED) AS candidates
-                    )
-                    UPDATE ip_addresses AS a SET instance = w.id, allocated_at = now()
-                    FROM wanted w JOIN free f ON f.n = w.n
-                    WHERE a.address = f.address
-                    RETURNING a.instance
-                    """, missing, pool, missing.count)
-                guard rows.count == missing.count else {
-                    throw RPCError.resourceExhausted(
-                        "IP pool \(pool) has \(rows.count) free addresses for \(missing.count) instances")
-                }
-                for row in try await tx.query(Self.selectAllocations + " WHERE a.instance = ANY($1::uuid[])", missing) {
-                    var allocation = try Self.allocation(row)
-                    allocation.newlyAllocated = true
-                    result[UUID(uuidString: allocation.instanceID)!] = allocation
-                }
-            }
-            return ids.compactMap { result[$0] }
         }
     }
 
@@ -227,21 +201,6 @@ struct IPPools: Sendable {
         allocation.prefixLength = UInt32(try row.decode(Int.self, "prefix"))
         allocation.gateway = try row.decode(String.self, "gateway")
         return allocation
-    }
-
-    private func resolvePool(_ name: String, _ tx: Transaction) async throws -> String {
-        let pools = try await tx.query("SELECT name FROM ip_pools WHERE $1 = '' OR name = $1", name).map {
-            try $0.decode(String.self, "name")
-        }
-        if name.isEmpty {
-            guard pools.count == 1 else {
-                throw pools.isEmpty ? RPCError.failedPrecondition("no IP pool exists; create one first")
-                    : RPCError.invalidArgument("pool: \(pools.count) pools exist; name one")
-            }
-            return pools[0]
-        }
-        guard !pools.isEmpty else { throw RPCError.notFound("no IP pool \(name)") }
-        return name
     }
 
     private func instanceIDs(_ texts: [String], field: String) throws -> [UUID] {

@@ -20,6 +20,11 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let timeout = Code(name: "timeout")
         /// A row did not decode into the type asked for.
         public static let decoding = Code(name: "decoding")
+        /// Sigma's own SQLSTATEs, raised by functions in the schema: SG404 not found, SG429 exhausted,
+        /// SG412 a precondition failed, SG400 a bad argument. The message is meant for the caller.
+        public static let notFound = Code(name: "notFound")
+        public static let exhausted = Code(name: "exhausted")
+        public static let precondition = Code(name: "precondition")
         /// Any other error of a statement (a bug in our SQL, most likely).
         public static let query = Code(name: "query")
     }
@@ -46,6 +51,10 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case "23503", "23514", "23502", "23P01": code = .constraintViolation
         case "40001", "40P01": code = .conflict
         case "57014": code = .timeout
+        case "SG404": code = .notFound
+        case "SG429": code = .exhausted
+        case "SG412": code = .precondition
+        case "SG400": code = .invalidValue
         case _ where state.hasPrefix("22"): code = .invalidValue
         case _ where state.hasPrefix("08") || state == "57P01" || state == "57P02" || state == "57P03":
             code = .unavailable
@@ -64,6 +73,9 @@ extension StoreError: RPCStatusConvertible {
         case .invalidValue: .invalidArgument(message)
         case .conflict: .unavailable("transaction conflict, try again: \(message)")
         case .timeout: .deadlineExceeded("database statement timed out")
+        case .notFound: .notFound(message)
+        case .exhausted: .resourceExhausted(message)
+        case .precondition: .failedPrecondition(message)
         default: .internal("database error (\(code))")
         }
     }

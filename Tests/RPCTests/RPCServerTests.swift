@@ -56,6 +56,8 @@ import Testing
     @Test func deadlineExceeded() async throws {
         try await withServer { _, endpoint in
             let client = try client(endpoint)
+            // Connected first, so that the short deadline measures the call, not the handshake.
+            #expect(try await client.call(TestMethods.echo, text("warm")).value == "warm")
             let error = await #expect(throws: RPCError.self) {
                 _ = try await client.call(TestMethods.sleep, text("5000"), timeout: .milliseconds(200))
             }

@@ -163,6 +163,33 @@ import TestSupport
         }
     }
 
+    @Test func concurrentCallsAreAnsweredOneByOneEvenWhenMerged() async throws {
+        try await withAllocators { client, _, store in
+            _ = try await client.call(AllocatorMethods.createIPPool, pool("p", "100.64.0.0/24"))
+            let ids = try await makeInstances(32, store)
+            // 32 callers at once, one of them naming an instance that does not exist.
+            let outcomes = try await withThrowingTaskGroup(of: (Int, Result<[Sigma_V1_IPAllocation], RPCError>).self) { group in
+                for index in 0..<33 {
+                    group.addTask {
+                        let id = index < 32 ? ids[index] : UUID().uuidString
+                        do { return (index, .success(try await allocate(client, [id]))) } catch let error as RPCError {
+                            return (index, .failure(error))
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Int: Result<[Sigma_V1_IPAllocation], RPCError>]()) { $0[$1.0] = $1.1 }
+            }
+            for index in 0..<32 {
+                let allocation = try outcomes[index]!.get()
+                #expect(allocation.map(\.instanceID) == [ids[index]])
+            }
+            guard case .failure(let error) = outcomes[32]! else { Issue.record("the unknown instance got an address"); return }
+            #expect(error.code == .notFound)
+            let addresses = try outcomes.values.compactMap { try? $0.get().first?.address }
+            #expect(Set(addresses).count == 32)
+        }
+    }
+
     @Test func neverUsedFirstThenReleasedLongestAgo() async throws {
         try await withAllocators { client, _, store in
             _ = try await client.call(AllocatorMethods.createIPPool, pool("p", "100.64.0.0/29"))  // .1 … .6

@@ -14,6 +14,7 @@ public enum Schema {
     public static let migrations: [Migration] = [
         m0001CoreTables,
         m0002IPPools,
+        m0003AllocateIPsFunction,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
