@@ -62,7 +62,10 @@ let package = Package(
 
         // Services: each imports the shared libraries, never another service.
         .executableTarget(name: "Scheduler", dependencies: ["Service"], path: "Services/Scheduler"),
-        .executableTarget(name: "Allocator", dependencies: ["Service"], path: "Services/Allocator"),
+        .executableTarget(
+            name: "Allocator",
+            dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Services/Allocator"),
         .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
         .executableTarget(name: "ConfigCenter", dependencies: ["Service"], path: "Services/ConfigCenter"),
         .executableTarget(name: "Discovery", dependencies: ["Service"], path: "Services/Discovery"),

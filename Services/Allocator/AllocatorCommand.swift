@@ -12,6 +12,9 @@ struct AllocatorCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ServiceOptions
 
+    @Option(help: "Seconds between sweeps that release what deleted instances still hold.")
+    var reclaimInterval: Double = 60
+
     func run() async throws {
         let host = try ServiceHost(kind: .allocator, options: options)
         let pools = IPPools(store: host.store!, logger: host.logger)
@@ -24,11 +27,18 @@ struct AllocatorCommand: AsyncParsableCommand {
             return response
         }
         handlers.register(AllocatorMethods.releaseIPs) { request, _ in try await pools.release(request) }
+        handlers.register(AllocatorMethods.reclaimIPs) { _, _ in
+            var response = Sigma_V1_ReclaimIPsResponse()
+            response.reclaimed = try await pools.reclaim()
+            return response
+        }
         handlers.register(AllocatorMethods.listIPAllocations) { request, _ in
             var response = Sigma_V1_ListIPAllocationsResponse()
             response.allocations = try await pools.allocations(pool: request.pool, instance: request.instanceID)
             return response
         }
-        try await host.run(handlers: handlers, role: "replica")
+        guard reclaimInterval > 0 else { throw ValidationError("--reclaim-interval must be positive") }
+        let sweep = ReclaimSweep(pools: pools, interval: .milliseconds(Int(reclaimInterval * 1000)), logger: host.logger)
+        try await host.run(handlers: handlers, role: "replica", services: [sweep])
     }
 }

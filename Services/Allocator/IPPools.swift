@@ -177,6 +177,30 @@ struct IPPools: Sendable {
         return response
     }
 
+    /// Releases the addresses of instances that no longer exist (deleted without a ReleaseIPs), logging each.
+    func reclaim() async throws -> [Sigma_V1_IPAllocation] {
+        let rows = try await store.query(
+            """
+            WITH orphans AS (
+                SELECT a.address, a.instance FROM ip_addresses a
+                WHERE a.instance IS NOT NULL AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = a.instance)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE ip_addresses AS a SET instance = NULL, allocated_at = NULL, released_at = clock_timestamp()
+            FROM orphans WHERE a.address = orphans.address
+            RETURNING orphans.instance::text AS instance, host(a.address) AS address, a.pool
+            """)
+        return try rows.map { row in
+            var allocation = Sigma_V1_IPAllocation()
+            allocation.instanceID = try row.decode(String.self, "instance")
+            allocation.address = try row.decode(String.self, "address")
+            allocation.pool = try row.decode(String.self, "pool")
+            logger.notice("IP reclaimed from a deleted instance",
+                          metadata: ["instance": "\(allocation.instanceID)", "address": "\(allocation.address)", "pool": "\(allocation.pool)"])
+            return allocation
+        }
+    }
+
     func allocations(pool: String, instance: String) async throws -> [Sigma_V1_IPAllocation] {
         let instanceID: UUID? = instance.isEmpty ? nil : try instanceIDs([instance], field: "instance_id")[0]
         let rows = try await store.query(

@@ -87,6 +87,7 @@ public enum AllocatorMethods {
     public static let listIPPools = RPCMethod<Sigma_V1_ListIPPoolsRequest, Sigma_V1_ListIPPoolsResponse>("ListIPPools", idempotent: true)
     public static let allocateIPs = RPCMethod<Sigma_V1_AllocateIPsRequest, Sigma_V1_AllocateIPsResponse>("AllocateIPs", idempotent: true)
     public static let releaseIPs = RPCMethod<Sigma_V1_ReleaseIPsRequest, Sigma_V1_ReleaseIPsResponse>("ReleaseIPs", idempotent: true)
+    public static let reclaimIPs = RPCMethod<Sigma_V1_ReclaimIPsRequest, Sigma_V1_ReclaimIPsResponse>("ReclaimIPs", idempotent: true)
     public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
         "ListIPAllocations", idempotent: true)
 }

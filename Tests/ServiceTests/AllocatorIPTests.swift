@@ -11,10 +11,16 @@ import TestSupport
     /// Starts `count` allocators on a fresh database, waits until they are healthy, and hands over a client
     /// to all of them, one to each, and a store to make instance rows with.
     func withAllocators(
-        _ count: Int = 1, _ body: (RPCClient, [RPCClient], Store) async throws -> Void
+        _ count: Int = 1, extra: [String] = [], _ body: (RPCClient, [RPCClient], Store) async throws -> Void
+    ) async throws {
+        try await withAllocatorProcesses(count, extra: extra) { client, each, store, _ in try await body(client, each, store) }
+    }
+
+    func withAllocatorProcesses(
+        _ count: Int, extra: [String] = [], _ body: (RPCClient, [RPCClient], Store, [ServiceProcess]) async throws -> Void
     ) async throws {
         try await withTestDatabase { db in
-            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
+            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url] + extra
             try await withServices({ try (0..<count).map { _ in try ServiceProcess("sigma-allocator", arguments) } }) { services in
                 var endpoints: [String] = []
                 for service in services { endpoints.append(try await service.endpoint()) }
@@ -22,7 +28,7 @@ import TestSupport
                 for client in each { try await waitHealthy(client) }
                 let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
                 defer { store.shutdown() }
-                try await body(try rpcClient(endpoints), each, store)
+                try await body(try rpcClient(endpoints), each, store, services)
             }
         }
     }
@@ -187,6 +193,75 @@ import TestSupport
             #expect(error.code == .notFound)
             let addresses = try outcomes.values.compactMap { try? $0.get().first?.address }
             #expect(Set(addresses).count == 32)
+        }
+    }
+
+    @Test func killingAnAllocatorMidRunLeavesNoHalfMadeAllocation() async throws {
+        try await withAllocatorProcesses(2) { client, _, store, processes in
+            _ = try await client.call(AllocatorMethods.createIPPool, pool("p", "100.64.0.0/20"))
+            let ids = try await makeInstances(8 * 40, store)
+            let answers = AddressBook()
+            let (halfway, reached) = AsyncStream<Void>.makeStream()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for task in 0..<8 {
+                    group.addTask {
+                        for index in 0..<40 {
+                            if task == 0 && index == 10 { reached.yield() }
+                            let id = ids[task * 40 + index]
+                            // Idempotent: the client retries on the surviving allocator when a connection drops.
+                            let allocation = try await allocate(client, [id])[0]
+                            answers.record(id, allocation.address)
+                        }
+                    }
+                }
+                var iterator = halfway.makeAsyncIterator()
+                await iterator.next()
+                processes[0].crash()
+                try await group.waitForAll()
+            }
+            let all = answers.all
+            #expect(all.count == ids.count)
+            #expect(all.values.allSatisfy { $0.count == 1 })
+            let rows = try await store.query(
+                """
+                SELECT count(*) AS n, count(DISTINCT instance) AS d, count(*) FILTER (WHERE allocated_at IS NULL) AS half
+                FROM ip_addresses WHERE instance IS NOT NULL
+                """)
+            #expect(try rows[0].decode(Int.self, "n") == ids.count)
+            #expect(try rows[0].decode(Int.self, "d") == ids.count)
+            #expect(try rows[0].decode(Int.self, "half") == 0)
+        }
+    }
+
+    @Test func reclaimReleasesWhatDeletedInstancesHeld() async throws {
+        try await withAllocators(extra: ["--reclaim-interval", "3600"]) { client, _, store in
+            _ = try await client.call(AllocatorMethods.createIPPool, pool("p", "100.64.0.0/24"))
+            let ids = try await makeInstances(4, store)
+            let allocations = try await allocate(client, ids)
+            #expect(try await client.call(AllocatorMethods.reclaimIPs, .init()).reclaimed.isEmpty)
+            try await store.execute("DELETE FROM instances WHERE id = ANY($1::uuid[])", [ids[1], ids[3]])
+            let reclaimed = try await client.call(AllocatorMethods.reclaimIPs, .init()).reclaimed
+            #expect(Set(reclaimed.map(\.instanceID)) == [ids[1], ids[3]])
+            #expect(Set(reclaimed.map(\.address)) == [allocations[1].address, allocations[3].address])
+            let left = try await client.call(AllocatorMethods.listIPAllocations, .init()).allocations
+            #expect(Set(left.map(\.instanceID)) == [ids[0], ids[2]])
+            #expect(try await client.call(AllocatorMethods.reclaimIPs, .init()).reclaimed.isEmpty)
+        }
+    }
+
+    @Test func periodicSweepReclaimsByItself() async throws {
+        try await withAllocators(extra: ["--reclaim-interval", "0.2"]) { client, _, store in
+            _ = try await client.call(AllocatorMethods.createIPPool, pool("p", "100.64.0.0/24"))
+            let ids = try await makeInstances(2, store)
+            _ = try await allocate(client, ids)
+            try await store.execute("DELETE FROM instances WHERE id = $1::uuid", ids[0])
+            let deadline = ContinuousClock.now + .seconds(20)
+            var left = try await client.call(AllocatorMethods.listIPAllocations, .init()).allocations
+            while left.count != 1 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                left = try await client.call(AllocatorMethods.listIPAllocations, .init()).allocations
+            }
+            #expect(left.map(\.instanceID) == [ids[1]])
         }
     }
 

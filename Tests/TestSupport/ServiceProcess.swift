@@ -65,6 +65,15 @@ public final class ServiceProcess: @unchecked Sendable {
         return exitStatus
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would, and reaps it.
+    public func crash() {
+        guard pollExit() == nil else { return }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        exitStatus = status
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, or nil if it had to be killed.
     @discardableResult
     public func terminate(within limit: Duration = .seconds(15)) async -> Int32? {

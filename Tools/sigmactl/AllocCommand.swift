@@ -9,7 +9,7 @@ import Service
 struct AllocCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alloc", abstract: "Inspect and manage the allocator's IP pools and allocations.",
-        subcommands: [Pools.self, CreatePool.self, IPs.self, Release.self])
+        subcommands: [Pools.self, CreatePool.self, IPs.self, Release.self, Reclaim.self])
 
     static func client(_ endpoints: EndpointOptions) throws -> RPCClient {
         var logger = Logger(label: "sigmactl")
@@ -83,6 +83,17 @@ struct AllocCommand: AsyncParsableCommand {
                 return
             }
             printTable(["INSTANCE", "ADDRESS", "POOL"], allocations.map { [$0.instanceID, "\($0.address)/\($0.prefixLength)", $0.pool] })
+        }
+    }
+
+    struct Reclaim: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Release what deleted instances still hold, now.")
+        @OptionGroup var endpoints: EndpointOptions
+
+        func run() async throws {
+            let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.reclaimIPs, .init())
+            for allocation in answer.reclaimed { print("reclaimed \(allocation.address) of deleted instance \(allocation.instanceID)") }
+            if answer.reclaimed.isEmpty { print("nothing to reclaim") }
         }
     }
 
