@@ -27,18 +27,33 @@ struct AllocatorCommand: AsyncParsableCommand {
             return response
         }
         handlers.register(AllocatorMethods.releaseIPs) { request, _ in try await pools.release(request) }
-        handlers.register(AllocatorMethods.reclaimIPs) { _, _ in
-            var response = Sigma_V1_ReclaimIPsResponse()
-            response.reclaimed = try await pools.reclaim()
+        let ports = HostPorts(store: host.store!, logger: host.logger)
+        handlers.register(AllocatorMethods.setNodePortRange) { request, _ in
+            var response = Sigma_V1_SetNodePortRangeResponse()
+            response.range = try await ports.setRange(request.range)
             return response
         }
+        handlers.register(AllocatorMethods.allocateHostPorts) { request, _ in
+            var response = Sigma_V1_AllocateHostPortsResponse()
+            response.allocations = try await ports.allocate(request.items)
+            return response
+        }
+        handlers.register(AllocatorMethods.releaseHostPorts) { request, _ in try await ports.release(request.instanceIds) }
+        handlers.register(AllocatorMethods.listHostPorts) { request, _ in try await ports.list(node: request.node, instance: request.instanceID) }
+        let reclaim: @Sendable () async throws -> Sigma_V1_ReclaimResponse = {
+            var response = Sigma_V1_ReclaimResponse()
+            response.reclaimedIps = try await pools.reclaim()
+            response.reclaimedPorts = try await ports.reclaim()
+            return response
+        }
+        handlers.register(AllocatorMethods.reclaim) { _, _ in try await reclaim() }
         handlers.register(AllocatorMethods.listIPAllocations) { request, _ in
             var response = Sigma_V1_ListIPAllocationsResponse()
             response.allocations = try await pools.allocations(pool: request.pool, instance: request.instanceID)
             return response
         }
         guard reclaimInterval > 0 else { throw ValidationError("--reclaim-interval must be positive") }
-        let sweep = ReclaimSweep(pools: pools, interval: .milliseconds(Int(reclaimInterval * 1000)), logger: host.logger)
+        let sweep = ReclaimSweep(reclaim: reclaim, interval: .milliseconds(Int(reclaimInterval * 1000)), logger: host.logger)
         try await host.run(handlers: handlers, role: "replica", services: [sweep])
     }
 }

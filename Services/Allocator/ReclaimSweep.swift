@@ -1,11 +1,12 @@
 import Logging
+import Protocol
 import Service
 import ServiceLifecycle
 
 /// Every `interval`, releases what deleted instances still hold. Every replica sweeps; the statement skips
 /// rows another replica is reclaiming at the same moment, so they never fight.
 struct ReclaimSweep: ServiceLifecycle.Service {
-    let pools: IPPools
+    let reclaim: @Sendable () async throws -> Sigma_V1_ReclaimResponse
     let interval: Duration
     let logger: Logger
 
@@ -17,8 +18,12 @@ struct ReclaimSweep: ServiceLifecycle.Service {
                 return  // shutting down
             }
             do {
-                let reclaimed = try await pools.reclaim()
-                if !reclaimed.isEmpty { logger.info("reclaim sweep", metadata: ["reclaimed": "\(reclaimed.count)"]) }
+                let reclaimed = try await reclaim()
+                if !reclaimed.reclaimedIps.isEmpty || !reclaimed.reclaimedPorts.isEmpty {
+                    logger.info("reclaim sweep", metadata: [
+                        "ips": "\(reclaimed.reclaimedIps.count)", "port_holders": "\(reclaimed.reclaimedPorts.count)",
+                    ])
+                }
             } catch {
                 logger.warning("reclaim sweep failed; next one in \(interval)", metadata: ["error": "\(error)"])
             }

@@ -87,7 +87,15 @@ public enum AllocatorMethods {
     public static let listIPPools = RPCMethod<Sigma_V1_ListIPPoolsRequest, Sigma_V1_ListIPPoolsResponse>("ListIPPools", idempotent: true)
     public static let allocateIPs = RPCMethod<Sigma_V1_AllocateIPsRequest, Sigma_V1_AllocateIPsResponse>("AllocateIPs", idempotent: true)
     public static let releaseIPs = RPCMethod<Sigma_V1_ReleaseIPsRequest, Sigma_V1_ReleaseIPsResponse>("ReleaseIPs", idempotent: true)
-    public static let reclaimIPs = RPCMethod<Sigma_V1_ReclaimIPsRequest, Sigma_V1_ReclaimIPsResponse>("ReclaimIPs", idempotent: true)
+    public static let reclaim = RPCMethod<Sigma_V1_ReclaimRequest, Sigma_V1_ReclaimResponse>("Reclaim", idempotent: true)
+    public static let setNodePortRange = RPCMethod<Sigma_V1_SetNodePortRangeRequest, Sigma_V1_SetNodePortRangeResponse>(
+        "SetNodePortRange", idempotent: true)
+    public static let allocateHostPorts = RPCMethod<Sigma_V1_AllocateHostPortsRequest, Sigma_V1_AllocateHostPortsResponse>(
+        "AllocateHostPorts", idempotent: true)
+    public static let releaseHostPorts = RPCMethod<Sigma_V1_ReleaseHostPortsRequest, Sigma_V1_ReleaseHostPortsResponse>(
+        "ReleaseHostPorts", idempotent: true)
+    public static let listHostPorts = RPCMethod<Sigma_V1_ListHostPortsRequest, Sigma_V1_ListHostPortsResponse>(
+        "ListHostPorts", idempotent: true)
     public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
         "ListIPAllocations", idempotent: true)
 }

@@ -238,14 +238,14 @@ import TestSupport
             _ = try await client.call(AllocatorMethods.createIPPool, pool("p", "100.64.0.0/24"))
             let ids = try await makeInstances(4, store)
             let allocations = try await allocate(client, ids)
-            #expect(try await client.call(AllocatorMethods.reclaimIPs, .init()).reclaimed.isEmpty)
+            #expect(try await client.call(AllocatorMethods.reclaim, .init()).reclaimedIps.isEmpty)
             try await store.execute("DELETE FROM instances WHERE id = ANY($1::uuid[])", [ids[1], ids[3]])
-            let reclaimed = try await client.call(AllocatorMethods.reclaimIPs, .init()).reclaimed
+            let reclaimed = try await client.call(AllocatorMethods.reclaim, .init()).reclaimedIps
             #expect(Set(reclaimed.map(\.instanceID)) == [ids[1], ids[3]])
             #expect(Set(reclaimed.map(\.address)) == [allocations[1].address, allocations[3].address])
             let left = try await client.call(AllocatorMethods.listIPAllocations, .init()).allocations
             #expect(Set(left.map(\.instanceID)) == [ids[0], ids[2]])
-            #expect(try await client.call(AllocatorMethods.reclaimIPs, .init()).reclaimed.isEmpty)
+            #expect(try await client.call(AllocatorMethods.reclaim, .init()).reclaimedIps.isEmpty)
         }
     }
 

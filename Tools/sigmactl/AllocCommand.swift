@@ -9,7 +9,7 @@ import Service
 struct AllocCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alloc", abstract: "Inspect and manage the allocator's IP pools and allocations.",
-        subcommands: [Pools.self, CreatePool.self, IPs.self, Release.self, Reclaim.self])
+        subcommands: [Pools.self, CreatePool.self, IPs.self, Ports.self, PortRange.self, Release.self, Reclaim.self])
 
     static func client(_ endpoints: EndpointOptions) throws -> RPCClient {
         var logger = Logger(label: "sigmactl")
@@ -91,23 +91,83 @@ struct AllocCommand: AsyncParsableCommand {
         @OptionGroup var endpoints: EndpointOptions
 
         func run() async throws {
-            let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.reclaimIPs, .init())
-            for allocation in answer.reclaimed { print("reclaimed \(allocation.address) of deleted instance \(allocation.instanceID)") }
-            if answer.reclaimed.isEmpty { print("nothing to reclaim") }
+            let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.reclaim, .init())
+            for allocation in answer.reclaimedIps { print("reclaimed \(allocation.address) of deleted instance \(allocation.instanceID)") }
+            for allocation in answer.reclaimedPorts {
+                print("reclaimed ports \(allocation.ports.map(String.init).joined(separator: ",")) on \(allocation.node) of deleted instance \(allocation.instanceID)")
+            }
+            if answer.reclaimedIps.isEmpty && answer.reclaimedPorts.isEmpty { print("nothing to reclaim") }
+        }
+    }
+
+    struct Ports: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List host ports in use, and nodes' port ranges.")
+        @Option(help: "Only this node.") var node: String = ""
+        @Option(help: "Only this instance (id).") var instance: String = ""
+        @OptionGroup var endpoints: EndpointOptions
+        @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+
+        func run() async throws {
+            var request = Sigma_V1_ListHostPortsRequest()
+            request.node = node
+            request.instanceID = instance
+            let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.listHostPorts, request)
+            if output == .json {
+                try printJSON([
+                    "allocations": answer.allocations.map { ["instance": $0.instanceID, "node": $0.node, "ports": $0.ports] as [String: Any] },
+                    "ranges": answer.ranges.map {
+                        ["node": $0.node, "first_port": $0.firstPort, "last_port": $0.lastPort, "reserved": $0.reserved] as [String: Any]
+                    },
+                ])
+                return
+            }
+            printTable(["NODE", "INSTANCE", "PORTS"], answer.allocations.map {
+                [$0.node, $0.instanceID, $0.ports.map(String.init).joined(separator: ",")]
+            })
+        }
+    }
+
+    struct PortRange: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "port-range", abstract: "Set a node's host port range (default 20000-32767).")
+        @Argument(help: "Node name.") var node: String
+        @Argument(help: "First port.") var first: UInt32
+        @Argument(help: "Last port.") var last: UInt32
+        @Option(parsing: .upToNextOption, help: "Ports of the range to keep out of allocation.") var reserve: [UInt32] = []
+        @OptionGroup var endpoints: EndpointOptions
+
+        func run() async throws {
+            var request = Sigma_V1_SetNodePortRangeRequest()
+            request.range.node = node
+            request.range.firstPort = first
+            request.range.lastPort = last
+            request.range.reserved = reserve
+            _ = try await AllocCommand.client(endpoints).call(AllocatorMethods.setNodePortRange, request)
+            print("node \(node): host ports \(first)-\(last)" + (reserve.isEmpty ? "" : ", reserved \(reserve.map(String.init).joined(separator: ","))"))
         }
     }
 
     struct Release: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Release the IPs of deleted instances.")
+        static let configuration = CommandConfiguration(abstract: "Release the IPs and host ports of deleted instances.")
         @Argument(help: "Instance ids.") var instances: [String]
         @OptionGroup var endpoints: EndpointOptions
 
         func run() async throws {
+            let client = try AllocCommand.client(endpoints)
             var request = Sigma_V1_ReleaseIPsRequest()
             request.instanceIds = instances
-            let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.releaseIPs, request)
+            let answer = try await client.call(AllocatorMethods.releaseIPs, request)
             for allocation in answer.released { print("released \(allocation.address) of \(allocation.instanceID)") }
-            for instance in answer.notAllocated { print("\(instance) held no IP: nothing to do") }
+            var portsRequest = Sigma_V1_ReleaseHostPortsRequest()
+            portsRequest.instanceIds = instances
+            let ports = try await client.call(AllocatorMethods.releaseHostPorts, portsRequest)
+            for allocation in ports.released {
+                print("released ports \(allocation.ports.map(String.init).joined(separator: ",")) on \(allocation.node) of \(allocation.instanceID)")
+            }
+            let nothing = Set(answer.notAllocated).intersection(ports.notAllocated)
+            for instance in instances.map({ $0.lowercased() }) where nothing.contains(instance) {
+                print("\(instance) held nothing: nothing to do")
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ public enum Schema {
         m0001CoreTables,
         m0002IPPools,
         m0003AllocateIPsFunction,
+        m0004HostPorts,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
