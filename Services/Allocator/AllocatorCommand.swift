@@ -40,10 +40,28 @@ struct AllocatorCommand: AsyncParsableCommand {
         }
         handlers.register(AllocatorMethods.releaseHostPorts) { request, _ in try await ports.release(request.instanceIds) }
         handlers.register(AllocatorMethods.listHostPorts) { request, _ in try await ports.list(node: request.node, instance: request.instanceID) }
+        let ssds = SSDs(store: host.store!, logger: host.logger)
+        handlers.register(AllocatorMethods.reportSSDs) { request, _ in
+            var response = Sigma_V1_ReportSSDsResponse()
+            response.ssds = try await ssds.report(node: request.node, request.ssds)
+            return response
+        }
+        handlers.register(AllocatorMethods.allocateSSDs) { request, _ in
+            var response = Sigma_V1_AllocateSSDsResponse()
+            response.ssds = try await ssds.allocate(request.items)
+            return response
+        }
+        handlers.register(AllocatorMethods.releaseSSDs) { request, _ in try await ssds.release(request.instanceIds) }
+        handlers.register(AllocatorMethods.listSSDs) { request, _ in
+            var response = Sigma_V1_ListSSDsResponse()
+            response.ssds = try await ssds.list(node: request.node, instance: request.instanceID)
+            return response
+        }
         let reclaim: @Sendable () async throws -> Sigma_V1_ReclaimResponse = {
             var response = Sigma_V1_ReclaimResponse()
             response.reclaimedIps = try await pools.reclaim()
             response.reclaimedPorts = try await ports.reclaim()
+            response.reclaimedSsds = try await ssds.reclaim()
             return response
         }
         handlers.register(AllocatorMethods.reclaim) { _, _ in try await reclaim() }

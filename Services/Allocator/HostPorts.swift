@@ -39,9 +39,7 @@ struct HostPorts: Sendable {
         var seen = Set<UUID>()
         let parsed: [(node: String, instance: UUID, count: Int)] = try items.map { item in
             guard !item.node.isEmpty else { throw RPCError.invalidArgument("items.node: required") }
-            guard let instance = UUID(uuidString: item.instanceID) else {
-                throw RPCError.invalidArgument("items.instance_id: '\(item.instanceID.prefix(64))' is not a UUID")
-            }
+            let instance = try parseInstanceID(item.instanceID, field: "items.instance_id")
             guard (1...UInt32(Self.maxPerInstance)).contains(item.count) else {
                 throw RPCError.invalidArgument("items.count: 1 to \(Self.maxPerInstance) ports per instance")
             }
@@ -114,11 +112,7 @@ struct HostPorts: Sendable {
     }
 
     func release(_ texts: [String]) async throws -> Sigma_V1_ReleaseHostPortsResponse {
-        guard !texts.isEmpty else { throw RPCError.invalidArgument("instance_ids: at least one") }
-        let ids = try texts.map { text in
-            guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument("instance_ids: '\(text.prefix(64))' is not a UUID") }
-            return id
-        }
+        let ids = try parseInstanceIDs(texts, field: "instance_ids")
         let rows = try await store.query(
             "DELETE FROM host_ports WHERE instance = ANY($1::uuid[]) RETURNING instance::text AS instance, node, port", ids)
         var response = Sigma_V1_ReleaseHostPortsResponse()
@@ -129,10 +123,7 @@ struct HostPorts: Sendable {
     }
 
     func list(node: String, instance: String) async throws -> Sigma_V1_ListHostPortsResponse {
-        let instanceID: UUID? = try instance.isEmpty ? nil : {
-            guard let id = UUID(uuidString: instance) else { throw RPCError.invalidArgument("instance_id: not a UUID") }
-            return id
-        }()
+        let instanceID: UUID? = instance.isEmpty ? nil : try parseInstanceID(instance, field: "instance_id")
         let rows = try await store.query(
             """
             SELECT instance::text AS instance, node, port FROM host_ports

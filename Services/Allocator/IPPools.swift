@@ -124,7 +124,7 @@ struct IPPools: Sendable {
     /// The address of every instance, allocating for those without one: all or nothing, in one statement.
     /// Calls that arrive together are merged into one database call (see ``AllocationCoalescer``).
     func allocate(_ request: Sigma_V1_AllocateIPsRequest) async throws -> [Sigma_V1_IPAllocation] {
-        let ids = try instanceIDs(request.instanceIds, field: "instance_ids")
+        let ids = try parseInstanceIDs(request.instanceIds, field: "instance_ids", limit: Self.maxBatch)
         return try await coalescer.allocate(ids, pool: request.pool)
     }
 
@@ -153,7 +153,7 @@ struct IPPools: Sendable {
 
     /// Frees the addresses of these instances; those without one are reported, not an error.
     func release(_ request: Sigma_V1_ReleaseIPsRequest) async throws -> Sigma_V1_ReleaseIPsResponse {
-        let ids = try instanceIDs(request.instanceIds, field: "instance_ids")
+        let ids = try parseInstanceIDs(request.instanceIds, field: "instance_ids", limit: Self.maxBatch)
         let rows = try await store.query(
             """
             WITH old AS (
@@ -202,7 +202,7 @@ struct IPPools: Sendable {
     }
 
     func allocations(pool: String, instance: String) async throws -> [Sigma_V1_IPAllocation] {
-        let instanceID: UUID? = instance.isEmpty ? nil : try instanceIDs([instance], field: "instance_id")[0]
+        let instanceID: UUID? = instance.isEmpty ? nil : try parseInstanceID(instance, field: "instance_id")
         let rows = try await store.query(
             Self.selectAllocations + " WHERE a.instance IS NOT NULL AND ($1 = '' OR a.pool = $1) AND ($2::uuid IS NULL OR a.instance = $2::uuid) ORDER BY a.address",
             pool, instanceID)
@@ -225,15 +225,5 @@ struct IPPools: Sendable {
         allocation.prefixLength = UInt32(try row.decode(Int.self, "prefix"))
         allocation.gateway = try row.decode(String.self, "gateway")
         return allocation
-    }
-
-    private func instanceIDs(_ texts: [String], field: String) throws -> [UUID] {
-        guard !texts.isEmpty else { throw RPCError.invalidArgument("\(field): at least one instance") }
-        guard texts.count <= Self.maxBatch else { throw RPCError.invalidArgument("\(field): at most \(Self.maxBatch) per call") }
-        var seen = Set<UUID>()
-        return try texts.compactMap { text in
-            guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument("\(field): '\(text.prefix(64))' is not a UUID") }
-            return seen.insert(id).inserted ? id : nil
-        }
     }
 }

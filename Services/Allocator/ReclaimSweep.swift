@@ -19,9 +19,10 @@ struct ReclaimSweep: ServiceLifecycle.Service {
             }
             do {
                 let reclaimed = try await reclaim()
-                if !reclaimed.reclaimedIps.isEmpty || !reclaimed.reclaimedPorts.isEmpty {
+                if !reclaimed.reclaimedIps.isEmpty || !reclaimed.reclaimedPorts.isEmpty || !reclaimed.reclaimedSsds.isEmpty {
                     logger.info("reclaim sweep", metadata: [
                         "ips": "\(reclaimed.reclaimedIps.count)", "port_holders": "\(reclaimed.reclaimedPorts.count)",
+                        "ssds": "\(reclaimed.reclaimedSsds.count)",
                     ])
                 }
             } catch {

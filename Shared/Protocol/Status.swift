@@ -96,6 +96,10 @@ public enum AllocatorMethods {
         "ReleaseHostPorts", idempotent: true)
     public static let listHostPorts = RPCMethod<Sigma_V1_ListHostPortsRequest, Sigma_V1_ListHostPortsResponse>(
         "ListHostPorts", idempotent: true)
+    public static let reportSSDs = RPCMethod<Sigma_V1_ReportSSDsRequest, Sigma_V1_ReportSSDsResponse>("ReportSSDs", idempotent: true)
+    public static let allocateSSDs = RPCMethod<Sigma_V1_AllocateSSDsRequest, Sigma_V1_AllocateSSDsResponse>("AllocateSSDs", idempotent: true)
+    public static let releaseSSDs = RPCMethod<Sigma_V1_ReleaseSSDsRequest, Sigma_V1_ReleaseSSDsResponse>("ReleaseSSDs", idempotent: true)
+    public static let listSSDs = RPCMethod<Sigma_V1_ListSSDsRequest, Sigma_V1_ListSSDsResponse>("ListSSDs", idempotent: true)
     public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
         "ListIPAllocations", idempotent: true)
 }

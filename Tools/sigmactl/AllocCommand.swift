@@ -9,7 +9,7 @@ import Service
 struct AllocCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alloc", abstract: "Inspect and manage the allocator's IP pools and allocations.",
-        subcommands: [Pools.self, CreatePool.self, IPs.self, Ports.self, PortRange.self, Release.self, Reclaim.self])
+        subcommands: [Pools.self, CreatePool.self, IPs.self, Ports.self, PortRange.self, SSDs.self, Release.self, Reclaim.self])
 
     static func client(_ endpoints: EndpointOptions) throws -> RPCClient {
         var logger = Logger(label: "sigmactl")
@@ -93,10 +93,11 @@ struct AllocCommand: AsyncParsableCommand {
         func run() async throws {
             let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.reclaim, .init())
             for allocation in answer.reclaimedIps { print("reclaimed \(allocation.address) of deleted instance \(allocation.instanceID)") }
+            for ssd in answer.reclaimedSsds { print("reclaimed SSD \(ssd.path) on \(ssd.node) of deleted instance \(ssd.instanceID)") }
             for allocation in answer.reclaimedPorts {
                 print("reclaimed ports \(allocation.ports.map(String.init).joined(separator: ",")) on \(allocation.node) of deleted instance \(allocation.instanceID)")
             }
-            if answer.reclaimedIps.isEmpty && answer.reclaimedPorts.isEmpty { print("nothing to reclaim") }
+            if answer.reclaimedIps.isEmpty && answer.reclaimedPorts.isEmpty && answer.reclaimedSsds.isEmpty { print("nothing to reclaim") }
         }
     }
 
@@ -127,6 +128,32 @@ struct AllocCommand: AsyncParsableCommand {
         }
     }
 
+    struct SSDs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List SSDs of the nodes and who holds them.")
+        @Option(help: "Only this node.") var node: String = ""
+        @Option(help: "Only this instance (id).") var instance: String = ""
+        @OptionGroup var endpoints: EndpointOptions
+        @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+
+        func run() async throws {
+            var request = Sigma_V1_ListSSDsRequest()
+            request.node = node
+            request.instanceID = instance
+            let ssds = try await AllocCommand.client(endpoints).call(AllocatorMethods.listSSDs, request).ssds
+            if output == .json {
+                try printJSON(ssds.map {
+                    ["node": $0.node, "path": $0.path, "size_bytes": $0.sizeBytes, "model": $0.model, "healthy": $0.healthy,
+                     "instance": $0.instanceID] as [String: Any]
+                })
+                return
+            }
+            printTable(["NODE", "PATH", "SIZE", "MODEL", "HEALTHY", "INSTANCE"], ssds.map {
+                [$0.node, $0.path, String(format: "%.0f GiB", Double($0.sizeBytes) / Double(1 << 30)), $0.model.isEmpty ? "-" : $0.model,
+                 $0.healthy ? "yes" : "NO", $0.instanceID.isEmpty ? "-" : $0.instanceID]
+            })
+        }
+    }
+
     struct PortRange: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "port-range", abstract: "Set a node's host port range (default 20000-32767).")
@@ -148,7 +175,7 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct Release: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Release the IPs and host ports of deleted instances.")
+        static let configuration = CommandConfiguration(abstract: "Release the IPs, host ports and SSDs of deleted instances.")
         @Argument(help: "Instance ids.") var instances: [String]
         @OptionGroup var endpoints: EndpointOptions
 
@@ -164,7 +191,11 @@ struct AllocCommand: AsyncParsableCommand {
             for allocation in ports.released {
                 print("released ports \(allocation.ports.map(String.init).joined(separator: ",")) on \(allocation.node) of \(allocation.instanceID)")
             }
-            let nothing = Set(answer.notAllocated).intersection(ports.notAllocated)
+            var ssdRequest = Sigma_V1_ReleaseSSDsRequest()
+            ssdRequest.instanceIds = instances
+            let ssds = try await client.call(AllocatorMethods.releaseSSDs, ssdRequest)
+            for ssd in ssds.released { print("released SSD \(ssd.path) on \(ssd.node) of \(ssd.instanceID)") }
+            let nothing = Set(answer.notAllocated).intersection(ports.notAllocated).intersection(ssds.notAllocated)
             for instance in instances.map({ $0.lowercased() }) where nothing.contains(instance) {
                 print("\(instance) held nothing: nothing to do")
             }

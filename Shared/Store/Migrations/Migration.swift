@@ -16,6 +16,7 @@ public enum Schema {
         m0002IPPools,
         m0003AllocateIPsFunction,
         m0004HostPorts,
+        m0005SSDs,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
