@@ -212,7 +212,6 @@ public struct Transaction: Sendable {
 
     @discardableResult
     public func execute(_ sql: String, _ parameters: PGEncodable?...) async throws -> Int {
-        let parameters = parameters
-        return try await worker.run { try $0.execute(sql, parameters).affected }
+        try await worker.run { try $0.execute(sql, parameters).affected }
     }
 }
