@@ -17,6 +17,7 @@ public enum Schema {
         m0003AllocateIPsFunction,
         m0004HostPorts,
         m0005SSDs,
+        m0006AllocateIPsOneLookup,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
