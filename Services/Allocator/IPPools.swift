@@ -68,12 +68,20 @@ struct IPPools: Sendable {
         }
         logger.info("IP pool created", metadata: ["pool": "\(pool.name)", "cidr": "\(cidr)", "reserved": "\(reserved.count)"])
         var response = Sigma_V1_CreateIPPoolResponse()
-        response.pool = try await list().pools.first { $0.name == pool.name } ?? pool
+        response.pool = try await pools(named: pool.name).first ?? pool
         response.usage = try await usage(pool: pool.name).first ?? .init()
         return response
     }
 
     func list() async throws -> Sigma_V1_ListIPPoolsResponse {
+        var response = Sigma_V1_ListIPPoolsResponse()
+        response.pools = try await pools(named: "")
+        response.usage = try await usage(pool: "")
+        return response
+    }
+
+    /// One pool, or all when `name` is empty, with the operator's reserved addresses.
+    private func pools(named name: String) async throws -> [Sigma_V1_IPPool] {
         let rows = try await store.query(
             """
             SELECT p.name, p.cidr::text AS cidr, coalesce(host(p.gateway), '') AS gateway,
@@ -81,10 +89,10 @@ struct IPPools: Sendable {
                        FILTER (WHERE host(a.address) NOT IN (host(network(p.cidr)), host(broadcast(p.cidr)),
                                                              coalesce(host(p.gateway), ''))), ','), '') AS reserved
             FROM ip_pools p LEFT JOIN ip_addresses a ON a.pool = p.name AND a.reserved
+            WHERE $1 = '' OR p.name = $1
             GROUP BY p.name ORDER BY p.name
-            """)
-        var response = Sigma_V1_ListIPPoolsResponse()
-        response.pools = try rows.map { row in
+            """, name)
+        return try rows.map { row in
             var pool = Sigma_V1_IPPool()
             pool.name = try row.decode(String.self, "name")
             pool.cidr = try row.decode(String.self, "cidr")
@@ -93,8 +101,6 @@ struct IPPools: Sendable {
             pool.reserved = reserved.isEmpty ? [] : reserved.split(separator: ",").map(String.init)
             return pool
         }
-        response.usage = try await usage(pool: "")
-        return response
     }
 
     /// Usage of one pool, or of all when `pool` is empty.

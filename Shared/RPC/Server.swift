@@ -124,16 +124,6 @@ public final class RPCServer: Sendable {
         }
     }
 
-    /// Starts, serves until the surrounding task is cancelled or `beginShutdown()` is called, then stops.
-    public func run() async throws {
-        try await start()
-        await withTaskCancellationHandler {
-            await finished()
-        } onCancel: {
-            beginShutdown()
-        }
-    }
-
     var isStopping: Bool { state.withLock { $0.stopping } }
 
     // MARK: - Called from handler tasks

@@ -12,10 +12,7 @@ struct AllocCommand: AsyncParsableCommand {
         subcommands: [Pools.self, CreatePool.self, IPs.self, Ports.self, PortRange.self, SSDs.self, Release.self, Reclaim.self])
 
     static func client(_ endpoints: EndpointOptions) throws -> RPCClient {
-        var logger = Logger(label: "sigmactl")
-        logger.logLevel = .critical
-        return try endpoints.keys.client(endpoints: endpoints.endpoints(.allocator),
-                                         timeout: .milliseconds(Int(endpoints.timeout * 1000)), logger: logger)
+        try endpoints.client(.allocator)
     }
 
     struct Pools: AsyncParsableCommand {

@@ -23,13 +23,10 @@ struct HealthCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var logger = Logger(label: "sigmactl")
-        logger.logLevel = .critical
-        let timeout = Duration.milliseconds(Int(endpoints.timeout * 1000))
         let rows = try await withThrowingTaskGroup(of: Row.self) { group in
             for kind in ServiceKind.allCases {
                 let endpoint = endpoints.endpoints(kind)
-                let client = try endpoints.keys.client(endpoints: endpoint, timeout: timeout, logger: logger)
+                let client = try endpoints.client(kind)
                 group.addTask {
                     do {
                         return Row(kind: kind, endpoint: endpoint, answer: try await client.call(CommonMethods.health, .init()), error: nil)

@@ -14,10 +14,7 @@ struct MetricsCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
 
     func run() async throws {
-        var logger = Logger(label: "sigmactl")
-        logger.logLevel = .critical
-        let client = try endpoints.keys.client(endpoints: endpoints.endpoints(service),
-                                               timeout: .milliseconds(Int(endpoints.timeout * 1000)), logger: logger)
+        let client = try endpoints.client(service)
         let metrics = try await client.call(CommonMethods.metrics, .init())
         if output == .json {
             try printJSON(metrics.methods.map { method -> [String: Any] in

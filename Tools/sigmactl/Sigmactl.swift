@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Logging
+import RPC
 import Service
 
 /// `sigmactl`: the operator's command line, with kubectl habits.
@@ -31,6 +33,14 @@ struct EndpointOptions: ParsableArguments {
         }
         return flag ?? ServiceOptions.environment(kind.endpointVariable) ?? ConfigFile.load()[kind.rawValue]
             ?? kind.defaultEndpoint
+    }
+
+    /// A client for `kind`'s endpoints with the per-call timeout and CURVE keys given; its logs stay quiet
+    /// (sigmactl reports errors itself).
+    func client(_ kind: ServiceKind) throws -> RPCClient {
+        var logger = Logger(label: "sigmactl")
+        logger.logLevel = .critical
+        return try keys.client(endpoints: endpoints(kind), timeout: .milliseconds(Int(timeout * 1000)), logger: logger)
     }
 }
 
