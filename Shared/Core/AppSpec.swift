@@ -1,0 +1,205 @@
+/// What a team asks Sigma to run: the image, how many replicas, their resources and where they may go.
+/// `sigmactl apply -f app.yaml` sends one; every apply becomes a numbered revision.
+public struct AppSpec: Hashable, Sendable, Codable {
+    public var name: String
+    public var team: String
+    public var image: String
+    public var command: [String]
+    public var args: [String]
+    public var env: [String: String]
+    public var replicas: Int
+    public var resources: ResourceRequirements
+    public var nodeSelector: LabelSelector
+    public var spread: SpreadPolicy
+    public var idcAffinity: IDCAffinity
+    public var network: NetworkMode
+    public var ports: [ContainerPort]
+    public var ssd: SSDRequest?
+    public var startup: StartupOrder
+    public var restartPolicy: RestartPolicy
+    public var config: ConfigReference?
+
+    public init(
+        name: String, team: String = "", image: String = "", command: [String] = [], args: [String] = [],
+        env: [String: String] = [:], replicas: Int = 1, resources: ResourceRequirements = .init(),
+        nodeSelector: LabelSelector = .init(), spread: SpreadPolicy = .init(), idcAffinity: IDCAffinity = .init(),
+        network: NetworkMode = .overlay, ports: [ContainerPort] = [], ssd: SSDRequest? = nil,
+        startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil
+    ) {
+        self.name = name
+        self.team = team
+        self.image = image
+        self.command = command
+        self.args = args
+        self.env = env
+        self.replicas = replicas
+        self.resources = resources
+        self.nodeSelector = nodeSelector
+        self.spread = spread
+        self.idcAffinity = idcAffinity
+        self.network = network
+        self.ports = ports
+        self.ssd = ssd
+        self.startup = startup
+        self.restartPolicy = restartPolicy
+        self.config = config
+    }
+
+    /// Host ports each instance needs on its node: one per container port in host network mode.
+    public var hostPortCount: Int { network == .host ? ports.count : 0 }
+
+    /// Every problem with this spec, each naming its field; empty when the spec is valid.
+    public func problems() -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        func check(_ ok: Bool, _ field: String, _ reason: String) {
+            if !ok { problems.append(SpecProblem(field: field, reason: reason)) }
+        }
+        check(Self.isValidName(name), "name", "\"\(name)\" is not a name (lowercase letters, digits and '-', 1-63 characters, starting with a letter)")
+        check(team.isEmpty || Self.isValidName(team), "team", "\"\(team)\" is not a name (lowercase letters, digits and '-')")
+        check(!image.isEmpty, "image", "required (oci:PATH:TAG, docker-archive:PATH, docker://REF or host)")
+        check(replicas >= 0, "replicas", "must not be negative")
+        check(replicas <= 100_000, "replicas", "at most 100000")
+        for key in env.keys.sorted() {
+            check(Self.isValidEnvName(key), "env.\(key)", "not an environment variable name")
+        }
+        problems += resources.problems()
+        problems += nodeSelector.problems(field: "nodeSelector")
+        problems += spread.problems()
+        for (index, idc) in idcAffinity.required.enumerated() where idc.isEmpty {
+            problems.append(SpecProblem(field: "idcAffinity.required[\(index)]", reason: "empty IDC name"))
+        }
+        for (index, idc) in idcAffinity.preferred.enumerated() where idc.isEmpty {
+            problems.append(SpecProblem(field: "idcAffinity.preferred[\(index)]", reason: "empty IDC name"))
+        }
+        var names = Set<String>()
+        var numbers = Set<String>()
+        for (index, port) in ports.enumerated() {
+            let field = "ports[\(index)]"
+            check(Self.isValidName(port.name), "\(field).name", "\"\(port.name)\" is not a port name")
+            check(names.insert(port.name).inserted, "\(field).name", "\"\(port.name)\" used twice")
+            check((1...65535).contains(port.containerPort), "\(field).containerPort", "\(port.containerPort) is not a port (1-65535)")
+            check(numbers.insert("\(port.containerPort)/\(port.protocol.rawValue)").inserted, "\(field).containerPort", "\(port.containerPort)/\(port.protocol.rawValue) used twice")
+        }
+        if let ssd {
+            check(ssd.count >= 1 && ssd.count <= 16, "ssd.count", "\(ssd.count) is not between 1 and 16")
+            check(ssd.minBytes >= 0, "ssd.minBytes", "must not be negative")
+            check(ssd.mountPath.hasPrefix("/") && !ssd.mountPath.split(separator: "/").contains(".."), "ssd.mountPath", "\"\(ssd.mountPath)\" is not an absolute path")
+        }
+        if let config {
+            check(config.app.isEmpty || Self.isValidName(config.app), "config.app", "\"\(config.app)\" is not an app name")
+            check(config.version >= 0, "config.version", "must not be negative (0 means the latest)")
+        }
+        return problems
+    }
+
+    /// DNS-label style names: `[a-z][a-z0-9-]*`, at most 63 characters, not ending in '-'.
+    public static func isValidName(_ name: String) -> Bool {
+        guard let first = name.first, first.isASCII, first.isLowercase, name.count <= 63, name.last != "-" else { return false }
+        return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    }
+
+    static func isValidEnvName(_ name: String) -> Bool {
+        guard let first = name.first, first.isASCII, first.isLetter || first == "_" else { return false }
+        return name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+    }
+}
+
+/// How instances of one app spread over topology domains: `keys` from broadest to narrowest (default: IDC,
+/// then node). Each instance goes to the domain with the fewest of the app's instances, level by level. With
+/// `required`, an instance stays Pending rather than push a domain more than `maxSkew` above its emptiest sibling.
+public struct SpreadPolicy: Hashable, Sendable, Codable {
+    public var keys: [String]
+    public var maxSkew: Int
+    public var required: Bool
+
+    public init(keys: [String] = ["idc", "node"], maxSkew: Int = 1, required: Bool = false) {
+        self.keys = keys
+        self.maxSkew = maxSkew
+        self.required = required
+    }
+
+    func problems() -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        for (index, key) in keys.enumerated() {
+            if !LabelSelector.isValidKey(key) {
+                problems.append(SpecProblem(field: "spread.keys[\(index)]", reason: "\"\(key)\" is not a label key"))
+            }
+            if key == "node" && index != keys.count - 1 {
+                problems.append(SpecProblem(field: "spread.keys[\(index)]", reason: "node is the narrowest domain and must come last"))
+            }
+        }
+        if Set(keys).count != keys.count {
+            problems.append(SpecProblem(field: "spread.keys", reason: "a key appears twice"))
+        }
+        if maxSkew < 1 { problems.append(SpecProblem(field: "spread.maxSkew", reason: "must be at least 1")) }
+        return problems
+    }
+}
+
+/// IDCs an app must run in (`required`) or would rather run in (`preferred`, used while they have room).
+public struct IDCAffinity: Hashable, Sendable, Codable {
+    public var required: [String]
+    public var preferred: [String]
+
+    public init(required: [String] = [], preferred: [String] = []) {
+        self.required = required
+        self.preferred = preferred
+    }
+}
+
+public enum NetworkMode: String, Hashable, Sendable, Codable, CaseIterable {
+    /// Own overlay IP, kept across migration; reached at instance IP + container port.
+    case overlay
+    /// Reached at the node's IP and an allocated host port, mapped to the container port (injected as env).
+    case host
+}
+
+public struct ContainerPort: Hashable, Sendable, Codable {
+    public enum TransportProtocol: String, Hashable, Sendable, Codable, CaseIterable { case tcp, udp }
+
+    public var name: String
+    public var containerPort: Int
+    public var `protocol`: TransportProtocol
+
+    public init(name: String, containerPort: Int, protocol: TransportProtocol = .tcp) {
+        self.name = name
+        self.containerPort = containerPort
+        self.protocol = `protocol`
+    }
+}
+
+/// Local SSDs each instance gets on its node, mounted at `mountPath` (data stays on the node it was written on).
+public struct SSDRequest: Hashable, Sendable, Codable {
+    public var count: Int
+    public var minBytes: Int64
+    public var mountPath: String
+
+    public init(count: Int = 1, minBytes: Int64 = 0, mountPath: String = "/data") {
+        self.count = count
+        self.minBytes = minBytes
+        self.mountPath = mountPath
+    }
+}
+
+public enum StartupOrder: String, Hashable, Sendable, Codable, CaseIterable {
+    /// Ordinal k starts only once k-1 is Running.
+    case ordered
+    case parallel
+}
+
+public enum RestartPolicy: String, Hashable, Sendable, Codable, CaseIterable {
+    case always = "Always"
+    case onFailure = "OnFailure"
+    case never = "Never"
+}
+
+/// The ConfigCenter config set an app's instances run with; version 0 follows the latest.
+public struct ConfigReference: Hashable, Sendable, Codable {
+    public var app: String
+    public var version: Int64
+
+    public init(app: String = "", version: Int64 = 0) {
+        self.app = app
+        self.version = version
+    }
+}
