@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(name: "Discovery", dependencies: ["Service"], path: "Services/Discovery"),
         .executableTarget(name: "sigmactl", dependencies: ["Service"], path: "Tools/sigmactl"),
         .executableTarget(
-            name: "SigmaBench", dependencies: ["Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
+            name: "SigmaBench", dependencies: ["Core", "Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
 
         // Tests (Swift Testing).
         .testTarget(name: "CoreTests", dependencies: ["Core"], path: "Tests/CoreTests"),

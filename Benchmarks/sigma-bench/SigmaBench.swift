@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -129,9 +129,10 @@ struct AllBench: AsyncParsableCommand {
         var alloc = try AllocBench.parse([])
         alloc.databaseURL = databaseURL
         let allocation = try await alloc.measure()
+        let schedule = try ScheduleBench.parse([]).measure()
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-        report.figures = rpc.figures + allocation.figures
-        report.notes = rpc.notes + allocation.notes
+        report.figures = rpc.figures + allocation.figures + schedule.figures
+        report.notes = rpc.notes + allocation.notes + schedule.notes
         try output.emit(report)
     }
 }
