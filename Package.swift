@@ -61,7 +61,10 @@ let package = Package(
             path: "Shared/Service"),
 
         // Services: each imports the shared libraries, never another service.
-        .executableTarget(name: "Scheduler", dependencies: ["Service"], path: "Services/Scheduler"),
+        .executableTarget(
+            name: "Scheduler",
+            dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Services/Scheduler"),
         .executableTarget(
             name: "Allocator",
             dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],

@@ -1,7 +1,11 @@
 import ArgumentParser
+import Core
+import Protocol
+import RPC
 import Service
 
 /// `sigma-scheduler`: Sigma's scheduler: nodes, apps, instances, placement, failure detection and migration.
+/// Every replica serves the API and publishes assignments; the holder of the lease also places and heals.
 @main
 struct SchedulerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,9 +13,133 @@ struct SchedulerCommand: AsyncParsableCommand {
         abstract: "Sigma's scheduler: nodes, apps, instances, placement, failure detection and migration.")
 
     @OptionGroup var options: ServiceOptions
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "Allocator endpoints, comma-separated. [SIGMA_ALLOCATOR]")
+    var allocator: String?
+
+    @Option(help: "ZeroMQ endpoint of the assignment feed (PUB); port * picks a free one. [SIGMA_SCHEDULER_EVENTS]")
+    var eventsListen: String?
+
+    @Option(help: "Seconds between an agent's heartbeats.")
+    var heartbeatInterval: Double = 1
+
+    @Option(help: "Seconds without a heartbeat before a node is Suspect.")
+    var suspectAfter: Double = 2
+
+    @Option(help: "Seconds without a heartbeat before a node is Broken and its instances move.")
+    var brokenAfter: Double = 5
+
+    @Option(help: "Seconds the active scheduler's lease lasts; a standby takes over within about this long.")
+    var leaseDuration: Double = 3
+
+    @Option(help: "Seconds between the active scheduler's passes (placement also starts at once on new work).")
+    var passInterval: Double = 0.5
+
+    func validate() throws {
+        guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
+            throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
+        }
+        guard leaseDuration >= 0.3, passInterval > 0, passInterval < leaseDuration else {
+            throw ValidationError("need --lease-duration >= 0.3 and 0 < --pass-interval < --lease-duration")
+        }
+    }
 
     func run() async throws {
         let host = try ServiceHost(kind: .scheduler, options: options)
-        try await host.run(role: "active")
+        let store = host.store!
+        let logger = host.logger
+        let allocatorEndpoints = allocator ?? ServiceOptions.environment(ServiceKind.allocator.endpointVariable)
+            ?? ServiceKind.allocator.defaultEndpoint
+        let allocatorClient = try client.client(endpoints: allocatorEndpoints, timeout: .seconds(10), logger: logger)
+        let publisher = try Publisher(
+            endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_SCHEDULER_EVENTS") ?? "tcp://0.0.0.0:7111",
+            curve: try options.resolvedCurve(), logger: logger)
+        let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
+        let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: publisher.endpoint,
+                          heartbeatInterval: .seconds(heartbeatInterval), logger: logger)
+        let apps = Apps(store: store, logger: logger)
+        let instances = Instances(store: store, logger: logger)
+        let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)
+
+        var handlers = RPCHandlers()
+        handlers.register(SchedulerMethods.registerNode) { request, _ in try await nodes.register(request) }
+        handlers.register(SchedulerMethods.heartbeat) { request, _ in try await nodes.heartbeat(request) }
+        handlers.register(SchedulerMethods.cordonNode) { request, _ in
+            try Self.node(try await nodes.cordon(request.name, schedulable: false, draining: false, reason: "Cordoned"))
+        }
+        handlers.register(SchedulerMethods.uncordonNode) { request, _ in
+            try Self.node(try await nodes.cordon(request.name, schedulable: true, draining: false, reason: "Uncordoned"))
+        }
+        handlers.register(SchedulerMethods.drainNode) { request, _ in
+            try Self.node(try await nodes.cordon(request.name, schedulable: false, draining: true, reason: "Draining"))
+        }
+        handlers.register(SchedulerMethods.removeNode) { request, _ in try Self.node(try await nodes.remove(request.name)) }
+        handlers.register(SchedulerMethods.listNodes) { _, _ in
+            var response = Sigma_V1_ListNodesResponse()
+            response.nodes = try await nodes.list()
+            return response
+        }
+        handlers.register(SchedulerMethods.getPool) { request, _ in
+            Pool.summary(nodes: try await nodes.list(), groupBy: request.groupBy)
+        }
+
+        handlers.register(SchedulerMethods.applyApp) { request, _ in try await apps.apply(request) }
+        handlers.register(SchedulerMethods.getApp) { request, _ in
+            var response = Sigma_V1_AppResponse()
+            response.app = try await apps.get(request.name)
+            return response
+        }
+        handlers.register(SchedulerMethods.listApps) { request, _ in
+            var response = Sigma_V1_ListAppsResponse()
+            response.apps = try await apps.list(team: request.team)
+            return response
+        }
+        handlers.register(SchedulerMethods.deleteApp) { request, _ in try await apps.delete(request.name) }
+        handlers.register(SchedulerMethods.scaleApp) { request, _ in try await apps.scale(request) }
+        handlers.register(SchedulerMethods.rolloutHistory) { request, _ in try await apps.history(request.name) }
+        handlers.register(SchedulerMethods.rolloutUndo) { request, _ in try await apps.undo(request) }
+        handlers.register(SchedulerMethods.setQuota) { request, _ in
+            var response = Sigma_V1_SetQuotaResponse()
+            response.quota = try await apps.setQuota(request.quota)
+            return response
+        }
+        handlers.register(SchedulerMethods.listQuotas) { _, _ in
+            var response = Sigma_V1_ListQuotasResponse()
+            response.quotas = try await apps.quotas()
+            return response
+        }
+
+        handlers.register(SchedulerMethods.listInstances) { request, _ in
+            var response = Sigma_V1_ListInstancesResponse()
+            response.instances = try await instances.list(request)
+            return response
+        }
+        handlers.register(SchedulerMethods.getInstance) { request, _ in try await instances.get(request) }
+        handlers.register(SchedulerMethods.updateResources) { request, _ in try await instances.updateResources(request, apps: apps) }
+        handlers.register(SchedulerMethods.migrateInstance) { request, _ in try await instances.migrate(request) }
+        handlers.register(SchedulerMethods.getAssignments) { request, _ in
+            try await Assignments.snapshot(store: store, node: request.node, publisher: publisher)
+        }
+        handlers.register(SchedulerMethods.listEvents) { request, _ in
+            var response = Sigma_V1_ListEventsResponse()
+            response.events = try await Events.list(
+                store: store, kind: request.kind, name: request.name, limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)))
+            return response
+        }
+
+        let leader = Leader(
+            store: store, lease: lease,
+            upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds, logger: logger),
+            placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
+            interval: .seconds(passInterval), logger: logger)
+        let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)
+        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader])
+    }
+
+    static func node(_ node: Sigma_V1_Node) throws -> Sigma_V1_NodeResponse {
+        var response = Sigma_V1_NodeResponse()
+        response.node = node
+        return response
     }
 }

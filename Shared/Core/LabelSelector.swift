@@ -80,7 +80,8 @@ public struct LabelSelector: Hashable, Sendable, Codable, CustomStringConvertibl
         requirements.enumerated().flatMap { index, requirement in requirement.problems(field: "\(field)[\(index)]") }
     }
 
-    static func isValidKey(_ key: String) -> Bool {
+    /// Label keys: letters, digits, '-', '_', '.', '/'; 1 to 63 characters.
+    public static func isValidKey(_ key: String) -> Bool {
         !key.isEmpty && key.count <= 63
             && key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_./".contains($0)) }
     }

@@ -103,3 +103,32 @@ public enum AllocatorMethods {
     public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
         "ListIPAllocations", idempotent: true)
 }
+
+/// Methods of sigma-scheduler.
+public enum SchedulerMethods {
+    public static let registerNode = RPCMethod<Sigma_V1_RegisterNodeRequest, Sigma_V1_RegisterNodeResponse>("RegisterNode", idempotent: true)
+    public static let heartbeat = RPCMethod<Sigma_V1_HeartbeatRequest, Sigma_V1_HeartbeatResponse>("Heartbeat", idempotent: true)
+    public static let cordonNode = RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>("CordonNode", idempotent: true)
+    public static let uncordonNode = RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>("UncordonNode", idempotent: true)
+    public static let drainNode = RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>("DrainNode", idempotent: true)
+    public static let removeNode = RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>("RemoveNode", idempotent: true)
+    public static let listNodes = RPCMethod<Sigma_V1_ListNodesRequest, Sigma_V1_ListNodesResponse>("ListNodes", idempotent: true)
+    public static let getPool = RPCMethod<Sigma_V1_GetPoolRequest, Sigma_V1_GetPoolResponse>("GetPool", idempotent: true)
+
+    public static let applyApp = RPCMethod<Sigma_V1_ApplyAppRequest, Sigma_V1_ApplyAppResponse>("ApplyApp", idempotent: true)
+    public static let getApp = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_AppResponse>("GetApp", idempotent: true)
+    public static let listApps = RPCMethod<Sigma_V1_ListAppsRequest, Sigma_V1_ListAppsResponse>("ListApps", idempotent: true)
+    public static let deleteApp = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_AppResponse>("DeleteApp", idempotent: true)
+    public static let scaleApp = RPCMethod<Sigma_V1_ScaleAppRequest, Sigma_V1_AppResponse>("ScaleApp", idempotent: true)
+    public static let rolloutHistory = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutHistoryResponse>("RolloutHistory", idempotent: true)
+    public static let rolloutUndo = RPCMethod<Sigma_V1_RolloutUndoRequest, Sigma_V1_AppResponse>("RolloutUndo", idempotent: false)
+    public static let setQuota = RPCMethod<Sigma_V1_SetQuotaRequest, Sigma_V1_SetQuotaResponse>("SetQuota", idempotent: true)
+    public static let listQuotas = RPCMethod<Sigma_V1_ListQuotasRequest, Sigma_V1_ListQuotasResponse>("ListQuotas", idempotent: true)
+
+    public static let listInstances = RPCMethod<Sigma_V1_ListInstancesRequest, Sigma_V1_ListInstancesResponse>("ListInstances", idempotent: true)
+    public static let getInstance = RPCMethod<Sigma_V1_GetInstanceRequest, Sigma_V1_GetInstanceResponse>("GetInstance", idempotent: true)
+    public static let updateResources = RPCMethod<Sigma_V1_UpdateResourcesRequest, Sigma_V1_UpdateResourcesResponse>("UpdateResources", idempotent: true)
+    public static let migrateInstance = RPCMethod<Sigma_V1_MigrateInstanceRequest, Sigma_V1_MigrateInstanceResponse>("MigrateInstance", idempotent: false)
+    public static let getAssignments = RPCMethod<Sigma_V1_GetAssignmentsRequest, Sigma_V1_GetAssignmentsResponse>("GetAssignments", idempotent: true)
+    public static let listEvents = RPCMethod<Sigma_V1_ListEventsRequest, Sigma_V1_ListEventsResponse>("ListEvents", idempotent: true)
+}

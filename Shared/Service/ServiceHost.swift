@@ -51,12 +51,12 @@ public final class ServiceHost: Sendable {
 
     /// Serves `handlers` plus `Health` and `Metrics` next to `services` until SIGTERM/SIGINT.
     public func run(
-        handlers: RPCHandlers = RPCHandlers(), checks: [HealthCheck] = [], role: String = "active",
+        handlers: RPCHandlers = RPCHandlers(), checks: [HealthCheck] = [], role: @autoclosure @escaping @Sendable () -> String = "active",
         services: [any Service] = []
     ) async throws {
         var handlers = handlers
         let allChecks = (store.map { [databaseCheck($0)] } ?? []) + checks
-        handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: allChecks, role: role) }
+        handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: allChecks, role: role()) }
         handlers.register(CommonMethods.metrics) { [self] _, _ in metrics.snapshot(service: kind.rawValue) }
         let server = RPCServer(configuration: try options.serverConfiguration(kind), handlers: handlers, logger: logger,
                                observer: metrics.observer)

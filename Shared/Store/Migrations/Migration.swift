@@ -18,6 +18,7 @@ public enum Schema {
         m0004HostPorts,
         m0005SSDs,
         m0006AllocateIPsOneLookup,
+        m0007Scheduler,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

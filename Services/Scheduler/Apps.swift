@@ -1,0 +1,292 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Service
+import Store
+
+/// Apps: apply (each changed spec a numbered revision), scale, delete, rollout history and undo, team quotas.
+/// Applying also reconciles the app's instance rows: missing ordinals become Pending instances, surplus ones
+/// Terminating; the leader places, rolls and cleans up from there.
+struct Apps: Sendable {
+    let store: Store
+    let logger: Logger
+
+    static func encode(_ spec: AppSpec) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(spec), as: UTF8.self)
+    }
+
+    static func decode(_ json: String) throws -> AppSpec {
+        try JSONDecoder().decode(AppSpec.self, from: Data(json.utf8))
+    }
+
+    /// What must be equal for running instances to stay as they are: all but replicas and resources
+    /// (resources change live, without a restart).
+    static func template(_ spec: AppSpec) -> AppSpec {
+        var template = spec
+        template.replicas = 0
+        template.resources = .init()
+        return template
+    }
+
+    func apply(_ request: Sigma_V1_ApplyAppRequest) async throws -> Sigma_V1_ApplyAppResponse {
+        let (spec, problems) = AppSpec.from(wire: request.spec)
+        guard problems.isEmpty else { throw RPCError.invalidSpec(problems) }
+        return try await apply(spec, cause: request.changeCause.isEmpty ? "apply" : request.changeCause)
+    }
+
+    func apply(_ spec: AppSpec, cause: String) async throws -> Sigma_V1_ApplyAppResponse {
+        try await checkFitsSomeNode(spec)
+        let json = try Self.encode(spec)
+        let changed = try await store.transaction(isolation: .serializable) { tx -> Bool in
+            let current = try await tx.query("SELECT spec::text AS spec, revision, deleted FROM apps WHERE name = $1 FOR UPDATE", spec.name)
+            var revision: Int64 = 1
+            var previous: AppSpec?
+            if let row = current.first {
+                let deleted = try row.decode(Bool.self, "deleted")
+                previous = deleted ? nil : try Self.decode(try row.decode(String.self, "spec"))
+                if previous == spec { return false }
+                revision = try row.decode(Int64.self, "revision") + 1
+            }
+            try await checkQuota(tx, spec)
+            if let previous, Self.template(previous) == Self.template(spec), previous.resources != spec.resources {
+                try await checkRequestsFit(tx, app: spec.name, from: previous.resources.request, to: spec.resources.request)
+            }
+            try await tx.execute(
+                """
+                INSERT INTO apps (name, team, spec, revision) VALUES ($1, $2, $3::jsonb, $4)
+                ON CONFLICT (name) DO UPDATE SET team = $2, spec = $3::jsonb, revision = $4, deleted = false, updated_at = now()
+                """, spec.name, spec.team, json, revision)
+            try await tx.execute(
+                "INSERT INTO app_revisions (app, revision, spec, change_cause) VALUES ($1, $2, $3::jsonb, $4)",
+                spec.name, revision, json, cause)
+            try await Events.record(tx, .app, spec.name, "Applied", "revision \(revision): \(cause)")
+            try await reconcile(tx, spec: spec, revision: revision, previous: previous)
+            return true
+        }
+        if changed { logger.info("app applied", metadata: ["app": "\(spec.name)", "replicas": "\(spec.replicas)"]) }
+        var response = Sigma_V1_ApplyAppResponse()
+        response.app = try await get(spec.name)
+        response.changed = changed
+        return response
+    }
+
+    /// Brings the app's instance rows to the spec: ordinals 0..<replicas exist; above that, bound instances
+    /// turn Terminating and unbound ones go. Instances whose template did not change move to the new revision
+    /// in place (with new resources, applied live); the others are rolled by the leader one at a time.
+    private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?) async throws {
+        let request = spec.resources.request
+        let limit = spec.resources.limit
+        if let previous, Self.template(previous) == Self.template(spec) {
+            try await tx.execute(
+                """
+                UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4,
+                    limit_cpu_millis = $5, limit_memory_bytes = $6, updated_at = now()
+                WHERE app = $1 AND state <> 'Terminating' AND state <> 'Terminated'
+                """, spec.name, revision, request.cpuMillis, request.memoryBytes, limit.cpuMillis, limit.memoryBytes)
+            try await Assignments.notifyApp(tx, app: spec.name)
+        }
+        let created = try await tx.query(
+            """
+            INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
+            SELECT $1, g, $3, $4, $5, $6, $7 FROM generate_series(0, $2::int - 1) AS g
+            ON CONFLICT (app, ordinal) DO NOTHING
+            RETURNING id::text AS id, ordinal
+            """, spec.name, spec.replicas, revision, request.cpuMillis, request.memoryBytes, limit.cpuMillis, limit.memoryBytes)
+        try await Events.record(
+            tx, .instance, try created.map { try $0.decode(String.self, "id") }, "Created",
+            try created.map { "\(spec.name)-\(try $0.decode(Int.self, "ordinal")), revision \(revision)" })
+        try await Instances.terminate(tx, app: spec.name, fromOrdinal: spec.replicas, reason: "scaled down")
+        if !created.isEmpty { try await tx.execute("SELECT pg_notify('sigma_pending', $1)", spec.name) }
+    }
+
+    /// A request no node could hold even empty is refused at apply, with the biggest node for reference.
+    private func checkFitsSomeNode(_ spec: AppSpec) async throws {
+        let request = spec.resources.request
+        guard request != .zero else { return }
+        let rows = try await store.query(
+            """
+            SELECT count(*) FILTER (WHERE cpu_millis >= $1 AND memory_bytes >= $2)::bigint AS fitting, count(*)::bigint AS nodes,
+                   coalesce(max(cpu_millis), 0)::bigint AS cpu, coalesce(max(memory_bytes), 0)::bigint AS memory FROM nodes
+            """, request.cpuMillis, request.memoryBytes)
+        guard let row = rows.first, try row.decode(Int64.self, "nodes") > 0, try row.decode(Int64.self, "fitting") == 0 else { return }
+        let largest = Resources(cpuMillis: try row.decode(Int64.self, "cpu"), memoryBytes: try row.decode(Int64.self, "memory"))
+        throw RPCError.invalidArgument(
+            "spec.resources.request: \(request) is more than any node has (largest: \(largest)); no instance could ever be placed")
+    }
+
+    /// A team's summed requests (replicas × request over its apps) stay within its quota.
+    private func checkQuota(_ tx: Transaction, _ spec: AppSpec) async throws {
+        let quota = try await tx.query("SELECT cpu_millis, memory_bytes FROM team_quotas WHERE team = $1", spec.team)
+        guard let row = quota.first else { return }
+        let cap = Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes"))
+        let others = try await teamRequests(tx, team: spec.team, excluding: spec.name)
+        let total = others + spec.resources.request * Int64(spec.replicas)
+        guard total.fits(in: cap) else {
+            throw RPCError.resourceExhausted(
+                "team \(spec.team) quota is \(cap); its apps would request \(total) (this app: \(spec.replicas) × \(spec.resources.request))")
+        }
+    }
+
+    private func teamRequests(_ tx: Transaction, team: String, excluding app: String) async throws -> Resources {
+        var total = Resources.zero
+        for row in try await tx.query("SELECT spec::text AS spec FROM apps WHERE team = $1 AND name <> $2 AND NOT deleted", team, app) {
+            let spec = try Self.decode(try row.decode(String.self, "spec"))
+            total += spec.resources.request * Int64(spec.replicas)
+        }
+        return total
+    }
+
+    /// A live request change must fit every node the app's instances are bound to; otherwise nothing changes.
+    func checkRequestsFit(_ tx: Transaction, app: String, instance: String? = nil, from old: Resources, to new: Resources) async throws {
+        guard !new.fits(in: old) else { return }
+        let rows = try await tx.query(
+            """
+            SELECT n.name, n.cpu_millis, n.memory_bytes,
+                   (SELECT coalesce(sum(request_cpu_millis), 0) FROM instances WHERE node = n.name AND state = ANY($3::text[]))::bigint AS cpu,
+                   (SELECT coalesce(sum(request_memory_bytes), 0) FROM instances WHERE node = n.name AND state = ANY($3::text[]))::bigint AS memory,
+                   (SELECT count(*) FROM instances WHERE node = n.name AND app = $1 AND ($2 = '' OR id::text = $2) AND state = ANY($3::text[]))::bigint AS mine
+            FROM nodes n WHERE n.name IN (SELECT node FROM instances WHERE app = $1 AND ($2 = '' OR id::text = $2) AND node IS NOT NULL)
+            FOR UPDATE OF n
+            """, app, instance ?? "", Nodes.holdingStates)
+        for row in rows {
+            let mine = try row.decode(Int64.self, "mine")
+            let requested = Resources(cpuMillis: try row.decode(Int64.self, "cpu"), memoryBytes: try row.decode(Int64.self, "memory"))
+            let capacity = Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes"))
+            let after = requested + (new - old) * mine
+            guard after.fits(in: capacity) else {
+                throw RPCError.failedPrecondition(
+                    "request \(new) no longer fits node \(try row.decode(String.self, "name")): its requests would be \(after) of \(capacity); nothing changed")
+            }
+        }
+    }
+
+    func scale(_ request: Sigma_V1_ScaleAppRequest) async throws -> Sigma_V1_AppResponse {
+        guard request.replicas >= 0 else { throw RPCError.invalidArgument("replicas: must not be negative") }
+        var spec = try await currentSpec(request.name)
+        spec.replicas = Int(request.replicas)
+        guard spec.problems().isEmpty else { throw RPCError.invalidSpec(spec.problems()) }
+        _ = try await apply(spec, cause: "scale to \(request.replicas)")
+        var response = Sigma_V1_AppResponse()
+        response.app = try await get(request.name)
+        return response
+    }
+
+    /// Deletes an app: its instances terminate; the app row goes once the last one has.
+    func delete(_ name: String) async throws -> Sigma_V1_AppResponse {
+        var response = Sigma_V1_AppResponse()
+        response.app = try await get(name)
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await tx.execute("UPDATE apps SET deleted = true, updated_at = now() WHERE name = $1", name)
+            try await Instances.terminate(tx, app: name, fromOrdinal: 0, reason: "app deleted")
+            try await Events.record(tx, .app, name, "Deleted")
+        }
+        logger.info("app deleted", metadata: ["app": "\(name)"])
+        return response
+    }
+
+    func history(_ name: String) async throws -> Sigma_V1_RolloutHistoryResponse {
+        _ = try await currentSpec(name)
+        var response = Sigma_V1_RolloutHistoryResponse()
+        for row in try await store.query(
+            """
+            SELECT revision, spec::text AS spec, change_cause, (extract(epoch FROM created_at) * 1000)::bigint AS at_ms
+            FROM app_revisions WHERE app = $1 ORDER BY revision
+            """, name)
+        {
+            var revision = Sigma_V1_AppRevision()
+            revision.revision = try row.decode(Int64.self, "revision")
+            revision.spec = try Self.decode(try row.decode(String.self, "spec")).wire
+            revision.changeCause = try row.decode(String.self, "change_cause")
+            revision.createdUnixMs = try row.decode(Int64.self, "at_ms")
+            response.revisions.append(revision)
+        }
+        return response
+    }
+
+    /// Applies an earlier revision's spec again, as a new revision.
+    func undo(_ request: Sigma_V1_RolloutUndoRequest) async throws -> Sigma_V1_AppResponse {
+        let current = try await get(request.name)
+        let target = request.toRevision > 0 ? request.toRevision : current.revision - 1
+        guard target >= 1, target != current.revision else {
+            throw RPCError.failedPrecondition("app \(request.name) has no earlier revision to return to (current: \(current.revision))")
+        }
+        let rows = try await store.query("SELECT spec::text AS spec FROM app_revisions WHERE app = $1 AND revision = $2", request.name, target)
+        guard let row = rows.first else { throw RPCError.notFound("app \(request.name) has no revision \(target)") }
+        _ = try await apply(try Self.decode(try row.decode(String.self, "spec")), cause: "undo to revision \(target)")
+        var response = Sigma_V1_AppResponse()
+        response.app = try await get(request.name)
+        return response
+    }
+
+    func currentSpec(_ name: String) async throws -> AppSpec {
+        let rows = try await store.query("SELECT spec::text AS spec FROM apps WHERE name = $1 AND NOT deleted", name)
+        guard let row = rows.first else { throw RPCError.notFound("no app \(name)") }
+        return try Self.decode(try row.decode(String.self, "spec"))
+    }
+
+    func get(_ name: String) async throws -> Sigma_V1_App {
+        guard let app = try await list(name: name).first else { throw RPCError.notFound("no app \(name)") }
+        return app
+    }
+
+    func list(name: String = "", team: String = "") async throws -> [Sigma_V1_App] {
+        let rows = try await store.query(
+            """
+            SELECT a.name, a.spec::text AS spec, a.revision, (extract(epoch FROM a.created_at) * 1000)::bigint AS created_ms,
+                   (extract(epoch FROM a.updated_at) * 1000)::bigint AS updated_ms,
+                   coalesce((SELECT jsonb_object_agg(state, n) FROM (SELECT state, count(*) AS n FROM instances WHERE app = a.name GROUP BY state) s), '{}')::text AS states
+            FROM apps a WHERE NOT a.deleted AND ($1 = '' OR a.name = $1) AND ($2 = '' OR a.team = $2) ORDER BY a.name
+            """, name, team)
+        return try rows.map { row in
+            var app = Sigma_V1_App()
+            app.spec = try Self.decode(try row.decode(String.self, "spec")).wire
+            app.revision = try row.decode(Int64.self, "revision")
+            app.createdUnixMs = try row.decode(Int64.self, "created_ms")
+            app.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
+            let states = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "states").utf8)) as? [String: Int] ?? [:]
+            app.states = states.mapValues { UInt32(clamping: $0) }
+            return app
+        }
+    }
+
+    func setQuota(_ quota: Sigma_V1_Quota) async throws -> Sigma_V1_Quota {
+        guard AppSpec.isValidName(quota.team) else { throw RPCError.invalidArgument("quota.team: \"\(quota.team)\" is not a team name") }
+        guard quota.requests.cpuMillis >= 0, quota.requests.memoryBytes >= 0 else {
+            throw RPCError.invalidArgument("quota.requests: must not be negative")
+        }
+        try await store.transaction(isolation: .readCommitted) { tx in
+            if quota.requests.cpuMillis == 0 && quota.requests.memoryBytes == 0 {
+                try await tx.execute("DELETE FROM team_quotas WHERE team = $1", quota.team)
+            } else {
+                try await tx.execute(
+                    """
+                    INSERT INTO team_quotas (team, cpu_millis, memory_bytes) VALUES ($1, $2, $3)
+                    ON CONFLICT (team) DO UPDATE SET cpu_millis = $2, memory_bytes = $3
+                    """, quota.team, quota.requests.cpuMillis, quota.requests.memoryBytes)
+            }
+        }
+        return try await quotas().first { $0.team == quota.team } ?? {
+            var none = Sigma_V1_Quota()
+            none.team = quota.team
+            return none
+        }()
+    }
+
+    func quotas() async throws -> [Sigma_V1_Quota] {
+        try await store.transaction(isolation: .repeatableRead) { tx in
+            var quotas: [Sigma_V1_Quota] = []
+            for row in try await tx.query("SELECT team, cpu_millis, memory_bytes FROM team_quotas ORDER BY team") {
+                var quota = Sigma_V1_Quota()
+                quota.team = try row.decode(String.self, "team")
+                quota.requests = Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes")).wire
+                quota.used = try await teamRequests(tx, team: quota.team, excluding: "").wire
+                quotas.append(quota)
+            }
+            return quotas
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import RPC
+import ServiceLifecycle
+import Store
+
+/// What each node must run. Every change to a node's assignments sends `NOTIFY sigma_assign` in the
+/// transaction that makes it; every scheduler replica listens and publishes the new assignment (or its
+/// removal) on topic "node/<name>", so an agent may follow any replica. `GetAssignments` is the Clone
+/// pattern's snapshot: the feed's sequence is read first, then the rows, so nothing falls between them.
+enum Assignments {
+    static let channel = "sigma_assign"
+    static let runningStates = ["Scheduled", "Starting", "Running"]
+
+    static func topic(_ node: String) -> String { "node/\(node)" }
+
+    /// Tells every replica that `instance`'s assignment on `node` changed.
+    static func notify(_ tx: Transaction, node: String, instance: String) async throws {
+        try await tx.execute("SELECT pg_notify($1, $2)", channel, "\(node) \(instance)")
+    }
+
+    /// The same for many instances of one node, in as few notifications as fit PostgreSQL's payload limit.
+    static func notify(_ tx: Transaction, node: String, instances: [String]) async throws {
+        var start = 0
+        while start < instances.count {
+            let end = min(start + 150, instances.count)
+            try await tx.execute("SELECT pg_notify($1, $2)", channel, ([node] + instances[start..<end]).joined(separator: " "))
+            start = end
+        }
+    }
+
+    /// Every bound instance of `app` (after a live change of its resources).
+    static func notifyApp(_ tx: Transaction, app: String) async throws {
+        try await tx.execute(
+            "SELECT pg_notify($1, node || ' ' || id::text) FROM instances WHERE app = $2 AND node IS NOT NULL AND state = ANY($3::text[])",
+            channel, app, runningStates)
+    }
+
+    /// When an ordered app's instance turns Running, its successor may start.
+    static func releaseSuccessor(_ tx: Transaction, instance: String) async throws {
+        let rows = try await tx.query(
+            """
+            SELECT s.id::text AS id, s.node FROM instances i
+            JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
+            JOIN instances s ON s.app = i.app AND s.ordinal = i.ordinal + 1
+            WHERE i.id = $1::uuid AND r.spec->>'startup' = 'ordered' AND s.node IS NOT NULL AND s.state = ANY($2::text[])
+            """, instance, runningStates)
+        for row in rows {
+            let id = try row.decode(String.self, "id")
+            try await notify(tx, node: try row.decode(String.self, "node"), instance: id)
+            try await Events.record(tx, .instance, id, "StartAllowed", "predecessor \(instance) is Running")
+        }
+    }
+
+    static let select = """
+        SELECT i.id::text AS id, i.app, i.ordinal, i.generation, i.revision, coalesce(i.node, '') AS node, i.state, i.ip,
+               i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
+               i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
+               (r.spec->>'startup' IS DISTINCT FROM 'ordered' OR i.ordinal = 0 OR EXISTS (
+                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running')) AS may_start
+        FROM instances i JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
+        """
+
+    static func snapshot(store: Store, node: String, publisher: Publisher) async throws -> Sigma_V1_GetAssignmentsResponse {
+        var response = Sigma_V1_GetAssignmentsResponse()
+        response.sequence = publisher.sequence(of: topic(node))
+        let rows = try await store.query(
+            """
+            WITH n AS (SELECT epoch FROM nodes WHERE name = $1)
+            SELECT (SELECT epoch FROM n) AS epoch, a.* FROM (\(select) WHERE i.node = $1 AND i.state = ANY($2::text[])) a
+            RIGHT JOIN n ON true ORDER BY a.app, a.ordinal
+            """, node, runningStates)
+        guard let first = rows.first else { throw RPCError.notFound("node \(node) is not registered") }
+        response.epoch = try first.decode(Int64.self, "epoch")
+        response.assignments = try rows.filter { try $0.decode(String?.self, "id") != nil }.map(assignment)
+        return response
+    }
+
+    static func assignment(_ row: Row) throws -> Sigma_V1_Assignment {
+        var assignment = Sigma_V1_Assignment()
+        assignment.instanceID = try row.decode(String.self, "id")
+        assignment.app = try row.decode(String.self, "app")
+        assignment.ordinal = try row.decode(Int32.self, "ordinal")
+        assignment.generation = try row.decode(Int64.self, "generation")
+        assignment.revision = try row.decode(Int64.self, "revision")
+        assignment.spec = try Apps.decode(try row.decode(String.self, "spec")).wire
+        assignment.ip = try row.decode(String.self, "ip")
+        assignment.prefixLength = UInt32(clamping: try row.decode(Int.self, "prefix_length"))
+        assignment.gateway = try row.decode(String.self, "gateway")
+        let ports = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "host_ports").utf8)) as? [String: Int] ?? [:]
+        assignment.hostPorts = ports.mapValues { UInt32(clamping: $0) }
+        assignment.ssds = try decodeSSDs(try row.decode(String.self, "ssds"))
+        assignment.mayStart = try row.decode(Bool.self, "may_start")
+        assignment.resources.request = Resources(
+            cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
+        assignment.resources.limit = Resources(
+            cpuMillis: try row.decode(Int64.self, "limit_cpu_millis"), memoryBytes: try row.decode(Int64.self, "limit_memory_bytes")).wire
+        return assignment
+    }
+
+    static func encodeSSDs(_ ssds: [Sigma_V1_SSD]) throws -> String {
+        let objects = ssds.map { ["path": $0.path, "size_bytes": $0.sizeBytes, "model": $0.model] as [String: Any] }
+        return String(decoding: try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    static func decodeSSDs(_ json: String) throws -> [Sigma_V1_SSD] {
+        let objects = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] ?? []
+        return objects.map { object in
+            var ssd = Sigma_V1_SSD()
+            ssd.path = object["path"] as? String ?? ""
+            ssd.sizeBytes = (object["size_bytes"] as? NSNumber)?.uint64Value ?? 0
+            ssd.model = object["model"] as? String ?? ""
+            return ssd
+        }
+    }
+}
+
+/// Follows `sigma_assign` and publishes each changed assignment on its node's topic. After the listening
+/// connection comes back (notifications may have been lost), every node's topic gets an empty "resync" event
+/// with no assignment, which agents answer with a GetAssignments snapshot.
+struct AssignmentFeed: Service {
+    let store: Store
+    let publisher: Publisher
+    let logger: Logger
+
+    func run() async throws {
+        let stream = try store.notifications(channels: [Assignments.channel])
+        try await withGracefulShutdownHandler {
+            for await notification in stream.cancelOnGracefulShutdown() {
+                switch notification {
+                case .connected:
+                    await resyncAll()
+                case .notification(_, let payload):
+                    let parts = payload.split(separator: " ").map(String.init)
+                    guard parts.count >= 2 else { continue }
+                    await publish(node: parts[0], instances: Array(parts.dropFirst()))
+                }
+            }
+        } onGracefulShutdown: {}
+        await publisher.close()
+    }
+
+    private func resyncAll() async {
+        do {
+            for row in try await store.query("SELECT name FROM nodes") {
+                publisher.publish(topic: Assignments.topic(try row.decode(String.self, "name")), payload: [])
+            }
+        } catch {
+            logger.warning("could not list nodes for a resync", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func publish(node: String, instances: [String]) async {
+        do {
+            let rows = try await store.query("\(Assignments.select) WHERE i.id = ANY($1::uuid[])", instances)
+            var found = Set<String>()
+            for row in rows {
+                let assignment = try Assignments.assignment(row)
+                found.insert(assignment.instanceID)
+                var event = Sigma_V1_AssignmentEvent()
+                event.assignment = assignment
+                let state = try row.decode(String.self, "state")
+                event.removed = try row.decode(String.self, "node") != node || !Assignments.runningStates.contains(state)
+                publisher.publish(topic: Assignments.topic(node), payload: try event.serializedBytes())
+            }
+            for id in instances where !found.contains(id) {
+                var event = Sigma_V1_AssignmentEvent()
+                event.assignment.instanceID = id
+                event.removed = true
+                publisher.publish(topic: Assignments.topic(node), payload: try event.serializedBytes())
+            }
+        } catch {
+            // Lost events show up as a gap to no one, so tell the node to resync.
+            logger.warning("could not load assignments; node told to resync", metadata: ["node": "\(node)", "error": "\(error)"])
+            publisher.publish(topic: Assignments.topic(node), payload: [])
+        }
+    }
+}

@@ -1,0 +1,194 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Service
+import Store
+
+/// Instances: listing and describing (with events), termination, live resource updates, manual migration.
+struct Instances: Sendable {
+    let store: Store
+    let logger: Logger
+
+    static let columns = """
+        i.id::text AS id, i.app, i.ordinal, coalesce(i.node, '') AS node, i.state, i.generation, i.revision, i.ip,
+        i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
+        i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes,
+        i.applied_cpu_millis, i.applied_memory_bytes, i.pending_reason, i.reason, i.exit_code, i.ready,
+        (extract(epoch FROM i.created_at) * 1000)::bigint AS created_ms, (extract(epoch FROM i.updated_at) * 1000)::bigint AS updated_ms,
+        coalesce(host(n.host_ip), '') AS host_ip
+        """
+
+    /// Bound instances of `app` from `fromOrdinal` up turn Terminating (their agents stop them); unbound ones
+    /// are Terminated at once. The leader releases what they held and removes them.
+    static func terminate(_ tx: Transaction, app: String, fromOrdinal: Int, reason: String) async throws {
+        let rows = try await tx.query(
+            """
+            UPDATE instances SET state = CASE WHEN node IS NULL OR state NOT IN ('Scheduled', 'Starting', 'Running') THEN 'Terminated' ELSE 'Terminating' END,
+                reason = $3, updated_at = now()
+            WHERE app = $1 AND ordinal >= $2 AND state NOT IN ('Terminating', 'Terminated')
+            RETURNING id::text AS id, coalesce(node, '') AS node, state
+            """, app, fromOrdinal, reason)
+        guard !rows.isEmpty else { return }
+        var ids: [String] = []
+        var messages: [String] = []
+        for row in rows {
+            ids.append(try row.decode(String.self, "id"))
+            messages.append(reason)
+            let node = try row.decode(String.self, "node")
+            if !node.isEmpty { try await Assignments.notify(tx, node: node, instance: ids.last!) }
+        }
+        try await Events.record(tx, .instance, ids, "Terminating", messages)
+        try await tx.execute("SELECT pg_notify('sigma_pending', $1)", app)
+    }
+
+    func list(_ request: Sigma_V1_ListInstancesRequest) async throws -> [Sigma_V1_Instance] {
+        if !request.state.isEmpty && InstanceState(rawValue: request.state) == nil {
+            throw RPCError.invalidArgument("state: \"\(request.state)\" is not one of \(InstanceState.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let rows = try await store.query(
+            """
+            SELECT \(Self.columns) FROM instances i LEFT JOIN nodes n ON n.name = i.node
+            WHERE ($1 = '' OR i.app = $1) AND ($2 = '' OR i.node = $2) AND ($3 = '' OR i.state = $3)
+            ORDER BY i.app, i.ordinal
+            """, request.app, request.node, request.state)
+        return try rows.map(Self.instance)
+    }
+
+    func get(_ request: Sigma_V1_GetInstanceRequest) async throws -> Sigma_V1_GetInstanceResponse {
+        let rows: [Row]
+        if !request.id.isEmpty {
+            guard UUID(uuidString: request.id) != nil else { throw RPCError.invalidArgument("id: \"\(request.id)\" is not a UUID") }
+            rows = try await store.query(
+                "SELECT \(Self.columns) FROM instances i LEFT JOIN nodes n ON n.name = i.node WHERE i.id = $1::uuid", request.id)
+        } else if !request.app.isEmpty {
+            rows = try await store.query(
+                "SELECT \(Self.columns) FROM instances i LEFT JOIN nodes n ON n.name = i.node WHERE i.app = $1 AND i.ordinal = $2",
+                request.app, Int(request.ordinal))
+        } else {
+            throw RPCError.invalidArgument("id, or app and ordinal: required")
+        }
+        guard let row = rows.first else {
+            throw RPCError.notFound(request.id.isEmpty ? "no instance \(request.app)-\(request.ordinal)" : "no instance \(request.id)")
+        }
+        var response = Sigma_V1_GetInstanceResponse()
+        response.instance = try Self.instance(row)
+        response.events = try await Events.list(store: store, kind: "instance", name: response.instance.id, limit: 100)
+        return response
+    }
+
+    /// Live limits (and requests, if they still fit) for an app's instances or one instance; the agents apply
+    /// them without a restart. For a whole app the spec changes too, as a new revision.
+    func updateResources(_ request: Sigma_V1_UpdateResourcesRequest, apps: Apps) async throws -> Sigma_V1_UpdateResourcesResponse {
+        let resources = ResourceRequirements(wire: request.resources)
+        let problems = resources.problems()
+        guard problems.isEmpty else { throw RPCError.invalidSpec(problems, prefix: "") }
+        var response = Sigma_V1_UpdateResourcesResponse()
+        if request.instanceID.isEmpty {
+            guard !request.app.isEmpty else { throw RPCError.invalidArgument("app or instance_id: required") }
+            var spec = try await apps.currentSpec(request.app)
+            spec.resources = resources
+            _ = try await apps.apply(spec, cause: "set resources: request \(resources.request), limit \(resources.limit)")
+            var list = Sigma_V1_ListInstancesRequest()
+            list.app = request.app
+            response.instances = try await self.list(list)
+            return response
+        }
+        guard UUID(uuidString: request.instanceID) != nil else {
+            throw RPCError.invalidArgument("instance_id: \"\(request.instanceID)\" is not a UUID")
+        }
+        try await store.transaction(isolation: .serializable) { tx in
+            let rows = try await tx.query(
+                "SELECT app, request_cpu_millis, request_memory_bytes, coalesce(node, '') AS node FROM instances WHERE id = $1::uuid FOR UPDATE",
+                request.instanceID)
+            guard let row = rows.first else { throw RPCError.notFound("no instance \(request.instanceID)") }
+            let app = try row.decode(String.self, "app")
+            let old = Resources(cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes"))
+            try await apps.checkRequestsFit(tx, app: app, instance: request.instanceID.lowercased(), from: old, to: resources.request)
+            try await tx.execute(
+                """
+                UPDATE instances SET request_cpu_millis = $2, request_memory_bytes = $3, limit_cpu_millis = $4,
+                    limit_memory_bytes = $5, updated_at = now() WHERE id = $1::uuid
+                """, request.instanceID, resources.request.cpuMillis, resources.request.memoryBytes,
+                resources.limit.cpuMillis, resources.limit.memoryBytes)
+            try await Events.record(tx, .instance, request.instanceID.lowercased(), "ResourcesChanged",
+                                    "request \(resources.request), limit \(resources.limit)")
+            let node = try row.decode(String.self, "node")
+            if !node.isEmpty { try await Assignments.notify(tx, node: node, instance: request.instanceID.lowercased()) }
+        }
+        var get = Sigma_V1_GetInstanceRequest()
+        get.id = request.instanceID
+        response.instances = [try await self.get(get).instance]
+        return response
+    }
+
+    /// Moves an instance: it stops on its node and is placed again (on `to_node` if given) with the same IP.
+    func migrate(_ request: Sigma_V1_MigrateInstanceRequest) async throws -> Sigma_V1_MigrateInstanceResponse {
+        guard UUID(uuidString: request.instanceID) != nil else {
+            throw RPCError.invalidArgument("instance_id: \"\(request.instanceID)\" is not a UUID")
+        }
+        try await store.transaction(isolation: .readCommitted) { tx in
+            let rows = try await tx.query(
+                "SELECT app, state, coalesce(node, '') AS node FROM instances WHERE id = $1::uuid FOR UPDATE", request.instanceID)
+            guard let row = rows.first else { throw RPCError.notFound("no instance \(request.instanceID)") }
+            let state = InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending
+            let node = try row.decode(String.self, "node")
+            guard [.scheduled, .starting, .running].contains(state), !node.isEmpty else {
+                throw RPCError.failedPrecondition("instance \(request.instanceID) is \(state.rawValue), not running on a node")
+            }
+            if !request.toNode.isEmpty {
+                guard request.toNode != node else { throw RPCError.failedPrecondition("instance already runs on \(node)") }
+                let target = try await tx.query("SELECT state, schedulable FROM nodes WHERE name = $1", request.toNode)
+                guard let t = target.first else { throw RPCError.notFound("no node \(request.toNode)") }
+                guard try t.decode(String.self, "state") == "Ready", try t.decode(Bool.self, "schedulable") else {
+                    throw RPCError.failedPrecondition("node \(request.toNode) is not Ready and schedulable")
+                }
+            }
+            try await tx.execute(
+                """
+                UPDATE instances SET state = 'NeedMigration', reason = 'migrated', target_node = $2, updated_at = now()
+                WHERE id = $1::uuid
+                """, request.instanceID, request.toNode)
+            try await Events.record(tx, .instance, request.instanceID.lowercased(), "NeedMigration",
+                                    "moved by hand off \(node)" + (request.toNode.isEmpty ? "" : " to \(request.toNode)"))
+            try await Assignments.notify(tx, node: node, instance: request.instanceID.lowercased())
+            try await tx.execute("SELECT pg_notify('sigma_pending', $1)", try row.decode(String.self, "app"))
+        }
+        var get = Sigma_V1_GetInstanceRequest()
+        get.id = request.instanceID
+        var response = Sigma_V1_MigrateInstanceResponse()
+        response.instance = try await self.get(get).instance
+        return response
+    }
+
+    static func instance(_ row: Row) throws -> Sigma_V1_Instance {
+        var instance = Sigma_V1_Instance()
+        instance.id = try row.decode(String.self, "id")
+        instance.app = try row.decode(String.self, "app")
+        instance.ordinal = try row.decode(Int32.self, "ordinal")
+        instance.node = try row.decode(String.self, "node")
+        instance.state = try row.decode(String.self, "state")
+        instance.generation = try row.decode(Int64.self, "generation")
+        instance.revision = try row.decode(Int64.self, "revision")
+        instance.ip = try row.decode(String.self, "ip")
+        instance.hostIp = try row.decode(String.self, "host_ip")
+        let ports = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "host_ports").utf8)) as? [String: Int] ?? [:]
+        instance.hostPorts = ports.mapValues { UInt32(clamping: $0) }
+        instance.ssdPaths = try Assignments.decodeSSDs(try row.decode(String.self, "ssds")).map(\.path)
+        instance.resources.request = Resources(
+            cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
+        instance.resources.limit = Resources(
+            cpuMillis: try row.decode(Int64.self, "limit_cpu_millis"), memoryBytes: try row.decode(Int64.self, "limit_memory_bytes")).wire
+        if let cpu = try row.decode(Int64?.self, "applied_cpu_millis"), let memory = try row.decode(Int64?.self, "applied_memory_bytes") {
+            instance.appliedLimit = Resources(cpuMillis: cpu, memoryBytes: memory).wire
+        }
+        instance.pendingReason = try row.decode(String.self, "pending_reason")
+        instance.reason = try row.decode(String.self, "reason")
+        instance.exitCode = try row.decode(Int32.self, "exit_code")
+        instance.ready = try row.decode(Bool.self, "ready")
+        instance.createdUnixMs = try row.decode(Int64.self, "created_ms")
+        instance.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
+        return instance
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Store
+
+/// The active scheduler's loop: take or renew the lease, then — only while holding it — health checks,
+/// draining, rolling updates, clean-up and placement. A pass runs every `interval`, and at once when an
+/// instance needs placing (`NOTIFY sigma_pending`).
+struct Leader: Service {
+    let store: Store
+    let lease: Lease
+    let upkeep: Upkeep
+    let placement: Placement
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let notifications = try store.notifications(channels: ["sigma_pending"])
+        let listener = Task {
+            for await _ in notifications { wake.yield() }
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                wake.yield()
+                try? await Task.sleep(for: interval)
+            }
+        }
+        defer {
+            listener.cancel()
+            ticker.cancel()
+        }
+        for await _ in wakeups.cancelOnGracefulShutdown() {
+            await pass()
+        }
+        await lease.release()
+    }
+
+    func pass() async {
+        do {
+            let held: Bool
+            do { held = try await lease.acquire() } catch {
+                lease.lost()
+                throw error
+            }
+            guard held else { return }
+            try await upkeep.checkHealth()
+            try await upkeep.drain()
+            try await upkeep.roll()
+            try await upkeep.cleanUp()
+            try await placement.run()
+        } catch is LeaseLost {
+            logger.warning("lease lost during a pass; standing by")
+        } catch {
+            logger.warning("scheduler pass failed; retrying", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,256 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Service
+import Store
+
+/// Nodes: registration (SSDs and the port range go on to the Allocator), heartbeats, cordon/drain/remove, and
+/// the pool figures. Health changes from missed heartbeats are the leader's job (`HealthMonitor`).
+struct Nodes: Sendable {
+    let store: Store
+    let allocator: RPCClient
+    let eventsEndpoint: String
+    let heartbeatInterval: Duration
+    let logger: Logger
+
+    /// States whose instances hold their node's resources (requests, ports, SSDs).
+    static let holdingStates = ["Scheduled", "Starting", "Running", "NeedMigration", "Terminating"]
+
+    func register(_ request: Sigma_V1_RegisterNodeRequest) async throws -> Sigma_V1_RegisterNodeResponse {
+        guard Self.isValidNodeName(request.name) else {
+            throw RPCError.invalidArgument("name: \"\(request.name)\" is not a node name (lowercase letters, digits, '.' and '-', at most 253)")
+        }
+        guard IPv4Address(request.hostIp) != nil else { throw RPCError.invalidArgument("host_ip: \"\(request.hostIp)\" is not an IPv4 address") }
+        guard request.capacity.cpuMillis >= 0, request.capacity.memoryBytes >= 0, request.diskBytes >= 0 else {
+            throw RPCError.invalidArgument("capacity: must not be negative")
+        }
+        for (key, value) in request.labels {
+            guard LabelSelector.isValidKey(key), value.count <= 253 else {
+                throw RPCError.invalidArgument("labels.\(key): not a label key, or value over 253 characters")
+            }
+        }
+        let labels = String(decoding: try JSONSerialization.data(withJSONObject: request.labels, options: [.sortedKeys]), as: UTF8.self)
+        try await store.transaction(isolation: .readCommitted) { tx in
+            let rows = try await tx.query(
+                """
+                INSERT INTO nodes (name, host_ip, region, idc, isp, labels, cpu_millis, memory_bytes, disk_bytes, last_heartbeat)
+                VALUES ($1, $2::inet, $3, $4, $5, $6::jsonb, $7, $8, $9, now())
+                ON CONFLICT (name) DO UPDATE SET host_ip = $2::inet, region = $3, idc = $4, isp = $5, labels = $6::jsonb,
+                    cpu_millis = $7, memory_bytes = $8, disk_bytes = $9, updated_at = now()
+                RETURNING (xmax = 0) AS created
+                """, request.name, request.hostIp, request.region, request.idc, request.isp, labels,
+                request.capacity.cpuMillis, request.capacity.memoryBytes, request.diskBytes)
+            let created = try rows.first?.decode(Bool.self, "created") ?? false
+            try await Events.record(
+                tx, .node, request.name, created ? "Registered" : "Updated",
+                "\(request.hostIp) \(request.idc), cpu \(Quantity.formatCPU(request.capacity.cpuMillis)), memory \(Quantity.formatBytes(request.capacity.memoryBytes))")
+        }
+        // The Allocator owns SSDs and host ports; it learns this node's inventory now.
+        var ssds = Sigma_V1_ReportSSDsRequest()
+        ssds.node = request.name
+        ssds.ssds = request.ssds
+        _ = try await callAllocator(AllocatorMethods.reportSSDs, ssds)
+        if request.hasPortRange {
+            var range = Sigma_V1_SetNodePortRangeRequest()
+            range.range = request.portRange
+            range.range.node = request.name
+            _ = try await callAllocator(AllocatorMethods.setNodePortRange, range)
+        }
+        logger.info("node registered", metadata: ["node": "\(request.name)", "idc": "\(request.idc)"])
+        var response = Sigma_V1_RegisterNodeResponse()
+        response.node = try await get(request.name)
+        response.eventsEndpoint = eventsEndpoint
+        response.heartbeatIntervalMs = UInt32((heartbeatInterval.components.seconds * 1000) + heartbeatInterval.components.attoseconds / 1_000_000_000_000_000)
+        return response
+    }
+
+    func callAllocator<Request, Response>(_ method: RPCMethod<Request, Response>, _ request: Request) async throws -> Response {
+        do {
+            return try await allocator.call(method, request)
+        } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+            throw RPCError.unavailable("allocator: \(error.message)")
+        }
+    }
+
+    /// Records a heartbeat: utilization, and each instance's state as its agent sees it. Reports of
+    /// instances this node does not own (any more) come back in `stop_instances`.
+    func heartbeat(_ request: Sigma_V1_HeartbeatRequest) async throws -> Sigma_V1_HeartbeatResponse {
+        guard !request.node.isEmpty else { throw RPCError.invalidArgument("node: required") }
+        var seen = Set<String>()
+        for status in request.instances {
+            guard UUID(uuidString: status.instanceID) != nil else {
+                throw RPCError.invalidArgument("instances.instance_id: \"\(status.instanceID)\" is not a UUID")
+            }
+            guard seen.insert(status.instanceID.lowercased()).inserted else {
+                throw RPCError.invalidArgument("instances: \(status.instanceID) twice")
+            }
+            guard let state = InstanceState(rawValue: status.state), state != .pending, state != .needMigration else {
+                throw RPCError.invalidArgument("instances.state: \"\(status.state)\" is not a state an agent reports")
+            }
+        }
+        return try await store.transaction(isolation: .readCommitted) { tx in
+            let rows = try await tx.query(
+                "SELECT state, epoch FROM nodes WHERE name = $1 FOR UPDATE", request.node)
+            guard let row = rows.first else {
+                throw RPCError.notFound("node \(request.node) is not registered; call RegisterNode first")
+            }
+            let health = NodeHealth(rawValue: try row.decode(String.self, "state")) ?? .ready
+            let epoch = try row.decode(Int64.self, "epoch")
+            let fenced = request.epoch == epoch
+            let next = health.afterHeartbeat(fenced: fenced)
+            try await tx.execute(
+                """
+                UPDATE nodes SET last_heartbeat = now(), state = $2, usage_cpu_millis = $3, usage_memory_bytes = $4,
+                    usage_disk_bytes = $5 WHERE name = $1
+                """, request.node, next.rawValue, request.usage.cpuMillis, request.usage.memoryBytes, request.usage.diskBytes)
+            if next != health {
+                try await Events.record(tx, .node, request.node, next.rawValue,
+                                        health == .broken ? "fenced at epoch \(epoch); back in service" : "heartbeats resumed")
+            }
+            var response = Sigma_V1_HeartbeatResponse()
+            response.health = next.rawValue
+            response.epoch = epoch
+            response.fence = !fenced && health == .broken || request.epoch > epoch
+            response.stopInstances = try await applyStatuses(tx, node: request.node, request.instances)
+            return response
+        }
+    }
+
+    /// Updates the instances this node owns at the reported generation; returns the ids it must stop.
+    private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [String] {
+        guard !statuses.isEmpty else { return [] }
+        let ids = statuses.map { $0.instanceID.lowercased() }
+        let owned = try await tx.query(
+            "SELECT id::text AS id, generation, state FROM instances WHERE id = ANY($1::uuid[]) AND node = $2 FOR UPDATE",
+            ids, node)
+        var current: [String: (generation: Int64, state: InstanceState)] = [:]
+        for row in owned {
+            current[try row.decode(String.self, "id")] = (
+                try row.decode(Int64.self, "generation"), InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending)
+        }
+        var stop: [String] = []
+        for status in statuses {
+            let id = status.instanceID.lowercased()
+            guard let known = current[id], known.generation == status.generation else {
+                stop.append(id)
+                continue
+            }
+            let reported = InstanceState(rawValue: status.state)!
+            var state = known.state
+            if reported != known.state && known.state.canMove(to: reported) {
+                state = reported
+            } else if reported != known.state && known.state == .scheduled && [.running].contains(reported) {
+                state = reported  // Starting was too short to be seen.
+            } else if reported == .terminated && known.state == .terminating {
+                state = .terminated
+            }
+            try await tx.execute(
+                """
+                UPDATE instances SET state = $2, usage_cpu_millis = $3, usage_memory_bytes = $4,
+                    applied_cpu_millis = $5, applied_memory_bytes = $6, exit_code = $7,
+                    reason = CASE WHEN $8 = '' THEN reason ELSE $8 END, ready = $9, updated_at = now()
+                WHERE id = $1::uuid
+                """, id, state.rawValue, status.usage.cpuMillis, status.usage.memoryBytes,
+                status.hasAppliedLimit ? status.appliedLimit.cpuMillis : nil, status.hasAppliedLimit ? status.appliedLimit.memoryBytes : nil,
+                Int(status.exitCode), status.reason, status.ready)
+            if state != known.state {
+                let detail = status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"
+                try await Events.record(tx, .instance, id, state.rawValue, detail)
+                if state == .running { try await Assignments.releaseSuccessor(tx, instance: id) }
+            }
+        }
+        return stop
+    }
+
+    func cordon(_ name: String, schedulable: Bool, draining: Bool, reason: String) async throws -> Sigma_V1_Node {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            let updated = try await tx.execute(
+                "UPDATE nodes SET schedulable = $2, draining = $3, updated_at = now() WHERE name = $1", name, schedulable, draining)
+            guard updated > 0 else { throw RPCError.notFound("no node \(name)") }
+            try await Events.record(tx, .node, name, reason)
+        }
+        logger.info("node \(reason.lowercased())", metadata: ["node": "\(name)"])
+        return try await get(name)
+    }
+
+    /// Removes a node that no longer holds instances (drain it first); its SSDs and port range go with it.
+    func remove(_ name: String) async throws -> Sigma_V1_Node {
+        let node = try await get(name)
+        try await store.transaction(isolation: .readCommitted) { tx in
+            let rows = try await tx.query(
+                "SELECT count(*)::bigint AS n FROM instances WHERE node = $1 AND state = ANY($2::text[])", name, Self.holdingStates)
+            let holding = try rows.first?.decode(Int64.self, "n") ?? 0
+            guard holding == 0 else {
+                throw RPCError.failedPrecondition("node \(name) still holds \(holding) instance(s); drain it first")
+            }
+            try await tx.execute("UPDATE instances SET node = NULL WHERE node = $1", name)
+            try await tx.execute("DELETE FROM nodes WHERE name = $1", name)
+            try await Events.record(tx, .node, name, "Removed")
+        }
+        logger.info("node removed", metadata: ["node": "\(name)"])
+        return node
+    }
+
+    func get(_ name: String) async throws -> Sigma_V1_Node {
+        guard let node = try await list(name: name).first else { throw RPCError.notFound("no node \(name)") }
+        return node
+    }
+
+    func list(name: String = "") async throws -> [Sigma_V1_Node] {
+        let rows = try await store.query(
+            """
+            SELECT n.name, host(n.host_ip) AS host_ip, n.region, n.idc, n.isp, n.labels::text AS labels,
+                   n.cpu_millis, n.memory_bytes, n.disk_bytes, n.state, n.schedulable, n.draining, n.epoch,
+                   coalesce((extract(epoch FROM n.last_heartbeat) * 1000)::bigint, 0) AS heartbeat_ms,
+                   n.usage_cpu_millis, n.usage_memory_bytes, n.usage_disk_bytes,
+                   coalesce(s.request_cpu, 0)::bigint AS request_cpu, coalesce(s.request_memory, 0)::bigint AS request_memory,
+                   coalesce(s.limit_cpu, 0)::bigint AS limit_cpu, coalesce(s.limit_memory, 0)::bigint AS limit_memory,
+                   coalesce(s.instances, 0)::bigint AS instances
+            FROM nodes n
+            LEFT JOIN (
+                SELECT node, sum(request_cpu_millis) AS request_cpu, sum(request_memory_bytes) AS request_memory,
+                       sum(limit_cpu_millis) AS limit_cpu, sum(limit_memory_bytes) AS limit_memory, count(*) AS instances
+                FROM instances WHERE node IS NOT NULL AND state = ANY($2::text[]) GROUP BY node
+            ) s ON s.node = n.name
+            WHERE $1 = '' OR n.name = $1
+            ORDER BY n.name
+            """, name, Self.holdingStates)
+        return try rows.map(Self.node)
+    }
+
+    static func node(_ row: Row) throws -> Sigma_V1_Node {
+        var node = Sigma_V1_Node()
+        node.name = try row.decode(String.self, "name")
+        node.hostIp = try row.decode(String.self, "host_ip")
+        node.region = try row.decode(String.self, "region")
+        node.idc = try row.decode(String.self, "idc")
+        node.isp = try row.decode(String.self, "isp")
+        node.labels = try decodeLabels(try row.decode(String.self, "labels"))
+        node.capacity = Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes")).wire
+        node.diskBytes = try row.decode(Int64.self, "disk_bytes")
+        node.health = try row.decode(String.self, "state")
+        node.cordoned = !(try row.decode(Bool.self, "schedulable"))
+        node.draining = try row.decode(Bool.self, "draining")
+        node.epoch = try row.decode(Int64.self, "epoch")
+        node.lastHeartbeatUnixMs = try row.decode(Int64.self, "heartbeat_ms")
+        node.usage.cpuMillis = try row.decode(Int64.self, "usage_cpu_millis")
+        node.usage.memoryBytes = try row.decode(Int64.self, "usage_memory_bytes")
+        node.usage.diskBytes = try row.decode(Int64.self, "usage_disk_bytes")
+        node.requested = Resources(cpuMillis: try row.decode(Int64.self, "request_cpu"), memoryBytes: try row.decode(Int64.self, "request_memory")).wire
+        node.limits = Resources(cpuMillis: try row.decode(Int64.self, "limit_cpu"), memoryBytes: try row.decode(Int64.self, "limit_memory")).wire
+        node.instances = UInt32(clamping: try row.decode(Int64.self, "instances"))
+        return node
+    }
+
+    static func decodeLabels(_ json: String) throws -> [String: String] {
+        (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: String]) ?? [:]
+    }
+
+    static func isValidNodeName(_ name: String) -> Bool {
+        guard let first = name.first, let last = name.last, name.count <= 253 else { return false }
+        let allowed: (Character) -> Bool = { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "." || $0 == "-") }
+        return name.allSatisfy(allowed) && first != "." && first != "-" && last != "." && last != "-"
+    }
+}

@@ -1,0 +1,275 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Store
+
+/// The leader's placement pass: Pending and NeedMigration instances are placed by Core's `Placer` over every
+/// node, then bound in batches — IPs, host ports and SSDs from the Allocator, then one transaction that
+/// checks the lease, sets node, state Scheduled and a new generation, and notifies the nodes' feeds.
+struct Placement: Sendable {
+    let store: Store
+    let allocator: RPCClient
+    let lease: Lease
+    let logger: Logger
+    /// Instances placed per pass (the rest wait for the next one).
+    var maxPerPass = 20_000
+    /// Instances bound per Allocator call and per transaction.
+    var bindBatch = 1_000
+
+    struct Unplaced {
+        let id: String
+        let app: String
+        let ordinal: Int
+        let revision: Int64
+        let state: InstanceState
+        let targetNode: String
+        let request: Resources
+    }
+
+    struct Group: Hashable {
+        let app: String
+        let revision: Int64
+        let request: Resources
+        let targetNode: String
+    }
+
+    struct Binding {
+        let instance: Unplaced
+        let node: String
+        let spec: AppSpec
+    }
+
+    /// One pass; returns how many instances were bound.
+    @discardableResult
+    func run() async throws -> Int {
+        let unplaced = try await loadUnplaced()
+        guard !unplaced.isEmpty else { return 0 }
+        let specs = try await loadSpecs(Set(unplaced.map { "\($0.app)\u{0}\($0.revision)" }))
+        var placer = Placer(nodes: try await loadNodes())
+        let existing = try await loadExisting(apps: Array(Set(unplaced.map(\.app))))
+
+        var groups: [Group: [Unplaced]] = [:]
+        var order: [Group] = []
+        for instance in unplaced {
+            let group = Group(app: instance.app, revision: instance.revision, request: instance.request, targetNode: instance.targetNode)
+            if groups[group] == nil { order.append(group) }
+            groups[group, default: []].append(instance)
+        }
+        var bindings: [Binding] = []
+        var pending: [(ids: [String], reason: String)] = []
+        for group in order {
+            guard let spec = specs["\(group.app)\u{0}\(group.revision)"] else { continue }
+            var demand = PlacementDemand(spec: spec)
+            demand.request = group.request
+            if !group.targetNode.isEmpty {
+                demand.selector.requirements.append(.init("node", .in, [group.targetNode]))
+                demand.spread.required = false
+            }
+            let members = groups[group]!
+            let outcome = placer.place(demand, count: members.count, existing: existing[group.app] ?? [:])
+            for (instance, node) in zip(members, outcome.nodes) {
+                bindings.append(Binding(instance: instance, node: node, spec: spec))
+            }
+            if let reason = outcome.reason {
+                pending.append((members.dropFirst(outcome.nodes.count).map(\.id), reason.description))
+            }
+        }
+        for (ids, reason) in pending { try await recordPending(ids, reason: reason) }
+        var bound = 0
+        var start = 0
+        while start < bindings.count {
+            let batch = Array(bindings[start..<min(start + bindBatch, bindings.count)])
+            bound += try await bind(batch)
+            start += bindBatch
+        }
+        if bound > 0 { logger.info("placed instances", metadata: ["count": "\(bound)", "pending": "\(pending.reduce(0) { $0 + $1.ids.count })"]) }
+        return bound
+    }
+
+    func loadUnplaced() async throws -> [Unplaced] {
+        let rows = try await store.query(
+            """
+            SELECT id::text AS id, app, ordinal, revision, state, target_node, request_cpu_millis, request_memory_bytes
+            FROM instances WHERE (node IS NULL AND state = 'Pending') OR state = 'NeedMigration'
+            ORDER BY app, ordinal LIMIT $1
+            """, maxPerPass)
+        return try rows.map { row in
+            Unplaced(
+                id: try row.decode(String.self, "id"), app: try row.decode(String.self, "app"),
+                ordinal: try row.decode(Int.self, "ordinal"), revision: try row.decode(Int64.self, "revision"),
+                state: InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending,
+                targetNode: try row.decode(String.self, "target_node"),
+                request: Resources(cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")))
+        }
+    }
+
+    func loadSpecs(_ keys: Set<String>) async throws -> [String: AppSpec] {
+        let pairs = keys.map { $0.split(separator: "\u{0}").map(String.init) }
+        let rows = try await store.query(
+            """
+            SELECT r.app, r.revision, r.spec::text AS spec FROM app_revisions r
+            JOIN unnest($1::text[], $2::bigint[]) AS k(app, revision) ON k.app = r.app AND k.revision = r.revision
+            """, pairs.map { $0[0] }, pairs.map { Int64($0[1])! })
+        var specs: [String: AppSpec] = [:]
+        for row in rows {
+            specs["\(try row.decode(String.self, "app"))\u{0}\(try row.decode(Int64.self, "revision"))"] = try Apps.decode(try row.decode(String.self, "spec"))
+        }
+        return specs
+    }
+
+    /// Every node with what is taken on it. Free SSDs and host ports are read from the Allocator's tables
+    /// (read only: the Allocator alone writes them, and it checks again when it allocates).
+    func loadNodes() async throws -> [NodeCandidate] {
+        let rows = try await store.query(
+            """
+            SELECT n.name, n.region, n.idc, n.isp, n.labels::text AS labels, n.cpu_millis, n.memory_bytes, n.state, n.schedulable,
+                   coalesce(s.cpu, 0)::bigint AS requested_cpu, coalesce(s.memory, 0)::bigint AS requested_memory,
+                   coalesce(d.sizes, '') AS ssds,
+                   (coalesce(r.last_port - r.first_port + 1 - cardinality(r.reserved), 12768) - coalesce(p.used, 0))::bigint AS free_ports
+            FROM nodes n
+            LEFT JOIN (SELECT node, sum(request_cpu_millis) AS cpu, sum(request_memory_bytes) AS memory FROM instances
+                       WHERE node IS NOT NULL AND state = ANY($1::text[]) GROUP BY node) s ON s.node = n.name
+            LEFT JOIN (SELECT node, string_agg(size_bytes::text, ',') AS sizes FROM ssds WHERE instance IS NULL AND healthy GROUP BY node) d
+                   ON d.node = n.name
+            LEFT JOIN node_port_ranges r ON r.node = n.name
+            LEFT JOIN (SELECT node, count(*) AS used FROM host_ports GROUP BY node) p ON p.node = n.name
+            """, Nodes.holdingStates)
+        return try rows.map { row in
+            NodeCandidate(
+                name: try row.decode(String.self, "name"), region: try row.decode(String.self, "region"),
+                idc: try row.decode(String.self, "idc"), isp: try row.decode(String.self, "isp"),
+                labels: try Nodes.decodeLabels(try row.decode(String.self, "labels")),
+                capacity: Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes")),
+                requested: Resources(cpuMillis: try row.decode(Int64.self, "requested_cpu"), memoryBytes: try row.decode(Int64.self, "requested_memory")),
+                health: NodeHealth(rawValue: try row.decode(String.self, "state")) ?? .broken,
+                cordoned: !(try row.decode(Bool.self, "schedulable")),
+                freeSSDs: try row.decode(String.self, "ssds").split(separator: ",").compactMap { Int64($0) },
+                freeHostPorts: Int(try row.decode(Int64.self, "free_ports")))
+        }
+    }
+
+    /// Each app's bound instances per node, for the spread.
+    func loadExisting(apps: [String]) async throws -> [String: [String: Int]] {
+        let rows = try await store.query(
+            """
+            SELECT app, node, count(*)::bigint AS n FROM instances
+            WHERE app = ANY($1::text[]) AND node IS NOT NULL AND state = ANY($2::text[]) AND state <> 'NeedMigration'
+            GROUP BY app, node
+            """, apps, Nodes.holdingStates)
+        var existing: [String: [String: Int]] = [:]
+        for row in rows {
+            existing[try row.decode(String.self, "app"), default: [:]][try row.decode(String.self, "node")] = Int(try row.decode(Int64.self, "n"))
+        }
+        return existing
+    }
+
+    private func recordPending(_ ids: [String], reason: String) async throws {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            let changed = try await tx.query(
+                "UPDATE instances SET pending_reason = $2 WHERE id = ANY($1::uuid[]) AND pending_reason <> $2 RETURNING id::text AS id",
+                ids, reason)
+            let names = try changed.map { try $0.decode(String.self, "id") }
+            try await Events.record(tx, .instance, names, "FailedScheduling", Array(repeating: reason, count: names.count))
+        }
+    }
+
+    /// Allocates what the batch needs and records the bindings; instances the Allocator cannot serve stay
+    /// unplaced with the Allocator's reason. Returns how many were bound.
+    private func bind(_ batch: [Binding]) async throws -> Int {
+        var failed: [String: String] = [:]
+
+        var ipRequest = Sigma_V1_AllocateIPsRequest()
+        ipRequest.instanceIds = batch.map(\.instance.id)
+        var ips: [String: Sigma_V1_IPAllocation] = [:]
+        do {
+            for allocation in try await allocator.call(AllocatorMethods.allocateIPs, ipRequest).allocations {
+                ips[allocation.instanceID] = allocation
+            }
+        } catch let error as RPCError where error.code == .resourceExhausted || error.code == .failedPrecondition {
+            try await recordPending(batch.map(\.instance.id), reason: "no instance IP: \(error.message)")
+            return 0
+        }
+
+        var ports: [String: [UInt32]] = [:]
+        let portItems = batch.filter { $0.spec.hostPortCount > 0 }.map { binding in
+            var item = Sigma_V1_HostPortRequest()
+            item.node = binding.node
+            item.instanceID = binding.instance.id
+            item.count = UInt32(binding.spec.hostPortCount)
+            return item
+        }
+        for item in portItems {
+            var request = Sigma_V1_AllocateHostPortsRequest()
+            request.items = [item]
+            do {
+                ports[item.instanceID] = try await allocator.call(AllocatorMethods.allocateHostPorts, request).allocations.first?.ports ?? []
+            } catch let error as RPCError where error.code == .resourceExhausted || error.code == .notFound {
+                failed[item.instanceID] = "no host ports on \(item.node): \(error.message)"
+            }
+        }
+
+        var ssds: [String: [Sigma_V1_SSD]] = [:]
+        for binding in batch where binding.spec.ssd != nil && failed[binding.instance.id] == nil {
+            var item = Sigma_V1_SSDRequest()
+            item.node = binding.node
+            item.instanceID = binding.instance.id
+            item.count = UInt32(binding.spec.ssd!.count)
+            item.minBytes = UInt64(binding.spec.ssd!.minBytes)
+            var request = Sigma_V1_AllocateSSDsRequest()
+            request.items = [item]
+            do {
+                ssds[item.instanceID] = try await allocator.call(AllocatorMethods.allocateSSDs, request).ssds
+            } catch let error as RPCError where error.code == .resourceExhausted || error.code == .notFound {
+                failed[item.instanceID] = "no SSD on \(item.node): \(error.message)"
+            }
+        }
+
+        let ready = batch.filter { failed[$0.instance.id] == nil && ips[$0.instance.id] != nil }
+        var columns = (ids: [String](), nodes: [String](), ips: [String](), prefixes: [Int](), gateways: [String](), ports: [String](), ssds: [String]())
+        for binding in ready {
+            let id = binding.instance.id
+            let ip = ips[id]!
+            var named: [String: UInt32] = [:]
+            for (port, number) in zip(binding.spec.ports, ports[id] ?? []) { named[port.name] = number }
+            columns.ids.append(id)
+            columns.nodes.append(binding.node)
+            columns.ips.append(ip.address)
+            columns.prefixes.append(Int(ip.prefixLength))
+            columns.gateways.append(ip.gateway)
+            columns.ports.append(String(decoding: try JSONSerialization.data(withJSONObject: named, options: [.sortedKeys]), as: UTF8.self))
+            columns.ssds.append(try Assignments.encodeSSDs(ssds[id] ?? []))
+        }
+        let values = columns
+        let bound = try await store.transaction(isolation: .readCommitted) { tx -> Int in
+            try await lease.check(tx)
+            let rows = try await tx.query(
+                """
+                UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
+                    prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
+                    pending_reason = '', target_node = '', ready = false, exit_code = 0, updated_at = now()
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
+                     AS b(id, node, ip, prefix, gateway, ports, ssds)
+                WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')
+                RETURNING i.id::text AS id, i.node, i.generation
+                """, values.ids, values.nodes, values.ips, values.prefixes, values.gateways, values.ports, values.ssds)
+            var byNode: [String: [String]] = [:]
+            var names: [String] = []
+            var messages: [String] = []
+            for row in rows {
+                let id = try row.decode(String.self, "id")
+                let node = try row.decode(String.self, "node")
+                byNode[node, default: []].append(id)
+                names.append(id)
+                messages.append("on \(node), generation \(try row.decode(Int64.self, "generation"))")
+            }
+            try await Events.record(tx, .instance, names, "Scheduled", messages)
+            for (node, ids) in byNode { try await Assignments.notify(tx, node: node, instances: ids) }
+            return rows.count
+        }
+        for (id, reason) in failed { try await recordPending([id], reason: reason) }
+        return bound
+    }
+}

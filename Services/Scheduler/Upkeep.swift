@@ -1,0 +1,162 @@
+import Core
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Store
+
+/// The leader's housekeeping besides placement: node health from heartbeats (Broken nodes' instances
+/// NeedMigration), draining, rolling updates one instance at a time, and removing terminated instances after
+/// the Allocator has released what they held.
+struct Upkeep: Sendable {
+    let store: Store
+    let allocator: RPCClient
+    let lease: Lease
+    let thresholds: NodeHealth.Thresholds
+    let logger: Logger
+
+    static func millis(_ seconds: Double) -> Int64 { Int64(seconds * 1000) }
+
+    /// Ready → Suspect → Broken after missed heartbeats. A Broken node's epoch rises (it must fence when it
+    /// returns) and its instances NeedMigration; Terminating ones there count as Terminated.
+    func checkHealth() async throws {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            let changed = try await tx.query(
+                """
+                UPDATE nodes SET
+                    state = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN 'Broken' ELSE 'Suspect' END,
+                    epoch = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN epoch + 1 ELSE epoch END,
+                    updated_at = now()
+                WHERE (state = 'Ready' AND last_heartbeat < now() - $1 * interval '1 millisecond')
+                   OR (state = 'Suspect' AND last_heartbeat < now() - $2 * interval '1 millisecond')
+                RETURNING name, state, epoch
+                """, Self.millis(thresholds.suspectAfter), Self.millis(thresholds.brokenAfter))
+            for row in changed {
+                let name = try row.decode(String.self, "name")
+                let state = try row.decode(String.self, "state")
+                try await Events.record(tx, .node, name, state, state == "Broken"
+                    ? "no heartbeat for \(thresholds.brokenAfter) s; epoch \(try row.decode(Int64.self, "epoch")), its instances move"
+                    : "no heartbeat for \(thresholds.suspectAfter) s")
+                logger.warning("node \(state.lowercased())", metadata: ["node": "\(name)"])
+                if state == "Broken" {
+                    try await moveOff(tx, node: name, reason: "node \(name) broken")
+                    try await tx.execute(
+                        "UPDATE instances SET state = 'Terminated', updated_at = now() WHERE node = $1 AND state = 'Terminating'", name)
+                }
+            }
+        }
+    }
+
+    /// Instances running on draining nodes move elsewhere.
+    func drain() async throws {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            for row in try await tx.query(
+                """
+                SELECT DISTINCT n.name FROM nodes n JOIN instances i ON i.node = n.name
+                WHERE n.draining AND i.state = ANY($1::text[])
+                """, Assignments.runningStates)
+            {
+                let name = try row.decode(String.self, "name")
+                try await moveOff(tx, node: name, reason: "node \(name) drained")
+            }
+        }
+    }
+
+    private func moveOff(_ tx: Transaction, node: String, reason: String) async throws {
+        let moved = try await tx.query(
+            """
+            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, updated_at = now()
+            WHERE node = $1 AND state = ANY($3::text[]) RETURNING id::text AS id
+            """, node, reason, Assignments.runningStates)
+        let ids = try moved.map { try $0.decode(String.self, "id") }
+        guard !ids.isEmpty else { return }
+        try await Events.record(tx, .instance, ids, "NeedMigration", Array(repeating: reason, count: ids.count))
+        try await Assignments.notify(tx, node: node, instances: ids)
+        try await tx.execute("SELECT pg_notify('sigma_pending', $1)", node)
+        logger.notice("instances need migration", metadata: ["node": "\(node)", "count": "\(ids.count)", "reason": "\(reason)"])
+    }
+
+    /// Rolling update: per app, while every instance of the current revision is Running, the lowest-ordinal
+    /// instance of an older revision is re-placed with the new spec (same instance, same IP).
+    func roll() async throws {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            let rows = try await tx.query(
+                """
+                SELECT DISTINCT ON (a.name) a.name, a.revision, i.id::text AS id, coalesce(i.node, '') AS node, i.state, i.revision AS old
+                FROM apps a JOIN instances i ON i.app = a.name
+                WHERE NOT a.deleted AND i.revision < a.revision AND i.state NOT IN ('Terminating', 'Terminated')
+                  AND NOT EXISTS (SELECT 1 FROM instances t WHERE t.app = a.name
+                                  AND t.state IN ('Pending', 'Scheduled', 'Starting', 'NeedMigration') AND t.revision = a.revision)
+                ORDER BY a.name, i.ordinal
+                """)
+            for row in rows {
+                let app = try row.decode(String.self, "name")
+                let revision = try row.decode(Int64.self, "revision")
+                let id = try row.decode(String.self, "id")
+                let node = try row.decode(String.self, "node")
+                let spec = try Apps.decode(try await tx.query(
+                    "SELECT spec::text AS spec FROM app_revisions WHERE app = $1 AND revision = $2", app, revision)[0].decode(String.self, "spec"))
+                let state = try row.decode(String.self, "state")
+                let bound = !node.isEmpty && Assignments.runningStates.contains(state)
+                try await tx.execute(
+                    """
+                    UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4, limit_cpu_millis = $5,
+                        limit_memory_bytes = $6, state = CASE WHEN $7::boolean THEN 'NeedMigration' ELSE state END,
+                        reason = CASE WHEN $7::boolean THEN 'rolling update' ELSE reason END, updated_at = now()
+                    WHERE id = $1::uuid
+                    """, id, revision, spec.resources.request.cpuMillis, spec.resources.request.memoryBytes,
+                    spec.resources.limit.cpuMillis, spec.resources.limit.memoryBytes, bound)
+                try await Events.record(tx, .instance, id, "Rolling", "revision \(try row.decode(Int64.self, "old")) → \(revision)")
+                if bound { try await Assignments.notify(tx, node: node, instance: id) }
+                logger.info("rolling instance", metadata: ["app": "\(app)", "instance": "\(id)", "revision": "\(revision)"])
+            }
+        }
+    }
+
+    /// Terminated instances: the Allocator releases their IP, host ports and SSDs, then the rows go; deleted
+    /// apps go with their last instance.
+    func cleanUp() async throws {
+        let rows = try await store.query("SELECT id::text AS id FROM instances WHERE state = 'Terminated' LIMIT 1000")
+        let ids = try rows.map { try $0.decode(String.self, "id") }
+        if !ids.isEmpty {
+            var ips = Sigma_V1_ReleaseIPsRequest()
+            ips.instanceIds = ids
+            _ = try await allocator.call(AllocatorMethods.releaseIPs, ips)
+            var ports = Sigma_V1_ReleaseHostPortsRequest()
+            ports.instanceIds = ids
+            _ = try await allocator.call(AllocatorMethods.releaseHostPorts, ports)
+            var ssds = Sigma_V1_ReleaseSSDsRequest()
+            ssds.instanceIds = ids
+            _ = try await allocator.call(AllocatorMethods.releaseSSDs, ssds)
+        }
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            if !ids.isEmpty {
+                let deleted = try await tx.query(
+                    "DELETE FROM instances WHERE id = ANY($1::uuid[]) AND state = 'Terminated' RETURNING id::text AS id, app", ids)
+                let names = try deleted.map { try $0.decode(String.self, "id") }
+                try await Events.record(tx, .instance, names, "Deleted", Array(repeating: "IP, ports and SSDs released", count: names.count))
+                // An ordinal freed by a terminated instance of a live app (re-applied, scaled up again) comes back.
+                let created = try await tx.query(
+                    """
+                    INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
+                    SELECT a.name, g, a.revision, (a.spec #>> '{resources,request,cpuMillis}')::bigint,
+                           (a.spec #>> '{resources,request,memoryBytes}')::bigint, (a.spec #>> '{resources,limit,cpuMillis}')::bigint,
+                           (a.spec #>> '{resources,limit,memoryBytes}')::bigint
+                    FROM apps a, generate_series(0, (a.spec ->> 'replicas')::int - 1) AS g
+                    WHERE NOT a.deleted AND a.name IN (SELECT DISTINCT app FROM unnest($1::text[]) AS t(app))
+                    ON CONFLICT (app, ordinal) DO NOTHING
+                    RETURNING id::text AS id
+                    """, try deleted.map { try $0.decode(String.self, "app") })
+                try await Events.record(tx, .instance, try created.map { try $0.decode(String.self, "id") }, "Created",
+                                        Array(repeating: "ordinal free again", count: created.count))
+            }
+            let apps = try await tx.query(
+                "DELETE FROM apps a WHERE a.deleted AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.app = a.name) RETURNING name")
+            for row in apps { try await Events.record(tx, .app, try row.decode(String.self, "name"), "Removed", "last instance gone") }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Core
+import Protocol
+
+/// Between the domain model (Core) and the wire (Protocol): app specs, resources, selectors.
+extension Resources {
+    public init(wire: Sigma_V1_Resources) {
+        self.init(cpuMillis: wire.cpuMillis, memoryBytes: wire.memoryBytes)
+    }
+
+    public var wire: Sigma_V1_Resources {
+        var wire = Sigma_V1_Resources()
+        wire.cpuMillis = cpuMillis
+        wire.memoryBytes = memoryBytes
+        return wire
+    }
+}
+
+extension ResourceRequirements {
+    public init(wire: Sigma_V1_ResourceRequirements) {
+        self.init(request: Resources(wire: wire.request), limit: Resources(wire: wire.limit))
+    }
+
+    public var wire: Sigma_V1_ResourceRequirements {
+        var wire = Sigma_V1_ResourceRequirements()
+        wire.request = request.wire
+        wire.limit = limit.wire
+        return wire
+    }
+}
+
+extension AppSpec {
+    /// The spec a request carries; enum fields it cannot read are reported as problems, like every other bad field.
+    public static func from(wire: Sigma_V1_AppSpec) -> (spec: AppSpec, problems: [SpecProblem]) {
+        var problems: [SpecProblem] = []
+        func parse<T: RawRepresentable<String>>(_ text: String, _ field: String, default value: T, all: [T]) -> T {
+            if text.isEmpty { return value }
+            if let parsed = T(rawValue: text) { return parsed }
+            problems.append(SpecProblem(field: field, reason: "\"\(text)\" is not one of \(all.map(\.rawValue).joined(separator: ", "))"))
+            return value
+        }
+        var requirements: [LabelSelector.Requirement] = []
+        for (index, requirement) in wire.nodeSelector.enumerated() {
+            let op = parse(requirement.operator, "nodeSelector[\(index)].operator", default: .in, all: LabelSelector.Requirement.Operator.allCases)
+            requirements.append(.init(requirement.key, op, requirement.values))
+        }
+        var spread = SpreadPolicy()
+        if wire.hasSpread {
+            if !wire.spread.keys.isEmpty { spread.keys = wire.spread.keys }
+            if wire.spread.maxSkew != 0 { spread.maxSkew = Int(wire.spread.maxSkew) }
+            spread.required = wire.spread.required
+        }
+        let ports = wire.ports.enumerated().map { index, port in
+            ContainerPort(
+                name: port.name, containerPort: Int(port.containerPort),
+                protocol: parse(port.protocol, "ports[\(index)].protocol", default: .tcp, all: ContainerPort.TransportProtocol.allCases))
+        }
+        let spec = AppSpec(
+            name: wire.name, team: wire.team, image: wire.image, command: wire.command, args: wire.args, env: wire.env,
+            replicas: Int(wire.replicas), resources: ResourceRequirements(wire: wire.resources),
+            nodeSelector: LabelSelector(requirements), spread: spread,
+            idcAffinity: IDCAffinity(required: wire.requiredIdcs, preferred: wire.preferredIdcs),
+            network: parse(wire.network, "network", default: .overlay, all: NetworkMode.allCases),
+            ports: ports,
+            ssd: wire.hasSsd ? SSDRequest(count: Int(wire.ssd.count), minBytes: Int64(clamping: wire.ssd.minBytes), mountPath: wire.ssd.mountPath.isEmpty ? "/data" : wire.ssd.mountPath) : nil,
+            startup: parse(wire.startup, "startup", default: .parallel, all: StartupOrder.allCases),
+            restartPolicy: parse(wire.restartPolicy, "restartPolicy", default: .always, all: RestartPolicy.allCases),
+            config: wire.hasConfig ? ConfigReference(app: wire.config.app, version: wire.config.version) : nil)
+        return (spec, problems + spec.problems())
+    }
+
+    public var wire: Sigma_V1_AppSpec {
+        var wire = Sigma_V1_AppSpec()
+        wire.name = name
+        wire.team = team
+        wire.image = image
+        wire.command = command
+        wire.args = args
+        wire.env = env
+        wire.replicas = Int32(clamping: replicas)
+        wire.resources = resources.wire
+        wire.nodeSelector = nodeSelector.requirements.map { requirement in
+            var wire = Sigma_V1_LabelRequirement()
+            wire.key = requirement.key
+            wire.operator = requirement.op.rawValue
+            wire.values = requirement.values
+            return wire
+        }
+        wire.spread.keys = spread.keys
+        wire.spread.maxSkew = Int32(clamping: spread.maxSkew)
+        wire.spread.required = spread.required
+        wire.requiredIdcs = idcAffinity.required
+        wire.preferredIdcs = idcAffinity.preferred
+        wire.network = network.rawValue
+        wire.ports = ports.map { port in
+            var wire = Sigma_V1_ContainerPort()
+            wire.name = port.name
+            wire.containerPort = UInt32(clamping: port.containerPort)
+            wire.protocol = port.protocol.rawValue
+            return wire
+        }
+        if let ssd {
+            wire.ssd.count = UInt32(clamping: ssd.count)
+            wire.ssd.minBytes = UInt64(clamping: ssd.minBytes)
+            wire.ssd.mountPath = ssd.mountPath
+        }
+        wire.startup = startup.rawValue
+        wire.restartPolicy = restartPolicy.rawValue
+        if let config {
+            wire.config.app = config.app
+            wire.config.version = config.version
+        }
+        return wire
+    }
+}
+
+extension RPCError {
+    /// INVALID_ARGUMENT listing every problem, each with its field: "spec.resources.limit.cpu: ...; spec.image: required".
+    public static func invalidSpec(_ problems: [SpecProblem], prefix: String = "spec.") -> RPCError {
+        .invalidArgument(problems.map { prefix + $0.description }.joined(separator: "; "))
+    }
+}

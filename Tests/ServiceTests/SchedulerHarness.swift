@@ -1,0 +1,230 @@
+import Foundation
+import Protocol
+import RPC
+import Store
+import Synchronization
+import Testing
+import TestSupport
+
+/// A control plane for scheduler tests: a fresh database, one allocator with the pool 100.64.0.0/16, and
+/// `schedulers` scheduler processes with short health thresholds and lease.
+struct SchedulerCluster {
+    let client: RPCClient
+    let each: [RPCClient]
+    let store: Store
+    let processes: [ServiceProcess]
+    let databaseURL: String
+
+    static func with(
+        schedulers: Int = 1, brokenAfter: Double = 1.5, extra: [String] = [], _ body: (SchedulerCluster) async throws -> Void
+    ) async throws {
+        try await withTestDatabase { db in
+            try await withServices({ [try ServiceProcess("sigma-allocator", ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url])] }) { allocators in
+                let allocatorEndpoint = try await allocators[0].endpoint()
+                let allocator = try rpcClient([allocatorEndpoint])
+                try await waitHealthy(allocator)
+                var pool = Sigma_V1_CreateIPPoolRequest()
+                pool.pool.name = "test"
+                pool.pool.cidr = "100.64.0.0/16"
+                _ = try await allocator.call(AllocatorMethods.createIPPool, pool)
+                let arguments = [
+                    "--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", db.url,
+                    "--allocator", allocatorEndpoint, "--suspect-after", "\(brokenAfter / 3)", "--broken-after", "\(brokenAfter)",
+                    "--lease-duration", "1", "--pass-interval", "0.1",
+                ] + extra
+                try await withServices({ try (0..<schedulers).map { _ in try ServiceProcess("sigma-scheduler", arguments) } }) { processes in
+                    var endpoints: [String] = []
+                    for process in processes { endpoints.append(try await process.endpoint()) }
+                    let each = try endpoints.map { try rpcClient([$0]) }
+                    for client in each { try await waitHealthy(client) }
+                    let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                    defer { store.shutdown() }
+                    let cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
+                    do {
+                        try await body(cluster)
+                    } catch {
+                        for process in processes { print("---- \(process.name) log\n\(process.log.suffix(6000))") }
+                        throw error
+                    }
+                }
+            }
+        }
+    }
+
+    static func rpcClient(_ endpoints: [String]) throws -> RPCClient {
+        var configuration = RPCClientConfiguration(endpoints: endpoints)
+        configuration.defaultTimeout = .seconds(20)
+        return try RPCClient(configuration: configuration, logger: quietLogger)
+    }
+
+    static func waitHealthy(_ client: RPCClient) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await !client.call(CommonMethods.health, .init()).healthy {
+            guard ContinuousClock.now < deadline else { throw TestSetupError("service never became healthy") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Applies a spec built from `spec`; returns the response.
+    @discardableResult
+    func apply(_ name: String, replicas: Int, cpu: Int64 = 1000, memory: Int64 = 1 << 30, _ change: (inout Sigma_V1_AppSpec) -> Void = { _ in })
+        async throws -> Sigma_V1_ApplyAppResponse
+    {
+        var request = Sigma_V1_ApplyAppRequest()
+        request.spec.name = name
+        request.spec.image = "oci:/images/\(name):1"
+        request.spec.replicas = Int32(replicas)
+        request.spec.resources.request.cpuMillis = cpu
+        request.spec.resources.request.memoryBytes = memory
+        change(&request.spec)
+        return try await client.call(SchedulerMethods.applyApp, request)
+    }
+
+    func instances(_ app: String) async throws -> [Sigma_V1_Instance] {
+        var request = Sigma_V1_ListInstancesRequest()
+        request.app = app
+        return try await client.call(SchedulerMethods.listInstances, request).instances
+    }
+
+    func node(_ name: String) async throws -> Sigma_V1_Node {
+        try await client.call(SchedulerMethods.listNodes, .init()).nodes.first { $0.name == name }!
+    }
+
+    func events(_ kind: String, _ name: String) async throws -> [Sigma_V1_Event] {
+        var request = Sigma_V1_ListEventsRequest()
+        request.kind = kind
+        request.name = name
+        return try await client.call(SchedulerMethods.listEvents, request).events
+    }
+
+    /// Polls `condition` until it holds (bounded); the scheduler works asynchronously.
+    func eventually(_ what: String, within limit: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + limit
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting for: \(what)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func allRunning(_ app: String, _ count: Int) async throws -> Bool {
+        let list = try await instances(app)
+        return list.count == count && list.allSatisfy { $0.state == "Running" }
+    }
+}
+
+/// An agent that runs nothing: it registers a node, and on each beat fetches its assignments, "starts" those
+/// it may start (reporting Running), reports removed ones Terminated, and fences when told to.
+final class SimulatedAgent: Sendable {
+    let name: String
+    let client: RPCClient
+    struct State {
+        var epoch: Int64 = 0
+        var running: [String: Int64] = [:]
+        var stopped: [String: Int64] = [:]
+        var stops = 0
+    }
+    let state = Mutex(State())
+    let loop = Mutex<Task<Void, Never>?>(nil)
+
+    init(_ name: String, client: RPCClient) {
+        self.name = name
+        self.client = client
+    }
+
+    @discardableResult
+    func register(idc: String = "idc-a", cpu: Int64 = 8000, memory: Int64 = 16 << 30, labels: [String: String] = [:],
+                  ssds: [UInt64] = []) async throws -> Sigma_V1_RegisterNodeResponse {
+        var request = Sigma_V1_RegisterNodeRequest()
+        request.name = name
+        request.hostIp = "198.18.0.\(abs(name.hashValue) % 200 + 1)"
+        request.region = "r1"
+        request.idc = idc
+        request.isp = "ct"
+        request.labels = labels
+        request.capacity.cpuMillis = cpu
+        request.capacity.memoryBytes = memory
+        request.diskBytes = 100 << 30
+        request.ssds = ssds.enumerated().map { index, size in
+            var ssd = Sigma_V1_SSD()
+            ssd.path = "/dev/nvme\(index)n1"
+            ssd.sizeBytes = size
+            ssd.healthy = true
+            return ssd
+        }
+        let response = try await client.call(SchedulerMethods.registerNode, request)
+        state.withLock { $0.epoch = response.node.epoch }
+        return response
+    }
+
+    var running: [String: Int64] { state.withLock { $0.running } }
+
+    /// One heartbeat after syncing with the assignments.
+    @discardableResult
+    func beat() async throws -> Sigma_V1_HeartbeatResponse {
+        var get = Sigma_V1_GetAssignmentsRequest()
+        get.node = name
+        let snapshot = try await client.call(SchedulerMethods.getAssignments, get)
+        let statuses = state.withLock { state -> [Sigma_V1_InstanceStatus] in
+            let wanted = Dictionary(snapshot.assignments.map { ($0.instanceID, $0) }, uniquingKeysWith: { a, _ in a })
+            for (id, generation) in state.running where wanted[id]?.generation != generation {
+                state.running[id] = nil
+                state.stopped[id] = generation
+            }
+            for assignment in snapshot.assignments where assignment.mayStart && state.running[assignment.instanceID] == nil {
+                state.running[assignment.instanceID] = assignment.generation
+            }
+            var statuses = state.running.map { id, generation in
+                var status = Sigma_V1_InstanceStatus()
+                status.instanceID = id
+                status.generation = generation
+                status.state = "Running"
+                status.ready = true
+                if let assignment = wanted[id] { status.appliedLimit = assignment.resources.limit }
+                return status
+            }
+            for (id, generation) in state.stopped {
+                var status = Sigma_V1_InstanceStatus()
+                status.instanceID = id
+                status.generation = generation
+                status.state = "Terminated"
+                status.reason = "stopped"
+                statuses.append(status)
+            }
+            state.stopped = [:]
+            return statuses
+        }
+        var request = Sigma_V1_HeartbeatRequest()
+        request.node = name
+        request.epoch = state.withLock { $0.epoch }
+        request.instances = statuses
+        let response = try await client.call(SchedulerMethods.heartbeat, request)
+        state.withLock { state in
+            for id in response.stopInstances { state.running[id] = nil; state.stops += 1 }
+            if response.fence {
+                // Stop everything the snapshot does not list, then take the new epoch.
+                let wanted = Set(snapshot.assignments.map(\.instanceID))
+                for id in state.running.keys where !wanted.contains(id) { state.running[id] = nil; state.stops += 1 }
+                state.epoch = response.epoch
+            }
+        }
+        return response
+    }
+
+    /// Beats every `interval` until `stop()`.
+    func start(interval: Duration = .milliseconds(150)) {
+        let task = Task { [self] in
+            while !Task.isCancelled {
+                _ = try? await beat()
+                try? await Task.sleep(for: interval)
+            }
+        }
+        loop.withLock { $0 = task }
+    }
+
+    /// Stops beating, as a dead or cut-off server would.
+    func stop() {
+        loop.withLock { $0?.cancel(); $0 = nil }
+    }
+
+    deinit { loop.withLock { $0?.cancel() } }
+}
