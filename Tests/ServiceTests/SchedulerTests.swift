@@ -124,4 +124,122 @@ import TestSupport
             }
         }
     }
+
+    @Test func brokenNodeMigratesKeepingTheIPAndFencesOnReturn() async throws {
+        try await SchedulerCluster.with(brokenAfter: 1.5) { cluster in
+            let agents = ["n1", "n2", "n3"].map { SimulatedAgent($0, client: cluster.client) }
+            for agent in agents { try await agent.register(idc: "idc-\(agent.name)", cpu: 4000) }
+            agents.forEach { $0.start() }
+            defer { agents.forEach { $0.stop() } }
+            try await cluster.apply("kv", replicas: 3, cpu: 500)
+            try await cluster.eventually("3 Running") { try await cluster.allRunning("kv", 3) }
+            let before = try await cluster.instances("kv")
+            let victim = before.first { $0.node == "n1" }!
+
+            agents[0].stop()  // n1 goes silent
+            try await cluster.eventually("n1 Broken") { try await cluster.node("n1").health == "Broken" }
+            try await cluster.eventually("the instance runs elsewhere") {
+                let moved = try await cluster.instances("kv").first { $0.id == victim.id }!
+                return moved.state == "Running" && moved.node != "n1"
+            }
+            let moved = try await cluster.instances("kv").first { $0.id == victim.id }!
+            #expect(moved.ip == victim.ip)
+            #expect(moved.generation == victim.generation + 1)
+            let reasons = try await cluster.events("instance", victim.id).map(\.reason)
+            #expect(reasons.contains("NeedMigration") && reasons.last == "Running")
+            #expect(Set(try await cluster.instances("kv").map(\.ip)) == Set(before.map(\.ip)))
+            #expect(try await cluster.node("n1").epoch == 2)
+
+            // n1 comes back still running the old copy: it is told to fence, stops it, and only then is Ready.
+            #expect(agents[0].running[victim.id] != nil)
+            let first = try await agents[0].beat()
+            #expect(first.fence && first.health == "Broken" && first.epoch == 2)
+            #expect(agents[0].running[victim.id] == nil)
+            let second = try await agents[0].beat()
+            #expect(!second.fence && second.health == "Ready")
+            let nodeEvents = try await cluster.events("node", "n1").map(\.reason)
+            #expect(Array(nodeEvents.suffix(3)) == ["Suspect", "Broken", "Ready"])
+        }
+    }
+
+    @Test func staleGenerationIsToldToStop() async throws {
+        try await SchedulerCluster.with { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register()
+            agent.start()
+            defer { agent.stop() }
+            try await cluster.apply("one", replicas: 1, cpu: 100)
+            try await cluster.eventually("Running") { try await cluster.allRunning("one", 1) }
+            let instance = try await cluster.instances("one")[0]
+            var beat = Sigma_V1_HeartbeatRequest()
+            beat.node = "n1"
+            beat.epoch = 1
+            var status = Sigma_V1_InstanceStatus()
+            status.instanceID = instance.id
+            status.generation = instance.generation - 1
+            status.state = "Running"
+            beat.instances = [status]
+            let response = try await cluster.client.call(SchedulerMethods.heartbeat, beat)
+            #expect(response.stopInstances == [instance.id])
+            #expect(try await cluster.instances("one")[0].state == "Running")
+        }
+    }
+
+    @Test func orderedStartWaitsForThePredecessor() async throws {
+        // The agent beats only when the test says so: thresholds far away.
+        try await SchedulerCluster.with(brokenAfter: 30) { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            try await cluster.apply("zk", replicas: 3, cpu: 100) { $0.startup = "ordered" }
+            try await cluster.eventually("3 Scheduled") { try await cluster.instances("zk").allSatisfy { $0.state == "Scheduled" } }
+            var get = Sigma_V1_GetAssignmentsRequest()
+            get.node = "n1"
+            let gates = try await cluster.client.call(SchedulerMethods.getAssignments, get).assignments.sorted { $0.ordinal < $1.ordinal }.map(\.mayStart)
+            #expect(gates == [true, false, false])
+            // Each beat starts what may start; Running releases the next ordinal.
+            for _ in 0..<3 { try await agent.beat() }
+            try await cluster.eventually("3 Running") { try await cluster.allRunning("zk", 3) }
+            let list = try await cluster.instances("zk").sorted { $0.ordinal < $1.ordinal }
+            var allowedAt: [Int64] = []
+            var runningAt: [Int64] = []
+            for instance in list {
+                let events = try await cluster.events("instance", instance.id)
+                runningAt.append(events.first { $0.reason == "Running" }!.id)
+                if instance.ordinal > 0 { allowedAt.append(events.first { $0.reason == "StartAllowed" }!.id) }
+            }
+            #expect(runningAt[0] < allowedAt[0] && allowedAt[0] < runningAt[1])
+            #expect(runningAt[1] < allowedAt[1] && allowedAt[1] < runningAt[2])
+        }
+    }
+
+    @Test func standbyTakesOverWhenTheLeaderDies() async throws {
+        try await SchedulerCluster.with(schedulers: 2) { cluster in
+            func roles() async throws -> [String] {
+                var roles: [String] = []
+                for client in cluster.each { roles.append(try await client.call(CommonMethods.health, .init()).role) }
+                return roles
+            }
+            try await cluster.eventually("one active") { try await roles().sorted() == ["active", "standby"] }
+            let active = try await roles().firstIndex(of: "active")!
+            cluster.processes[active].crash()
+            let survivor = cluster.each[1 - active]
+            try await cluster.eventually("the standby is active", within: .seconds(10)) {
+                try await survivor.call(CommonMethods.health, .init()).role == "active"
+            }
+            let agent = SimulatedAgent("n1", client: survivor)
+            try await agent.register()
+            agent.start()
+            defer { agent.stop() }
+            var request = Sigma_V1_ApplyAppRequest()
+            request.spec.name = "after"
+            request.spec.image = "host"
+            request.spec.replicas = 2
+            _ = try await survivor.call(SchedulerMethods.applyApp, request)
+            var list = Sigma_V1_ListInstancesRequest()
+            list.app = "after"
+            try await cluster.eventually("placed by the new leader") {
+                try await survivor.call(SchedulerMethods.listInstances, list).instances.filter { $0.state == "Running" }.count == 2
+            }
+        }
+    }
 }
