@@ -66,6 +66,7 @@ enum Assignments {
     static func snapshot(store: Store, node: String, publisher: Publisher) async throws -> Sigma_V1_GetAssignmentsResponse {
         var response = Sigma_V1_GetAssignmentsResponse()
         response.sequence = publisher.sequence(of: topic(node))
+        response.feedEpoch = publisher.epoch
         let rows = try await store.query(
             """
             WITH n AS (SELECT epoch FROM nodes WHERE name = $1)

@@ -1429,9 +1429,13 @@ public nonisolated struct Sigma_V1_GetAssignmentsResponse: Sendable {
 
   public var assignments: [Sigma_V1_Assignment] = []
 
+  /// The node's fencing epoch.
   public var epoch: Int64 = 0
 
+  /// The feed's last sequence on this node's topic, and the feed's epoch (Clone pattern).
   public var sequence: UInt64 = 0
+
+  public var feedEpoch: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4012,7 +4016,7 @@ nonisolated extension Sigma_V1_GetAssignmentsRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Sigma_V1_GetAssignmentsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetAssignmentsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignments\0\u{1}epoch\0\u{1}sequence\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignments\0\u{1}epoch\0\u{1}sequence\0\u{3}feed_epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4023,6 +4027,7 @@ nonisolated extension Sigma_V1_GetAssignmentsResponse: SwiftProtobuf.Message, Sw
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.assignments) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.epoch) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.feedEpoch) }()
       default: break
       }
     }
@@ -4038,6 +4043,9 @@ nonisolated extension Sigma_V1_GetAssignmentsResponse: SwiftProtobuf.Message, Sw
     if self.sequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 3)
     }
+    if self.feedEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.feedEpoch, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4045,6 +4053,7 @@ nonisolated extension Sigma_V1_GetAssignmentsResponse: SwiftProtobuf.Message, Sw
     if lhs.assignments != rhs.assignments {return false}
     if lhs.epoch != rhs.epoch {return false}
     if lhs.sequence != rhs.sequence {return false}
+    if lhs.feedEpoch != rhs.feedEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
