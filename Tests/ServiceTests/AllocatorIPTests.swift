@@ -125,7 +125,7 @@ import TestSupport
                 let endpoint = try await services[0].endpoint()
                 try await waitHealthy(try rpcClient([endpoint]))
                 let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
-                let flags = ["--allocator", endpoint]
+                let flags = ["--allocator", endpoint, "--timeout", "60"]
                 let created = try await runProgram(sigmactl, ["alloc", "create-pool", "demo", "100.64.0.0/16", "--gateway", "100.64.0.1",
                                                         "--reserve", "100.64.0.2", "100.64.0.3"] + flags)
                 #expect(created.contains("65531 addresses free"))
