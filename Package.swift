@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // C libraries. Only RPC may import CZeroMQ and only Store may import CLibPQ
@@ -31,6 +32,8 @@ let package = Package(
 
         // Shared libraries.
         .target(name: "Core", path: "Shared/Core"),
+        // App specs from YAML (sigmactl apply -f); its own target so only the tools link Yams.
+        .target(name: "Manifest", dependencies: ["Core", .product(name: "Yams", package: "Yams")], path: "Shared/Manifest"),
         .target(
             name: "Protocol",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
@@ -72,12 +75,12 @@ let package = Package(
         .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
         .executableTarget(name: "ConfigCenter", dependencies: ["Service"], path: "Services/ConfigCenter"),
         .executableTarget(name: "Discovery", dependencies: ["Service"], path: "Services/Discovery"),
-        .executableTarget(name: "sigmactl", dependencies: ["Service"], path: "Tools/sigmactl"),
+        .executableTarget(name: "sigmactl", dependencies: ["Service", "Manifest"], path: "Tools/sigmactl"),
         .executableTarget(
             name: "SigmaBench", dependencies: ["Core", "Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
 
         // Tests (Swift Testing).
-        .testTarget(name: "CoreTests", dependencies: ["Core"], path: "Tests/CoreTests"),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "Manifest"], path: "Tests/CoreTests"),
         .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol", "CZeroMQ"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(

@@ -1,0 +1,252 @@
+import Core
+import Yams
+
+/// Reads app specs from YAML (`sigmactl apply -f app.yaml`). Quantities are Kubernetes-style ("500m", "2Gi");
+/// unknown keys and wrong types are errors that name the field, like the scheduler's own validation.
+///
+/// ```yaml
+/// name: web
+/// team: shop
+/// image: oci:/images/web:1
+/// replicas: 3
+/// resources:
+///   request: {cpu: 500m, memory: 1Gi}
+///   limit: {cpu: 2, memory: 0}        # 0 = unlimited
+/// nodeSelector: "disk=ssd,idc in (hz-a,hz-b)"   # or {matchLabels: {...}, matchExpressions: [...]}
+/// spread: {keys: [idc, node], maxSkew: 1, required: false}
+/// idcAffinity: {preferred: [hz-a]}
+/// network: host
+/// ports: [{name: mysql, containerPort: 3306}]
+/// ssd: {count: 1, minBytes: 100Gi, mountPath: /var/lib/mysql}
+/// startup: ordered
+/// ```
+public enum AppManifest {
+    public struct ParseError: Error, CustomStringConvertible, Equatable {
+        public let problems: [SpecProblem]
+        public var description: String { problems.map(\.description).joined(separator: "\n") }
+    }
+
+    /// Every app in `text` (several YAML documents may follow each other, separated by `---`).
+    public static func parse(_ text: String) throws(ParseError) -> [AppSpec] {
+        let documents: [Node]
+        do {
+            documents = Array(try Yams.compose_all(yaml: text))
+        } catch {
+            throw ParseError(problems: [SpecProblem(field: "(yaml)", reason: "\(error)".split(separator: "\n").first.map(String.init) ?? "not YAML")])
+        }
+        guard !documents.isEmpty else { throw ParseError(problems: [SpecProblem(field: "(yaml)", reason: "no document")]) }
+        var specs: [AppSpec] = []
+        var problems: [SpecProblem] = []
+        for (index, document) in documents.enumerated() {
+            var reader = Reader(prefix: documents.count > 1 ? "[\(index)]." : "")
+            let spec = reader.app(document)
+            problems += reader.problems
+            if reader.problems.isEmpty {
+                problems += spec.problems().map { SpecProblem(field: reader.prefix + $0.field, reason: $0.reason) }
+            }
+            specs.append(spec)
+        }
+        guard problems.isEmpty else { throw ParseError(problems: problems) }
+        return specs
+    }
+
+    struct Reader {
+        let prefix: String
+        var problems: [SpecProblem] = []
+
+        init(prefix: String) { self.prefix = prefix }
+
+        mutating func fail(_ field: String, _ reason: String) {
+            problems.append(SpecProblem(field: prefix + field, reason: reason))
+        }
+
+        /// The mapping at `field`, checking that it has only `keys`.
+        mutating func mapping(_ node: Node?, _ field: String, keys: Set<String>) -> [String: Node] {
+            guard let node else { return [:] }
+            guard case .mapping(let mapping) = node else {
+                fail(field.isEmpty ? "(root)" : field, "expected a mapping")
+                return [:]
+            }
+            var result: [String: Node] = [:]
+            for (key, value) in mapping {
+                guard let name = key.string else {
+                    fail(field, "keys must be strings")
+                    continue
+                }
+                if !keys.contains(name) {
+                    fail(field.isEmpty ? name : "\(field).\(name)", "unknown field (known: \(keys.sorted().joined(separator: ", ")))")
+                }
+                result[name] = value
+            }
+            return result
+        }
+
+        mutating func string(_ node: Node?, _ field: String, default value: String = "") -> String {
+            guard let node else { return value }
+            guard case .scalar(let scalar) = node else {
+                fail(field, "expected a string")
+                return value
+            }
+            return scalar.string
+        }
+
+        mutating func int(_ node: Node?, _ field: String, default value: Int = 0) -> Int {
+            guard let node else { return value }
+            guard case .scalar(let scalar) = node, let int = Int(scalar.string) else {
+                fail(field, "expected a whole number")
+                return value
+            }
+            return int
+        }
+
+        mutating func bool(_ node: Node?, _ field: String) -> Bool {
+            guard let node else { return false }
+            guard let bool = node.bool else {
+                fail(field, "expected true or false")
+                return false
+            }
+            return bool
+        }
+
+        mutating func strings(_ node: Node?, _ field: String) -> [String] {
+            guard let node else { return [] }
+            guard case .sequence(let sequence) = node else {
+                fail(field, "expected a list of strings")
+                return []
+            }
+            return sequence.enumerated().map { index, item in string(item, "\(field)[\(index)]") }
+        }
+
+        mutating func stringMap(_ node: Node?, _ field: String) -> [String: String] {
+            guard let node else { return [:] }
+            guard case .mapping(let mapping) = node else {
+                fail(field, "expected a mapping of strings")
+                return [:]
+            }
+            var result: [String: String] = [:]
+            for (key, value) in mapping {
+                guard let name = key.string else { continue }
+                result[name] = string(value, "\(field).\(name)")
+            }
+            return result
+        }
+
+        mutating func cpu(_ node: Node?, _ field: String) -> Int64 {
+            guard let node else { return 0 }
+            let text = string(node, field)
+            guard let millis = Quantity.parseCPU(text) else {
+                fail(field, "\"\(text)\" is not a CPU quantity (2, 0.5, 500m)")
+                return 0
+            }
+            return millis
+        }
+
+        mutating func bytes(_ node: Node?, _ field: String) -> Int64 {
+            guard let node else { return 0 }
+            let text = string(node, field)
+            guard let bytes = Quantity.parseBytes(text) else {
+                fail(field, "\"\(text)\" is not a size (512Mi, 2Gi, 1G, bytes)")
+                return 0
+            }
+            return bytes
+        }
+
+        mutating func choice<T: RawRepresentable<String> & CaseIterable>(_ node: Node?, _ field: String, default value: T) -> T {
+            guard let node else { return value }
+            let text = string(node, field)
+            guard let parsed = T(rawValue: text) else {
+                fail(field, "\"\(text)\" is not one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+                return value
+            }
+            return parsed
+        }
+
+        mutating func resources(_ node: Node?, _ field: String) -> Resources {
+            let fields = mapping(node, field, keys: ["cpu", "memory"])
+            return Resources(cpuMillis: cpu(fields["cpu"], "\(field).cpu"), memoryBytes: bytes(fields["memory"], "\(field).memory"))
+        }
+
+        mutating func selector(_ node: Node?) -> LabelSelector {
+            guard let node else { return LabelSelector() }
+            if case .scalar(let scalar) = node {
+                do {
+                    return try LabelSelector(parsing: scalar.string)
+                } catch {
+                    fail("nodeSelector", error.reason)
+                    return LabelSelector()
+                }
+            }
+            let fields = mapping(node, "nodeSelector", keys: ["matchLabels", "matchExpressions"])
+            var expressions: [LabelSelector.Requirement] = []
+            if let list = fields["matchExpressions"] {
+                guard case .sequence(let sequence) = list else {
+                    fail("nodeSelector.matchExpressions", "expected a list")
+                    return LabelSelector()
+                }
+                for (index, item) in sequence.enumerated() {
+                    let field = "nodeSelector.matchExpressions[\(index)]"
+                    let parts = mapping(item, field, keys: ["key", "operator", "values"])
+                    expressions.append(.init(
+                        string(parts["key"], "\(field).key"), choice(parts["operator"], "\(field).operator", default: .in),
+                        strings(parts["values"], "\(field).values")))
+                }
+            }
+            return LabelSelector(matchLabels: stringMap(fields["matchLabels"], "nodeSelector.matchLabels"), expressions: expressions)
+        }
+
+        mutating func app(_ document: Node) -> AppSpec {
+            let fields = mapping(document, "", keys: [
+                "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
+                "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config",
+            ])
+            if case .mapping = document {} else { return AppSpec(name: "") }
+            var spec = AppSpec(name: string(fields["name"], "name"))
+            spec.team = string(fields["team"], "team")
+            spec.image = string(fields["image"], "image")
+            spec.command = strings(fields["command"], "command")
+            spec.args = strings(fields["args"], "args")
+            spec.env = stringMap(fields["env"], "env")
+            spec.replicas = int(fields["replicas"], "replicas", default: 1)
+            let resources = mapping(fields["resources"], "resources", keys: ["request", "limit"])
+            spec.resources = ResourceRequirements(
+                request: self.resources(resources["request"], "resources.request"), limit: self.resources(resources["limit"], "resources.limit"))
+            spec.nodeSelector = selector(fields["nodeSelector"])
+            if let node = fields["spread"] {
+                let spread = mapping(node, "spread", keys: ["keys", "maxSkew", "required"])
+                spec.spread = SpreadPolicy(
+                    keys: spread["keys"] == nil ? SpreadPolicy().keys : strings(spread["keys"], "spread.keys"),
+                    maxSkew: int(spread["maxSkew"], "spread.maxSkew", default: 1), required: bool(spread["required"], "spread.required"))
+            }
+            let affinity = mapping(fields["idcAffinity"], "idcAffinity", keys: ["required", "preferred"])
+            spec.idcAffinity = IDCAffinity(
+                required: strings(affinity["required"], "idcAffinity.required"), preferred: strings(affinity["preferred"], "idcAffinity.preferred"))
+            spec.network = choice(fields["network"], "network", default: .overlay)
+            if let ports = fields["ports"] {
+                if case .sequence(let sequence) = ports {
+                    spec.ports = sequence.enumerated().map { index, item in
+                        let field = "ports[\(index)]"
+                        let port = mapping(item, field, keys: ["name", "containerPort", "protocol"])
+                        return ContainerPort(
+                            name: string(port["name"], "\(field).name"), containerPort: int(port["containerPort"], "\(field).containerPort"),
+                            protocol: choice(port["protocol"], "\(field).protocol", default: .tcp))
+                    }
+                } else {
+                    fail("ports", "expected a list")
+                }
+            }
+            if let node = fields["ssd"] {
+                let ssd = mapping(node, "ssd", keys: ["count", "minBytes", "mountPath"])
+                spec.ssd = SSDRequest(
+                    count: int(ssd["count"], "ssd.count", default: 1), minBytes: bytes(ssd["minBytes"], "ssd.minBytes"),
+                    mountPath: string(ssd["mountPath"], "ssd.mountPath", default: "/data"))
+            }
+            spec.startup = choice(fields["startup"], "startup", default: .parallel)
+            spec.restartPolicy = choice(fields["restartPolicy"], "restartPolicy", default: .always)
+            if let node = fields["config"] {
+                let config = mapping(node, "config", keys: ["app", "version"])
+                spec.config = ConfigReference(app: string(config["app"], "config.app"), version: Int64(int(config["version"], "config.version")))
+            }
+            return spec
+        }
+    }
+}

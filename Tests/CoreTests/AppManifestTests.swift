@@ -1,0 +1,81 @@
+import Core
+import Manifest
+import Testing
+
+@Suite struct AppManifestTests {
+    @Test func readsEveryField() throws {
+        let specs = try AppManifest.parse("""
+            name: mysql
+            team: dba
+            image: oci:/images/mysql:8
+            command: [/usr/sbin/mysqld]
+            args: ["--port=3306"]
+            env: {MYSQL_ROOT_HOST: "%"}
+            replicas: 3
+            resources:
+              request: {cpu: 500m, memory: 1Gi}
+              limit: {cpu: 2, memory: 0}
+            nodeSelector:
+              matchLabels: {disk: ssd}
+              matchExpressions: [{key: idc, operator: NotIn, values: [old]}]
+            spread: {keys: [idc, node], maxSkew: 2, required: true}
+            idcAffinity: {required: [hz-a, hz-b], preferred: [hz-a]}
+            network: host
+            ports: [{name: mysql, containerPort: 3306}]
+            ssd: {count: 1, minBytes: 100Gi, mountPath: /var/lib/mysql}
+            startup: ordered
+            restartPolicy: OnFailure
+            config: {app: mysql, version: 4}
+            """)
+        #expect(specs.count == 1)
+        let spec = specs[0]
+        #expect(spec.name == "mysql" && spec.team == "dba" && spec.replicas == 3)
+        #expect(spec.command == ["/usr/sbin/mysqld"] && spec.args == ["--port=3306"] && spec.env == ["MYSQL_ROOT_HOST": "%"])
+        #expect(spec.resources == ResourceRequirements(
+            request: Resources(cpuMillis: 500, memoryBytes: 1 << 30), limit: Resources(cpuMillis: 2000, memoryBytes: 0)))
+        #expect(spec.nodeSelector.description == "disk=ssd,idc!=old")
+        #expect(spec.spread == SpreadPolicy(keys: ["idc", "node"], maxSkew: 2, required: true))
+        #expect(spec.idcAffinity == IDCAffinity(required: ["hz-a", "hz-b"], preferred: ["hz-a"]))
+        #expect(spec.network == .host && spec.hostPortCount == 1)
+        #expect(spec.ssd == SSDRequest(count: 1, minBytes: 100 << 30, mountPath: "/var/lib/mysql"))
+        #expect(spec.startup == .ordered && spec.restartPolicy == .onFailure)
+        #expect(spec.config == ConfigReference(app: "mysql", version: 4))
+    }
+
+    @Test func defaultsAndTextSelectorAndSeveralDocuments() throws {
+        let specs = try AppManifest.parse("""
+            name: a
+            image: host
+            nodeSelector: "disk=ssd,!spot"
+            ---
+            name: b
+            image: host
+            replicas: 0
+            """)
+        #expect(specs.map(\.name) == ["a", "b"])
+        #expect(specs[0].replicas == 1 && specs[0].spread == SpreadPolicy() && specs[0].network == .overlay)
+        #expect(specs[0].nodeSelector.description == "disk=ssd,!spot")
+        #expect(specs[1].replicas == 0)
+    }
+
+    @Test(arguments: [
+        ("name: a\nimage: host\nreplica: 3", "replica"),
+        ("name: a\nimage: host\nreplicas: three", "replicas"),
+        ("name: a\nimage: host\nresources: {request: {cpu: lots}}", "resources.request.cpu"),
+        ("name: a\nimage: host\nresources: {limit: {memory: 2Zi}}", "resources.limit.memory"),
+        ("name: a\nimage: host\nnetwork: bridge", "network"),
+        ("name: a\nimage: host\nports: [{name: http, containerPort: 99999}]", "ports[0].containerPort"),
+        ("name: a\nimage: host\nnodeSelector: \"idc in hz\"", "nodeSelector"),
+        ("name: a\nresources: {request: {cpu: 2}, limit: {cpu: 1}}", "image"),
+        ("- just\n- a list", "(root)"),
+        ("name: [unclosed", "(yaml)"),
+    ])
+    func namesTheBadField(_ yaml: String, _ field: String) {
+        do {
+            _ = try AppManifest.parse(yaml)
+            Issue.record("accepted: \(yaml)")
+        } catch {
+            #expect(error.problems.map(\.field).contains(field), "\(error.problems)")
+        }
+    }
+}
