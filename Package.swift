@@ -75,7 +75,10 @@ let package = Package(
         .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
         .executableTarget(name: "ConfigCenter", dependencies: ["Service"], path: "Services/ConfigCenter"),
         .executableTarget(name: "Discovery", dependencies: ["Service"], path: "Services/Discovery"),
-        .executableTarget(name: "sigmactl", dependencies: ["Service", "Manifest"], path: "Tools/sigmactl"),
+        .executableTarget(
+            name: "sigmactl",
+            dependencies: ["Service", "Manifest", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Tools/sigmactl"),
         .executableTarget(
             name: "SigmaBench", dependencies: ["Core", "Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
 

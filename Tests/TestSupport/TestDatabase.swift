@@ -74,8 +74,30 @@ public func runProgram(_ path: String, _ arguments: [String]) async throws -> St
     }
 }
 
-/// (posix_spawn and waitpid: Foundation's Process.waitUntilExit can miss the exit inside the test runner.)
+/// Runs a program to its end and returns its exit code and its standard output and error together, whatever
+/// the exit code (for tests of exit codes).
+public func runProgramStatus(_ path: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result {
+                let result = try spawnAndWait(path, arguments)
+                return ((result.status >> 8) & 0xff, result.output + result.errors)
+            })
+        }
+        thread.start()
+    }
+}
+
 func runProgramBlocking(_ path: String, _ arguments: [String]) throws -> String {
+    let result = try spawnAndWait(path, arguments)
+    guard result.status == 0 else {
+        throw TestSetupError("\(path) \(arguments.joined(separator: " ")) failed (status \(result.status)): \(result.errors)")
+    }
+    return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// (posix_spawn and waitpid: Foundation's Process.waitUntilExit can miss the exit inside the test runner.)
+func spawnAndWait(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
     // Output goes to files, not pipes: a server the program starts may hold a pipe long after it ended.
     let base = NSTemporaryDirectory() + "sigma-run-\(UUID().uuidString)"
     defer {
@@ -97,10 +119,7 @@ func runProgramBlocking(_ path: String, _ arguments: [String]) throws -> String 
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let output = String(decoding: FileManager.default.contents(atPath: base + ".out") ?? Data(), as: UTF8.self)
     let errors = String(decoding: FileManager.default.contents(atPath: base + ".err") ?? Data(), as: UTF8.self)
-    guard status == 0 else {
-        throw TestSetupError("\(path) \(arguments.joined(separator: " ")) failed (status \(status)): \(errors)")
-    }
-    return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    return (status, output, errors)
 }
 
 /// A PostgreSQL cluster of a test's own (for tests that stop and restart it), in a temporary folder,

@@ -10,7 +10,11 @@ struct Sigmactl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sigmactl",
         abstract: "Operate a Sigma cluster.",
-        subcommands: [HealthCommand.self, MetricsCommand.self, AllocCommand.self, KeysCommand.self])
+        subcommands: [
+            ApplyCommand.self, GetCommand.self, DescribeCommand.self, ScaleCommand.self, RolloutCommand.self, SetCommand.self,
+            DeleteCommand.self, CordonCommand.self, UncordonCommand.self, DrainCommand.self, MigrateCommand.self, QuotaCommand.self,
+            AllocCommand.self, HealthCommand.self, MetricsCommand.self, KeysCommand.self,
+        ])
 }
 
 /// Where the services are: flags, then SIGMA_<SERVICE> variables, then ~/.sigma/config, then the defaults.
