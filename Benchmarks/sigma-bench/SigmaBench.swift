@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -130,9 +130,12 @@ struct AllBench: AsyncParsableCommand {
         alloc.databaseURL = databaseURL
         let allocation = try await alloc.measure()
         let schedule = try ScheduleBench.parse([]).measure()
+        var bind = try BindBench.parse([])
+        bind.databaseURL = databaseURL
+        let binding = try await bind.measure()
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-        report.figures = rpc.figures + allocation.figures + schedule.figures
-        report.notes = rpc.notes + allocation.notes + schedule.notes
+        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures
+        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes
         try output.emit(report)
     }
 }

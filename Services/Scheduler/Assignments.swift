@@ -5,6 +5,7 @@ import Protocol
 import RPC
 import ServiceLifecycle
 import Store
+import Synchronization
 
 /// What each node must run. Every change to a node's assignments sends `NOTIFY sigma_assign` in the
 /// transaction that makes it; every scheduler replica listens and publishes the new assignment (or its
@@ -29,6 +30,23 @@ enum Assignments {
             try await tx.execute("SELECT pg_notify($1, $2)", channel, ([node] + instances[start..<end]).joined(separator: " "))
             start = end
         }
+    }
+
+    /// Many nodes' changes in one statement: `changes` maps each node to its changed instances.
+    static func notify(_ tx: Transaction, changes: [String: [String]]) async throws {
+        var nodes: [String] = []
+        var payloads: [String] = []
+        for (node, ids) in changes {
+            var start = 0
+            while start < ids.count {
+                let end = min(start + 150, ids.count)
+                nodes.append(node)
+                payloads.append(([node] + ids[start..<end]).joined(separator: " "))
+                start = end
+            }
+        }
+        guard !payloads.isEmpty else { return }
+        try await tx.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS t(p)", channel, payloads)
     }
 
     /// Every bound instance of `app` (after a live change of its resources).
@@ -75,18 +93,26 @@ enum Assignments {
             """, node, runningStates)
         guard let first = rows.first else { throw RPCError.notFound("node \(node) is not registered") }
         response.epoch = try first.decode(Int64.self, "epoch")
-        response.assignments = try rows.filter { try $0.decode(String?.self, "id") != nil }.map(assignment)
+        var specs: [String: Sigma_V1_AppSpec] = [:]
+        response.assignments = try rows.filter { try $0.decode(String?.self, "id") != nil }.map { try assignment($0, specs: &specs) }
         return response
     }
 
-    static func assignment(_ row: Row) throws -> Sigma_V1_Assignment {
+    /// One row of `select` as an assignment. `specs` caches each revision's spec across the rows of a batch.
+    static func assignment(_ row: Row, specs: inout [String: Sigma_V1_AppSpec]) throws -> Sigma_V1_Assignment {
         var assignment = Sigma_V1_Assignment()
         assignment.instanceID = try row.decode(String.self, "id")
         assignment.app = try row.decode(String.self, "app")
         assignment.ordinal = try row.decode(Int32.self, "ordinal")
         assignment.generation = try row.decode(Int64.self, "generation")
         assignment.revision = try row.decode(Int64.self, "revision")
-        assignment.spec = try Apps.decode(try row.decode(String.self, "spec")).wire
+        let key = "\(assignment.app) \(assignment.revision)"
+        if let spec = specs[key] {
+            assignment.spec = spec
+        } else {
+            assignment.spec = try Apps.decode(try row.decode(String.self, "spec")).wire
+            specs[key] = assignment.spec
+        }
         assignment.ip = try row.decode(String.self, "ip")
         assignment.prefixLength = UInt32(clamping: try row.decode(Int.self, "prefix_length"))
         assignment.gateway = try row.decode(String.self, "gateway")
@@ -118,28 +144,51 @@ enum Assignments {
     }
 }
 
-/// Follows `sigma_assign` and publishes each changed assignment on its node's topic. After the listening
-/// connection comes back (notifications may have been lost), every node's topic gets an empty "resync" event
-/// with no assignment, which agents answer with a GetAssignments snapshot.
+/// Follows `sigma_assign` and publishes each changed assignment on its node's topic. Notifications that
+/// arrive while a batch is being published are merged into the next one (one query per batch, the latest
+/// state of each instance). After the listening connection comes back (notifications may have been lost),
+/// every node's topic gets an empty "resync" event, which agents answer with a GetAssignments snapshot.
 struct AssignmentFeed: Service {
     let store: Store
     let publisher: Publisher
     let logger: Logger
 
+    struct Pending {
+        var pairs: [(node: String, instance: String)] = []
+        var seen = Set<String>()
+        var resync = false
+    }
+
     func run() async throws {
         let stream = try store.notifications(channels: [Assignments.channel])
-        try await withGracefulShutdownHandler {
-            for await notification in stream.cancelOnGracefulShutdown() {
-                switch notification {
-                case .connected:
-                    await resyncAll()
-                case .notification(_, let payload):
-                    let parts = payload.split(separator: " ").map(String.init)
-                    guard parts.count >= 2 else { continue }
-                    await publish(node: parts[0], instances: Array(parts.dropFirst()))
+        let pending = Mutex(Pending())
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let reader = Task {
+            for await notification in stream {
+                pending.withLock { pending in
+                    switch notification {
+                    case .connected:
+                        pending.resync = true
+                    case .notification(_, let payload):
+                        let parts = payload.split(separator: " ").map(String.init)
+                        for instance in parts.dropFirst() where pending.seen.insert("\(parts[0]) \(instance)").inserted {
+                            pending.pairs.append((parts[0], instance))
+                        }
+                    }
                 }
+                wake.yield()
             }
-        } onGracefulShutdown: {}
+            wake.finish()
+        }
+        defer { reader.cancel() }
+        for await _ in wakeups.cancelOnGracefulShutdown() {
+            let batch = pending.withLock { pending -> Pending in
+                defer { pending = Pending() }
+                return pending
+            }
+            if batch.resync { await resyncAll() }
+            if !batch.pairs.isEmpty { await publish(batch.pairs) }
+        }
         await publisher.close()
     }
 
@@ -153,29 +202,30 @@ struct AssignmentFeed: Service {
         }
     }
 
-    private func publish(node: String, instances: [String]) async {
+    private func publish(_ pairs: [(node: String, instance: String)]) async {
         do {
-            let rows = try await store.query("\(Assignments.select) WHERE i.id = ANY($1::uuid[])", instances)
-            var found = Set<String>()
+            let rows = try await store.query("\(Assignments.select) WHERE i.id = ANY($1::uuid[])", Array(Set(pairs.map(\.instance))))
+            var current: [String: (assignment: Sigma_V1_Assignment, node: String, state: String)] = [:]
+            var specs: [String: Sigma_V1_AppSpec] = [:]
             for row in rows {
-                let assignment = try Assignments.assignment(row)
-                found.insert(assignment.instanceID)
-                var event = Sigma_V1_AssignmentEvent()
-                event.assignment = assignment
-                let state = try row.decode(String.self, "state")
-                event.removed = try row.decode(String.self, "node") != node || !Assignments.runningStates.contains(state)
-                publisher.publish(topic: Assignments.topic(node), payload: try event.serializedBytes())
+                let assignment = try Assignments.assignment(row, specs: &specs)
+                current[assignment.instanceID] = (assignment, try row.decode(String.self, "node"), try row.decode(String.self, "state"))
             }
-            for id in instances where !found.contains(id) {
+            for (node, instance) in pairs {
                 var event = Sigma_V1_AssignmentEvent()
-                event.assignment.instanceID = id
-                event.removed = true
+                if let now = current[instance] {
+                    event.assignment = now.assignment
+                    event.removed = now.node != node || !Assignments.runningStates.contains(now.state)
+                } else {
+                    event.assignment.instanceID = instance
+                    event.removed = true
+                }
                 publisher.publish(topic: Assignments.topic(node), payload: try event.serializedBytes())
             }
         } catch {
-            // Lost events show up as a gap to no one, so tell the node to resync.
-            logger.warning("could not load assignments; node told to resync", metadata: ["node": "\(node)", "error": "\(error)"])
-            publisher.publish(topic: Assignments.topic(node), payload: [])
+            // What could not be loaded is told to resync, so no agent misses it.
+            logger.warning("could not load assignments; nodes told to resync", metadata: ["error": "\(error)"])
+            for node in Set(pairs.map(\.node)) { publisher.publish(topic: Assignments.topic(node), payload: []) }
         }
     }
 }

@@ -13,6 +13,7 @@ final class Lease: Sendable {
     let duration: Duration
     let logger: Logger
     private let state = Mutex<(held: Bool, term: Int64)>((false, 0))
+    private let renewed = Mutex<ContinuousClock.Instant?>(nil)
 
     init(store: Store, name: String = "scheduler", duration: Duration, logger: Logger) {
         self.store = store
@@ -38,6 +39,7 @@ final class Lease: Sendable {
             RETURNING term
             """, name, holder, millis)
         let term = try rows.first?.decode(Int64.self, "term")
+        renewed.withLock { $0 = term == nil ? nil : .now }
         let (was, now) = state.withLock { state -> (Bool, Bool) in
             let was = state.held
             state = (term != nil, term ?? state.term)
@@ -46,6 +48,14 @@ final class Lease: Sendable {
         if now && !was { logger.notice("became the active scheduler", metadata: ["term": "\(term!)", "holder": "\(holder)"]) }
         if was && !now { logger.warning("lost the scheduler lease; standing by") }
         return now
+    }
+
+    /// Renews the lease when a third of its duration has passed since the last renewal, so that a long pass
+    /// (thousands of bindings) keeps it; throws `LeaseLost` when another scheduler has it.
+    func renewIfDue() async throws {
+        let due = renewed.withLock { last in last.map { ContinuousClock.now - $0 > duration / 3 } ?? true }
+        guard due else { return }
+        guard try await acquire() else { throw LeaseLost() }
     }
 
     /// Marks the lease as not held (after a failed renewal), so the loop stops acting before it expires.

@@ -13,10 +13,10 @@ struct Placement: Sendable {
     let allocator: RPCClient
     let lease: Lease
     let logger: Logger
-    /// Instances placed per pass (the rest wait for the next one).
+    /// Unplaced instances read and placed at a time; a pass goes through all of them.
     var maxPerPass = 20_000
     /// Instances bound per Allocator call and per transaction.
-    var bindBatch = 1_000
+    var bindBatch = 5_000
 
     struct Unplaced {
         let id: String
@@ -41,15 +41,33 @@ struct Placement: Sendable {
         let spec: AppSpec
     }
 
-    /// One pass; returns how many instances were bound.
+    /// One pass over every unplaced instance, a page at a time; returns how many were bound.
     @discardableResult
     func run() async throws -> Int {
-        let unplaced = try await loadUnplaced()
-        guard !unplaced.isEmpty else { return 0 }
-        let specs = try await loadSpecs(Set(unplaced.map { "\($0.app)\u{0}\($0.revision)" }))
-        var placer = Placer(nodes: try await loadNodes())
-        let existing = try await loadExisting(apps: Array(Set(unplaced.map(\.app))))
+        var placer: Placer?
+        var after: (app: String, ordinal: Int)?
+        var bound = 0
+        var pendingCount = 0
+        while true {
+            let page = try await loadUnplaced(after: after)
+            guard let last = page.last else { break }
+            after = (last.app, last.ordinal)
+            if placer == nil { placer = Placer(nodes: try await loadNodes()) }
+            let tPlace = ContinuousClock.now
+            let (placed, pending) = try await place(page, on: &placer!)
+            logger.debug("placed a page", metadata: ["instances": "\(page.count)", "took": "\(ContinuousClock.now - tPlace)"])
+            bound += placed
+            pendingCount += pending
+            if page.count < maxPerPass { break }
+        }
+        if bound > 0 { logger.info("placed instances", metadata: ["count": "\(bound)", "pending": "\(pendingCount)"]) }
+        return bound
+    }
 
+    /// Places one page and binds what found a node; returns (bound, still pending).
+    private func place(_ unplaced: [Unplaced], on placer: inout Placer) async throws -> (Int, Int) {
+        let specs = try await loadSpecs(Set(unplaced.map { "\($0.app)\u{0}\($0.revision)" }))
+        let existing = try await loadExisting(apps: Array(Set(unplaced.map(\.app))))
         var groups: [Group: [Unplaced]] = [:]
         var order: [Group] = []
         for instance in unplaced {
@@ -84,17 +102,17 @@ struct Placement: Sendable {
             bound += try await bind(batch)
             start += bindBatch
         }
-        if bound > 0 { logger.info("placed instances", metadata: ["count": "\(bound)", "pending": "\(pending.reduce(0) { $0 + $1.ids.count })"]) }
-        return bound
+        return (bound, pending.reduce(0) { $0 + $1.ids.count })
     }
 
-    func loadUnplaced() async throws -> [Unplaced] {
+    /// Unplaced instances in (app, ordinal) order, a page after `after`.
+    func loadUnplaced(after: (app: String, ordinal: Int)?) async throws -> [Unplaced] {
         let rows = try await store.query(
             """
             SELECT id::text AS id, app, ordinal, revision, state, target_node, request_cpu_millis, request_memory_bytes
-            FROM instances WHERE (node IS NULL AND state = 'Pending') OR state = 'NeedMigration'
+            FROM instances WHERE ((node IS NULL AND state = 'Pending') OR state = 'NeedMigration') AND (app, ordinal) > ($2, $3)
             ORDER BY app, ordinal LIMIT $1
-            """, maxPerPass)
+            """, maxPerPass, after?.app ?? "", after?.ordinal ?? -1)
         return try rows.map { row in
             Unplaced(
                 id: try row.decode(String.self, "id"), app: try row.decode(String.self, "app"),
@@ -166,6 +184,7 @@ struct Placement: Sendable {
     }
 
     private func recordPending(_ ids: [String], reason: String) async throws {
+        try await lease.renewIfDue()
         try await store.transaction(isolation: .readCommitted) { tx in
             try await lease.check(tx)
             let changed = try await tx.query(
@@ -179,6 +198,8 @@ struct Placement: Sendable {
     /// Allocates what the batch needs and records the bindings; instances the Allocator cannot serve stay
     /// unplaced with the Allocator's reason. Returns how many were bound.
     private func bind(_ batch: [Binding]) async throws -> Int {
+        try await lease.renewIfDue()
+        let tStart = ContinuousClock.now
         var failed: [String: String] = [:]
 
         var ipRequest = Sigma_V1_AllocateIPsRequest()
@@ -227,6 +248,7 @@ struct Placement: Sendable {
             }
         }
 
+        let tIPs = ContinuousClock.now
         let ready = batch.filter { failed[$0.instance.id] == nil && ips[$0.instance.id] != nil }
         var columns = (ids: [String](), nodes: [String](), ips: [String](), prefixes: [Int](), gateways: [String](), ports: [String](), ssds: [String]())
         for binding in ready {
@@ -266,10 +288,11 @@ struct Placement: Sendable {
                 messages.append("on \(node), generation \(try row.decode(Int64.self, "generation"))")
             }
             try await Events.record(tx, .instance, names, "Scheduled", messages)
-            for (node, ids) in byNode { try await Assignments.notify(tx, node: node, instances: ids) }
+            try await Assignments.notify(tx, changes: byNode)
             return rows.count
         }
         for (id, reason) in failed { try await recordPending([id], reason: reason) }
+        logger.debug("bound a batch", metadata: ["count": "\(bound)", "allocate": "\(tIPs - tStart)", "record": "\(ContinuousClock.now - tIPs)"])
         return bound
     }
 }
