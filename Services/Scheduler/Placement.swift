@@ -267,29 +267,30 @@ struct Placement: Sendable {
         let values = columns
         let bound = try await store.transaction(isolation: .readCommitted) { tx -> Int in
             try await lease.check(tx)
+            // One statement: bind, record the events, and notify each node's feed (at most 150 ids a notification).
             let rows = try await tx.query(
                 """
-                UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
-                    prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
-                    pending_reason = '', target_node = '', ready = false, exit_code = 0, updated_at = now()
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
-                     AS b(id, node, ip, prefix, gateway, ports, ssds)
-                WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')
-                RETURNING i.id::text AS id, i.node, i.generation
-                """, values.ids, values.nodes, values.ips, values.prefixes, values.gateways, values.ports, values.ssds)
-            var byNode: [String: [String]] = [:]
-            var names: [String] = []
-            var messages: [String] = []
-            for row in rows {
-                let id = try row.decode(String.self, "id")
-                let node = try row.decode(String.self, "node")
-                byNode[node, default: []].append(id)
-                names.append(id)
-                messages.append("on \(node), generation \(try row.decode(Int64.self, "generation"))")
-            }
-            try await Events.record(tx, .instance, names, "Scheduled", messages)
-            try await Assignments.notify(tx, changes: byNode)
-            return rows.count
+                WITH bound AS (
+                    UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
+                        prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
+                        pending_reason = '', target_node = '', ready = false, exit_code = 0, updated_at = now()
+                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
+                         AS b(id, node, ip, prefix, gateway, ports, ssds)
+                    WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')
+                    RETURNING i.id, i.node, i.generation
+                ), recorded AS (
+                    INSERT INTO events (kind, name, reason, message)
+                    SELECT 'instance', id::text, 'Scheduled', 'on ' || node || ', generation ' || generation FROM bound
+                ), chunks AS (
+                    SELECT node, id, (row_number() OVER (PARTITION BY node ORDER BY id) - 1) / 150 AS chunk FROM bound
+                )
+                SELECT (SELECT count(*) FROM (
+                            SELECT pg_notify($8, node || ' ' || string_agg(id::text, ' ')) FROM chunks GROUP BY node, chunk) AS sent
+                       )::bigint AS notifications,
+                       (SELECT count(*) FROM bound)::bigint AS n
+                """, values.ids, values.nodes, values.ips, values.prefixes, values.gateways, values.ports, values.ssds,
+                Assignments.channel)
+            return try rows.first?.decode(Int.self, "n") ?? 0
         }
         for (id, reason) in failed { try await recordPending([id], reason: reason) }
         logger.debug("bound a batch", metadata: ["count": "\(bound)", "allocate": "\(tIPs - tStart)", "record": "\(ContinuousClock.now - tIPs)"])
