@@ -27,20 +27,14 @@ struct AllocBench: AsyncParsableCommand {
     }
 
     func measure() async throws -> Report {
-        guard let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGMA_DATABASE_URL"] else {
-            throw ValidationError("pass --database-url or set SIGMA_DATABASE_URL")
-        }
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let admin = Store(configuration: StoreConfiguration(url: url), logger: logger)
-        defer { admin.shutdown() }
-        let name = "sigma_bench_\(UInt32.random(in: 0...UInt32.max))"
-        try await admin.execute("CREATE DATABASE \(name)")  // a generated identifier, digits only
-        var components = URLComponents(string: url)!
-        components.path = "/" + name
-        let benchURL = components.string!
-        defer { Task { try? await admin.execute("DROP DATABASE \(name) WITH (FORCE)") } }
+        return try await withScratchDatabase(databaseURL, logger: logger) { benchURL in
+            try await measure(benchURL: benchURL, logger: logger)
+        }
+    }
 
+    func measure(benchURL: String, logger: Logger) async throws -> Report {
         var configuration = StoreConfiguration(url: benchURL)
         configuration.poolSize = callers
         let store = Store(configuration: configuration, logger: logger)
@@ -165,5 +159,26 @@ final class BenchProcess: @unchecked Sendable {
         var status: Int32 = 0
         waitpid(pid, &status, 0)
         try? FileManager.default.removeItem(atPath: readyFile)
+    }
+}
+
+/// Runs `body` with the URL of a scratch database made in `url`'s PostgreSQL, and drops it afterwards.
+func withScratchDatabase<T>(_ url: String?, logger: Logger, _ body: (String) async throws -> T) async throws -> T {
+    guard let url = url ?? ProcessInfo.processInfo.environment["SIGMA_DATABASE_URL"] else {
+        throw ValidationError("pass --database-url or set SIGMA_DATABASE_URL")
+    }
+    let admin = Store(configuration: StoreConfiguration(url: url), logger: logger)
+    defer { admin.shutdown() }
+    let name = "sigma_bench_\(UInt32.random(in: 0...UInt32.max))"
+    try await admin.execute("CREATE DATABASE \(name)")  // a generated identifier, digits only
+    var components = URLComponents(string: url)!
+    components.path = "/" + name
+    do {
+        let result = try await body(components.string!)
+        try await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
+        return result
+    } catch {
+        _ = try? await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
+        throw error
     }
 }

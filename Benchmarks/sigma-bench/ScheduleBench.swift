@@ -50,7 +50,7 @@ struct SimulatedCluster {
     var nodes: [NodeCandidate] = []
 
     init(nodes count: Int, seed: UInt64) {
-        var rng = BenchRandom(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         let gi: Int64 = 1 << 30
         for index in 0..<count {
             let region = index % 3
@@ -64,7 +64,7 @@ struct SimulatedCluster {
     }
 
     func demand(app: Int) -> PlacementDemand {
-        var rng = BenchRandom(seed: UInt64(app) &* 7919)
+        var rng = SeededGenerator(seed: UInt64(app) &* 7919)
         var demand = PlacementDemand(
             app: "app-\(app)",
             request: Resources(cpuMillis: Int64.random(in: 1...5, using: &rng) * 50, memoryBytes: Int64.random(in: 1...4, using: &rng) * (1 << 27)))
@@ -138,17 +138,5 @@ struct SimulatedCluster {
         }
         let elapsed = ContinuousClock.now - started
         return Double(decisions) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-    }
-}
-
-struct BenchRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

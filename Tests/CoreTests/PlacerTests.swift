@@ -1,19 +1,6 @@
 import Core
 import Testing
 
-/// A seeded generator so every random cluster can be rebuilt from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 @Suite struct PlacerTests {
     static let gi: Int64 = 1 << 30
 
@@ -125,7 +112,7 @@ struct SplitMix64: RandomNumberGenerator {
     /// On many random clusters with room to spare, the skew is at most 1 between IDCs and between the nodes of each IDC.
     @Test(arguments: 0..<50)
     func spreadSkewAtMostOne(seed: Int) {
-        var rng = SplitMix64(seed: UInt64(seed))
+        var rng = SeededGenerator(seed: UInt64(seed))
         let idcs = (0..<Int.random(in: 1...5, using: &rng)).map { (idc: "idc\($0)", nodes: Int.random(in: 1...40, using: &rng)) }
         let total = idcs.reduce(0) { $0 + $1.nodes }
         let count = Int.random(in: 1...(total * 6), using: &rng)
@@ -146,7 +133,7 @@ struct SplitMix64: RandomNumberGenerator {
     /// on random clusters with tight capacity, selectors, cordons, unhealthy nodes, SSDs, ports and spread rules.
     @Test(arguments: 0..<200)
     func matchesBruteForce(seed: Int) {
-        var rng = SplitMix64(seed: UInt64(seed) &+ 1000)
+        var rng = SeededGenerator(seed: UInt64(seed) &+ 1000)
         var nodes: [NodeCandidate] = []
         for index in 0..<Int.random(in: 1...50, using: &rng) {
             var node = NodeCandidate(
