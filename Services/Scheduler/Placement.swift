@@ -95,12 +95,25 @@ struct Placement: Sendable {
             }
         }
         for (ids, reason) in pending { try await recordPending(ids, reason: reason) }
+        // Pipelined: the next batch's allocation runs while this one is recorded.
+        let batches = stride(from: 0, to: bindings.count, by: bindBatch).map { Array(bindings[$0..<min($0 + bindBatch, bindings.count)]) }
         var bound = 0
-        var start = 0
-        while start < bindings.count {
-            let batch = Array(bindings[start..<min(start + bindBatch, bindings.count)])
-            bound += try await bind(batch)
-            start += bindBatch
+        var next: Task<Allocated, any Error>? = batches.first.map { batch in Task { try await allocate(batch) } }
+        for index in batches.indices {
+            let allocated: Allocated
+            do {
+                allocated = try await next!.value
+            } catch {
+                next = nil
+                throw error
+            }
+            next = index + 1 < batches.count ? Task { [batch = batches[index + 1]] in try await allocate(batch) } : nil
+            do {
+                bound += try await record(allocated)
+            } catch {
+                _ = try? await next?.value
+                throw error
+            }
         }
         return (bound, pending.reduce(0) { $0 + $1.ids.count })
     }
@@ -195,10 +208,22 @@ struct Placement: Sendable {
         }
     }
 
-    /// Allocates what the batch needs and records the bindings; instances the Allocator cannot serve stay
-    /// unplaced with the Allocator's reason. Returns how many were bound.
-    private func bind(_ batch: [Binding]) async throws -> Int {
-        try await lease.renewIfDue()
+    /// A batch with what the Allocator handed out, as columns for the binding statement.
+    struct Allocated: Sendable {
+        var ids: [String] = []
+        var nodes: [String] = []
+        var ips: [String] = []
+        var prefixes: [Int] = []
+        var gateways: [String] = []
+        var ports: [String] = []
+        var ssds: [String] = []
+        /// Instances the Allocator could not serve, with its reason: they stay unplaced.
+        var failed: [String: String] = [:]
+        var took: Duration = .zero
+    }
+
+    /// Allocates what the batch needs: IPs in one call, host ports and SSDs per instance.
+    private func allocate(_ batch: [Binding]) async throws -> Allocated {
         let tStart = ContinuousClock.now
         var failed: [String: String] = [:]
 
@@ -210,8 +235,9 @@ struct Placement: Sendable {
                 ips[allocation.instanceID] = allocation
             }
         } catch let error as RPCError where error.code == .resourceExhausted || error.code == .failedPrecondition {
-            try await recordPending(batch.map(\.instance.id), reason: "no instance IP: \(error.message)")
-            return 0
+            var none = Allocated()
+            for binding in batch { none.failed[binding.instance.id] = "no instance IP: \(error.message)" }
+            return none
         }
 
         var ports: [String: [UInt32]] = [:]
@@ -248,9 +274,9 @@ struct Placement: Sendable {
             }
         }
 
-        let tIPs = ContinuousClock.now
         let ready = batch.filter { failed[$0.instance.id] == nil && ips[$0.instance.id] != nil }
-        var columns = (ids: [String](), nodes: [String](), ips: [String](), prefixes: [Int](), gateways: [String](), ports: [String](), ssds: [String]())
+        var columns = Allocated()
+        columns.failed = failed
         for binding in ready {
             let id = binding.instance.id
             let ip = ips[id]!
@@ -264,7 +290,15 @@ struct Placement: Sendable {
             columns.ports.append(String(decoding: try JSONSerialization.data(withJSONObject: named, options: [.sortedKeys]), as: UTF8.self))
             columns.ssds.append(try Assignments.encodeSSDs(ssds[id] ?? []))
         }
-        let values = columns
+        columns.took = ContinuousClock.now - tStart
+        return columns
+    }
+
+    /// Records an allocated batch: bound instances, their events and notifications; instances the Allocator
+    /// could not serve stay unplaced with its reason. Returns how many were bound.
+    private func record(_ values: Allocated) async throws -> Int {
+        try await lease.renewIfDue()
+        let tStart = ContinuousClock.now
         let bound = try await store.transaction(isolation: .readCommitted) { tx -> Int in
             try await lease.check(tx)
             // One statement: bind, record the events, and notify each node's feed (at most 150 ids a notification).
@@ -292,8 +326,10 @@ struct Placement: Sendable {
                 Assignments.channel)
             return try rows.first?.decode(Int.self, "n") ?? 0
         }
-        for (id, reason) in failed { try await recordPending([id], reason: reason) }
-        logger.debug("bound a batch", metadata: ["count": "\(bound)", "allocate": "\(tIPs - tStart)", "record": "\(ContinuousClock.now - tIPs)"])
+        for (reason, ids) in Dictionary(grouping: values.failed.keys, by: { values.failed[$0]! }) {
+            try await recordPending(ids, reason: reason)
+        }
+        logger.debug("bound a batch", metadata: ["count": "\(bound)", "allocate": "\(values.took)", "record": "\(ContinuousClock.now - tStart)"])
         return bound
     }
 }
