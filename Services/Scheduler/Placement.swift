@@ -227,17 +227,12 @@ struct Placement: Sendable {
         let tStart = ContinuousClock.now
         var failed: [String: String] = [:]
 
-        var ipRequest = Sigma_V1_AllocateIPsRequest()
-        ipRequest.instanceIds = batch.map(\.instance.id)
         var ips: [String: Sigma_V1_IPAllocation] = [:]
-        do {
-            for allocation in try await allocator.call(AllocatorMethods.allocateIPs, ipRequest).allocations {
-                ips[allocation.instanceID] = allocation
-            }
-        } catch let error as RPCError where error.code == .resourceExhausted || error.code == .failedPrecondition {
-            var none = Allocated()
-            for binding in batch { none.failed[binding.instance.id] = "no instance IP: \(error.message)" }
-            return none
+        // Moving instances keep the IP they hold, so an exhausted pool must not hold them back: they go first.
+        let moving = batch.filter { $0.instance.state == .needMigration }.map(\.instance.id)
+        let fresh = batch.filter { $0.instance.state != .needMigration }.map(\.instance.id)
+        for ids in [moving, fresh] where !ids.isEmpty {
+            for (id, reason) in try await allocateIPs(ids, into: &ips) { failed[id] = reason }
         }
 
         var ports: [String: [UInt32]] = [:]
@@ -292,6 +287,35 @@ struct Placement: Sendable {
         }
         columns.took = ContinuousClock.now - tStart
         return columns
+    }
+
+    /// IPs for `ids` in one call. When the pool cannot serve them all (the Allocator then hands out none), as
+    /// many as it has free are asked for once more. Returns the ids left without an IP, with the reason.
+    private func allocateIPs(_ ids: [String], into ips: inout [String: Sigma_V1_IPAllocation]) async throws -> [String: String] {
+        var request = Sigma_V1_AllocateIPsRequest()
+        request.instanceIds = ids
+        do {
+            for allocation in try await allocator.call(AllocatorMethods.allocateIPs, request).allocations {
+                ips[allocation.instanceID] = allocation
+            }
+            return [:]
+        } catch let error as RPCError where error.code == .resourceExhausted || error.code == .failedPrecondition {
+            let reason = "no instance IP: \(error.message)"
+            var left = Dictionary(uniqueKeysWithValues: ids.map { ($0, reason) })
+            guard error.code == .resourceExhausted else { return left }
+            let free = try await allocator.call(AllocatorMethods.listIPPools, .init()).usage.reduce(0) { $0 + Int($1.free) }
+            guard free > 0 else { return left }
+            request.instanceIds = Array(ids.prefix(free))
+            do {
+                for allocation in try await allocator.call(AllocatorMethods.allocateIPs, request).allocations {
+                    ips[allocation.instanceID] = allocation
+                    left[allocation.instanceID] = nil
+                }
+            } catch let error as RPCError where error.code == .resourceExhausted {
+                // Taken meanwhile by another caller; the next pass tries again.
+            }
+            return left
+        }
     }
 
     /// Records an allocated batch: bound instances, their events and notifications; instances the Allocator

@@ -16,7 +16,8 @@ struct SchedulerCluster {
     let databaseURL: String
 
     static func with(
-        schedulers: Int = 1, brokenAfter: Double = 1.5, extra: [String] = [], _ body: (SchedulerCluster) async throws -> Void
+        schedulers: Int = 1, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
+        _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
         try await withTestDatabase { db in
             try await withServices({ [try ServiceProcess("sigma-allocator", ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url])] }) { allocators in
@@ -25,7 +26,7 @@ struct SchedulerCluster {
                 try await waitHealthy(allocator)
                 var pool = Sigma_V1_CreateIPPoolRequest()
                 pool.pool.name = "test"
-                pool.pool.cidr = "100.64.0.0/16"
+                pool.pool.cidr = cidr
                 _ = try await allocator.call(AllocatorMethods.createIPPool, pool)
                 let arguments = [
                     "--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", db.url,

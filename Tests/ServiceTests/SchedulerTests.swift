@@ -242,4 +242,29 @@ import TestSupport
             }
         }
     }
+
+    @Test func exhaustedIPPoolLeavesInstancesPendingWithTheAllocatorsReason() async throws {
+        // A /29 has six addresses to hand out.
+        try await SchedulerCluster.with(pool: "100.64.0.0/29") { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            agent.start()
+            defer { agent.stop() }
+            try await cluster.apply("many", replicas: 8, cpu: 100)
+            try await cluster.eventually("6 Running, 2 Pending without an IP") {
+                let list = try await cluster.instances("many")
+                return list.filter { $0.state == "Running" }.count == 6
+                    && list.filter { $0.state == "Pending" && $0.pendingReason.hasPrefix("no instance IP") }.count == 2
+            }
+            let pending = try await cluster.instances("many").first { $0.state == "Pending" }!
+            #expect(pending.pendingReason.contains("test"), "\(pending.pendingReason)")
+            #expect(pending.ip.isEmpty)
+            // Scaling down frees addresses; the rest then bind.
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "many"
+            scale.replicas = 6
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            try await cluster.eventually("6 Running") { try await cluster.allRunning("many", 6) }
+        }
+    }
 }
