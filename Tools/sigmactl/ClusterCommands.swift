@@ -89,7 +89,7 @@ struct GetCommand: AsyncParsableCommand {
     enum Kind: String, ExpressibleByArgument, CaseIterable { case nodes, apps, instances, pool, events, quotas }
     @Argument(help: "nodes, apps, instances, pool, events or quotas.") var kind: Kind
     @Option(help: "Instances or events of this app only.") var app: String = ""
-    @Option(help: "Instances on this node only.") var node: String = ""
+    @Option(help: "Instances on this node, or this node's events, only.") var node: String = ""
     @Option(help: "Pool grouped by these keys (comma-separated; default region,idc,isp).") var groupBy: String = ""
     @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
     @OptionGroup var endpoints: EndpointOptions
@@ -150,6 +150,8 @@ struct GetCommand: AsyncParsableCommand {
         case .events:
             var request = Sigma_V1_ListEventsRequest()
             request.limit = 200
+            if !app.isEmpty { (request.kind, request.name) = ("app", app) }
+            if !node.isEmpty { (request.kind, request.name) = ("node", node) }
             let events = try await client.call(SchedulerMethods.listEvents, request).events
             if output == .json { return try printMessages(events) }
             printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], events.map { event in
