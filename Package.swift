@@ -53,6 +53,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Shared/Store"),
+        // What business code links to find its peers (Resolve, blocking waits, a cache file to fall back to).
+        .target(
+            name: "DiscoveryClient",
+            dependencies: ["Protocol", "RPC", .product(name: "Logging", package: "swift-log")],
+            path: "Shared/DiscoveryClient"),
         .target(
             name: "Service",
             dependencies: [
@@ -74,10 +79,13 @@ let package = Package(
             path: "Services/Allocator"),
         .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
         .executableTarget(name: "ConfigCenter", dependencies: ["Service"], path: "Services/ConfigCenter"),
-        .executableTarget(name: "Discovery", dependencies: ["Service"], path: "Services/Discovery"),
+        .executableTarget(
+            name: "Discovery",
+            dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Services/Discovery"),
         .executableTarget(
             name: "sigmactl",
-            dependencies: ["Service", "Manifest", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: ["Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             path: "Tools/sigmactl"),
         .executableTarget(
             name: "SigmaBench", dependencies: ["Core", "Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
@@ -87,7 +95,7 @@ let package = Package(
         .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol", "CZeroMQ"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
-            name: "ServiceTests", dependencies: ["Service", "TestSupport"], path: "Tests/ServiceTests"),
+            name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "TestSupport"], path: "Tests/ServiceTests"),
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),
     ]
 )

@@ -1,5 +1,10 @@
 import ArgumentParser
+import Logging
+import Protocol
+import RPC
 import Service
+import ServiceLifecycle
+import Store
 
 /// `sigma-discovery`: Sigma's discovery: the endpoints of each app, with a blocking watch, served from memory.
 @main
@@ -10,8 +15,40 @@ struct DiscoveryCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ServiceOptions
 
+    @Option(help: "ZeroMQ endpoint of the per-app feed (PUB); port * picks a free one. [SIGMA_DISCOVERY_EVENTS]")
+    var eventsListen: String?
+
     func run() async throws {
         let host = try ServiceHost(kind: .discovery, options: options)
-        try await host.run(role: "replica")
+        let publisher = try Publisher(
+            endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_DISCOVERY_EVENTS") ?? "tcp://0.0.0.0:7115",
+            curve: try options.resolvedCurve(), logger: host.logger)
+        let cache = EndpointCache(store: host.store!, publisher: publisher, logger: host.logger)
+        let resolver = Resolver(cache: cache, eventsEndpoint: publisher.endpoint)
+        var handlers = RPCHandlers()
+        handlers.register(DiscoveryMethods.resolve) { request, context in try await resolver.resolve(request, context: context) }
+        try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store!, cache: cache)])
+    }
+}
+
+/// Keeps the cache fresh: `NOTIFY sigma_discovery` ('<app> <revision>') reloads that app; a (re)connected
+/// LISTEN reloads every app held, since notifications sent meanwhile are lost.
+struct Follower: Service {
+    let store: Store
+    let cache: EndpointCache
+
+    func run() async throws {
+        let stream = try store.notifications(channels: ["sigma_discovery"])
+        for await notification in stream.cancelOnGracefulShutdown() {
+            switch notification {
+            case .connected:
+                await cache.reloadAll()
+            case .notification(_, let payload):
+                let parts = payload.split(separator: " ")
+                guard parts.count == 2, let revision = UInt64(parts[1]) else { continue }
+                await cache.announced(String(parts[0]), revision: revision)
+            }
+        }
+        await cache.publisher.close()
     }
 }

@@ -132,3 +132,8 @@ public enum SchedulerMethods {
     public static let getAssignments = RPCMethod<Sigma_V1_GetAssignmentsRequest, Sigma_V1_GetAssignmentsResponse>("GetAssignments", idempotent: true)
     public static let listEvents = RPCMethod<Sigma_V1_ListEventsRequest, Sigma_V1_ListEventsResponse>("ListEvents", idempotent: true)
 }
+
+/// Methods of sigma-discovery.
+public enum DiscoveryMethods {
+    public static let resolve = RPCMethod<Sigma_V1_ResolveRequest, Sigma_V1_ResolveResponse>("Resolve", idempotent: true)
+}

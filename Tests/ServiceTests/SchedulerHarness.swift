@@ -14,9 +14,12 @@ struct SchedulerCluster {
     let store: Store
     let processes: [ServiceProcess]
     let databaseURL: String
+    /// Discovery replicas (when asked for): their processes and endpoints.
+    var discoveries: [ServiceProcess] = []
+    var discoveryEndpoints: [String] = []
 
     static func with(
-        schedulers: Int = 1, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
+        schedulers: Int = 1, discoveries: Int = 0, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
         _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
         try await withTestDatabase { db in
@@ -33,18 +36,29 @@ struct SchedulerCluster {
                     "--allocator", allocatorEndpoint, "--suspect-after", "\(brokenAfter / 3)", "--broken-after", "\(brokenAfter)",
                     "--lease-duration", "1", "--pass-interval", "0.1",
                 ] + extra
-                try await withServices({ try (0..<schedulers).map { _ in try ServiceProcess("sigma-scheduler", arguments) } }) { processes in
+                let discoveryArguments = ["--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", db.url]
+                try await withServices({
+                    try (0..<schedulers).map { _ in try ServiceProcess("sigma-scheduler", arguments) }
+                        + (0..<discoveries).map { _ in try ServiceProcess("sigma-discovery", discoveryArguments) }
+                }) { all in
+                    let processes = Array(all.prefix(schedulers))
                     var endpoints: [String] = []
                     for process in processes { endpoints.append(try await process.endpoint()) }
                     let each = try endpoints.map { try rpcClient([$0]) }
                     for client in each { try await waitHealthy(client) }
                     let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
                     defer { store.shutdown() }
-                    let cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
+                    var cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
+                    cluster.discoveries = Array(all.dropFirst(schedulers))
+                    for process in cluster.discoveries {
+                        let endpoint = try await process.endpoint()
+                        try await waitHealthy(try rpcClient([endpoint]))
+                        cluster.discoveryEndpoints.append(endpoint)
+                    }
                     do {
                         try await body(cluster)
                     } catch {
-                        for process in processes { print("---- \(process.name) log\n\(process.log.suffix(6000))") }
+                        for process in all { print("---- \(process.name) log\n\(process.log.suffix(6000))") }
                         throw error
                     }
                 }

@@ -19,6 +19,7 @@ public enum Schema {
         m0005SSDs,
         m0006AllocateIPsOneLookup,
         m0007Scheduler,
+        m0008DiscoveryIndex,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

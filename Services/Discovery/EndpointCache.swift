@@ -1,0 +1,168 @@
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Store
+import Synchronization
+
+/// Each app's endpoints in memory, with the app's index (its revision in `discovery_index`, so every replica
+/// answers the same index for the same state). An app is loaded on its first lookup and reloaded when
+/// `NOTIFY sigma_discovery` announces a higher revision; blocking queries wait here for that.
+final class EndpointCache: Sendable {
+    struct Entry: Sendable {
+        var index: UInt64
+        var endpoints: [Sigma_V1_Endpoint]
+    }
+
+    struct Waiter {
+        let above: UInt64
+        let continuation: CheckedContinuation<Void, Never>
+    }
+
+    let store: Store
+    let publisher: Publisher
+    let logger: Logger
+    private let entries = Mutex<[String: Entry]>([:])
+    private let waiters = Mutex<[String: [UInt64: Waiter]]>([:])
+    private let nextWaiter = Atomic<UInt64>(0)
+
+    init(store: Store, publisher: Publisher, logger: Logger) {
+        self.store = store
+        self.publisher = publisher
+        self.logger = logger
+    }
+
+    /// The app's entry, from memory or (the first time) from the database; NOT_FOUND for an app that does not exist.
+    func entry(_ app: String) async throws -> Entry {
+        if let entry = entries.withLock({ $0[app] }) { return entry }
+        return try await reload(app)
+    }
+
+    /// Reads the app from the database, keeps it if it is newer than what memory holds, wakes the blocking
+    /// queries it satisfies and publishes it on the app's topic.
+    @discardableResult
+    func reload(_ app: String) async throws -> Entry {
+        let loaded = try await load(app)
+        let (changed, current) = entries.withLock { entries -> (Bool, Entry) in
+            if let known = entries[app], known.index >= loaded.index { return (false, known) }
+            entries[app] = loaded
+            return (true, loaded)
+        }
+        if changed {
+            var event = Sigma_V1_ResolveResponse()
+            event.app = app
+            event.index = current.index
+            event.endpoints = current.endpoints
+            publisher.publish(topic: "app/\(app)", payload: try event.serializedBytes())
+            wake(app, index: current.index)
+        }
+        return current
+    }
+
+    /// Reloads every app held in memory (after the LISTEN connection came back: notifications may be lost).
+    func reloadAll() async {
+        for app in entries.withLock({ Array($0.keys) }) {
+            do { try await reload(app) } catch {
+                logger.warning("could not reload an app's endpoints", metadata: ["app": "\(app)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// A notification: `app` is at `revision` now.
+    func announced(_ app: String, revision: UInt64) async {
+        guard let known = entries.withLock({ $0[app]?.index }), known < revision else { return }
+        do { try await reload(app) } catch {
+            logger.warning("could not reload an app's endpoints", metadata: ["app": "\(app)", "error": "\(error)"])
+        }
+    }
+
+    /// Waits until the app's index is above `above`, or `timeout` passes, or the task is cancelled.
+    func wait(_ app: String, above: UInt64, timeout: Duration) async {
+        let id = nextWaiter.add(1, ordering: .relaxed).newValue
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let ready = self.entries.withLock { ($0[app]?.index ?? 0) > above }
+                        if ready {
+                            continuation.resume()
+                            return
+                        }
+                        self.waiters.withLock { $0[app, default: [:]][id] = Waiter(above: above, continuation: continuation) }
+                        // A change may have landed between the check and the registration, or the wait been cancelled.
+                        if self.entries.withLock({ ($0[app]?.index ?? 0) > above }) { self.wake(app, index: .max) }
+                        if Task.isCancelled, let waiter = self.waiters.withLock({ $0[app]?.removeValue(forKey: id) }) {
+                            waiter.continuation.resume()
+                        }
+                    }
+                } onCancel: {
+                    let waiter = self.waiters.withLock { $0[app]?.removeValue(forKey: id) }
+                    waiter?.continuation.resume()
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func wake(_ app: String, index: UInt64) {
+        let woken = waiters.withLock { waiters -> [Waiter] in
+            guard var forApp = waiters[app] else { return [] }
+            let current = index == .max ? (entries.withLock { $0[app]?.index } ?? 0) : index
+            let due = forApp.filter { $0.value.above < current }
+            for key in due.keys { forApp.removeValue(forKey: key) }
+            waiters[app] = forApp.isEmpty ? nil : forApp
+            return Array(due.values)
+        }
+        for waiter in woken { waiter.continuation.resume() }
+    }
+
+    /// The app's index and endpoints, read together in one snapshot.
+    private func load(_ app: String) async throws -> Entry {
+        try await store.transaction(isolation: .repeatableRead) { tx in
+            let head = try await tx.query(
+                """
+                SELECT EXISTS (SELECT 1 FROM apps WHERE name = $1 AND NOT deleted) AS known,
+                       coalesce((SELECT revision FROM discovery_index WHERE app = $1), 0)::bigint AS revision
+                """, app)[0]
+            guard try head.decode(Bool.self, "known") else { throw RPCError.notFound("no app \(app)") }
+            let rows = try await tx.query(
+                """
+                SELECT i.id::text AS id, i.ordinal, i.ip, i.state, i.ready, coalesce(i.node, '') AS node, i.generation,
+                       coalesce(host(n.host_ip), '') AS host_ip, coalesce(n.idc, '') AS idc, i.host_ports::text AS host_ports,
+                       coalesce(r.spec -> 'ports', '[]'::jsonb)::text AS ports
+                FROM instances i
+                LEFT JOIN nodes n ON n.name = i.node
+                LEFT JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
+                WHERE i.app = $1 AND i.state <> 'Terminated'
+                ORDER BY i.ordinal
+                """, app)
+            return Entry(index: UInt64(try head.decode(Int64.self, "revision")), endpoints: try rows.map(Self.endpoint))
+        }
+    }
+
+    static func endpoint(_ row: Row) throws -> Sigma_V1_Endpoint {
+        var endpoint = Sigma_V1_Endpoint()
+        endpoint.instanceID = try row.decode(String.self, "id")
+        endpoint.ordinal = try row.decode(Int32.self, "ordinal")
+        endpoint.ip = try row.decode(String.self, "ip")
+        endpoint.state = try row.decode(String.self, "state")
+        endpoint.ready = try row.decode(Bool.self, "ready") && endpoint.state == "Running"
+        endpoint.node = try row.decode(String.self, "node")
+        endpoint.generation = try row.decode(Int64.self, "generation")
+        endpoint.hostIp = try row.decode(String.self, "host_ip")
+        endpoint.idc = try row.decode(String.self, "idc")
+        let hostPorts = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "host_ports").utf8)) as? [String: Int] ?? [:]
+        let ports = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "ports").utf8)) as? [[String: Any]] ?? []
+        endpoint.ports = ports.map { port in
+            var out = Sigma_V1_EndpointPort()
+            out.name = port["name"] as? String ?? ""
+            out.containerPort = UInt32(clamping: port["containerPort"] as? Int ?? 0)
+            out.protocol = port["protocol"] as? String ?? "tcp"
+            out.hostPort = UInt32(clamping: hostPorts[out.name] ?? 0)
+            return out
+        }
+        return endpoint
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Logging
+import Protocol
+import RPC
+
+/// What service code uses at startup to find its peers: `Resolve` against every Discovery replica, a blocking
+/// wait for changes, and a local cache file it falls back to when no replica answers.
+///
+/// ```swift
+/// let discovery = try DiscoveryClient(endpoints: ["tcp://10.0.0.5:7105", "tcp://10.0.0.6:7105"],
+///                                     cacheFile: "/var/lib/myapp/peers.cache")
+/// let peers = try await discovery.waitForPeers("zookeeper", count: 3, readyOnly: false, within: .seconds(120))
+/// ```
+public final class DiscoveryClient: Sendable {
+    /// An answer: the app's endpoints and index, and whether it came from the cache file (and when that was saved).
+    public struct Resolution: Sendable {
+        public var app: String
+        public var index: UInt64
+        public var endpoints: [Sigma_V1_Endpoint]
+        public var fromCache: Bool
+        public var savedAt: Date?
+    }
+
+    /// Filters, as `Resolve` takes them.
+    public struct Filter: Sendable, Hashable {
+        public var readyOnly: Bool
+        public var state: String
+        public var idc: String
+
+        public init(readyOnly: Bool = false, state: String = "", idc: String = "") {
+            self.readyOnly = readyOnly
+            self.state = state
+            self.idc = idc
+        }
+
+        var cacheKey: String { "ready=\(readyOnly)&state=\(state)&idc=\(idc)" }
+    }
+
+    let client: RPCClient
+    let cacheFile: String?
+    let timeout: Duration
+    private let token: String
+
+    public init(
+        endpoints: [String], cacheFile: String? = nil, curve: CurveClientConfiguration? = nil, token: String = "",
+        timeout: Duration = .seconds(3), logger: Logger = Logger(label: "sigma.discovery-client")
+    ) throws {
+        var configuration = RPCClientConfiguration(endpoints: endpoints)
+        configuration.defaultTimeout = timeout
+        configuration.curve = curve
+        client = try RPCClient(configuration: configuration, logger: logger)
+        self.cacheFile = cacheFile
+        self.timeout = timeout
+        self.token = token
+    }
+
+    public func close() { client.close() }
+
+    /// The app's endpoints now. When no replica answers (UNAVAILABLE, DEADLINE_EXCEEDED) and the cache file holds
+    /// an earlier answer for the same app and filter, that one comes back with `fromCache`.
+    public func resolve(_ app: String, filter: Filter = Filter()) async throws -> Resolution {
+        try await call(app, filter: filter, waitIndex: 0, wait: nil)
+    }
+
+    /// Blocks until the app's index is above `index` (a change), or `timeout` passes (same index, same endpoints).
+    public func waitForChange(_ app: String, after index: UInt64, filter: Filter = Filter(), timeout: Duration = .seconds(60)) async throws -> Resolution {
+        try await call(app, filter: filter, waitIndex: index, wait: timeout)
+    }
+
+    /// For self-forming clusters: waits (bounded) until at least `count` endpoints pass the filter.
+    public func waitForPeers(_ app: String, count: Int, filter: Filter = Filter(), within limit: Duration) async throws -> Resolution {
+        let deadline = ContinuousClock.now + limit
+        var answer = try await resolve(app, filter: filter)
+        while answer.endpoints.count < count {
+            let left = deadline - .now
+            guard left > .zero else {
+                throw RPCError.deadlineExceeded("\(app): \(answer.endpoints.count) of \(count) endpoints after \(limit)")
+            }
+            answer = answer.fromCache
+                ? try await resolve(app, filter: filter)
+                : try await waitForChange(app, after: answer.index, filter: filter, timeout: min(left, .seconds(60)))
+        }
+        return answer
+    }
+
+    private func call(_ app: String, filter: Filter, waitIndex: UInt64, wait: Duration?) async throws -> Resolution {
+        var request = Sigma_V1_ResolveRequest()
+        request.app = app
+        request.readyOnly = filter.readyOnly
+        request.state = filter.state
+        request.idc = filter.idc
+        request.waitIndex = waitIndex
+        if let wait { request.waitTimeoutMs = UInt32(clamping: wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000) }
+        do {
+            let answer = try await client.call(DiscoveryMethods.resolve, request, timeout: timeout + (wait ?? .zero), token: token)
+            save(answer, filter: filter)
+            return Resolution(app: app, index: answer.index, endpoints: answer.endpoints, fromCache: false, savedAt: nil)
+        } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+            guard let cached = load(app, filter: filter) else { throw error }
+            return cached
+        }
+    }
+
+    // The cache file: JSON {"<app>?<filter>": {"saved": seconds since 1970, "answer": base64 ResolveResponse}}.
+
+    private func save(_ answer: Sigma_V1_ResolveResponse, filter: Filter) {
+        guard let cacheFile, let bytes: [UInt8] = try? answer.serializedBytes() else { return }
+        var all = readCache(cacheFile)
+        all["\(answer.app)?\(filter.cacheKey)"] = ["saved": Date().timeIntervalSince1970, "answer": Data(bytes).base64EncodedString()]
+        guard let data = try? JSONSerialization.data(withJSONObject: all, options: [.sortedKeys]) else { return }
+        try? data.write(to: URL(fileURLWithPath: cacheFile), options: .atomic)
+    }
+
+    private func load(_ app: String, filter: Filter) -> Resolution? {
+        guard let cacheFile, let entry = readCache(cacheFile)["\(app)?\(filter.cacheKey)"] as? [String: Any],
+              let encoded = entry["answer"] as? String, let data = Data(base64Encoded: encoded),
+              let answer = try? Sigma_V1_ResolveResponse(serializedBytes: [UInt8](data))
+        else { return nil }
+        let saved = (entry["saved"] as? Double).map { Date(timeIntervalSince1970: $0) }
+        return Resolution(app: app, index: answer.index, endpoints: answer.endpoints, fromCache: true, savedAt: saved)
+    }
+
+    private func readCache(_ path: String) -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
+        return object
+    }
+}

@@ -1,0 +1,167 @@
+import DiscoveryClient
+import Foundation
+import Protocol
+import RPC
+import Testing
+import TestSupport
+
+/// sigma-discovery against instances the real scheduler records, with simulated agents.
+@Suite(.serialized) struct DiscoveryTests {
+    static func resolve(_ client: RPCClient, _ app: String, waitIndex: UInt64 = 0, waitMs: UInt32 = 0, ready: Bool = false) async throws -> Sigma_V1_ResolveResponse {
+        var request = Sigma_V1_ResolveRequest()
+        request.app = app
+        request.waitIndex = waitIndex
+        request.waitTimeoutMs = waitMs
+        request.readyOnly = ready
+        return try await client.call(DiscoveryMethods.resolve, request, timeout: .seconds(30))
+    }
+
+    static func withPorts(_ spec: inout Sigma_V1_AppSpec) {
+        var port = Sigma_V1_ContainerPort()
+        port.name = "client"
+        port.containerPort = 2181
+        spec.ports = [port]
+    }
+
+    @Test func resolvesAndBlocksOnlyForItsOwnApp() async throws {
+        try await SchedulerCluster.with(discoveries: 2) { cluster in
+            let agents = ["n1", "n2"].map { SimulatedAgent($0, client: cluster.client) }
+            for agent in agents { try await agent.register(idc: "idc-\(agent.name)", cpu: 8000) }
+            agents.forEach { $0.start() }
+            defer { agents.forEach { $0.stop() } }
+            try await cluster.apply("zk", replicas: 3, cpu: 100, Self.withPorts)
+            try await cluster.eventually("zk running") { try await cluster.allRunning("zk", 3) }
+            let replicas = try cluster.discoveryEndpoints.map { try SchedulerCluster.rpcClient([$0]) }
+
+            var first = try await Self.resolve(replicas[0], "zk", ready: true)
+            try await cluster.eventually("discovery sees 3 ready") {
+                first = try await Self.resolve(replicas[0], "zk", ready: true)
+                return first.endpoints.count == 3
+            }
+            let instances = try await cluster.instances("zk")
+            #expect(Set(first.endpoints.map(\.ip)) == Set(instances.map(\.ip)))
+            #expect(first.endpoints.map(\.ordinal) == [0, 1, 2])
+            #expect(first.endpoints.allSatisfy { $0.ports.first?.containerPort == 2181 && $0.hostIp.hasPrefix("198.18.") && $0.idc.hasPrefix("idc-") })
+            // The other replica answers the same index for the same state.
+            let second = try await Self.resolve(replicas[1], "zk", ready: true)
+            #expect(second.index == first.index && second.endpoints == first.endpoints)
+
+            // Blocking queries on both replicas: another app's change does not wake them, zk's does.
+            let index = first.index
+            let waiting = replicas.map { replica in Task { try await Self.resolve(replica, "zk", waitIndex: index, waitMs: 20_000) } }
+            try await cluster.apply("other", replicas: 2, cpu: 100)
+            try await cluster.eventually("other running") { try await cluster.allRunning("other", 2) }
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "zk"
+            scale.replicas = 4
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            for task in waiting {
+                let woken = try await task.value
+                #expect(woken.index > index)
+                // Woken by zk's change: the new instance is there (it may not run yet).
+                #expect(woken.endpoints.count == 4)
+            }
+
+            // Nothing changes: the query times out with the same index.
+            let settled = try await Self.resolve(replicas[0], "zk")
+            let started = ContinuousClock.now
+            var quiet = try await Self.resolve(replicas[0], "zk", waitIndex: settled.index, waitMs: 300)
+            if quiet.index == settled.index {
+                #expect(ContinuousClock.now - started >= .milliseconds(300))
+            } else {
+                // The fourth instance was still starting; wait once more on the final state.
+                try await cluster.eventually("zk settled") { try await cluster.allRunning("zk", 4) }
+                let final = try await Self.resolve(replicas[0], "zk")
+                quiet = try await Self.resolve(replicas[0], "zk", waitIndex: final.index, waitMs: 300)
+                #expect(quiet.index == final.index)
+            }
+        }
+    }
+
+    @Test func badInputGetsTypedErrors() async throws {
+        try await SchedulerCluster.with(discoveries: 1) { cluster in
+            let discovery = try SchedulerCluster.rpcClient(cluster.discoveryEndpoints)
+            await #expect(throws: RPCError.notFound("no app ghost")) { try await Self.resolve(discovery, "ghost") }
+            await #expect(throws: RPCError.invalidArgument("app: \"Bad App\" is not an app name")) { try await Self.resolve(discovery, "Bad App") }
+            try await cluster.apply("empty", replicas: 0)
+            let empty = try await Self.resolve(discovery, "empty")
+            #expect(empty.endpoints.isEmpty)
+            do {
+                _ = try await Self.resolve(discovery, "empty", waitIndex: empty.index + 100)
+                Issue.record("a wait index from the future was accepted")
+            } catch let error as RPCError {
+                #expect(error.code == .invalidArgument)
+                #expect(error.message.contains("is ahead of app empty's index"))
+            }
+            var request = Sigma_V1_ResolveRequest()
+            request.app = "empty"
+            request.state = "Sleeping"
+            await #expect(throws: RPCError.self) { try await discovery.call(DiscoveryMethods.resolve, request) }
+        }
+    }
+
+    @Test func clientFallsBackToItsCacheFile() async throws {
+        try await SchedulerCluster.with(discoveries: 1) { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register()
+            agent.start()
+            defer { agent.stop() }
+            try await cluster.apply("db", replicas: 2, cpu: 100)
+            try await cluster.eventually("running") { try await cluster.allRunning("db", 2) }
+            let cache = NSTemporaryDirectory() + "sigma-discovery-\(UUID().uuidString.prefix(8)).cache"
+            defer { try? FileManager.default.removeItem(atPath: cache) }
+            let client = try DiscoveryClient(endpoints: cluster.discoveryEndpoints, cacheFile: cache, timeout: .seconds(2), logger: quietLogger)
+            defer { client.close() }
+            let live = try await client.waitForPeers("db", count: 2, filter: .init(readyOnly: true), within: .seconds(20))
+            #expect(!live.fromCache && live.endpoints.count == 2)
+
+            cluster.discoveries[0].crash()
+            let cached = try await client.resolve("db", filter: .init(readyOnly: true))
+            #expect(cached.fromCache && cached.savedAt != nil)
+            #expect(cached.index == live.index && cached.endpoints == live.endpoints)
+            // Nothing cached for that question: the error comes through.
+            await #expect(throws: RPCError.self) { try await client.resolve("db", filter: .init(idc: "elsewhere")) }
+        }
+    }
+
+    @Test func feedPushesChangesAndSigmactlShowsEndpoints() async throws {
+        try await SchedulerCluster.with(discoveries: 1) { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register()
+            agent.start()
+            defer { agent.stop() }
+            try await cluster.apply("web", replicas: 1, cpu: 100, Self.withPorts)
+            let discovery = try SchedulerCluster.rpcClient(cluster.discoveryEndpoints)
+            let first = try await Self.resolve(discovery, "web")
+            let subscriber = try Subscriber(endpoints: [first.eventsEndpoint], topics: ["app/web"], logger: quietLogger) { _ in
+                let snapshot = try await Self.resolve(discovery, "web")
+                return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
+            }
+            defer { subscriber.close() }
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "web"
+            scale.replicas = 2
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            var sawTwo = false
+            for await event in subscriber.events {
+                guard case .update(_, _, let payload) = event else { continue }
+                if try Sigma_V1_ResolveResponse(serializedBytes: payload).endpoints.count == 2 {
+                    sawTwo = true
+                    break
+                }
+            }
+            #expect(sawTwo)
+
+            try await cluster.eventually("running") { try await cluster.allRunning("web", 2) }
+            let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+            let flags = ["--discovery", cluster.discoveryEndpoints[0], "--timeout", "20"]
+            try await cluster.eventually("sigmactl shows both ready") {
+                let table = try await runProgram(sigmactl, ["discover", "web", "--ready"] + flags)
+                return table.components(separatedBy: "client:2181").count == 3
+            }
+            let json = try await runProgram(sigmactl, ["discover", "web", "-o", "json"] + flags)
+            let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+            #expect((object["endpoints"] as! [Any]).count == 2)
+        }
+    }
+}

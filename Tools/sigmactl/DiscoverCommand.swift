@@ -1,0 +1,55 @@
+import ArgumentParser
+import DiscoveryClient
+import Foundation
+import Protocol
+import RPC
+import Service
+import SwiftProtobuf
+
+/// `sigmactl discover APP [--wait]`: an app's endpoints as Discovery serves them to its peers.
+struct DiscoverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "discover", abstract: "Show an app's endpoints (instance IP, ports, host IP:port, state) from Discovery.")
+    @Argument(help: "App name.") var app: String
+    @Flag(help: "Only Running instances whose readiness check passes.") var ready = false
+    @Option(help: "Only this state.") var state: String = ""
+    @Option(help: "Only this IDC.") var idc: String = ""
+    @Flag(help: "Wait for the next change of the app's endpoints (past --index, default the current one), then show them.") var wait = false
+    @Option(help: "With --wait: the index to wait past.") var index: UInt64?
+    @Option(help: "With --wait: seconds to wait at most.") var waitTimeout: Double = 60
+    @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+    @OptionGroup var endpoints: EndpointOptions
+
+    func run() async throws {
+        let client = try DiscoveryClient(
+            endpoints: endpoints.endpoints(.discovery).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
+            curve: try endpoints.keys.curve(), timeout: .milliseconds(Int(endpoints.timeout * 1000)))
+        defer { client.close() }
+        let filter = DiscoveryClient.Filter(readyOnly: ready, state: state, idc: idc)
+        var answer = try await client.resolve(app, filter: filter)
+        if wait {
+            answer = try await client.waitForChange(app, after: index ?? answer.index, filter: filter, timeout: .milliseconds(Int(waitTimeout * 1000)))
+        }
+        if output == .json {
+            var response = Sigma_V1_ResolveResponse()
+            response.app = app
+            response.index = answer.index
+            response.endpoints = answer.endpoints
+            var options = JSONEncodingOptions()
+            options.preserveProtoFieldNames = true
+            options.alwaysPrintInt64sAsNumbers = true
+            print(try response.jsonString(options: options))
+            return
+        }
+        print("app/\(app) index \(answer.index)\(answer.fromCache ? " (from the cache file)" : "")")
+        printTable(["ORDINAL", "STATE", "READY", "IP", "PORTS", "HOST"] + (output == .wide ? ["NODE", "IDC", "ID"] : []),
+                   answer.endpoints.map { endpoint in
+                       let ports = endpoint.ports.map { port in
+                           "\(port.name):\(port.containerPort)" + (port.hostPort > 0 ? "->\(endpoint.hostIp):\(port.hostPort)" : "")
+                       }.joined(separator: ",")
+                       return ["\(endpoint.ordinal)", endpoint.state, endpoint.ready ? "yes" : "no", endpoint.ip.isEmpty ? "-" : endpoint.ip,
+                               ports.isEmpty ? "-" : ports, endpoint.hostIp.isEmpty ? "-" : endpoint.hostIp]
+                           + (output == .wide ? [endpoint.node.isEmpty ? "-" : endpoint.node, endpoint.idc.isEmpty ? "-" : endpoint.idc, endpoint.instanceID] : [])
+                   })
+    }
+}
