@@ -31,7 +31,7 @@ import TestSupport
     @Test func everyServiceServesHealthAndStopsCleanly() async throws {
         try await withTestDatabase { db in
             let listen = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
-            try await withServices({ try Self.controlPlane.map { try ServiceProcess($0, listen) } }) { services in
+            try await withServices({ try Self.controlPlane.map { try ServiceProcess($0, listen + eventsOnFreePort($0)) } }) { services in
                 var endpoints: [String: String] = [:]
                 for service in services { endpoints[service.name] = try await service.endpoint() }
                 let agent = try ServiceProcess("sigma-agent", ["--listen", "tcp://127.0.0.1:*", "--scheduler", endpoints["sigma-scheduler"]!])
@@ -75,7 +75,7 @@ import TestSupport
     @Test func twoProcessesRaceMigrations() async throws {
         try await withTestDatabase { db in
             let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
-            try await withServices({ [try ServiceProcess("sigma-scheduler", arguments), try ServiceProcess("sigma-allocator", arguments)] }) {
+            try await withServices({ [try ServiceProcess("sigma-scheduler", arguments + eventsOnFreePort("sigma-scheduler")), try ServiceProcess("sigma-allocator", arguments)] }) {
                 services in
                 for service in services {
                     let answer = try await healthy(try healthClient(try await service.endpoint()))
@@ -95,7 +95,7 @@ import TestSupport
     @Test func healthReportsTheDatabaseDownInBoundedTime() async throws {
         try await withPrivatePostgres { postgres in
             let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", postgres.url]
-            try await withServices({ [try ServiceProcess("sigma-discovery", arguments)] }) { services in
+            try await withServices({ [try ServiceProcess("sigma-discovery", arguments + eventsOnFreePort("sigma-discovery"))] }) { services in
                 let client = try healthClient(try await services[0].endpoint())
                 #expect(try await healthy(client).healthy)
                 try await postgres.stop()
@@ -117,7 +117,7 @@ import TestSupport
     @Test func pythonClientFromTheProtocolDocument() async throws {
         try await withTestDatabase { db in
             let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
-            try await withServices({ [try ServiceProcess("sigma-discovery", arguments)] }) { services in
+            try await withServices({ [try ServiceProcess("sigma-discovery", arguments + eventsOnFreePort("sigma-discovery"))] }) { services in
                 let endpoint = try await services[0].endpoint()
                 let script = packageRoot.path + "/docs/examples/sigma_call.py"
                 func call(_ method: String) async throws -> [String: Any] {
@@ -160,4 +160,10 @@ import TestSupport
             #expect(services[0].log.contains("CURVE client refused"))
         }
     }
+}
+
+/// Services with a PUB socket (scheduler, discovery) bind it on a free loopback port in tests, never on their
+/// fixed default.
+func eventsOnFreePort(_ executable: String) -> [String] {
+    ["sigma-scheduler", "sigma-discovery"].contains(executable) ? ["--events-listen", "tcp://127.0.0.1:*"] : []
 }
