@@ -7,6 +7,8 @@ struct Figure {
         case maxRatio(Double)
         /// value must be at least this.
         case minValue(Double)
+        /// value must be at most this.
+        case maxValue(Double)
         /// value / baseline must be at least this.
         case minRatio(Double)
         case none
@@ -24,6 +26,7 @@ struct Figure {
         switch target {
         case .maxRatio(let limit): ratio <= limit
         case .minValue(let limit): value >= limit
+        case .maxValue(let limit): value <= limit
         case .minRatio(let limit): ratio >= limit
         case .none: nil
         }
@@ -33,6 +36,7 @@ struct Figure {
         switch target {
         case .maxRatio(let limit): "≤ \(limit)× baseline"
         case .minValue(let limit): "≥ \(format(limit)) \(unit)"
+        case .maxValue(let limit): "≤ \(format(limit)) \(unit)"
         case .minRatio(let limit): "≥ \(limit)× baseline"
         case .none: "-"
         }

@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -133,9 +133,12 @@ struct AllBench: AsyncParsableCommand {
         var bind = try BindBench.parse([])
         bind.databaseURL = databaseURL
         let binding = try await bind.measure()
+        var lookups = try DiscoveryBench.parse([])
+        lookups.databaseURL = databaseURL
+        let discovery = try await lookups.measure()
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures
-        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes
+        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures + discovery.figures
+        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes + discovery.notes
         try output.emit(report)
     }
 }

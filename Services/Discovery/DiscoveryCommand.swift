@@ -23,10 +23,10 @@ struct DiscoveryCommand: AsyncParsableCommand {
         let publisher = try Publisher(
             endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_DISCOVERY_EVENTS") ?? "tcp://0.0.0.0:7115",
             curve: try options.resolvedCurve(), logger: host.logger)
-        let cache = EndpointCache(store: host.store!, publisher: publisher, logger: host.logger)
+        let cache = EndpointCache(store: host.store!, publisher: publisher, eventsEndpoint: publisher.endpoint, logger: host.logger)
         let resolver = Resolver(cache: cache, eventsEndpoint: publisher.endpoint)
         var handlers = RPCHandlers()
-        handlers.register(DiscoveryMethods.resolve) { request, context in try await resolver.resolve(request, context: context) }
+        handlers.registerEncoded(DiscoveryMethods.resolve) { request, context in try await resolver.resolveEncoded(request, context: context) }
         try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store!, cache: cache)])
     }
 }

@@ -12,6 +12,8 @@ final class EndpointCache: Sendable {
     struct Entry: Sendable {
         var index: UInt64
         var endpoints: [Sigma_V1_Endpoint]
+        /// The unfiltered answer, encoded once per index (most lookups ask for exactly that).
+        var encoded: [UInt8] = []
     }
 
     struct Waiter {
@@ -21,14 +23,16 @@ final class EndpointCache: Sendable {
 
     let store: Store
     let publisher: Publisher
+    let eventsEndpoint: String
     let logger: Logger
     private let entries = Mutex<[String: Entry]>([:])
     private let waiters = Mutex<[String: [UInt64: Waiter]]>([:])
     private let nextWaiter = Atomic<UInt64>(0)
 
-    init(store: Store, publisher: Publisher, logger: Logger) {
+    init(store: Store, publisher: Publisher, eventsEndpoint: String, logger: Logger) {
         self.store = store
         self.publisher = publisher
+        self.eventsEndpoint = eventsEndpoint
         self.logger = logger
     }
 
@@ -43,19 +47,24 @@ final class EndpointCache: Sendable {
     @discardableResult
     func reload(_ app: String) async throws -> Entry {
         let loaded = try await load(app)
-        let (changed, current) = entries.withLock { entries -> (Bool, Entry) in
-            if let known = entries[app], known.index >= loaded.index { return (false, known) }
-            entries[app] = loaded
-            return (true, loaded)
+        if let known = entries.withLock({ $0[app] }), known.index >= loaded.index { return known }
+        var answer = Sigma_V1_ResolveResponse()
+        answer.app = app
+        answer.index = loaded.index
+        answer.endpoints = loaded.endpoints
+        // Published first, so the cached answer carries the sequence that matches it (Clone pattern).
+        let sequence = publisher.publish(topic: "app/\(app)", payload: try answer.serializedBytes())
+        answer.sequence = sequence
+        answer.feedEpoch = publisher.epoch
+        answer.eventsEndpoint = eventsEndpoint
+        var entry = loaded
+        entry.encoded = try answer.serializedBytes()
+        let current = entries.withLock { entries -> Entry in
+            if let known = entries[app], known.index >= entry.index { return known }
+            entries[app] = entry
+            return entry
         }
-        if changed {
-            var event = Sigma_V1_ResolveResponse()
-            event.app = app
-            event.index = current.index
-            event.endpoints = current.endpoints
-            publisher.publish(topic: "app/\(app)", payload: try event.serializedBytes())
-            wake(app, index: current.index)
-        }
+        wake(app, index: current.index)
         return current
     }
 

@@ -9,6 +9,14 @@ struct Resolver: Sendable {
     let eventsEndpoint: String
     static let longestWait: Duration = .seconds(300)
 
+    /// The answer, encoded: the unfiltered one comes from the cache as it is.
+    func resolveEncoded(_ request: Sigma_V1_ResolveRequest, context: RequestContext) async throws -> [UInt8] {
+        if request.waitIndex == 0 && !request.readyOnly && request.state.isEmpty && request.idc.isEmpty && AppSpec.isValidName(request.app) {
+            return try await cache.entry(request.app).encoded
+        }
+        return try await resolve(request, context: context).serializedBytes()
+    }
+
     func resolve(_ request: Sigma_V1_ResolveRequest, context: RequestContext) async throws -> Sigma_V1_ResolveResponse {
         guard AppSpec.isValidName(request.app) else { throw RPCError.invalidArgument("app: \"\(request.app)\" is not an app name") }
         if !request.state.isEmpty && InstanceState(rawValue: request.state) == nil {

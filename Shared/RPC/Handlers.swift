@@ -62,6 +62,23 @@ public struct RPCHandlers: Sendable {
         }
     }
 
+    /// Registers a handler that answers with the response already serialized (a cached answer need not be
+    /// encoded again for every call). The bytes must be a valid `Response`.
+    public mutating func registerEncoded<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
+        _ body: @escaping @Sendable (Request, RequestContext) async throws -> [UInt8]
+    ) {
+        handlers[method.name] = { bytes, context in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: bytes)
+            } catch {
+                throw RPCError.invalidArgument("payload of \(method.name) is not a valid \(Request.protoMessageName): \(error)")
+            }
+            return try await body(request, context)
+        }
+    }
+
     public var methods: [String] { handlers.keys.sorted() }
 
     func handler(for method: String) -> RawHandler? { handlers[method] }

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import Protocol
+import RPC
+import Store
+
+/// `sigma-bench discovery`: `Resolve` latency (1 client) and throughput (64 clients) against a real
+/// sigma-discovery serving an app of 10 instances from memory, next to a raw libzmq REQ/REP round trip with a
+/// payload of the same size, measured in the same run.
+struct DiscoveryBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "discovery", abstract: "Discovery lookups: p50/p99 with 1 client, lookups/s with 64 clients, vs raw libzmq.")
+
+    @Option(help: "PostgreSQL to use (a scratch database is made and dropped). [SIGMA_DATABASE_URL]") var databaseURL: String?
+    @Option(help: "Lookups timed with one client (after a warm-up of a tenth as many).") var calls = 20_000
+    @Option(help: "Concurrent callers for the throughput figure.") var clients = 64
+    @Option(help: "Connections they share (each an RPCClient with its own socket thread).") var connections = 1
+    @Option(help: "Seconds the throughput run lasts.") var seconds = 3.0
+    @Option(help: "Instances of the looked-up app.") var instances = 10
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        try output.emit(try await measure())
+    }
+
+    func measure() async throws -> Report {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        return try await withScratchDatabase(databaseURL, logger: logger) { url in
+            try await measure(url: url, logger: logger)
+        }
+    }
+
+    func measure(url: String, logger: Logger) async throws -> Report {
+        let store = Store(configuration: StoreConfiguration(url: url), logger: logger)
+        defer { store.shutdown() }
+        try await store.migrate()
+        try await seed(store)
+
+        let discovery = try BenchProcess("sigma-discovery", [
+            "--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", url, "--log-level", "error",
+        ])
+        defer { discovery.stop() }
+        var configuration = RPCClientConfiguration(endpoints: [try await discovery.endpoint()])
+        configuration.defaultTimeout = .seconds(30)
+        let client = try RPCClient(configuration: configuration, logger: logger)
+        defer { client.close() }
+        var request = Sigma_V1_ResolveRequest()
+        request.app = "bench"
+        let first = try await client.call(DiscoveryMethods.resolve, request)
+        guard first.endpoints.count == instances else { throw ValidationError("expected \(instances) endpoints, got \(first.endpoints.count)") }
+        let answerBytes = (try first.serializedBytes() as [UInt8]).count
+
+        let raw = RawBaseline.roundTrips(count: calls, payloadBytes: answerBytes)
+        for _ in 0..<(calls / 10) { _ = try await client.call(DiscoveryMethods.resolve, request) }
+        var samples: [Double] = []
+        samples.reserveCapacity(calls)
+        for _ in 0..<calls {
+            let started = DispatchTime.now().uptimeNanoseconds
+            _ = try await client.call(DiscoveryMethods.resolve, request)
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1000)
+        }
+        samples.sort()
+        let rawRate = 1e6 / (raw.reduce(0, +) / Double(raw.count))
+
+        // 64 callers over one connection by default, as in `sigma-bench rpc`: 64 connections in one process would
+        // mean 128 socket threads on this 2-core machine.
+        let pool = try (0..<connections).map { _ in try RPCClient(configuration: configuration, logger: logger) }
+        defer { pool.forEach { $0.close() } }
+        let lookup = request
+        let completed = Counter()
+        let stopAt = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for caller in 0..<clients {
+                let connection = pool[caller % pool.count]
+                group.addTask {
+                    while ContinuousClock.now < stopAt {
+                        _ = try await connection.call(DiscoveryMethods.resolve, lookup)
+                        completed.increment()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - started
+        let rate = Double(completed.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+
+        var report = Report(title: "sigma-bench discovery")
+        report.figures = [
+            Figure(name: "discovery_lookup_p50_1_client", value: percentile(samples, 0.5), unit: "µs",
+                   baseline: percentile(raw, 0.5), target: .maxRatio(2)),
+            Figure(name: "discovery_lookup_p99_1_client", value: percentile(samples, 0.99), unit: "µs",
+                   baseline: percentile(raw, 0.99), target: .maxValue(500)),
+            Figure(name: "discovery_lookups_\(clients)_clients", value: rate, unit: "lookups/s", baseline: rawRate,
+                   target: .minValue(30_000)),
+        ]
+        report.notes = [
+            "an app of \(instances) instances (answer \(answerBytes) bytes) served from memory; baseline: raw libzmq REQ/REP over loopback with a \(answerBytes)-byte payload, \(calls) round trips",
+            "throughput: \(clients) concurrent callers over \(connections) connections for \(seconds) s; its baseline is the raw loop's rate with one caller",
+        ]
+        return report
+    }
+
+    /// An app with `instances` Running instances on as many nodes, as the scheduler leaves them.
+    func seed(_ store: Store) async throws {
+        try await store.execute(
+            """
+            INSERT INTO nodes (name, host_ip, idc, cpu_millis, memory_bytes, disk_bytes)
+            SELECT 'node-' || g, ('198.18.0.' || (g + 1))::inet, 'idc-' || (g % 2), 8000, 8589934592, 0 FROM generate_series(0, $1::int - 1) g
+            """, instances)
+        let spec = #"{"name":"bench","ports":[{"name":"http","containerPort":8080,"protocol":"tcp"}]}"#
+        try await store.execute("INSERT INTO apps (name, spec) VALUES ('bench', $1::jsonb)", spec)
+        try await store.execute("INSERT INTO app_revisions (app, revision, spec) VALUES ('bench', 1, $1::jsonb)", spec)
+        try await store.execute(
+            """
+            INSERT INTO instances (app, ordinal, node, state, generation, ip, ready)
+            SELECT 'bench', g, 'node-' || g, 'Running', 1, '100.64.0.' || (g + 2), true FROM generate_series(0, $1::int - 1) g
+            """, instances)
+    }
+}
