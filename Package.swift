@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         // C libraries. Only RPC may import CZeroMQ and only Store may import CLibPQ
@@ -78,7 +79,13 @@ let package = Package(
             dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Services/Allocator"),
         .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
-        .executableTarget(name: "ConfigCenter", dependencies: ["Service"], path: "Services/ConfigCenter"),
+        .executableTarget(
+            name: "ConfigCenter",
+            dependencies: [
+                "Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Mustache", package: "swift-mustache"),
+            ],
+            path: "Services/ConfigCenter"),
         .executableTarget(
             name: "Discovery",
             dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],

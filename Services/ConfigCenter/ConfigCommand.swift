@@ -1,17 +1,93 @@
 import ArgumentParser
+import Logging
+import Protocol
+import RPC
 import Service
+import ServiceLifecycle
+import Store
 
-/// `sigma-config`: Sigma's config center: versioned config files and startup scripts, gray release and push.
+/// `sigma-config`: Sigma's config center: per app config files and a startup script as immutable versions,
+/// gray release, rendering per instance, push and long polls.
 @main
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sigma-config",
-        abstract: "Sigma's config center: versioned config files and startup scripts, gray release and push.")
+        abstract: "Sigma's config center: versioned config files and startup scripts, gray release, push.")
 
     @OptionGroup var options: ServiceOptions
 
+    @Option(help: "ZeroMQ endpoint of the change feed (PUB, topic config/<app>); port * picks a free one. [SIGMA_CONFIG_EVENTS]")
+    var eventsListen: String?
+
     func run() async throws {
         let host = try ServiceHost(kind: .config, options: options)
-        try await host.run(role: "replica")
+        let store = host.store!
+        let publisher = try Publisher(
+            endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_CONFIG_EVENTS") ?? "tcp://0.0.0.0:7114",
+            curve: try options.resolvedCurve(), logger: host.logger)
+        let sets = ConfigSets(store: store, logger: host.logger)
+        let waiters = RevisionWaiters()
+        let fetcher = Fetcher(sets: sets, waiters: waiters)
+        var handlers = RPCHandlers()
+        handlers.register(ConfigMethods.publish) { request, _ in try await sets.publish(request) }
+        handlers.register(ConfigMethods.get) { request, _ in
+            let sequence = publisher.sequence(of: "config/\(request.app)")
+            var response = try await sets.get(request.app, version: request.version)
+            response.eventsEndpoint = publisher.endpoint
+            response.sequence = sequence
+            response.feedEpoch = publisher.epoch
+            return response
+        }
+        handlers.register(ConfigMethods.history) { request, _ in try await sets.history(request.app) }
+        handlers.register(ConfigMethods.diff) { request, _ in try await sets.diff(request) }
+        handlers.register(ConfigMethods.rollback) { request, _ in try await sets.rollback(request) }
+        handlers.register(ConfigMethods.gray) { request, _ in try await sets.gray(request) }
+        handlers.register(ConfigMethods.promote) { request, _ in try await sets.promote(request.app) }
+        handlers.register(ConfigMethods.abandon) { request, _ in try await sets.abandon(request.app) }
+        handlers.register(ConfigMethods.fetch) { request, context in try await fetcher.fetch(request, context: context) }
+        let follower = ReleaseFollower(store: store, sets: sets, waiters: waiters, publisher: publisher, logger: host.logger)
+        try await host.run(handlers: handlers, role: "replica", services: [follower])
+    }
+}
+
+/// Follows `NOTIFY sigma_config` ('<app> <revision>'): wakes the long polls of that app and pushes the new
+/// release on topic `config/<app>`. After the LISTEN connection comes back, every app is announced again.
+struct ReleaseFollower: Service {
+    let store: Store
+    let sets: ConfigSets
+    let waiters: RevisionWaiters
+    let publisher: Publisher
+    let logger: Logger
+
+    func run() async throws {
+        let stream = try store.notifications(channels: ["sigma_config"])
+        for await notification in stream.cancelOnGracefulShutdown() {
+            switch notification {
+            case .connected:
+                do {
+                    for row in try await store.query("SELECT app, revision FROM config_releases") {
+                        await announce(try row.decode(String.self, "app"), revision: UInt64(try row.decode(Int64.self, "revision")))
+                    }
+                } catch {
+                    logger.warning("could not read the config releases", metadata: ["error": "\(error)"])
+                }
+            case .notification(_, let payload):
+                let parts = payload.split(separator: " ")
+                guard parts.count == 2, let revision = UInt64(parts[1]) else { continue }
+                await announce(String(parts[0]), revision: revision)
+            }
+        }
+        await publisher.close()
+    }
+
+    private func announce(_ app: String, revision: UInt64) async {
+        waiters.advance(app, to: revision)
+        do {
+            var change = Sigma_V1_ConfigChange()
+            change.release = try await sets.release(app)
+            publisher.publish(topic: "config/\(app)", payload: try change.serializedBytes())
+        } catch {
+            logger.warning("could not publish a config change", metadata: ["app": "\(app)", "error": "\(error)"])
+        }
     }
 }

@@ -153,7 +153,8 @@ public struct SelectorParseError: Error, Hashable, CustomStringConvertible {
 }
 
 extension StringProtocol {
-    fileprivate func range(of needle: String) -> Range<Index>? {
+    /// The first occurrence of `needle` (Core does without Foundation).
+    func range(of needle: String) -> Range<Index>? {
         var index = startIndex
         while index < endIndex {
             if self[index...].hasPrefix(needle) {

@@ -137,3 +137,16 @@ public enum SchedulerMethods {
 public enum DiscoveryMethods {
     public static let resolve = RPCMethod<Sigma_V1_ResolveRequest, Sigma_V1_ResolveResponse>("Resolve", idempotent: true)
 }
+
+/// Methods of sigma-config.
+public enum ConfigMethods {
+    public static let publish = RPCMethod<Sigma_V1_PublishConfigRequest, Sigma_V1_PublishConfigResponse>("PublishConfig", idempotent: false)
+    public static let get = RPCMethod<Sigma_V1_GetConfigRequest, Sigma_V1_GetConfigResponse>("GetConfig", idempotent: true)
+    public static let history = RPCMethod<Sigma_V1_ConfigHistoryRequest, Sigma_V1_ConfigHistoryResponse>("ConfigHistory", idempotent: true)
+    public static let diff = RPCMethod<Sigma_V1_DiffConfigRequest, Sigma_V1_DiffConfigResponse>("DiffConfig", idempotent: true)
+    public static let rollback = RPCMethod<Sigma_V1_RollbackConfigRequest, Sigma_V1_PublishConfigResponse>("RollbackConfig", idempotent: false)
+    public static let gray = RPCMethod<Sigma_V1_GrayConfigRequest, Sigma_V1_ConfigReleaseResponse>("GrayConfig", idempotent: true)
+    public static let promote = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("PromoteConfig", idempotent: false)
+    public static let abandon = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("AbandonConfig", idempotent: false)
+    public static let fetch = RPCMethod<Sigma_V1_FetchConfigRequest, Sigma_V1_FetchConfigResponse>("FetchConfig", idempotent: true)
+}

@@ -17,9 +17,11 @@ struct SchedulerCluster {
     /// Discovery replicas (when asked for): their processes and endpoints.
     var discoveries: [ServiceProcess] = []
     var discoveryEndpoints: [String] = []
+    /// Config center replicas (when asked for).
+    var configEndpoints: [String] = []
 
     static func with(
-        schedulers: Int = 1, discoveries: Int = 0, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
+        schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
         _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
         try await withTestDatabase { db in
@@ -40,6 +42,7 @@ struct SchedulerCluster {
                 try await withServices({
                     try (0..<schedulers).map { _ in try ServiceProcess("sigma-scheduler", arguments) }
                         + (0..<discoveries).map { _ in try ServiceProcess("sigma-discovery", discoveryArguments) }
+                        + (0..<configs).map { _ in try ServiceProcess("sigma-config", discoveryArguments) }
                 }) { all in
                     let processes = Array(all.prefix(schedulers))
                     var endpoints: [String] = []
@@ -49,11 +52,16 @@ struct SchedulerCluster {
                     let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
                     defer { store.shutdown() }
                     var cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
-                    cluster.discoveries = Array(all.dropFirst(schedulers))
+                    cluster.discoveries = Array(all.dropFirst(schedulers).prefix(discoveries))
                     for process in cluster.discoveries {
                         let endpoint = try await process.endpoint()
                         try await waitHealthy(try rpcClient([endpoint]))
                         cluster.discoveryEndpoints.append(endpoint)
+                    }
+                    for process in all.suffix(configs) {
+                        let endpoint = try await process.endpoint()
+                        try await waitHealthy(try rpcClient([endpoint]))
+                        cluster.configEndpoints.append(endpoint)
                     }
                     do {
                         try await body(cluster)

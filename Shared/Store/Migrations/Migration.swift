@@ -20,6 +20,7 @@ public enum Schema {
         m0006AllocateIPsOneLookup,
         m0007Scheduler,
         m0008DiscoveryIndex,
+        m0009Config,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -1,0 +1,107 @@
+import Core
+import Foundation
+import Logging
+import Mustache
+import Protocol
+import RPC
+import Service
+import Store
+
+/// `FetchConfig`: what one instance should run — the gray version if it is one of the gray instances, else the
+/// current one — with every template rendered for it; a long poll when the caller already has that version.
+struct Fetcher: Sendable {
+    let sets: ConfigSets
+    let waiters: RevisionWaiters
+    static let longestWait: Duration = .seconds(300)
+
+    func fetch(_ request: Sigma_V1_FetchConfigRequest, context: RequestContext) async throws -> Sigma_V1_FetchConfigResponse {
+        guard UUID(uuidString: request.instanceID) != nil else {
+            throw RPCError.invalidArgument("instance_id: \"\(request.instanceID)\" is not a UUID")
+        }
+        var timeout = min(request.waitMs == 0 ? .zero : Duration.milliseconds(Int(request.waitMs)), Self.longestWait)
+        if let remaining = context.remaining { timeout = min(timeout, remaining - .milliseconds(50)) }
+        let deadline = ContinuousClock.now + max(timeout, .zero)
+        while true {
+            let release = try await sets.release(request.app)
+            let peers = try await instances(request.app)
+            guard let me = peers.first(where: { $0.id == request.instanceID.lowercased() }) else {
+                throw RPCError.notFound("app \(request.app) has no instance \(request.instanceID)")
+            }
+            let gray = release.grayVersion > 0
+                && (release.grayOrdinals.contains(Int32(me.ordinal)) || release.grayInstances.contains(me.id))
+            let version = gray ? release.grayVersion : release.current
+            let left = deadline - .now
+            if request.knownVersion == version && left > .zero {
+                await waiters.wait(for: request.app, above: UInt64(release.revision), timeout: left)
+                continue
+            }
+            return try render(try await sets.load(request.app, version: version), for: me, peers: peers, gray: gray, revision: release.revision)
+        }
+    }
+
+    struct Member {
+        var id: String
+        var ordinal: Int
+        var ip: String
+        var node: String
+        var hostIP: String
+        var idc: String
+        var state: String
+        var ready: Bool
+        var ports: [String: Int]
+    }
+
+    func instances(_ app: String) async throws -> [Member] {
+        try await sets.store.query(
+            """
+            SELECT i.id::text AS id, i.ordinal, i.ip, coalesce(i.node, '') AS node, coalesce(host(n.host_ip), '') AS host_ip,
+                   coalesce(n.idc, '') AS idc, i.state, i.ready, i.host_ports::text AS ports
+            FROM instances i LEFT JOIN nodes n ON n.name = i.node
+            WHERE i.app = $1 AND i.state <> 'Terminated' ORDER BY i.ordinal
+            """, app
+        ).map { row in
+            Member(
+                id: try row.decode(String.self, "id"), ordinal: try row.decode(Int.self, "ordinal"), ip: try row.decode(String.self, "ip"),
+                node: try row.decode(String.self, "node"), hostIP: try row.decode(String.self, "host_ip"), idc: try row.decode(String.self, "idc"),
+                state: try row.decode(String.self, "state"), ready: try row.decode(Bool.self, "ready"),
+                ports: try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "ports").utf8)) as? [String: Int] ?? [:])
+        }
+    }
+
+    /// Every variable of `ConfigTemplate`, for `me` among `peers`.
+    static func variables(app: String, version: Int64, me: Member, peers: [Member]) -> [String: Any] {
+        [
+            "instance": ["id": me.id, "name": "\(app)-\(me.ordinal)", "ordinal": me.ordinal, "ip": me.ip, "node": me.node],
+            "host": ["ip": me.hostIP, "idc": me.idc, "ports": me.ports],
+            "app": ["name": app],
+            "config": ["version": version],
+            "peers": peers.enumerated().map { index, peer -> [String: Any] in
+                ["id": peer.id, "name": "\(app)-\(peer.ordinal)", "ordinal": peer.ordinal, "ip": peer.ip, "host_ip": peer.hostIP,
+                 "node": peer.node, "idc": peer.idc, "state": peer.state, "ready": peer.ready, "ports": peer.ports,
+                 "first": index == 0, "last": index == peers.count - 1]
+            },
+        ]
+    }
+
+    func render(_ version: Sigma_V1_ConfigVersion, for me: Member, peers: [Member], gray: Bool, revision: Int64) throws -> Sigma_V1_FetchConfigResponse {
+        let variables = Self.variables(app: version.app, version: version.version, me: me, peers: peers)
+        func render(_ text: String) throws -> String {
+            // Config files are text, not HTML: nothing is escaped.
+            try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text).render(variables)
+        }
+        var response = Sigma_V1_FetchConfigResponse()
+        response.app = version.app
+        response.version = version.version
+        response.gray = gray
+        response.checksum = version.checksum
+        response.revision = revision
+        response.script = try render(version.script)
+        response.files = try version.files.map { file in
+            guard !file.raw else { return file }
+            var rendered = file
+            rendered.content = Data(try render(String(decoding: file.content, as: UTF8.self)).utf8)
+            return rendered
+        }
+        return response
+    }
+}
