@@ -194,4 +194,35 @@ import TestSupport
             }
         }
     }
+
+    @Test func sigmactlConfig() async throws {
+        try await SchedulerCluster.with(configs: 1) { cluster in
+            let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+            let flags = ["--config", cluster.configEndpoints[0], "--timeout", "20"]
+            let folder = NSTemporaryDirectory() + "sigma-config-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: folder) }
+            try "port={{host.ports.http}}\n".write(toFile: folder + "/app.conf", atomically: true, encoding: .utf8)
+            try "s3cr3t".write(toFile: folder + "/token", atomically: true, encoding: .utf8)
+            let published = try await runProgram(sigmactl, ["config", "publish", "web", "--file", "/etc/app.conf=\(folder)/app.conf",
+                                                             "--secret", "/etc/token=\(folder)/token", "-m", "first"] + flags)
+            #expect(published.contains("published version 1") && published.contains("current version 1"))
+            try "port={{host.ports.http}}\nworkers=4\n".write(toFile: folder + "/app.conf", atomically: true, encoding: .utf8)
+            let gray = try await runProgram(sigmactl, ["config", "publish", "web", "--file", "/etc/app.conf=\(folder)/app.conf",
+                                                        "--secret", "/etc/token=\(folder)/token", "--gray", "0"] + flags)
+            #expect(gray.contains("gray version 2 on ordinal 0"))
+            let shown = try await runProgram(sigmactl, ["config", "get", "web", "--version", "2"] + flags)
+            #expect(shown.contains("workers=4") && shown.contains("<secret, 6 bytes>") && !shown.contains("s3cr3t"))
+            let diff = try await runProgram(sigmactl, ["config", "diff", "web", "1", "2"] + flags)
+            #expect(diff.contains("+workers=4"))
+            #expect(try await runProgram(sigmactl, ["config", "promote", "web"] + flags).contains("current version 2"))
+            #expect(try await runProgram(sigmactl, ["config", "rollback", "web", "--to", "1"] + flags).contains("current version 3"))
+            let history = try await runProgram(sigmactl, ["config", "history", "web"] + flags)
+            #expect(history.contains("rollback to version 1"))
+            // A bad template: exit code 1 and the variable named.
+            try "{{instance.nope}}".write(toFile: folder + "/app.conf", atomically: true, encoding: .utf8)
+            let refused = try await runProgramStatus(sigmactl, ["config", "publish", "web", "--file", "/etc/app.conf=\(folder)/app.conf"] + flags)
+            #expect(refused.status == 1 && refused.output.contains("{{instance.nope}}: unknown variable"))
+        }
+    }
 }
