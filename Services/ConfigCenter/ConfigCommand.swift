@@ -51,7 +51,9 @@ struct ConfigCommand: AsyncParsableCommand {
 }
 
 /// Follows `NOTIFY sigma_config` ('<app> <revision>'): wakes the long polls of that app and pushes the new
-/// release on topic `config/<app>`. After the LISTEN connection comes back, every app is announced again.
+/// release on topic `config/<app>`; and `NOTIFY sigma_discovery` ('<app> <revision>': the app's instances
+/// changed), which drops what the cache rendered from them. After the LISTEN connection comes back, the cache
+/// is cleared and every app is announced again.
 struct ReleaseFollower: Service {
     let store: Store
     let sets: ConfigSets
@@ -60,10 +62,11 @@ struct ReleaseFollower: Service {
     let logger: Logger
 
     func run() async throws {
-        let stream = try store.notifications(channels: ["sigma_config"])
+        let stream = try store.notifications(channels: ["sigma_config", "sigma_discovery"])
         for await notification in stream.cancelOnGracefulShutdown() {
             switch notification {
             case .connected:
+                sets.cache.clear()
                 do {
                     for row in try await store.query("SELECT app, revision FROM config_releases") {
                         await announce(try row.decode(String.self, "app"), revision: UInt64(try row.decode(Int64.self, "revision")))
@@ -71,22 +74,28 @@ struct ReleaseFollower: Service {
                 } catch {
                     logger.warning("could not read the config releases", metadata: ["error": "\(error)"])
                 }
-            case .notification(_, let payload):
+            case .notification(let channel, let payload):
                 let parts = payload.split(separator: " ")
                 guard parts.count == 2, let revision = UInt64(parts[1]) else { continue }
-                await announce(String(parts[0]), revision: revision)
+                if channel == "sigma_discovery" {
+                    sets.cache.instancesChanged(String(parts[0]), revision: revision)
+                } else {
+                    await announce(String(parts[0]), revision: revision)
+                }
             }
         }
         await publisher.close()
     }
 
     private func announce(_ app: String, revision: UInt64) async {
-        waiters.advance(app, to: revision)
+        // The cache first, then the long polls: a woken poll must find the new release.
         do {
             var change = Sigma_V1_ConfigChange()
             change.release = try await sets.release(app)
+            waiters.advance(app, to: revision)
             publisher.publish(topic: "config/\(app)", payload: try change.serializedBytes())
         } catch {
+            waiters.advance(app, to: revision)
             logger.warning("could not publish a config change", metadata: ["app": "\(app)", "error": "\(error)"])
         }
     }

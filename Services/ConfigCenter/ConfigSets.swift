@@ -4,6 +4,7 @@ import Logging
 import Protocol
 import RPC
 import Store
+import Synchronization
 
 /// Each app's config sets: immutable versions (files + startup script), and the release — the current version
 /// and, for a gray release, a version for chosen instances. Every change of a release raises its revision and
@@ -11,6 +12,9 @@ import Store
 struct ConfigSets: Sendable {
     let store: Store
     let logger: Logger
+    /// Releases as last read (every read from the database refreshes it; notifications trigger reads) and
+    /// versions (immutable), for `FetchConfig`.
+    let cache = ConfigCache()
 
     static let maxFiles = 256
     static let maxFileBytes = 256 << 10
@@ -204,6 +208,7 @@ struct ConfigSets: Sendable {
     // MARK: reading
 
     func load(_ app: String, version: Int64) async throws -> Sigma_V1_ConfigVersion {
+        if let cached = cache.version(app, version) { return cached }
         let rows = try await store.query(
             """
             SELECT app, version, files::text AS files, script, author, message, checksum,
@@ -211,7 +216,9 @@ struct ConfigSets: Sendable {
             FROM config_versions WHERE app = $1 AND version = $2
             """, app, version)
         guard let row = rows.first else { throw RPCError.notFound("app \(app) has no config version \(version)") }
-        return try Self.version(row, files: try Self.decode(try row.decode(String.self, "files")))
+        let found = try Self.version(row, files: try Self.decode(try row.decode(String.self, "files")))
+        cache.store(found)
+        return found
     }
 
     static func version(_ row: Row, files: [Sigma_V1_ConfigFile]) throws -> Sigma_V1_ConfigVersion {
@@ -241,7 +248,14 @@ struct ConfigSets: Sendable {
         release.grayOrdinals = Self.array(try row.decode(String.self, "ordinals")).compactMap { Int32($0) }
         release.grayInstances = Self.array(try row.decode(String.self, "instances"))
         release.revision = try row.decode(Int64.self, "revision")
+        cache.store(release)
         return release
+    }
+
+    /// The release as last read, for the hot path; read from the database the first time.
+    func cachedRelease(_ app: String) async throws -> Sigma_V1_ConfigRelease {
+        if let release = cache.release(app) { return release }
+        return try await release(app)
     }
 
     /// `{1,2,3}` → ["1", "2", "3"].
@@ -325,5 +339,66 @@ struct ConfigSets: Sendable {
             response.scriptDiff = TextDiff.unified(from: from.script, to: to.script, name: "script")
         }
         return response
+    }
+}
+
+/// What `FetchConfig` reads on every call, kept in memory: releases (refreshed on each change notification),
+/// versions (immutable), the instances of each app (dropped when Discovery's index of the app moves), and
+/// rendered answers.
+final class ConfigCache: Sendable {
+    private let releases = Mutex<[String: Sigma_V1_ConfigRelease]>([:])
+    private let versions = Mutex<[String: Sigma_V1_ConfigVersion]>([:])
+    private let members = Mutex<(lists: [String: [Fetcher.Member]], revisions: [String: UInt64])>(([:], [:]))
+    private let rendered = Mutex<[String: Sigma_V1_FetchConfigResponse]>([:])
+
+    func release(_ app: String) -> Sigma_V1_ConfigRelease? { releases.withLock { $0[app] } }
+
+    func store(_ release: Sigma_V1_ConfigRelease) {
+        releases.withLock { releases in
+            if (releases[release.app]?.revision ?? 0) <= release.revision { releases[release.app] = release }
+        }
+    }
+
+    func version(_ app: String, _ version: Int64) -> Sigma_V1_ConfigVersion? { versions.withLock { $0["\(app) \(version)"] } }
+
+    func store(_ version: Sigma_V1_ConfigVersion) {
+        versions.withLock { versions in
+            if versions.count > 10_000 { versions.removeAll() }
+            versions["\(version.app) \(version.version)"] = version
+        }
+    }
+
+    func members(_ app: String) -> [Fetcher.Member]? { members.withLock { $0.lists[app] } }
+
+    /// Keeps a list read at Discovery index `revision`, unless a newer change has been announced meanwhile.
+    func store(members list: [Fetcher.Member], of app: String, revision: UInt64) {
+        members.withLock { members in
+            if revision >= (members.revisions[app] ?? 0) { members.lists[app] = list }
+        }
+    }
+
+    /// The app's instances changed (Discovery index `revision`): their list and every answer rendered from it go.
+    func instancesChanged(_ app: String, revision: UInt64) {
+        members.withLock { members in
+            members.lists[app] = nil
+            members.revisions[app] = max(members.revisions[app] ?? 0, revision)
+        }
+        rendered.withLock { rendered in rendered = rendered.filter { !$0.key.hasPrefix("\(app) ") } }
+    }
+
+    func rendered(_ key: String) -> Sigma_V1_FetchConfigResponse? { rendered.withLock { $0[key] } }
+
+    func store(rendered answer: Sigma_V1_FetchConfigResponse, key: String) {
+        rendered.withLock { rendered in
+            if rendered.count > 10_000 { rendered.removeAll() }
+            rendered[key] = answer
+        }
+    }
+
+    /// After the LISTEN connection came back: notifications may have been lost.
+    func clear() {
+        releases.withLock { $0.removeAll() }
+        members.withLock { $0.lists.removeAll() }
+        rendered.withLock { $0.removeAll() }
     }
 }

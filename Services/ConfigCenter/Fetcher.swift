@@ -22,7 +22,7 @@ struct Fetcher: Sendable {
         if let remaining = context.remaining { timeout = min(timeout, remaining - .milliseconds(50)) }
         let deadline = ContinuousClock.now + max(timeout, .zero)
         while true {
-            let release = try await sets.release(request.app)
+            let release = try await sets.cachedRelease(request.app)
             let peers = try await instances(request.app)
             guard let me = peers.first(where: { $0.id == request.instanceID.lowercased() }) else {
                 throw RPCError.notFound("app \(request.app) has no instance \(request.instanceID)")
@@ -35,11 +35,15 @@ struct Fetcher: Sendable {
                 await waiters.wait(for: request.app, above: UInt64(release.revision), timeout: left)
                 continue
             }
-            return try render(try await sets.load(request.app, version: version), for: me, peers: peers, gray: gray, revision: release.revision)
+            let key = "\(request.app) \(version) \(me.id) \(release.revision) \(gray)"
+            if let answer = sets.cache.rendered(key) { return answer }
+            let answer = try render(try await sets.load(request.app, version: version), for: me, peers: peers, gray: gray, revision: release.revision)
+            sets.cache.store(rendered: answer, key: key)
+            return answer
         }
     }
 
-    struct Member {
+    struct Member: Sendable {
         var id: String
         var ordinal: Int
         var ip: String
@@ -52,20 +56,25 @@ struct Fetcher: Sendable {
     }
 
     func instances(_ app: String) async throws -> [Member] {
-        try await sets.store.query(
+        if let members = sets.cache.members(app) { return members }
+        var revision: UInt64 = 0
+        let members = try await sets.store.query(
             """
-            SELECT i.id::text AS id, i.ordinal, i.ip, coalesce(i.node, '') AS node, coalesce(host(n.host_ip), '') AS host_ip,
+            SELECT coalesce((SELECT d.revision FROM discovery_index d WHERE d.app = $1), 0)::bigint AS revision, i.id::text AS id, i.ordinal, i.ip, coalesce(i.node, '') AS node, coalesce(host(n.host_ip), '') AS host_ip,
                    coalesce(n.idc, '') AS idc, i.state, i.ready, i.host_ports::text AS ports
             FROM instances i LEFT JOIN nodes n ON n.name = i.node
             WHERE i.app = $1 AND i.state <> 'Terminated' ORDER BY i.ordinal
             """, app
         ).map { row in
-            Member(
+            revision = UInt64(try row.decode(Int64.self, "revision"))
+            return Member(
                 id: try row.decode(String.self, "id"), ordinal: try row.decode(Int.self, "ordinal"), ip: try row.decode(String.self, "ip"),
                 node: try row.decode(String.self, "node"), hostIP: try row.decode(String.self, "host_ip"), idc: try row.decode(String.self, "idc"),
                 state: try row.decode(String.self, "state"), ready: try row.decode(Bool.self, "ready"),
                 ports: try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "ports").utf8)) as? [String: Int] ?? [:])
         }
+        sets.cache.store(members: members, of: app, revision: revision)
+        return members
     }
 
     /// Every variable of `ConfigTemplate`, for `me` among `peers`.
