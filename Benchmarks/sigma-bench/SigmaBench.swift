@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -136,9 +136,12 @@ struct AllBench: AsyncParsableCommand {
         var lookups = try DiscoveryBench.parse([])
         lookups.databaseURL = databaseURL
         let discovery = try await lookups.measure()
+        var configs = try ConfigBench.parse([])
+        configs.databaseURL = databaseURL
+        let config = try await configs.measure()
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures + discovery.figures
-        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes + discovery.notes
+        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures + discovery.figures + config.figures
+        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes + discovery.notes + config.notes
         try output.emit(report)
     }
 }
