@@ -103,6 +103,15 @@ import TestSupport
             request.app = "empty"
             request.state = "Sleeping"
             await #expect(throws: RPCError.self) { try await discovery.call(DiscoveryMethods.resolve, request) }
+            // A malformed request (an index that is not a varint) is INVALID_ARGUMENT, and the replica keeps serving.
+            do {
+                _ = try await discovery.callRaw(method: "Resolve", body: [0x28, 0xFF, 0xFF], idempotent: true)
+                Issue.record("a malformed request was answered")
+            } catch let error as RPCError {
+                #expect(error.code == .invalidArgument)
+                #expect(error.message.contains("is not a valid sigma.v1.ResolveRequest"))
+            }
+            #expect(try await Self.resolve(discovery, "empty").index == empty.index)
         }
     }
 
