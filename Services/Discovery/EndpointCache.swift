@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Protocol
 import RPC
+import Service
 import Store
 import Synchronization
 
@@ -16,18 +17,12 @@ final class EndpointCache: Sendable {
         var encoded: [UInt8] = []
     }
 
-    struct Waiter {
-        let above: UInt64
-        let continuation: CheckedContinuation<Void, Never>
-    }
-
     let store: Store
     let publisher: Publisher
     let eventsEndpoint: String
     let logger: Logger
     private let entries = Mutex<[String: Entry]>([:])
-    private let waiters = Mutex<[String: [UInt64: Waiter]]>([:])
-    private let nextWaiter = Atomic<UInt64>(0)
+    private let waiters = RevisionWaiters()
 
     init(store: Store, publisher: Publisher, eventsEndpoint: String, logger: Logger) {
         self.store = store
@@ -64,7 +59,7 @@ final class EndpointCache: Sendable {
             entries[app] = entry
             return entry
         }
-        wake(app, index: current.index)
+        waiters.advance(app, to: current.index)
         return current
     }
 
@@ -87,44 +82,7 @@ final class EndpointCache: Sendable {
 
     /// Waits until the app's index is above `above`, or `timeout` passes, or the task is cancelled.
     func wait(_ app: String, above: UInt64, timeout: Duration) async {
-        let id = nextWaiter.add(1, ordering: .relaxed).newValue
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let ready = self.entries.withLock { ($0[app]?.index ?? 0) > above }
-                        if ready {
-                            continuation.resume()
-                            return
-                        }
-                        self.waiters.withLock { $0[app, default: [:]][id] = Waiter(above: above, continuation: continuation) }
-                        // A change may have landed between the check and the registration, or the wait been cancelled.
-                        if self.entries.withLock({ ($0[app]?.index ?? 0) > above }) { self.wake(app, index: .max) }
-                        if Task.isCancelled, let waiter = self.waiters.withLock({ $0[app]?.removeValue(forKey: id) }) {
-                            waiter.continuation.resume()
-                        }
-                    }
-                } onCancel: {
-                    let waiter = self.waiters.withLock { $0[app]?.removeValue(forKey: id) }
-                    waiter?.continuation.resume()
-                }
-            }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func wake(_ app: String, index: UInt64) {
-        let woken = waiters.withLock { waiters -> [Waiter] in
-            guard var forApp = waiters[app] else { return [] }
-            let current = index == .max ? (entries.withLock { $0[app]?.index } ?? 0) : index
-            let due = forApp.filter { $0.value.above < current }
-            for key in due.keys { forApp.removeValue(forKey: key) }
-            waiters[app] = forApp.isEmpty ? nil : forApp
-            return Array(due.values)
-        }
-        for waiter in woken { waiter.continuation.resume() }
+        await waiters.wait(for: app, above: above, timeout: timeout)
     }
 
     /// The app's index and endpoints, read together in one snapshot.
