@@ -67,32 +67,13 @@ struct ConfigBench: AsyncParsableCommand {
         let answerBytes = (try await client.call(ConfigMethods.fetch, fetch).serializedBytes() as [UInt8]).count
         let raw = RawBaseline.roundTrips(count: calls, payloadBytes: answerBytes)
         for _ in 0..<(calls / 10) { _ = try await client.call(ConfigMethods.fetch, fetch) }
-        var samples: [Double] = []
-        for _ in 0..<calls {
-            let started = DispatchTime.now().uptimeNanoseconds
-            _ = try await client.call(ConfigMethods.fetch, fetch)
-            samples.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1000)
-        }
-        samples.sort()
+        let samples = try await sampleMicroseconds(calls) { _ = try await client.call(ConfigMethods.fetch, fetch) }
         let rawRate = 1e6 / (raw.reduce(0, +) / Double(raw.count))
 
         let request = fetch
-        let completed = Counter()
-        let stopAt = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let started = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<callers {
-                group.addTask {
-                    while ContinuousClock.now < stopAt {
-                        _ = try await client.call(ConfigMethods.fetch, request)
-                        completed.increment()
-                    }
-                }
-            }
-            try await group.waitForAll()
+        let rate = try await callsPerSecond(callers: callers, seconds: seconds) { _ in
+            _ = try await client.call(ConfigMethods.fetch, request)
         }
-        let elapsed = ContinuousClock.now - started
-        let rate = Double(completed.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
 
         // Publish → notified: one publish at a time, timed until the subscriber sees that version.
         var get = Sigma_V1_GetConfigRequest()

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import Logging
 import Protocol
@@ -55,14 +54,7 @@ struct DiscoveryBench: AsyncParsableCommand {
 
         let raw = RawBaseline.roundTrips(count: calls, payloadBytes: answerBytes)
         for _ in 0..<(calls / 10) { _ = try await client.call(DiscoveryMethods.resolve, request) }
-        var samples: [Double] = []
-        samples.reserveCapacity(calls)
-        for _ in 0..<calls {
-            let started = DispatchTime.now().uptimeNanoseconds
-            _ = try await client.call(DiscoveryMethods.resolve, request)
-            samples.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1000)
-        }
-        samples.sort()
+        let samples = try await sampleMicroseconds(calls) { _ = try await client.call(DiscoveryMethods.resolve, request) }
         let rawRate = 1e6 / (raw.reduce(0, +) / Double(raw.count))
 
         // 64 callers over one connection by default, as in `sigma-bench rpc`: 64 connections in one process would
@@ -70,23 +62,9 @@ struct DiscoveryBench: AsyncParsableCommand {
         let pool = try (0..<connections).map { _ in try RPCClient(configuration: configuration, logger: logger) }
         defer { pool.forEach { $0.close() } }
         let lookup = request
-        let completed = Counter()
-        let stopAt = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let started = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for caller in 0..<clients {
-                let connection = pool[caller % pool.count]
-                group.addTask {
-                    while ContinuousClock.now < stopAt {
-                        _ = try await connection.call(DiscoveryMethods.resolve, lookup)
-                        completed.increment()
-                    }
-                }
-            }
-            try await group.waitForAll()
+        let rate = try await callsPerSecond(callers: clients, seconds: seconds) { caller in
+            _ = try await pool[caller % pool.count].call(DiscoveryMethods.resolve, lookup)
         }
-        let elapsed = ContinuousClock.now - started
-        let rate = Double(completed.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
 
         var report = Report(title: "sigma-bench discovery")
         report.figures = [

@@ -59,36 +59,14 @@ struct RPCBench: AsyncParsableCommand {
         // Baseline first, on an idle machine, then Sigma's path.
         let raw = RawBaseline.roundTrips(count: calls, payloadBytes: 16)
         for _ in 0..<(calls / 10) { _ = try await client.call(Self.ping, .init()) }
-        var samples: [Double] = []
-        samples.reserveCapacity(calls)
-        for _ in 0..<calls {
-            let started = DispatchTime.now().uptimeNanoseconds
-            _ = try await client.call(Self.ping, .init())
-            samples.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1000)
-        }
-        samples.sort()
+        let samples = try await sampleMicroseconds(calls) { _ = try await client.call(Self.ping, .init()) }
         var header = Sigma_V1_RequestHeader()
         header.protocolVersion = sigmaProtocolVersion
         header.method = Self.ping.name
         let serverOnly = RawBaseline.roundTrips(to: endpoint, frames: [try header.serializedBytes(), []], count: calls)
         let rawRate = 1e6 / (raw.reduce(0, +) / Double(raw.count))
 
-        let completed = Counter()
-        let stopAt = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let started = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<callers {
-                group.addTask {
-                    while ContinuousClock.now < stopAt {
-                        _ = try await client.call(Self.ping, .init())
-                        completed.increment()
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
-        let elapsed = ContinuousClock.now - started
-        let rate = Double(completed.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        let rate = try await callsPerSecond(callers: callers, seconds: seconds) { _ in _ = try await client.call(Self.ping, .init()) }
         client.close()
         await server.stop()
 
