@@ -95,7 +95,7 @@ let package = Package(
             dependencies: ["Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             path: "Tools/sigmactl"),
         .executableTarget(
-            name: "SigmaBench", dependencies: ["Core", "Service", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
+            name: "SigmaBench", dependencies: ["Core", "Service", "DiscoveryClient", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
 
         // Tests (Swift Testing).
         .testTarget(name: "CoreTests", dependencies: ["Core", "Manifest"], path: "Tests/CoreTests"),

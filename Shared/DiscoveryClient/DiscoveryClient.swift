@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Protocol
 import RPC
+import Synchronization
 
 /// What service code uses at startup to find its peers: `Resolve` against every Discovery replica, a blocking
 /// wait for changes, and a local cache file it falls back to when no replica answers.
@@ -40,6 +41,9 @@ public final class DiscoveryClient: Sendable {
     let cacheFile: String?
     let timeout: Duration
     private let token: String
+    /// The last answer per question, as bytes and decoded: an unchanged answer (the usual case) is neither
+    /// decoded nor written to the cache file again.
+    private let last = Mutex<[String: (bytes: [UInt8], answer: Sigma_V1_ResolveResponse)]>([:])
 
     public init(
         endpoints: [String], cacheFile: String? = nil, curve: CurveClientConfiguration? = nil, token: String = "",
@@ -92,8 +96,22 @@ public final class DiscoveryClient: Sendable {
         request.waitIndex = waitIndex
         if let wait { request.waitTimeoutMs = UInt32(clamping: wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000) }
         do {
-            let answer = try await client.call(DiscoveryMethods.resolve, request, timeout: timeout + (wait ?? .zero), token: token)
-            save(answer, filter: filter)
+            let bytes = try await client.callRaw(
+                method: DiscoveryMethods.resolve.name, body: try request.serializedBytes(), idempotent: true,
+                timeout: timeout + (wait ?? .zero), token: token)
+            let key = "\(app)?\(filter.cacheKey)"
+            let answer: Sigma_V1_ResolveResponse
+            if let known = last.withLock({ $0[key] }), known.bytes == bytes {
+                answer = known.answer
+            } else {
+                do {
+                    answer = try Sigma_V1_ResolveResponse(serializedBytes: bytes)
+                } catch {
+                    throw RPCError.internal("Resolve answered with a message that does not decode: \(error)")
+                }
+                last.withLock { $0[key] = (bytes, answer) }
+                save(answer, filter: filter)
+            }
             return Resolution(app: app, index: answer.index, endpoints: answer.endpoints, fromCache: false, savedAt: nil)
         } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
             guard let cached = load(app, filter: filter) else { throw error }
