@@ -69,6 +69,11 @@ import Testing
         #expect(outcome.reason?.description == "0/5 nodes available: 3 insufficient cpu, 2 selector mismatch")
     }
 
+    @Test func noNodesAtAll() {
+        var placer = Placer(nodes: [])
+        #expect(placer.place(Self.demand(), count: 1).reason?.description == "0/0 nodes available: no node is registered")
+    }
+
     @Test func requiredSpreadLeavesInstancesPendingRatherThanSkew() {
         // hz-a can hold one instance, hz-b many: with max skew 1 only three fit (1 + 2).
         var nodes = Self.cluster([("hz-a", 1), ("hz-b", 2)])

@@ -88,6 +88,7 @@ public struct PendingReason: Sendable, CustomStringConvertible, Equatable {
     }
 
     public var description: String {
+        if total == 0 { return "0/0 nodes available: no node is registered" }
         var text = "\(spreadMaxSkew == nil ? available : 0)/\(total) nodes available"
         var parts = reasons.map { "\($0.count) \($0.reason)" }
         if let skew = spreadMaxSkew {
