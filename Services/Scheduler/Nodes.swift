@@ -131,6 +131,9 @@ struct Nodes: Sendable {
                 try row.decode(Int64.self, "generation"), InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending)
         }
         var stop: [String] = []
+        var rows = (ids: [String](), states: [String](), cpu: [Int64](), memory: [Int64](), appliedCPU: [Int64?](),
+                    appliedMemory: [Int64?](), codes: [Int](), reasons: [String](), ready: [Bool]())
+        var changes: [(id: String, state: InstanceState, detail: String)] = []
         for status in statuses {
             let id = status.instanceID.lowercased()
             guard let known = current[id], known.generation == status.generation else {
@@ -141,25 +144,41 @@ struct Nodes: Sendable {
             var state = known.state
             if reported != known.state && known.state.canMove(to: reported) {
                 state = reported
-            } else if reported != known.state && known.state == .scheduled && [.running].contains(reported) {
+            } else if reported != known.state && known.state == .scheduled && reported == .running {
                 state = reported  // Starting was too short to be seen.
             } else if reported == .terminated && known.state == .terminating {
                 state = .terminated
             }
+            rows.ids.append(id)
+            rows.states.append(state.rawValue)
+            rows.cpu.append(status.usage.cpuMillis)
+            rows.memory.append(status.usage.memoryBytes)
+            rows.appliedCPU.append(status.hasAppliedLimit ? status.appliedLimit.cpuMillis : nil)
+            rows.appliedMemory.append(status.hasAppliedLimit ? status.appliedLimit.memoryBytes : nil)
+            rows.codes.append(Int(status.exitCode))
+            rows.reasons.append(status.reason)
+            rows.ready.append(status.ready)
+            if state != known.state {
+                changes.append((id, state, status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"))
+            }
+        }
+        // One statement for the whole report, however many instances the node runs.
+        if !rows.ids.isEmpty {
             try await tx.execute(
                 """
-                UPDATE instances SET state = $2, usage_cpu_millis = $3, usage_memory_bytes = $4,
-                    applied_cpu_millis = $5, applied_memory_bytes = $6, exit_code = $7,
-                    reason = CASE WHEN $8 = '' THEN reason ELSE $8 END, ready = $9, updated_at = now()
-                WHERE id = $1::uuid
-                """, id, state.rawValue, status.usage.cpuMillis, status.usage.memoryBytes,
-                status.hasAppliedLimit ? status.appliedLimit.cpuMillis : nil, status.hasAppliedLimit ? status.appliedLimit.memoryBytes : nil,
-                Int(status.exitCode), status.reason, status.ready)
-            if state != known.state {
-                let detail = status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"
-                try await Events.record(tx, .instance, id, state.rawValue, detail)
-                if state == .running { try await Assignments.releaseSuccessor(tx, instance: id) }
-            }
+                UPDATE instances i SET state = u.state, usage_cpu_millis = u.cpu, usage_memory_bytes = u.memory,
+                    applied_cpu_millis = u.applied_cpu, applied_memory_bytes = u.applied_memory, exit_code = u.code,
+                    reason = CASE WHEN u.reason = '' THEN i.reason ELSE u.reason END, ready = u.ready, updated_at = now()
+                FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::boolean[])
+                     AS u(id, state, cpu, memory, applied_cpu, applied_memory, code, reason, ready)
+                WHERE i.id = u.id
+                """, rows.ids, rows.states, rows.cpu, rows.memory, rows.appliedCPU, rows.appliedMemory, rows.codes, rows.reasons, rows.ready)
+        }
+        for (state, group) in Dictionary(grouping: changes, by: \.state) {
+            try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
+        }
+        for change in changes where change.state == .running {
+            try await Assignments.releaseSuccessor(tx, instance: change.id)
         }
         return stop
     }
