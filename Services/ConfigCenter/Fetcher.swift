@@ -18,8 +18,7 @@ struct Fetcher: Sendable {
         guard UUID(uuidString: request.instanceID) != nil else {
             throw RPCError.invalidArgument("instance_id: \"\(request.instanceID)\" is not a UUID")
         }
-        var timeout = min(request.waitMs == 0 ? .zero : Duration.milliseconds(Int(request.waitMs)), Self.longestWait)
-        if let remaining = context.remaining { timeout = min(timeout, remaining - .milliseconds(50)) }
+        let timeout = context.longPollBudget(.milliseconds(Int(request.waitMs)), cap: Self.longestWait)
         let deadline = ContinuousClock.now + max(timeout, .zero)
         while true {
             let release = try await sets.cachedRelease(request.app)
@@ -71,7 +70,7 @@ struct Fetcher: Sendable {
                 id: try row.decode(String.self, "id"), ordinal: try row.decode(Int.self, "ordinal"), ip: try row.decode(String.self, "ip"),
                 node: try row.decode(String.self, "node"), hostIP: try row.decode(String.self, "host_ip"), idc: try row.decode(String.self, "idc"),
                 state: try row.decode(String.self, "state"), ready: try row.decode(Bool.self, "ready"),
-                ports: try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "ports").utf8)) as? [String: Int] ?? [:])
+                ports: try row.decodeJSON([String: Int].self, "ports"))
         }
         sets.cache.store(members: members, of: app, revision: revision)
         return members

@@ -120,7 +120,7 @@ final class EndpointCache: Sendable {
         endpoint.generation = try row.decode(Int64.self, "generation")
         endpoint.hostIp = try row.decode(String.self, "host_ip")
         endpoint.idc = try row.decode(String.self, "idc")
-        let hostPorts = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "host_ports").utf8)) as? [String: Int] ?? [:]
+        let hostPorts = try row.decodeJSON([String: Int].self, "host_ports")
         let ports = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "ports").utf8)) as? [[String: Any]] ?? []
         endpoint.ports = ports.map { port in
             var out = Sigma_V1_EndpointPort()

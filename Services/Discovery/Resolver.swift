@@ -2,6 +2,7 @@ import Core
 import Logging
 import Protocol
 import RPC
+import Service
 
 /// `Resolve`: an app's endpoints, filtered, with its index; a blocking query when `wait_index` is set.
 struct Resolver: Sendable {
@@ -34,8 +35,8 @@ struct Resolver: Sendable {
                 }
             }
             if request.waitIndex == entry.index {
-                var timeout = request.waitTimeoutMs == 0 ? Self.longestWait : min(.milliseconds(Int(request.waitTimeoutMs)), Self.longestWait)
-                if let remaining = context.remaining { timeout = min(timeout, remaining - .milliseconds(50)) }
+                let timeout = context.longPollBudget(
+                    request.waitTimeoutMs == 0 ? Self.longestWait : .milliseconds(Int(request.waitTimeoutMs)), cap: Self.longestWait)
                 if timeout > .zero { await cache.wait(request.app, above: request.waitIndex, timeout: timeout) }
                 entry = try await cache.entry(request.app)
             }

@@ -100,7 +100,7 @@ struct Apps: Sendable {
             tx, .instance, try created.map { try $0.decode(String.self, "id") }, "Created",
             try created.map { "\(spec.name)-\(try $0.decode(Int.self, "ordinal")), revision \(revision)" })
         try await Instances.terminate(tx, app: spec.name, fromOrdinal: spec.replicas, reason: "scaled down")
-        if !created.isEmpty { try await tx.execute("SELECT pg_notify('sigma_pending', $1)", spec.name) }
+        if !created.isEmpty { try await Placement.wake(tx, because: spec.name) }
     }
 
     /// A request no node could hold even empty is refused at apply, with the biggest node for reference.
@@ -247,7 +247,7 @@ struct Apps: Sendable {
             app.revision = try row.decode(Int64.self, "revision")
             app.createdUnixMs = try row.decode(Int64.self, "created_ms")
             app.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
-            let states = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "states").utf8)) as? [String: Int] ?? [:]
+            let states = try row.decodeJSON([String: Int].self, "states")
             app.states = states.mapValues { UInt32(clamping: $0) }
             return app
         }

@@ -22,25 +22,14 @@ enum Assignments {
         try await tx.execute("SELECT pg_notify($1, $2)", channel, "\(node) \(instance)")
     }
 
-    /// The same for many instances of one node, in as few notifications as fit PostgreSQL's payload limit.
-    static func notify(_ tx: Transaction, node: String, instances: [String]) async throws {
-        var start = 0
-        while start < instances.count {
-            let end = min(start + 150, instances.count)
-            try await tx.execute("SELECT pg_notify($1, $2)", channel, ([node] + instances[start..<end]).joined(separator: " "))
-            start = end
-        }
-    }
-
-    /// Many nodes' changes in one statement: `changes` maps each node to its changed instances.
+    /// Many nodes' changes in one statement: `changes` maps each node to its changed instances, sent in
+    /// notifications of at most 150 ids (PostgreSQL's payload limit is 8,000 bytes).
     static func notify(_ tx: Transaction, changes: [String: [String]]) async throws {
-        var nodes: [String] = []
         var payloads: [String] = []
         for (node, ids) in changes {
             var start = 0
             while start < ids.count {
                 let end = min(start + 150, ids.count)
-                nodes.append(node)
                 payloads.append(([node] + ids[start..<end]).joined(separator: " "))
                 start = end
             }
@@ -116,7 +105,7 @@ enum Assignments {
         assignment.ip = try row.decode(String.self, "ip")
         assignment.prefixLength = UInt32(clamping: try row.decode(Int.self, "prefix_length"))
         assignment.gateway = try row.decode(String.self, "gateway")
-        let ports = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "host_ports").utf8)) as? [String: Int] ?? [:]
+        let ports = try row.decodeJSON([String: Int].self, "host_ports")
         assignment.hostPorts = ports.mapValues { UInt32(clamping: $0) }
         assignment.ssds = try decodeSSDs(try row.decode(String.self, "ssds"))
         assignment.mayStart = try row.decode(Bool.self, "may_start")

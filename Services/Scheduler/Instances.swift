@@ -40,7 +40,7 @@ struct Instances: Sendable {
             if !node.isEmpty { try await Assignments.notify(tx, node: node, instance: ids.last!) }
         }
         try await Events.record(tx, .instance, ids, "Terminating", messages)
-        try await tx.execute("SELECT pg_notify('sigma_pending', $1)", app)
+        try await Placement.wake(tx, because: app)
     }
 
     func list(_ request: Sigma_V1_ListInstancesRequest) async throws -> [Sigma_V1_Instance] {
@@ -153,7 +153,7 @@ struct Instances: Sendable {
             try await Events.record(tx, .instance, request.instanceID.lowercased(), "NeedMigration",
                                     "moved by hand off \(node)" + (request.toNode.isEmpty ? "" : " to \(request.toNode)"))
             try await Assignments.notify(tx, node: node, instance: request.instanceID.lowercased())
-            try await tx.execute("SELECT pg_notify('sigma_pending', $1)", try row.decode(String.self, "app"))
+            try await Placement.wake(tx, because: try row.decode(String.self, "app"))
         }
         var get = Sigma_V1_GetInstanceRequest()
         get.id = request.instanceID
@@ -173,7 +173,7 @@ struct Instances: Sendable {
         instance.revision = try row.decode(Int64.self, "revision")
         instance.ip = try row.decode(String.self, "ip")
         instance.hostIp = try row.decode(String.self, "host_ip")
-        let ports = try JSONSerialization.jsonObject(with: Data(try row.decode(String.self, "host_ports").utf8)) as? [String: Int] ?? [:]
+        let ports = try row.decodeJSON([String: Int].self, "host_ports")
         instance.hostPorts = ports.mapValues { UInt32(clamping: $0) }
         instance.ssdPaths = try Assignments.decodeSSDs(try row.decode(String.self, "ssds")).map(\.path)
         instance.resources.request = Resources(

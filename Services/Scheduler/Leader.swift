@@ -16,7 +16,7 @@ struct Leader: Service {
 
     func run() async throws {
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let notifications = try store.notifications(channels: ["sigma_pending"])
+        let notifications = try store.notifications(channels: [Placement.channel])
         let listener = Task {
             for await _ in notifications { wake.yield() }
         }

@@ -141,14 +141,9 @@ struct Nodes: Sendable {
                 continue
             }
             let reported = InstanceState(rawValue: status.state)!
-            var state = known.state
-            if reported != known.state && known.state.canMove(to: reported) {
-                state = reported
-            } else if reported != known.state && known.state == .scheduled && reported == .running {
-                state = reported  // Starting was too short to be seen.
-            } else if reported == .terminated && known.state == .terminating {
-                state = .terminated
-            }
+            // Starting may have been too short for a heartbeat to see: Scheduled → Running is taken as well.
+            let moves = known.state.canMove(to: reported) || (known.state == .scheduled && reported == .running)
+            let state = moves ? reported : known.state
             rows.ids.append(id)
             rows.states.append(state.rawValue)
             rows.cpu.append(status.usage.cpuMillis)
@@ -246,7 +241,7 @@ struct Nodes: Sendable {
         node.region = try row.decode(String.self, "region")
         node.idc = try row.decode(String.self, "idc")
         node.isp = try row.decode(String.self, "isp")
-        node.labels = try decodeLabels(try row.decode(String.self, "labels"))
+        node.labels = try row.decodeJSON([String: String].self, "labels")
         node.capacity = Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes")).wire
         node.diskBytes = try row.decode(Int64.self, "disk_bytes")
         node.health = try row.decode(String.self, "state")
@@ -261,10 +256,6 @@ struct Nodes: Sendable {
         node.limits = Resources(cpuMillis: try row.decode(Int64.self, "limit_cpu"), memoryBytes: try row.decode(Int64.self, "limit_memory")).wire
         node.instances = UInt32(clamping: try row.decode(Int64.self, "instances"))
         return node
-    }
-
-    static func decodeLabels(_ json: String) throws -> [String: String] {
-        (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: String]) ?? [:]
     }
 
     static func isValidNodeName(_ name: String) -> Bool {

@@ -41,6 +41,14 @@ struct Placement: Sendable {
         let spec: AppSpec
     }
 
+    /// The channel the leader listens on to place at once instead of at its next pass.
+    static let channel = "sigma_pending"
+
+    /// Wakes the leader's placement when `tx` commits (an instance needs a node).
+    static func wake(_ tx: Transaction, because subject: String) async throws {
+        try await tx.execute("SELECT pg_notify($1, $2)", channel, subject)
+    }
+
     /// One pass over every unplaced instance, a page at a time; returns how many were bound.
     @discardableResult
     func run() async throws -> Int {
@@ -171,7 +179,7 @@ struct Placement: Sendable {
             NodeCandidate(
                 name: try row.decode(String.self, "name"), region: try row.decode(String.self, "region"),
                 idc: try row.decode(String.self, "idc"), isp: try row.decode(String.self, "isp"),
-                labels: try Nodes.decodeLabels(try row.decode(String.self, "labels")),
+                labels: try row.decodeJSON([String: String].self, "labels"),
                 capacity: Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes")),
                 requested: Resources(cpuMillis: try row.decode(Int64.self, "requested_cpu"), memoryBytes: try row.decode(Int64.self, "requested_memory")),
                 health: NodeHealth(rawValue: try row.decode(String.self, "state")) ?? .broken,

@@ -73,8 +73,8 @@ struct Upkeep: Sendable {
         let ids = try moved.map { try $0.decode(String.self, "id") }
         guard !ids.isEmpty else { return }
         try await Events.record(tx, .instance, ids, "NeedMigration", Array(repeating: reason, count: ids.count))
-        try await Assignments.notify(tx, node: node, instances: ids)
-        try await tx.execute("SELECT pg_notify('sigma_pending', $1)", node)
+        try await Assignments.notify(tx, changes: [node: ids])
+        try await Placement.wake(tx, because: node)
         logger.notice("instances need migration", metadata: ["node": "\(node)", "count": "\(ids.count)", "reason": "\(reason)"])
     }
 

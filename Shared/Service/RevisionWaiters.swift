@@ -1,4 +1,15 @@
+import RPC
 import Synchronization
+
+extension RequestContext {
+    /// How long a long poll that asked for `requested` may wait: at most `cap`, and ending 50 ms before the
+    /// caller's own deadline so the answer still reaches it. Zero or less: answer at once.
+    public func longPollBudget(_ requested: Duration, cap: Duration) -> Duration {
+        let wanted = min(requested, cap)
+        guard let remaining else { return wanted }
+        return min(wanted, remaining - .milliseconds(50))
+    }
+}
 
 /// Long polls keyed by name: `wait(for:above:timeout:)` returns once `advance(name, to:)` has reported a
 /// revision above the one the caller knows, or at the timeout, or when the task is cancelled. Revisions that

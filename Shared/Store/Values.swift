@@ -130,6 +130,17 @@ public struct Row: Sendable {
         try raw(column).map { try T(pgText: $0) }
     }
 
+    /// A json/jsonb column (select it as `::text`) decoded as `T`.
+    public func decodeJSON<T: Decodable>(_ type: T.Type = T.self, _ column: String) throws -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(try decode(String.self, column).utf8))
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.decoding, "column \(column) is not JSON of \(T.self): \(error)")
+        }
+    }
+
     private func raw(_ column: String) throws -> String? {
         guard let index = columns.firstIndex(of: column) else {
             throw StoreError(.decoding, "no column \(column) in the result (has \(columns.joined(separator: ", ")))")
