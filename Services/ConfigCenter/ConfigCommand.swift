@@ -22,9 +22,7 @@ struct ConfigCommand: AsyncParsableCommand {
     func run() async throws {
         let host = try ServiceHost(kind: .config, options: options)
         let store = host.store!
-        let publisher = try Publisher(
-            endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_CONFIG_EVENTS") ?? "tcp://0.0.0.0:7114",
-            curve: try options.resolvedCurve(), logger: host.logger)
+        let publisher = try host.publisher(listen: eventsListen)
         let sets = ConfigSets(store: store, logger: host.logger)
         let waiters = RevisionWaiters()
         let fetcher = Fetcher(sets: sets, waiters: waiters)

@@ -20,9 +20,7 @@ struct DiscoveryCommand: AsyncParsableCommand {
 
     func run() async throws {
         let host = try ServiceHost(kind: .discovery, options: options)
-        let publisher = try Publisher(
-            endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_DISCOVERY_EVENTS") ?? "tcp://0.0.0.0:7115",
-            curve: try options.resolvedCurve(), logger: host.logger)
+        let publisher = try host.publisher(listen: eventsListen)
         let cache = EndpointCache(store: host.store!, publisher: publisher, eventsEndpoint: publisher.endpoint, logger: host.logger)
         let resolver = Resolver(cache: cache, eventsEndpoint: publisher.endpoint)
         var handlers = RPCHandlers()

@@ -52,9 +52,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let allocatorEndpoints = allocator ?? ServiceOptions.environment(ServiceKind.allocator.endpointVariable)
             ?? ServiceKind.allocator.defaultEndpoint
         let allocatorClient = try client.client(endpoints: allocatorEndpoints, timeout: .seconds(10), logger: logger)
-        let publisher = try Publisher(
-            endpoint: eventsListen ?? ServiceOptions.environment("SIGMA_SCHEDULER_EVENTS") ?? "tcp://0.0.0.0:7111",
-            curve: try options.resolvedCurve(), logger: logger)
+        let publisher = try host.publisher(listen: eventsListen)
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
         let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: publisher.endpoint,
                           heartbeatInterval: .seconds(heartbeatInterval), logger: logger)

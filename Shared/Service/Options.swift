@@ -21,6 +21,15 @@ public enum ServiceKind: String, Sendable, CaseIterable, ExpressibleByArgument {
     /// The environment variable naming this service's endpoints for clients (comma-separated replicas).
     public var endpointVariable: String { "SIGMA_\(rawValue.uppercased())" }
 
+    /// Where this service's push feed (PUB) binds unless told otherwise: its RPC port + 10, on every interface.
+    public var defaultEventsEndpoint: String {
+        let port = Int(defaultEndpoint.split(separator: ":").last!)! + 10
+        return "tcp://0.0.0.0:\(port)"
+    }
+
+    /// The environment variable that sets this service's push feed endpoint.
+    public var eventsVariable: String { "SIGMA_\(rawValue.uppercased())_EVENTS" }
+
     /// Control-plane services connect to PostgreSQL; the agent never does.
     public var usesDatabase: Bool { self != .agent }
 }

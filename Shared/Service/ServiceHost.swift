@@ -49,6 +49,14 @@ public final class ServiceHost: Sendable {
         }
     }
 
+    /// This service's push feed: a PUB socket on `listen` (its `--events-listen`), else on the endpoint in
+    /// `SIGMA_<SERVICE>_EVENTS`, else on the default; CURVE as the service's own sockets.
+    public func publisher(listen: String?) throws -> Publisher {
+        try Publisher(
+            endpoint: listen ?? ServiceOptions.environment(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
+            curve: try options.resolvedCurve(), logger: logger)
+    }
+
     /// Serves `handlers` plus `Health` and `Metrics` next to `services` until SIGTERM/SIGINT.
     public func run(
         handlers: RPCHandlers = RPCHandlers(), checks: [HealthCheck] = [], role: @autoclosure @escaping @Sendable () -> String = "active",
