@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "sigma-scheduler", targets: ["Scheduler"]),
         .executable(name: "sigma-allocator", targets: ["Allocator"]),
         .executable(name: "sigma-agent", targets: ["NodeAgent"]),
+        .executable(name: "sigma-monitor", targets: ["AgentMonitor"]),
         .executable(name: "sigma-config", targets: ["ConfigCenter"]),
         .executable(name: "sigma-discovery", targets: ["Discovery"]),
         .executable(name: "sigmactl", targets: ["sigmactl"]),
@@ -78,7 +79,13 @@ let package = Package(
             name: "Allocator",
             dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Services/Allocator"),
-        .executableTarget(name: "NodeAgent", dependencies: ["Service"], path: "Services/NodeAgent"),
+        .executableTarget(name: "NodeAgent", dependencies: ["Service", "NodeRuntime"], path: "Services/NodeAgent/Agent"),
+        // The agent's runtime (runc, cgroups, images, the node's network); a library so tests drive it directly.
+        .target(
+            name: "NodeRuntime", dependencies: ["Core", .product(name: "Logging", package: "swift-log")],
+            path: "Services/NodeAgent/Runtime"),
+        // sigma-monitor, in C: one small process per instance that holds its stdio and records its exit.
+        .executableTarget(name: "AgentMonitor", path: "Services/NodeAgent/Monitor"),
         .executableTarget(
             name: "ConfigCenter",
             dependencies: [
@@ -103,6 +110,7 @@ let package = Package(
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
             name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "TestSupport"], path: "Tests/ServiceTests"),
+        .testTarget(name: "AgentTests", dependencies: ["NodeRuntime", "TestSupport"], path: "Tests/AgentTests"),
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),
     ]
 )

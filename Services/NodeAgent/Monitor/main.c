@@ -1,0 +1,289 @@
+// sigma-monitor: holds one instance's stdio and records how it ended, so both outlive the agent.
+//
+//   sigma-monitor --runtime PATH --root DIR --bundle DIR --id ID --dir DIR [--log-max-bytes N] [--log-keep K]
+//
+// The first process waits until the instance runs (or failed to start), prints "pid N" or "error TEXT" on
+// stdout and exits 0 or 1. A detached child (its own session, a child subreaper) stays behind: it runs
+// `RUNTIME --root DIR run --detach` with the instance's stdout/stderr on pipes, copies both into
+// DIR/console.log (rotated at --log-max-bytes, keeping --log-keep old files), and when the instance's first
+// process ends writes DIR/exit atomically: "exited CODE" or "signaled SIGNAL". The agent reads that file;
+// nothing else about the instance lives in this process.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/close_range.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *runtime, *runc_root, *bundle, *id, *dir;
+static long long log_max = 10LL << 20;
+static int log_keep = 3;
+static int log_fd = -1;
+static long long log_size = 0;
+
+static void usage(void) {
+    fprintf(stderr, "usage: sigma-monitor --runtime PATH --root DIR --bundle DIR --id ID --dir DIR "
+                    "[--log-max-bytes N] [--log-keep K]\n");
+    exit(2);
+}
+
+static void path_in_dir(char *out, size_t size, const char *name) { snprintf(out, size, "%s/%s", dir, name); }
+
+enum { PATH_BYTES = 8192 };
+
+static void write_file_atomically(const char *name, const char *text) {
+    char path[PATH_BYTES], temp[PATH_BYTES + 8];
+    path_in_dir(path, sizeof path, name);
+    snprintf(temp, sizeof temp, "%s.tmp", path);
+    int fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    ssize_t ignored = write(fd, text, strlen(text));
+    (void)ignored;
+    fsync(fd);
+    close(fd);
+    rename(temp, path);
+}
+
+static void open_log(void) {
+    char path[4096];
+    path_in_dir(path, sizeof path, "console.log");
+    log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    struct stat st;
+    log_size = (log_fd >= 0 && fstat(log_fd, &st) == 0) ? st.st_size : 0;
+}
+
+static void rotate_log(void) {
+    char from[PATH_BYTES + 16], to[PATH_BYTES + 16], base[PATH_BYTES];
+    path_in_dir(base, sizeof base, "console.log");
+    if (log_fd >= 0) close(log_fd);
+    for (int i = log_keep; i >= 1; i--) {
+        if (i == 1) snprintf(from, sizeof from, "%s", base);
+        else snprintf(from, sizeof from, "%s.%d", base, i - 1);
+        snprintf(to, sizeof to, "%s.%d", base, i);
+        if (i == log_keep) unlink(to);
+        rename(from, to);
+    }
+    if (log_keep == 0) unlink(base);
+    open_log();
+}
+
+static void append_log(const char *data, size_t length) {
+    if (log_fd < 0) return;
+    if (log_max > 0 && log_size > 0 && log_size + (long long)length > log_max) rotate_log();
+    while (length > 0) {
+        ssize_t n = write(log_fd, data, length);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        data += n;
+        length -= (size_t)n;
+        log_size += n;
+    }
+}
+
+// Reads what is there; returns 0 at end of file.
+static int drain(int fd) {
+    char buffer[65536];
+    ssize_t n = read(fd, buffer, sizeof buffer);
+    if (n > 0) {
+        append_log(buffer, (size_t)n);
+        return 1;
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+    return 0;
+}
+
+static void report(int fd, const char *format, ...) {
+    char text[8192];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    ssize_t ignored = write(fd, text, strlen(text));
+    (void)ignored;
+}
+
+// The last line runc logged (its log is JSON lines with a "msg" field), for the start error.
+static void last_runtime_error(char *out, size_t size) {
+    char path[4096];
+    path_in_dir(path, sizeof path, "runtime.log");
+    snprintf(out, size, "the runtime failed");
+    FILE *file = fopen(path, "r");
+    if (!file) return;
+    char line[4096], last[4096] = "";
+    while (fgets(line, sizeof line, file))
+        if (strstr(line, "\"level\":\"error\"")) snprintf(last, sizeof last, "%s", line);
+    fclose(file);
+    char *msg = strstr(last, "\"msg\":\"");
+    if (!msg) return;
+    msg += 7;
+    char *end = msg;
+    while (*end && !(*end == '"' && end[-1] != '\\')) end++;
+    *end = 0;
+    snprintf(out, size, "%s", msg);
+}
+
+static int monitor(int report_fd) {
+    setsid();
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    open_log();
+
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        report(report_fd, "error pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    char pid_file[4096], runtime_log[4096];
+    path_in_dir(pid_file, sizeof pid_file, "pid");
+    path_in_dir(runtime_log, sizeof runtime_log, "runtime.log");
+    unlink(pid_file);
+
+    pid_t runner = fork();
+    if (runner < 0) {
+        report(report_fd, "error fork: %s\n", strerror(errno));
+        return 1;
+    }
+    if (runner == 0) {
+        int null = open("/dev/null", O_RDONLY);
+        dup2(null, 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        execl(runtime, runtime, "--root", runc_root, "--log", runtime_log, "--log-format", "json", "run",
+              "--detach", "--pid-file", pid_file, "--bundle", bundle, id, (char *)NULL);
+        fprintf(stderr, "cannot run %s: %s\n", runtime, strerror(errno));
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+
+    int status = 0;
+    while (waitpid(runner, &status, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char reason[4096];
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 127) snprintf(reason, sizeof reason, "cannot run %s", runtime);
+        else last_runtime_error(reason, sizeof reason);
+        while (drain(out[0]) == 1 && errno != EAGAIN) {}
+        report(report_fd, "error %s\n", reason);
+        char text[4200];
+        snprintf(text, sizeof text, "failed %s\n", reason);
+        write_file_atomically("exit", text);
+        return 1;
+    }
+    pid_t instance = 0;
+    FILE *file = fopen(pid_file, "r");
+    if (file) {
+        if (fscanf(file, "%d", &instance) != 1) instance = 0;
+        fclose(file);
+    }
+    if (instance <= 0) {
+        report(report_fd, "error the runtime wrote no pid\n");
+        write_file_atomically("exit", "failed the runtime wrote no pid\n");
+        return 1;
+    }
+    report(report_fd, "pid %d\n", instance);
+    close(report_fd);
+
+    int open_pipes = 2, exited = 0;
+    char ending[64] = "";
+    struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
+    for (;;) {
+        pid_t child;
+        while ((child = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (child != instance) continue;
+            exited = 1;
+            if (WIFSIGNALED(status)) snprintf(ending, sizeof ending, "signaled %d\n", WTERMSIG(status));
+            else snprintf(ending, sizeof ending, "exited %d\n", WEXITSTATUS(status));
+        }
+        if (child < 0 && errno == ECHILD && !exited) {
+            // Not ours to wait for (a runtime that does not reparent): watch it instead.
+            if (kill(instance, 0) < 0 && errno == ESRCH) {
+                exited = 1;
+                snprintf(ending, sizeof ending, "unknown\n");
+            }
+        }
+        if (exited && open_pipes == 0) break;
+        int ready = poll(fds, 2, exited ? 200 : 100);
+        if (ready <= 0) {
+            if (exited) break;  // whatever the instance left holding its stdio, it is gone
+            continue;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            if (!drain(fds[i].fd)) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                open_pipes--;
+            }
+        }
+    }
+    write_file_atomically("exit", ending);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i];
+        if (i + 1 >= argc) usage();
+        const char *value = argv[++i];
+        if (!strcmp(flag, "--runtime")) runtime = value;
+        else if (!strcmp(flag, "--root")) runc_root = value;
+        else if (!strcmp(flag, "--bundle")) bundle = value;
+        else if (!strcmp(flag, "--id")) id = value;
+        else if (!strcmp(flag, "--dir")) dir = value;
+        else if (!strcmp(flag, "--log-max-bytes")) log_max = atoll(value);
+        else if (!strcmp(flag, "--log-keep")) log_keep = atoi(value);
+        else usage();
+    }
+    if (!runtime || !runc_root || !bundle || !id || !dir) usage();
+
+    int channel[2];
+    if (pipe2(channel, O_CLOEXEC) < 0) {
+        printf("error pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    pid_t child = fork();
+    if (child < 0) {
+        printf("error fork: %s\n", strerror(errno));
+        return 1;
+    }
+    if (child == 0) {
+        close(channel[0]);
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        // Nothing the agent had open stays open here: this process outlives it.
+        if (channel[1] > 3) close_range(3, (unsigned)channel[1] - 1, 0);
+        close_range((unsigned)channel[1] + 1, ~0U, 0);
+        _exit(monitor(channel[1]));
+    }
+    close(channel[1]);
+    char answer[8192];
+    size_t length = 0;
+    ssize_t n;
+    while (length < sizeof answer - 1 && (n = read(channel[0], answer + length, sizeof answer - 1 - length)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        length += (size_t)n;
+    }
+    answer[length] = 0;
+    if (length == 0) snprintf(answer, sizeof answer, "error the monitor ended before the instance started\n");
+    fputs(answer, stdout);
+    return strncmp(answer, "pid ", 4) == 0 ? 0 : 1;
+}

@@ -1,0 +1,384 @@
+import Foundation
+import Logging
+
+/// Where the agent's runtime finds its programs and keeps its files.
+public struct RuntimeConfiguration: Sendable {
+    /// The OCI runtime (runc; crun behaves the same on cgroup v2 hosts).
+    public var runtime: String
+    /// The per-instance monitor (sigma-monitor).
+    public var monitor: String
+    /// Instances, unpacked images and the runtime's own state live here.
+    public var stateDirectory: String
+    public var cgroupRoot: String
+    public var cgroupVersion: CgroupVersion
+    /// Every instance's cgroup is `<cgroupParent>/<instance>` ("sigma/node-1").
+    public var cgroupParent: String
+    public var logMaxBytes: Int64
+    public var logKeep: Int
+
+    public init(runtime: String, monitor: String, stateDirectory: String, cgroupRoot: String = "/sys/fs/cgroup",
+                cgroupVersion: CgroupVersion? = nil, cgroupParent: String, logMaxBytes: Int64 = 10 << 20, logKeep: Int = 3) {
+        self.runtime = runtime
+        self.monitor = monitor
+        self.stateDirectory = stateDirectory
+        self.cgroupRoot = cgroupRoot
+        self.cgroupVersion = cgroupVersion ?? CgroupVersion.detect(root: cgroupRoot)
+        self.cgroupParent = cgroupParent
+        self.logMaxBytes = logMaxBytes
+        self.logKeep = logKeep
+    }
+}
+
+/// What one instance runs: the image, its command, its environment, its limits and what is mounted into it.
+public struct LaunchRequest: Sendable {
+    public var id: String
+    public var image: ImageReference
+    /// Replaces the image's entrypoint when not empty.
+    public var command: [String]
+    /// Replaces the image's cmd when not empty.
+    public var args: [String]
+    public var env: [String: String]
+    public var hostname: String
+    public var limits: CgroupLimits
+    public var mounts: [OCIConfig.Mount]
+    public var networkNamespace: String?
+
+    public init(id: String, image: ImageReference, command: [String] = [], args: [String] = [], env: [String: String] = [:],
+                hostname: String? = nil, limits: CgroupLimits = CgroupLimits(), mounts: [OCIConfig.Mount] = [],
+                networkNamespace: String? = nil) {
+        self.id = id
+        self.image = image
+        self.command = command
+        self.args = args
+        self.env = env
+        self.hostname = hostname ?? id
+        self.limits = limits
+        self.mounts = mounts
+        self.networkNamespace = networkNamespace
+    }
+}
+
+/// How an instance's process ended, precisely.
+public enum InstanceEnding: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+    /// The kernel's OOM killer killed it (from the cgroup's OOM counter, not guessed from the exit code).
+    case oomKilled
+    /// It never ran: a bad image, a runtime error.
+    case failed(String)
+
+    /// The instance state this ending leaves ("Succeeded", "Failed", "OOMKilled", "Killed").
+    public var state: String {
+        switch self {
+        case .exited(0): return "Succeeded"
+        case .exited, .failed: return "Failed"
+        case .oomKilled: return "OOMKilled"
+        case .signaled: return "Killed"
+        }
+    }
+
+    /// The shell's convention: the code, or 128 + the signal.
+    public var exitCode: Int32 {
+        switch self {
+        case .exited(let code): return code
+        case .signaled(let signal): return 128 + signal
+        case .oomKilled: return 128 + SIGKILL
+        case .failed: return -1
+        }
+    }
+
+    public var succeeded: Bool { self == .exited(0) }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exit \(code)"
+        case .signaled(let signal): return "signal \(signalName(signal))"
+        case .oomKilled: return "OOMKilled"
+        case .failed(let reason): return "start failed: \(reason)"
+        }
+    }
+}
+
+public func signalName(_ signal: Int32) -> String {
+    let names: [Int32: String] = [
+        SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGABRT: "SIGABRT", SIGBUS: "SIGBUS",
+        SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE",
+        SIGALRM: "SIGALRM", SIGTERM: "SIGTERM",
+    ]
+    return names[signal] ?? "\(signal)"
+}
+
+public enum RuntimeError: Error, CustomStringConvertible {
+    case missingProgram(String, String)
+    case startFailed(id: String, reason: String)
+    case unknownInstance(String)
+
+    public var description: String {
+        switch self {
+        case .missingProgram(let what, let path): return "\(what) not found at \(path)"
+        case .startFailed(let id, let reason): return "\(id): \(reason)"
+        case .unknownInstance(let id): return "no instance \(id) on this node"
+        }
+    }
+}
+
+/// What the runtime remembers of one start, on disk next to the instance (so a restarted agent knows it).
+public struct LaunchRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var pid: Int32
+    public var imageDigest: String?
+    public var overlay: Bool
+    public var startedUnixMs: Int64
+    /// Free-form facts the agent keeps with the instance (its generation, revision, ...).
+    public var labels: [String: String]
+}
+
+/// One instance found on disk (after an agent restart): still running, or ended while nobody watched.
+public struct FoundInstance: Sendable {
+    public var record: LaunchRecord
+    public var ending: InstanceEnding?
+}
+
+/// Runs instances as OCI bundles under runc, each watched by its own sigma-monitor, limited by its own cgroup.
+public actor InstanceRuntime {
+    public nonisolated let configuration: RuntimeConfiguration
+    public nonisolated let images: ImageStore
+    let logger: Logger
+    var records: [String: LaunchRecord] = [:]
+
+    /// The read-only host folders a `host` image sees.
+    static let hostFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"]
+
+    public init(configuration: RuntimeConfiguration, logger: Logger) throws {
+        guard access(configuration.runtime, X_OK) == 0 else {
+            throw RuntimeError.missingProgram("the OCI runtime (runc)", configuration.runtime)
+        }
+        guard access(configuration.monitor, X_OK) == 0 else {
+            throw RuntimeError.missingProgram("sigma-monitor", configuration.monitor)
+        }
+        self.configuration = configuration
+        self.logger = logger
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory + "/instances", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory + "/runc", withIntermediateDirectories: true)
+        images = try ImageStore(directory: configuration.stateDirectory + "/images")
+    }
+
+    var runcRoot: String { configuration.stateDirectory + "/runc" }
+
+    public nonisolated func directory(of id: String) -> String { configuration.stateDirectory + "/instances/" + id }
+
+    public nonisolated func cgroup(of id: String) -> Cgroup {
+        Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: configuration.cgroupParent + "/" + id)
+    }
+
+    /// The instance's console log (stdout and stderr, rotated by the monitor).
+    public nonisolated func logFile(of id: String) -> String { directory(of: id) + "/console.log" }
+
+    /// Starts the instance and returns once its process runs. On any failure nothing is left behind but the
+    /// instance's folder (its log and the reason), and the error says what failed.
+    @discardableResult
+    public func start(_ request: LaunchRequest, labels: [String: String] = [:]) async throws -> LaunchRecord {
+        let directory = directory(of: request.id)
+        let fileManager = FileManager.default
+        try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for stale in ["exit", "pid", "config.json", "launch.json"] { unlink(directory + "/" + stale) }
+        let rootfs = directory + "/rootfs"
+        unmountRootfs(request.id)
+        try fileManager.createDirectory(atPath: rootfs, withIntermediateDirectories: true)
+
+        var mounts: [OCIConfig.Mount] = []
+        var defaults = ImageDefaults()
+        var digest: String?
+        var overlay = false
+        do {
+            if request.image == .host {
+                mounts = Self.hostFolders.filter { fileManager.fileExists(atPath: $0) }
+                    .map { OCIConfig.Mount.bind($0, at: $0, writable: false) }
+            } else {
+                let image = try await images.unpack(request.image)
+                digest = image.digest
+                defaults = image.defaults
+                try mountOverlay(lower: image.rootfs, directory: directory)
+                overlay = true
+            }
+            let command = (request.command.isEmpty ? defaults.entrypoint : request.command)
+                + (request.args.isEmpty && request.command.isEmpty ? defaults.cmd : request.args)
+            guard !command.isEmpty else {
+                throw RuntimeError.startFailed(id: request.id, reason: "no command: the spec gives none and the image has none")
+            }
+            var environment: [String: String] = [:]
+            for entry in defaults.env {
+                let parts = entry.split(separator: "=", maxSplits: 1)
+                if parts.count == 2 { environment[String(parts[0])] = String(parts[1]) }
+            }
+            environment.merge(request.env) { _, new in new }
+
+            let cgroup = cgroup(of: request.id)
+            cgroup.remove()
+            try cgroup.create()
+            try cgroup.apply(request.limits)
+
+            let process = InstanceProcess(
+                args: command, env: environment, hostname: request.hostname, rootfs: rootfs, readonlyRoot: false,
+                mounts: mounts + request.mounts, cgroupsPath: cgroup.runtimePath, networkNamespace: request.networkNamespace)
+            var config = OCIConfig(process)
+            if !defaults.workingDir.isEmpty { config.process.cwd = defaults.workingDir }
+            try config.encoded().write(to: URL(fileURLWithPath: directory + "/config.json"))
+
+            // A container of the same name left from an earlier run (a crash between start and clean-up).
+            _ = try? await Subprocess.run(configuration.runtime, ["--root", runcRoot, "delete", "--force", request.id])
+            let result = try await Subprocess.run(configuration.monitor, [
+                "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", request.id,
+                "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",
+            ])
+            let answer = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard result.succeeded, answer.hasPrefix("pid "), let pid = Int32(answer.dropFirst(4)) else {
+                let reason = answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the monitor failed: \(answer) \(result.errors)"
+                throw RuntimeError.startFailed(id: request.id, reason: reason)
+            }
+            let record = LaunchRecord(
+                id: request.id, pid: pid, imageDigest: digest, overlay: overlay,
+                startedUnixMs: Int64(Date().timeIntervalSince1970 * 1000), labels: labels)
+            let encoder = JSONEncoder()
+            try encoder.encode(record).write(to: URL(fileURLWithPath: directory + "/launch.json"), options: .atomic)
+            records[request.id] = record
+            return record
+        } catch {
+            await cleanUp(request.id, removeFolder: false)
+            let reason: String
+            switch error {
+            case RuntimeError.startFailed(_, let text): reason = text
+            default: reason = "\(error)"
+            }
+            // The monitor has not run (or failed): leave the reason where `ending` finds it.
+            try? Data("failed \(reason)\n".utf8).write(to: URL(fileURLWithPath: directory + "/exit"))
+            throw RuntimeError.startFailed(id: request.id, reason: reason)
+        }
+    }
+
+    private func mountOverlay(lower: String, directory: String) throws {
+        let upper = directory + "/upper", work = directory + "/work"
+        // Each start begins from the image, as a restarted container does.
+        try? FileManager.default.removeItem(atPath: upper)
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: upper, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let options = "lowerdir=\(lower),upperdir=\(upper),workdir=\(work)"
+        if mount("overlay", directory + "/rootfs", "overlay", 0, options) != 0 {
+            throw RuntimeError.startFailed(id: directory, reason: "overlay mount: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func unmountRootfs(_ id: String) {
+        let rootfs = directory(of: id) + "/rootfs"
+        while umount2(rootfs, Int32(MNT_DETACH)) == 0 {}
+    }
+
+    /// How the instance ended, or nil while it runs. Reads the monitor's exit file and the cgroup's OOM
+    /// counter (call before `cleanUp`, which removes the cgroup).
+    public func ending(of id: String) -> InstanceEnding? {
+        guard let data = FileManager.default.contents(atPath: directory(of: id) + "/exit") else { return nil }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let oomKills = (try? cgroup(of: id).read().oomKills) ?? 0
+        return Self.parseEnding(text, oomKills: oomKills)
+    }
+
+    static func parseEnding(_ text: String, oomKills: Int64) -> InstanceEnding {
+        let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
+        let word = parts.first ?? "", rest = parts.count > 1 ? parts[1] : ""
+        switch word {
+        case "failed": return .failed(rest)
+        case "exited":
+            let code = Int32(rest) ?? -1
+            return oomKills > 0 && code == 128 + SIGKILL ? .oomKilled : .exited(code)
+        case "signaled":
+            let signal = Int32(rest) ?? 0
+            return oomKills > 0 && signal == SIGKILL ? .oomKilled : .signaled(signal)
+        default: return .failed("the monitor recorded no exit status (\(text))")
+        }
+    }
+
+    /// Whether the instance's first process still runs (its pid is alive and inside its cgroup).
+    public func isRunning(_ id: String) -> Bool {
+        guard let record = records[id] ?? loadRecord(id) else { return false }
+        return ending(of: id) == nil && processBelongs(record.pid, to: id)
+    }
+
+    nonisolated func processBelongs(_ pid: Int32, to id: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cgroup") else { return false }
+        let suffix = cgroup(of: id).runtimePath
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").contains { $0.hasSuffix(suffix) }
+    }
+
+    /// Sends `signal` to the instance's first process (checked to still be the instance's, so a reused pid
+    /// is never hit).
+    public func signal(_ id: String, _ signal: Int32) throws {
+        guard let record = records[id] ?? loadRecord(id) else { throw RuntimeError.unknownInstance(id) }
+        if processBelongs(record.pid, to: id) { kill(record.pid, signal) }
+    }
+
+    /// Stops the instance: SIGTERM, then SIGKILL to the whole instance after `grace`. Returns how it ended.
+    public func stop(_ id: String, grace: Duration) async -> InstanceEnding {
+        if let ending = ending(of: id) { return ending }
+        try? signal(id, SIGTERM)
+        if let ending = await waitForEnding(id, within: grace) { return ending }
+        // SIGKILL to the first process ends its pid namespace, so every other process of the instance too.
+        try? signal(id, SIGKILL)
+        for pid in cgroup(of: id).tasks() { kill(pid, SIGKILL) }
+        return await waitForEnding(id, within: .seconds(10)) ?? .failed("did not end after SIGKILL")
+    }
+
+    /// Waits for the monitor's exit record, checking every 10 ms.
+    public func waitForEnding(_ id: String, within limit: Duration) async -> InstanceEnding? {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            if let ending = ending(of: id) { return ending }
+            if ContinuousClock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Changes the limits of a running instance in place and returns what the cgroup now holds.
+    public func update(_ id: String, limits: CgroupLimits) throws -> CgroupReading {
+        let cgroup = cgroup(of: id)
+        guard cgroup.exists else { throw RuntimeError.unknownInstance(id) }
+        try cgroup.apply(limits)
+        return try cgroup.read()
+    }
+
+    /// The cgroup's limits, usage and counters; nil when the instance has no cgroup.
+    public func reading(_ id: String) -> CgroupReading? { try? cgroup(of: id).read() }
+
+    /// Removes what a start made: the runtime's container, the cgroup, the overlay mount; with
+    /// `removeFolder` also the instance's folder (its logs). Safe to call for anything, any number of times.
+    public func cleanUp(_ id: String, removeFolder: Bool) async {
+        _ = try? await Subprocess.run(configuration.runtime, ["--root", runcRoot, "delete", "--force", id])
+        let cgroup = cgroup(of: id)
+        for pid in cgroup.tasks() { kill(pid, SIGKILL) }
+        cgroup.remove()
+        unmountRootfs(id)
+        records[id] = nil
+        if removeFolder { try? FileManager.default.removeItem(atPath: directory(of: id)) }
+    }
+
+    func loadRecord(_ id: String) -> LaunchRecord? {
+        guard let data = FileManager.default.contents(atPath: directory(of: id) + "/launch.json") else { return nil }
+        return try? JSONDecoder().decode(LaunchRecord.self, from: data)
+    }
+
+    /// Every instance with a folder here: what was started, and how it ended if it did. A restarted agent
+    /// calls this to re-adopt what still runs.
+    public func found() -> [FoundInstance] {
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: configuration.stateDirectory + "/instances")) ?? []
+        return ids.sorted().compactMap { id in
+            guard let record = loadRecord(id) else { return nil }
+            records[id] = record
+            if let ending = ending(of: id) { return FoundInstance(record: record, ending: ending) }
+            if processBelongs(record.pid, to: id) { return FoundInstance(record: record, ending: nil) }
+            return FoundInstance(record: record, ending: .failed("its process is gone and no exit status was recorded"))
+        }
+    }
+
+    /// Image digests the instances here use (for the image garbage collector).
+    public func digestsInUse() -> Set<String> { Set(records.values.compactMap(\.imageDigest)) }
+}

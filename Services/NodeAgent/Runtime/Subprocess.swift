@@ -1,0 +1,139 @@
+import Foundation
+import Synchronization
+
+/// How a program the agent ran ended, with what it printed.
+public struct ProgramResult: Sendable {
+    public var status: Int32
+    public var output: String
+    public var errors: String
+
+    public var succeeded: Bool { status == 0 }
+}
+
+public struct ProgramError: Error, CustomStringConvertible {
+    public var program: String
+    public var arguments: [String]
+    public var result: ProgramResult?
+    public var reason: String
+
+    public var description: String {
+        let text = result.map { $0.errors.isEmpty ? $0.output : $0.errors }?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        return "\(program) \(arguments.prefix(3).joined(separator: " ")): \(reason)\(text.isEmpty ? "" : ": \(text)")"
+    }
+}
+
+/// Runs helper programs (runc, ip, umoci, the monitor) with posix_spawn. The wait happens on a thread of its
+/// own, never on Swift's cooperative pool; stdout and stderr are read together so neither pipe can fill up.
+public enum Subprocess {
+    /// Runs `path` to its end. `input` is written to its stdin (then closed); without it stdin is /dev/null.
+    public static func run(_ path: String, _ arguments: [String], input: [UInt8]? = nil) async throws -> ProgramResult {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(with: Result { try runBlocking(path, arguments, input: input) })
+            }
+            thread.stackSize = 256 << 10
+            thread.start()
+        }
+    }
+
+    /// Runs `path` and throws unless it exits 0.
+    @discardableResult
+    public static func check(_ path: String, _ arguments: [String], input: [UInt8]? = nil) async throws -> String {
+        let result = try await run(path, arguments, input: input)
+        guard result.succeeded else {
+            throw ProgramError(program: path, arguments: arguments, result: result, reason: "exit status \(result.status)")
+        }
+        return result.output
+    }
+
+    public static func runBlocking(_ path: String, _ arguments: [String], input: [UInt8]? = nil) throws -> ProgramResult {
+        var stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1], stdinPipe: [Int32] = [-1, -1]
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        // Pipes are made close-on-exec and the program spawned under one lock, so no other spawn of this
+        // process inherits them (a long-lived monitor holding a copy would keep a reader waiting for ever).
+        let rc: Int32 = spawnLock.withLock { _ in
+            guard makePipe(&stdoutPipe), makePipe(&stderrPipe), input == nil || makePipe(&stdinPipe) else { return errno }
+            if input != nil {
+                posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            }
+            posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+            posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+            return posix_spawn(&pid, path, &actions, nil, argv, environ)
+        }
+        close(stdoutPipe[1])
+        close(stderrPipe[1])
+        if input != nil { close(stdinPipe[0]) }
+        guard rc == 0 else {
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            if input != nil { close(stdinPipe[1]) }
+            throw ProgramError(program: path, arguments: arguments, reason: "cannot start: \(String(cString: strerror(rc)))")
+        }
+        if let input {
+            input.withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let n = write(stdinPipe[1], bytes.baseAddress! + offset, bytes.count - offset)
+                    if n < 0 { if errno == EINTR { continue } else { break } }
+                    offset += n
+                }
+            }
+            close(stdinPipe[1])
+        }
+        let (output, errors) = readBoth(stdoutPipe[0], stderrPipe[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return ProgramResult(status: code, output: output, errors: errors)
+    }
+
+    private static let spawnLock = Mutex(())
+
+    private static func makePipe(_ fds: inout [Int32]) -> Bool {
+        guard pipe(&fds) == 0 else { return false }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        return true
+    }
+
+    private static func readBoth(_ first: Int32, _ second: Int32) -> (String, String) {
+        var buffers: [[UInt8]] = [[], []]
+        var fds = [pollfd(fd: first, events: Int16(POLLIN), revents: 0), pollfd(fd: second, events: Int16(POLLIN), revents: 0)]
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        var open = 2
+        while open > 0 {
+            if poll(&fds, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for index in 0..<2 where fds[index].fd >= 0 && fds[index].revents != 0 {
+                let n = chunk.withUnsafeMutableBytes { read(fds[index].fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    buffers[index].append(contentsOf: chunk[0..<n])
+                } else if n == 0 || errno != EINTR {
+                    close(fds[index].fd)
+                    fds[index].fd = -1
+                    open -= 1
+                }
+            }
+        }
+        return (String(decoding: buffers[0], as: UTF8.self), String(decoding: buffers[1], as: UTF8.self))
+    }
+
+    /// The first executable called `name` on PATH (or `name` itself when it holds a slash).
+    public static func find(_ name: String) -> String? {
+        if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for directory in path.split(separator: ":") where access("\(directory)/\(name)", X_OK) == 0 {
+            return "\(directory)/\(name)"
+        }
+        return nil
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+import Logging
+import NodeRuntime
+import TestSupport
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "sigma.test.agent")
+    logger.logLevel = .warning
+    return logger
+}()
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A runtime of a test's own: its own state folder, runc root and cgroup parent ("sigma-test/<id>"), all
+/// removed afterwards, also when the test fails.
+func withRuntime<T>(_ body: (InstanceRuntime) async throws -> T) async throws -> T {
+    let id = String(UUID().uuidString.prefix(8)).lowercased()
+    let state = NSTemporaryDirectory() + "sigma-runtime-\(id)"
+    guard let runc = Subprocess.find("runc") else { throw HarnessError("runc is not installed (scripts/deps installs it)") }
+    let configuration = RuntimeConfiguration(
+        runtime: runc, monitor: ServiceProcess.binDirectory + "/sigma-monitor", stateDirectory: state,
+        cgroupParent: "sigma-test/\(id)")
+    let runtime = try InstanceRuntime(configuration: configuration, logger: quietLogger)
+    do {
+        let result = try await body(runtime)
+        await removeEverything(runtime)
+        return result
+    } catch {
+        await removeEverything(runtime)
+        throw error
+    }
+}
+
+func removeEverything(_ runtime: InstanceRuntime) async {
+    let configuration = runtime.configuration
+    let instances = (try? FileManager.default.contentsOfDirectory(atPath: configuration.stateDirectory + "/instances")) ?? []
+    for id in instances { await runtime.cleanUp(id, removeFolder: true) }
+    // The test's cgroup parent, in every controller.
+    let parent = Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: configuration.cgroupParent)
+    parent.remove()
+    Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: "sigma-test").remove()
+    try? FileManager.default.removeItem(atPath: configuration.stateDirectory)
+}
+
+/// The demo image (busybox-static in an OCI layout), built once per test run by scripts/demo-image.
+actor DemoImage {
+    static let shared = DemoImage()
+    private var built: String?
+
+    func reference() async throws -> String {
+        if let built { return built }
+        let directory = NSTemporaryDirectory() + "sigma-demo-image-\(UUID().uuidString.prefix(8))"
+        let reference = try await runProgram(packageRoot.path + "/scripts/demo-image", [directory])
+        built = reference
+        return reference
+    }
+}
+
+/// Polls `condition` until it holds (readiness, never a timing assertion); fails after `limit`.
+func eventually(_ what: String, within limit: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + limit
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw HarnessError("timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+func contents(_ path: String) -> String {
+    String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+}

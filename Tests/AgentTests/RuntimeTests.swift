@@ -1,0 +1,248 @@
+import Foundation
+import NodeRuntime
+import Testing
+
+/// The runtime against real runc, real cgroup v1 files and real namespaces.
+@Suite(.serialized) struct RuntimeTests {
+    @Test func startsLogsAndStopsWithTheGracePeriod() async throws {
+        try await withRuntime { runtime in
+            let record = try await runtime.start(LaunchRequest(
+                id: "web-0", image: .host,
+                command: ["/bin/sh", "-c", "echo hello from $SIGMA_APP; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done"],
+                env: ["SIGMA_APP": "web"]))
+            #expect(record.pid > 0)
+            #expect(await runtime.isRunning("web-0"))
+            try await eventually("the greeting in the log") { contents(runtime.logFile(of: "web-0")).contains("hello from web") }
+            // The instance has namespaces of its own.
+            #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(record.pid)/ns/pid")
+                != FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid"))
+            #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(record.pid)/ns/net")
+                != FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net"))
+            let ending = await runtime.stop("web-0", grace: .seconds(10))
+            #expect(ending == .exited(0))
+            #expect(ending.state == "Succeeded")
+            #expect(contents(runtime.logFile(of: "web-0")).contains("bye"))
+        }
+    }
+
+    @Test func aProcessThatIgnoresSIGTERMIsKilledAfterItsGrace() async throws {
+        try await withRuntime { runtime in
+            // The first process of a pid namespace ignores signals it has no handler for: SIGTERM does nothing.
+            try await runtime.start(LaunchRequest(id: "stubborn", image: .host, command: ["/bin/sleep", "1000"]))
+            let ending = await runtime.stop("stubborn", grace: .milliseconds(200))
+            #expect(ending == .signaled(SIGKILL))
+            #expect(ending.state == "Killed")
+            #expect(ending.description == "signal SIGKILL")
+            #expect(ending.exitCode == 137)
+        }
+    }
+
+    @Test func exitCodesAreKept() async throws {
+        try await withRuntime { runtime in
+            try await runtime.start(LaunchRequest(id: "job", image: .host, command: ["/bin/sh", "-c", "echo failing >&2; exit 3"]))
+            let ending = try #require(await runtime.waitForEnding("job", within: .seconds(20)))
+            #expect(ending == .exited(3))
+            #expect(ending.state == "Failed")
+            #expect(contents(runtime.logFile(of: "job")).contains("failing"))
+        }
+    }
+
+    @Test func aMemoryHogIsOOMKilledAndSaysSo() async throws {
+        try await withRuntime { runtime in
+            let limits = CgroupLimits(memoryLimitBytes: 32 << 20)
+            // dd needs a 256 MiB buffer: far over the limit, and no swap to escape to.
+            try await runtime.start(LaunchRequest(
+                id: "hog", image: .host, command: ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=4"],
+                limits: limits))
+            let ending = try #require(await runtime.waitForEnding("hog", within: .seconds(30)))
+            #expect(ending == .oomKilled)
+            #expect(ending.state == "OOMKilled")
+            #expect(ending.exitCode == 137)
+        }
+    }
+
+    @Test func theCPUQuotaIsSetAndThrottlesABusyLoop() async throws {
+        try await withRuntime { runtime in
+            try await runtime.start(LaunchRequest(
+                id: "busy", image: .host, command: ["/bin/sh", "-c", "while :; do :; done"],
+                limits: CgroupLimits(cpuLimitMillis: 200, cpuRequestMillis: 100)))
+            let cgroup = runtime.cgroup(of: "busy")
+            #expect(try contents("\(cgroup.root)/cpu/\(cgroup.path)/cpu.cfs_quota_us").trimmingCharacters(in: .whitespacesAndNewlines) == "20000")
+            #expect(try contents("\(cgroup.root)/cpu/\(cgroup.path)/cpu.cfs_period_us").trimmingCharacters(in: .whitespacesAndNewlines) == "100000")
+            #expect(try contents("\(cgroup.root)/cpu/\(cgroup.path)/cpu.shares").trimmingCharacters(in: .whitespacesAndNewlines) == "102")
+            try await eventually("the throttling counters to rise") {
+                let reading = try #require(await runtime.reading("busy"))
+                return reading.throttledPeriods > 2 && reading.throttledNanos > 0
+            }
+            let reading = try #require(await runtime.reading("busy"))
+            #expect(reading.applied.cpuLimitMillis == 200)
+            #expect(reading.cpuNanos > 0)
+            _ = await runtime.stop("busy", grace: .milliseconds(100))
+        }
+    }
+
+    @Test func limitsChangeLiveOnTheSameProcess() async throws {
+        try await withRuntime { runtime in
+            let record = try await runtime.start(LaunchRequest(
+                id: "live", image: .host, command: ["/bin/sleep", "1000"],
+                limits: CgroupLimits(cpuLimitMillis: 500, cpuRequestMillis: 250, memoryLimitBytes: 64 << 20)))
+            let raised = try await runtime.update("live", limits: CgroupLimits(
+                cpuLimitMillis: 2000, cpuRequestMillis: 1000, memoryLimitBytes: 256 << 20, pids: 100))
+            #expect(raised.applied == CgroupLimits(cpuLimitMillis: 2000, cpuRequestMillis: 1000, memoryLimitBytes: 256 << 20, pids: 100))
+            #expect(raised.swapDisabled)
+            let lowered = try await runtime.update("live", limits: CgroupLimits(
+                cpuLimitMillis: 100, cpuRequestMillis: 100, memoryLimitBytes: 16 << 20, pids: 50))
+            #expect(lowered.applied.memoryLimitBytes == 16 << 20)
+            #expect(lowered.applied.cpuLimitMillis == 100)
+            #expect(lowered.swapDisabled)
+            let unlimited = try await runtime.update("live", limits: CgroupLimits(cpuRequestMillis: 100, pids: 0))
+            #expect(unlimited.applied.memoryLimitBytes == 0)
+            #expect(unlimited.applied.cpuLimitMillis == 0)
+            #expect(unlimited.applied.pids == 0)
+            #expect(unlimited.swapDisabled)
+            // The same process all along.
+            #expect(await runtime.isRunning("live"))
+            #expect(runtime.cgroup(of: "live").tasks() == [record.pid])
+            _ = await runtime.stop("live", grace: .milliseconds(100))
+        }
+    }
+
+    @Test func swapIsOffInTheCgroup() async throws {
+        try await withRuntime { runtime in
+            try await runtime.start(LaunchRequest(
+                id: "noswap", image: .host, command: ["/bin/sleep", "1000"], limits: CgroupLimits(memoryLimitBytes: 48 << 20)))
+            let cgroup = runtime.cgroup(of: "noswap")
+            let directory = "\(cgroup.root)/memory/\(cgroup.path)"
+            #expect(contents(directory + "/memory.swappiness").trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+            #expect(contents(directory + "/memory.limit_in_bytes").trimmingCharacters(in: .whitespacesAndNewlines) == "\(48 << 20)")
+            if FileManager.default.fileExists(atPath: directory + "/memory.memsw.limit_in_bytes") {
+                #expect(contents(directory + "/memory.memsw.limit_in_bytes").trimmingCharacters(in: .whitespacesAndNewlines) == "\(48 << 20)")
+            }
+            _ = await runtime.stop("noswap", grace: .milliseconds(100))
+        }
+    }
+
+    @Test func aMemoryLimitBelowUsageIsRefusedAndTheOldOneStays() async throws {
+        try await withRuntime { runtime in
+            // 40 MB in /dev/shm (tmpfs, charged to the instance, not reclaimable without swap).
+            try await runtime.start(LaunchRequest(
+                id: "full", image: .host,
+                command: ["/bin/sh", "-c", "head -c 40000000 /dev/zero > /dev/shm/ballast && echo filled && exec sleep 1000"],
+                limits: CgroupLimits(memoryLimitBytes: 128 << 20)))
+            try await eventually("the ballast") { contents(runtime.logFile(of: "full")).contains("filled") }
+            do {
+                _ = try await runtime.update("full", limits: CgroupLimits(memoryLimitBytes: 8 << 20))
+                Issue.record("a limit below usage was accepted")
+            } catch let CgroupError.limitBelowUsage(limit, usage) {
+                #expect(limit == 8 << 20)
+                #expect(usage > 30_000_000)
+            }
+            let reading = try #require(await runtime.reading("full"))
+            #expect(reading.applied.memoryLimitBytes == 128 << 20)
+            #expect(await runtime.isRunning("full"))
+            _ = await runtime.stop("full", grace: .milliseconds(100))
+        }
+    }
+
+    @Test func aForkBombStaysInsideItsPidsLimit() async throws {
+        try await withRuntime { runtime in
+            try await runtime.start(LaunchRequest(
+                id: "forks", image: .host,
+                // The bomb runs in a subshell, which ends when a fork is refused; its children stay.
+                command: ["/bin/sh", "-c", "(while :; do sleep 1000 & done) 2>/dev/null; echo contained; exec sleep 1000"],
+                limits: CgroupLimits(pids: 40)))
+            try await eventually("the bomb to hit the limit") { contents(runtime.logFile(of: "forks")).contains("contained") }
+            let cgroup = runtime.cgroup(of: "forks")
+            let refused = contents("\(cgroup.root)/pids/\(cgroup.path)/pids.events").split(separator: " ").last.map { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 } ?? 0
+            #expect(refused > 0)
+            let reading = try #require(await runtime.reading("forks"))
+            #expect(reading.tasks <= 40 && reading.tasks >= 35)
+            #expect(reading.applied.pids == 40)
+            #expect(await runtime.isRunning("forks"))
+            // The node still forks.
+            #expect(try await Subprocess.check("/bin/true", []) == "")
+            _ = await runtime.stop("forks", grace: .milliseconds(100))
+        }
+    }
+
+    @Test func aRestartedRuntimeFindsWhatRunsAndWhatEnded() async throws {
+        try await withRuntime { runtime in
+            let record = try await runtime.start(LaunchRequest(
+                id: "keeps", image: .host, command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do echo tick; sleep 0.05; done"]),
+                labels: ["generation": "4"])
+            try await runtime.start(LaunchRequest(id: "ends", image: .host, command: ["/bin/sh", "-c", "exit 5"]))
+            _ = await runtime.waitForEnding("ends", within: .seconds(20))
+
+            // A second runtime on the same folder: the agent after a restart.
+            let again = try InstanceRuntime(configuration: runtime.configuration, logger: quietLogger)
+            let found = await again.found()
+            let keeps = try #require(found.first { $0.record.id == "keeps" })
+            #expect(keeps.ending == nil)
+            #expect(keeps.record.pid == record.pid)
+            #expect(keeps.record.labels["generation"] == "4")
+            #expect(found.first { $0.record.id == "ends" }?.ending == .exited(5))
+            // The monitor still writes its log.
+            let before = contents(again.logFile(of: "keeps")).count
+            try await eventually("more log lines") { contents(again.logFile(of: "keeps")).count > before }
+            #expect(await again.stop("keeps", grace: .seconds(10)) == .exited(0))
+        }
+    }
+
+    @Test func imagesRunFromAnOCILayoutCachedByDigest() async throws {
+        let image = try ImageReference(parsing: try await DemoImage.shared.reference())
+        try await withRuntime { runtime in
+            let first = try await runtime.start(LaunchRequest(
+                id: "img-0", image: image, command: ["/bin/sh", "-c", "echo from busybox > /tmp/x && cat /tmp/x && ls /bin/busybox"]))
+            #expect(first.imageDigest?.hasPrefix("sha256:") == true)
+            #expect(try #require(await runtime.waitForEnding("img-0", within: .seconds(20))) == .exited(0))
+            #expect(contents(runtime.logFile(of: "img-0")).contains("from busybox"))
+            // No command: the image's own (sh), which exits at once on an empty stdin.
+            let second = try await runtime.start(LaunchRequest(id: "img-1", image: image))
+            #expect(second.imageDigest == first.imageDigest)
+            #expect(try #require(await runtime.waitForEnding("img-1", within: .seconds(20))) == .exited(0))
+            // The instances' writes stay in their own layer, never in the shared image.
+            let unpacked = try #require(try await runtime.images.unpack(image))
+            #expect(!FileManager.default.fileExists(atPath: unpacked.rootfs + "/tmp/x"))
+            await runtime.cleanUp("img-0", removeFolder: true)
+            await runtime.cleanUp("img-1", removeFolder: true)
+            #expect(await runtime.images.collectGarbage(inUse: await runtime.digestsInUse()) == [unpacked.digest])
+        }
+    }
+
+    @Test func aMissingOrCorruptImageFailsTheInstanceWithTheReason() async throws {
+        try await withRuntime { runtime in
+            let missing = NSTemporaryDirectory() + "sigma-no-image-\(UUID().uuidString.prefix(8))"
+            await #expect(throws: RuntimeError.self) {
+                try await runtime.start(LaunchRequest(id: "gone", image: .ociLayout(path: missing, tag: "v1"), command: ["/bin/true"]))
+            }
+            let gone = try #require(await runtime.ending(of: "gone"))
+            #expect(gone.state == "Failed")
+            #expect(gone.description.contains("not found"))
+
+            let corrupt = NSTemporaryDirectory() + "sigma-bad-image-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: corrupt, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: corrupt) }
+            try Data("{not json".utf8).write(to: URL(fileURLWithPath: corrupt + "/index.json"))
+            await #expect(throws: RuntimeError.self) {
+                try await runtime.start(LaunchRequest(id: "bad", image: .ociLayout(path: corrupt, tag: "v1"), command: ["/bin/true"]))
+            }
+            #expect(try #require(await runtime.ending(of: "bad")).description.contains("corrupt"))
+
+            // A command that does not exist: runc's own error is the reason.
+            await #expect(throws: RuntimeError.self) {
+                try await runtime.start(LaunchRequest(id: "nocmd", image: .host, command: ["/no/such/program"]))
+            }
+            #expect(try #require(await runtime.ending(of: "nocmd")).description.contains("no such file"))
+        }
+    }
+
+    @Test func imageReferencesParse() throws {
+        #expect(try ImageReference(parsing: "host") == .host)
+        #expect(try ImageReference(parsing: "oci:/srv/images/web:v2") == .ociLayout(path: "/srv/images/web", tag: "v2"))
+        #expect(try ImageReference(parsing: "oci:/srv/images/web") == .ociLayout(path: "/srv/images/web", tag: "latest"))
+        #expect(try ImageReference(parsing: "docker-archive:/tmp/web.tar") == .dockerArchive(path: "/tmp/web.tar"))
+        #expect(try ImageReference(parsing: "docker://busybox:1.36") == .registry("docker://busybox:1.36"))
+        #expect(throws: ImageError.badReference("nginx:latest")) { try ImageReference(parsing: "nginx:latest") }
+        #expect(throws: ImageError.badReference("oci:")) { try ImageReference(parsing: "oci:") }
+    }
+}
