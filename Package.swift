@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol", "CZeroMQ"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
-            name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "TestSupport"], path: "Tests/ServiceTests"),
+            name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "NodeRuntime", "TestSupport"], path: "Tests/ServiceTests"),
         .testTarget(name: "AgentTests", dependencies: ["NodeRuntime", "TestSupport"], path: "Tests/AgentTests"),
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),
     ]

@@ -116,6 +116,15 @@ enum Assignments {
         return assignment
     }
 
+    /// Why an instance left `node`, for the agent's stop reason.
+    static func removalReason(node: String, now: String, state: String) -> String {
+        switch state {
+        case "Terminating", "Terminated": return "deleted"
+        case "NeedMigration": return "migrated"
+        default: return now != node ? (now.isEmpty ? "unbound" : "migrated to \(now)") : state
+        }
+    }
+
     static func encodeSSDs(_ ssds: [Sigma_V1_SSD]) throws -> String {
         let objects = ssds.map { ["path": $0.path, "size_bytes": $0.sizeBytes, "model": $0.model] as [String: Any] }
         return String(decoding: try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys]), as: UTF8.self)
@@ -205,9 +214,11 @@ struct AssignmentFeed: Service {
                 if let now = current[instance] {
                     event.assignment = now.assignment
                     event.removed = now.node != node || !Assignments.runningStates.contains(now.state)
+                    if event.removed { event.reason = Assignments.removalReason(node: node, now: now.node, state: now.state) }
                 } else {
                     event.assignment.instanceID = instance
                     event.removed = true
+                    event.reason = "deleted"
                 }
                 publisher.publish(topic: Assignments.topic(node), payload: try event.serializedBytes())
             }

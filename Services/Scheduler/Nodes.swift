@@ -35,13 +35,14 @@ struct Nodes: Sendable {
         try await store.transaction(isolation: .readCommitted) { tx in
             let rows = try await tx.query(
                 """
-                INSERT INTO nodes (name, host_ip, region, idc, isp, labels, cpu_millis, memory_bytes, disk_bytes, last_heartbeat)
-                VALUES ($1, $2::inet, $3, $4, $5, $6::jsonb, $7, $8, $9, now())
+                INSERT INTO nodes (name, host_ip, region, idc, isp, labels, cpu_millis, memory_bytes, disk_bytes, agent_endpoint,
+                                   last_heartbeat)
+                VALUES ($1, $2::inet, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now())
                 ON CONFLICT (name) DO UPDATE SET host_ip = $2::inet, region = $3, idc = $4, isp = $5, labels = $6::jsonb,
-                    cpu_millis = $7, memory_bytes = $8, disk_bytes = $9, updated_at = now()
+                    cpu_millis = $7, memory_bytes = $8, disk_bytes = $9, agent_endpoint = $10, updated_at = now()
                 RETURNING (xmax = 0) AS created
                 """, request.name, request.hostIp, request.region, request.idc, request.isp, labels,
-                request.capacity.cpuMillis, request.capacity.memoryBytes, request.diskBytes)
+                request.capacity.cpuMillis, request.capacity.memoryBytes, request.diskBytes, request.agentEndpoint)
             let created = try rows.first?.decode(Bool.self, "created") ?? false
             try await Events.record(
                 tx, .node, request.name, created ? "Registered" : "Updated",
@@ -216,7 +217,7 @@ struct Nodes: Sendable {
         let rows = try await store.query(
             """
             SELECT n.name, host(n.host_ip) AS host_ip, n.region, n.idc, n.isp, n.labels::text AS labels,
-                   n.cpu_millis, n.memory_bytes, n.disk_bytes, n.state, n.schedulable, n.draining, n.epoch,
+                   n.cpu_millis, n.memory_bytes, n.disk_bytes, n.state, n.schedulable, n.draining, n.epoch, n.agent_endpoint,
                    coalesce((extract(epoch FROM n.last_heartbeat) * 1000)::bigint, 0) AS heartbeat_ms,
                    n.usage_cpu_millis, n.usage_memory_bytes, n.usage_disk_bytes,
                    coalesce(s.request_cpu, 0)::bigint AS request_cpu, coalesce(s.request_memory, 0)::bigint AS request_memory,
@@ -248,6 +249,7 @@ struct Nodes: Sendable {
         node.cordoned = !(try row.decode(Bool.self, "schedulable"))
         node.draining = try row.decode(Bool.self, "draining")
         node.epoch = try row.decode(Int64.self, "epoch")
+        node.agentEndpoint = try row.decode(String.self, "agent_endpoint")
         node.lastHeartbeatUnixMs = try row.decode(Int64.self, "heartbeat_ms")
         node.usage.cpuMillis = try row.decode(Int64.self, "usage_cpu_millis")
         node.usage.memoryBytes = try row.decode(Int64.self, "usage_memory_bytes")

@@ -27,7 +27,8 @@ public enum InstanceState: String, Sendable, CaseIterable, Codable {
         case (.pending, .scheduled), (.scheduled, .starting), (.starting, .running),
             (.running, .needMigration), (.needMigration, .scheduled), (.terminating, .terminated):
             return true
-        case (.starting, _), (.running, _):
+        case (.scheduled, _), (.starting, _), (.running, _):
+            // Scheduled: it could not start (a bad image), or ended before a heartbeat saw it run.
             return [.succeeded, .failed, .oomKilled, .killed].contains(next)
         default:
             return false

@@ -150,3 +150,10 @@ public enum ConfigMethods {
     public static let abandon = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("AbandonConfig", idempotent: false)
     public static let fetch = RPCMethod<Sigma_V1_FetchConfigRequest, Sigma_V1_FetchConfigResponse>("FetchConfig", idempotent: true)
 }
+
+/// Methods of sigma-agent (each agent serves its own node).
+public enum AgentMethods {
+    public static let readLogs = RPCMethod<Sigma_V1_ReadLogsRequest, Sigma_V1_ReadLogsResponse>("ReadLogs", idempotent: true)
+    public static let listLocalInstances = RPCMethod<Sigma_V1_ListLocalInstancesRequest, Sigma_V1_ListLocalInstancesResponse>(
+        "ListLocalInstances", idempotent: true)
+}

@@ -29,6 +29,8 @@ public final class ServiceHost: Sendable {
     /// The database; nil for the agent, which never connects to PostgreSQL.
     public let store: Store?
     public let metrics = MethodMetricsRegistry()
+    /// The endpoint this service serves on, once it does.
+    public let bound = BoundEndpoint()
     let startedAt = ContinuousClock.now
     let schema = SchemaState()
 
@@ -69,7 +71,7 @@ public final class ServiceHost: Sendable {
         let server = RPCServer(configuration: try options.serverConfiguration(kind), handlers: handlers, logger: logger,
                                observer: metrics.observer)
         var configured: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: RPCServerService(server: server, readyFile: options.readyFile, logger: logger))
+            .init(service: RPCServerService(server: server, readyFile: options.readyFile, logger: logger, bound: bound))
         ]
         if let store {
             configured.append(.init(service: MigrationService(store: store, schema: schema, logger: logger),
@@ -153,15 +155,45 @@ final class FirstAnswer<T: Sendable>: Sendable {
 }
 
 /// Runs the RPC server as a lifecycle service; writes the ready file once it serves.
+/// The endpoint the RPC server bound (a port * resolved), for services that advertise it.
+public final class BoundEndpoint: Sendable {
+    private let state = Mutex<(endpoint: String?, waiting: [CheckedContinuation<String, Never>])>((nil, []))
+
+    func fulfil(_ endpoint: String) {
+        let waiting = state.withLock { state in
+            state.endpoint = endpoint
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume(returning: endpoint) }
+    }
+
+    /// Waits until the server serves.
+    public var value: String {
+        get async {
+            await withCheckedContinuation { continuation in
+                let ready: String? = state.withLock { state in
+                    if let endpoint = state.endpoint { return endpoint }
+                    state.waiting.append(continuation)
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+}
+
 struct RPCServerService: Service {
     let server: RPCServer
     let readyFile: String?
     let logger: Logger
+    let bound: BoundEndpoint
 
     func run() async throws {
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
                 let endpoint = try await server.start()
+                bound.fulfil(endpoint)
                 if let readyFile { try writeAtomically(readyFile, endpoint + "\n") }
                 await server.finished()
                 if let readyFile { try? FileManager.default.removeItem(atPath: readyFile) }

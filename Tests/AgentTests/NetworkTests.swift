@@ -1,12 +1,12 @@
 import Foundation
 import NodeRuntime
 import Testing
+import TestSupport
 
-/// A bridge and subnet of the test's own: a random /24 inside 100.64.0.0/10, a bridge named after the test,
+/// A bridge and subnet of the test's own: a /24 inside 100.64.0.0/10 no other test of the run uses, a bridge named after the test,
 /// both removed afterwards.
 func withNodeNetwork<T>(_ body: (NodeNetwork, _ subnet: String) async throws -> T) async throws -> T {
-    var generator = SystemRandomNumberGenerator()
-    let subnet = "100.\(64 + Int.random(in: 0..<64, using: &generator)).\(Int.random(in: 0..<256, using: &generator))"
+    let subnet = TestSubnets.next()
     let network = try NodeNetwork(bridge: "sgt\(UUID().uuidString.prefix(6).lowercased())")
     do {
         let result = try await body(network, subnet)

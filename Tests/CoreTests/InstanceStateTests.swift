@@ -10,6 +10,8 @@ import Testing
         (.needMigration, .scheduled, true),
         (.running, .oomKilled, true),
         (.starting, .failed, true),
+        (.scheduled, .failed, true),
+        (.scheduled, .succeeded, true),
         (.running, .terminating, true),
         (.terminating, .terminated, true),
         (.pending, .running, false),

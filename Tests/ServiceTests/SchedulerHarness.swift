@@ -19,6 +19,8 @@ struct SchedulerCluster {
     var discoveryEndpoints: [String] = []
     /// Config center replicas (when asked for).
     var configEndpoints: [String] = []
+    /// The schedulers' endpoints.
+    var endpoints: [String] = []
 
     static func with(
         schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
@@ -32,6 +34,7 @@ struct SchedulerCluster {
                 var pool = Sigma_V1_CreateIPPoolRequest()
                 pool.pool.name = "test"
                 pool.pool.cidr = cidr
+                pool.pool.gateway = IPv4CIDRText.firstHost(cidr)
                 _ = try await allocator.call(AllocatorMethods.createIPPool, pool)
                 let arguments = [
                     "--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", db.url,
@@ -52,6 +55,7 @@ struct SchedulerCluster {
                     let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
                     defer { store.shutdown() }
                     var cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
+                    cluster.endpoints = endpoints
                     cluster.discoveries = Array(all.dropFirst(schedulers).prefix(discoveries))
                     for process in cluster.discoveries {
                         let endpoint = try await process.endpoint()
@@ -132,6 +136,14 @@ struct SchedulerCluster {
     func allRunning(_ app: String, _ count: Int) async throws -> Bool {
         let list = try await instances(app)
         return list.count == count && list.allSatisfy { $0.state == "Running" }
+    }
+}
+
+enum IPv4CIDRText {
+    /// "100.64.0.0/16" → "100.64.0.1": the gateway tests give every pool.
+    static func firstHost(_ cidr: String) -> String {
+        let parts = cidr.split(separator: "/")[0].split(separator: ".").map { Int($0)! }
+        return "\(parts[0]).\(parts[1]).\(parts[2]).\(parts[3] + 1)"
     }
 }
 

@@ -244,16 +244,16 @@ import TestSupport
     }
 
     @Test func exhaustedIPPoolLeavesInstancesPendingWithTheAllocatorsReason() async throws {
-        // A /29 has six addresses to hand out.
+        // A /29 has five addresses to hand out (network, gateway and broadcast are reserved).
         try await SchedulerCluster.with(pool: "100.64.0.0/29") { cluster in
             let agent = SimulatedAgent("n1", client: cluster.client)
             try await agent.register(cpu: 8000)
             agent.start()
             defer { agent.stop() }
-            try await cluster.apply("many", replicas: 8, cpu: 100)
-            try await cluster.eventually("6 Running, 2 Pending without an IP") {
+            try await cluster.apply("many", replicas: 7, cpu: 100)
+            try await cluster.eventually("5 Running, 2 Pending without an IP") {
                 let list = try await cluster.instances("many")
-                return list.filter { $0.state == "Running" }.count == 6
+                return list.filter { $0.state == "Running" }.count == 5
                     && list.filter { $0.state == "Pending" && $0.pendingReason.hasPrefix("no instance IP") }.count == 2
             }
             let pending = try await cluster.instances("many").first { $0.state == "Pending" }!
@@ -262,9 +262,9 @@ import TestSupport
             // Scaling down frees addresses; the rest then bind.
             var scale = Sigma_V1_ScaleAppRequest()
             scale.name = "many"
-            scale.replicas = 6
+            scale.replicas = 5
             _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
-            try await cluster.eventually("6 Running") { try await cluster.allRunning("many", 6) }
+            try await cluster.eventually("5 Running") { try await cluster.allRunning("many", 5) }
         }
     }
 }

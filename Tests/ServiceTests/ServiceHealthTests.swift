@@ -34,7 +34,11 @@ import TestSupport
             try await withServices({ try Self.controlPlane.map { try ServiceProcess($0, listen + eventsOnFreePort($0)) } }) { services in
                 var endpoints: [String: String] = [:]
                 for service in services { endpoints[service.name] = try await service.endpoint() }
-                let agent = try ServiceProcess("sigma-agent", ["--listen", "tcp://127.0.0.1:*", "--scheduler", endpoints["sigma-scheduler"]!])
+                let state = NSTemporaryDirectory() + "sigma-agent-health-\(UUID().uuidString.prefix(8))"
+                defer { try? FileManager.default.removeItem(atPath: state) }
+                let agent = try ServiceProcess("sigma-agent", [
+                    "--listen", "tcp://127.0.0.1:*", "--scheduler", endpoints["sigma-scheduler"]!, "--state-dir", state,
+                    "--name", "health-\(UUID().uuidString.prefix(6).lowercased())", "--host-ip", "127.0.0.1"])
                 endpoints["sigma-agent"] = try await agent.endpoint()
 
                 for (name, endpoint) in endpoints.sorted(by: { $0.key < $1.key }) {
@@ -147,7 +151,8 @@ import TestSupport
         #expect(secretMode == 0o600)
 
         let arguments = ["--listen", "tcp://127.0.0.1:*", "--curve-key", folder + "/servers/agent.key",
-                         "--curve-allow", folder + "/clients", "--scheduler", "tcp://127.0.0.1:1"]
+                         "--curve-allow", folder + "/clients", "--scheduler", "tcp://127.0.0.1:1", "--state-dir", folder + "/agent",
+                         "--name", "curve-test", "--host-ip", "127.0.0.1"]
         try await withServices({ [try ServiceProcess("sigma-agent", arguments)] }) { services in
             let endpoint = try await services[0].endpoint()
             #expect(!services[0].log.contains("CURVE is off"))

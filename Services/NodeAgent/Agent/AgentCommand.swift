@@ -1,15 +1,19 @@
 import ArgumentParser
+import Core
+import Foundation
 import Logging
+import NodeRuntime
 import Protocol
 import RPC
 import Service
+import ServiceLifecycle
 
-/// `sigma-agent`: runs on every server. It never touches PostgreSQL; it talks to the scheduler.
+/// `sigma-agent`: runs on every server, as root. It never touches PostgreSQL; it talks to the scheduler.
 @main
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sigma-agent",
-        abstract: "Sigma's node agent: runs this server's instances and reports to the scheduler.")
+        abstract: "Sigma's node agent: runs this server's instances under runc and reports to the scheduler.")
 
     @OptionGroup var options: ServiceOptions
     @OptionGroup var client: ClientOptions
@@ -17,11 +21,101 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Scheduler endpoints, comma-separated. [SIGMA_SCHEDULER]")
     var scheduler: String?
 
+    @Option(help: "This node's name (lowercase). [SIGMA_NODE_NAME] (default: the host name)")
+    var name: String?
+
+    @Option(help: "This node's IP as other servers reach it. [SIGMA_HOST_IP] (default: the first non-loopback IPv4)")
+    var hostIP: String?
+
+    @Option(help: "Where the node is: region, IDC (datacenter) and ISP (network carrier).")
+    var region: String = ""
+    @Option(help: "The node's IDC (datacenter). [SIGMA_IDC]")
+    var idc: String?
+    @Option(help: "The node's network carrier.")
+    var isp: String = ""
+
+    @Option(name: .customLong("label"), help: "A node label KEY=VALUE; repeat for more.")
+    var labels: [String] = []
+
+    @Option(name: .customLong("ssd"), help: "A local SSD PATH[:SIZE[:MODEL]] (a device or a directory; SIZE like 800Gi, read from the filesystem when left out); repeat for more.")
+    var ssds: [String] = []
+
+    @Option(help: "Host port range for instances, FIRST-LAST (default 20000-32767).")
+    var portRange: String?
+
+    @Option(help: "Folder for instances, images and the runtime's state. [SIGMA_AGENT_STATE]")
+    var stateDir: String?
+
+    @Option(help: "The OCI runtime (runc; crun on cgroup v2 hosts). [SIGMA_RUNTIME]")
+    var runtime: String?
+
+    @Option(help: "The per-instance monitor (default: sigma-monitor next to this executable).")
+    var monitor: String?
+
+    @Option(help: "Linux bridge of the node-local network (at most 15 characters).")
+    var bridge: String = "sigma0"
+
+    @Option(help: "Where the cgroup hierarchies are mounted.")
+    var cgroupRoot: String = "/sys/fs/cgroup"
+
+    @Option(help: "Parent cgroup of every instance (default sigma/<node>).")
+    var cgroupParent: String?
+
+    @Option(help: "Discovery endpoints given to instances as SIGMA_DISCOVERY. [SIGMA_DISCOVERY]")
+    var discovery: String?
+
+    @Option(help: "Most processes and threads one instance may have (0 = unlimited).")
+    var pidsLimit: Int64 = CgroupLimits.defaultPids
+
+    @Option(help: "Seconds between SIGTERM and SIGKILL when stopping an instance.")
+    var stopGrace: Double = 10
+
+    @Option(help: "First wait in seconds before restarting an ended instance (doubles, up to 60 s).")
+    var restartBackoff: Double = 1
+
+    @Option(help: "Endpoint operators' tools use to reach this agent (default: the bound one, 0.0.0.0 replaced by the host IP).")
+    var advertise: String?
+
     func run() async throws {
         let host = try ServiceHost(kind: .agent, options: options)
+        let logger = host.logger
+        let nodeName = try resolvedName()
+        let nodeIP = try resolvedHostIP()
+        let state = stateDir ?? ServiceOptions.environment("SIGMA_AGENT_STATE") ?? "/var/lib/sigma/agent"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+
+        let runtimeName = runtime ?? ServiceOptions.environment("SIGMA_RUNTIME") ?? "runc"
+        guard let runtimePath = Subprocess.find(runtimeName) else {
+            throw ValidationError("the OCI runtime \"\(runtimeName)\" was not found: install runc (apt-get install runc) or pass --runtime PATH")
+        }
+        let monitorPath = monitor ?? (Self.executableDirectory() + "/sigma-monitor")
+        let configuration = RuntimeConfiguration(
+            runtime: runtimePath, monitor: monitorPath, stateDirectory: state, cgroupRoot: cgroupRoot,
+            cgroupParent: cgroupParent ?? "sigma/\(nodeName)")
+        let instanceRuntime: InstanceRuntime
+        do {
+            instanceRuntime = try InstanceRuntime(configuration: configuration, logger: logger)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let network = try NodeNetwork(bridge: bridge)
+        let context = NodeContext(
+            name: nodeName, hostIP: nodeIP,
+            discovery: discovery ?? ServiceOptions.environment(ServiceKind.discovery.endpointVariable) ?? ServiceKind.discovery.defaultEndpoint,
+            pidsLimit: pidsLimit)
+        var settings = AgentSettings(node: context)
+        settings.stopGrace = .milliseconds(Int64(stopGrace * 1000))
+        settings.restartBackoff = .milliseconds(Int64(restartBackoff * 1000))
+        let agent = Agent(settings: settings, runtime: instanceRuntime, network: network, logger: logger)
+
         let endpoints = scheduler ?? ServiceOptions.environment(ServiceKind.scheduler.endpointVariable)
             ?? ServiceKind.scheduler.defaultEndpoint
-        let schedulerClient = try client.client(endpoints: endpoints, timeout: .seconds(2), logger: host.logger)
+        let schedulerClient = try client.client(endpoints: endpoints, timeout: .seconds(5), logger: logger)
+        let registration = try registrationRequest(name: nodeName, hostIP: nodeIP, stateDirectory: state)
+        let loop = AgentLoop(
+            agent: agent, scheduler: schedulerClient, registration: registration, stateDirectory: state,
+            bound: host.bound, advertise: advertise, hostIP: nodeIP, curve: try client.curve(), logger: logger)
+
         let reachScheduler = HealthCheck(name: "scheduler") {
             do {
                 let answer = try await schedulerClient.call(CommonMethods.health, .init(), timeout: .seconds(1))
@@ -30,6 +124,97 @@ struct AgentCommand: AsyncParsableCommand {
                 return (false, "\(endpoints): \(error)")
             }
         }
-        try await host.run(checks: [reachScheduler], role: "agent")
+        var handlers = RPCHandlers()
+        let logs = LogReader(runtime: instanceRuntime, agent: agent)
+        handlers.register(AgentMethods.readLogs) { request, _ in try await logs.read(request) }
+        handlers.register(AgentMethods.listLocalInstances) { _, _ in await logs.list() }
+        try await host.run(handlers: handlers, checks: [reachScheduler], role: "agent", services: [loop])
+    }
+
+    func resolvedName() throws -> String {
+        let name = (self.name ?? ServiceOptions.environment("SIGMA_NODE_NAME") ?? ProcessInfo.processInfo.hostName).lowercased()
+        guard !name.isEmpty else { throw ValidationError("--name: required (the host name is empty)") }
+        return name
+    }
+
+    func resolvedHostIP() throws -> String {
+        if let given = hostIP ?? ServiceOptions.environment("SIGMA_HOST_IP") {
+            guard IPv4Address(given) != nil else { throw ValidationError("--host-ip: \"\(given)\" is not an IPv4 address") }
+            return given
+        }
+        guard let found = Self.firstIPv4() else { throw ValidationError("--host-ip: required (no non-loopback IPv4 address found)") }
+        return found
+    }
+
+    /// The registration: real CPUs, memory and disk; location, labels and SSDs from the flags.
+    func registrationRequest(name: String, hostIP: String, stateDirectory: String) throws -> Sigma_V1_RegisterNodeRequest {
+        let facts = MachineFacts.read(stateDirectory: stateDirectory)
+        var request = Sigma_V1_RegisterNodeRequest()
+        request.name = name
+        request.hostIp = hostIP
+        request.region = region
+        request.idc = idc ?? ServiceOptions.environment("SIGMA_IDC") ?? ""
+        request.isp = isp
+        request.capacity.cpuMillis = facts.cpuMillis
+        request.capacity.memoryBytes = facts.memoryBytes
+        request.diskBytes = facts.diskBytes
+        for label in labels {
+            let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--label \"\(label)\": use KEY=VALUE") }
+            request.labels[parts[0]] = parts[1]
+        }
+        request.ssds = try ssds.map(Self.ssd)
+        if let portRange {
+            let parts = portRange.split(separator: "-").compactMap { UInt32($0) }
+            guard parts.count == 2, parts[0] <= parts[1], parts[1] <= 65535 else {
+                throw ValidationError("--port-range \"\(portRange)\": use FIRST-LAST, within 1-65535")
+            }
+            request.portRange.firstPort = parts[0]
+            request.portRange.lastPort = parts[1]
+        }
+        return request
+    }
+
+    static func ssd(_ text: String) throws -> Sigma_V1_SSD {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        var ssd = Sigma_V1_SSD()
+        ssd.path = parts[0]
+        guard ssd.path.hasPrefix("/") else { throw ValidationError("--ssd \"\(text)\": the path must be absolute") }
+        if parts.count > 1, !parts[1].isEmpty {
+            guard let size = Quantity.parseBytes(parts[1]), size > 0 else {
+                throw ValidationError("--ssd \"\(text)\": \"\(parts[1])\" is not a size")
+            }
+            ssd.sizeBytes = UInt64(size)
+        } else {
+            ssd.sizeBytes = UInt64(max(0, MachineFacts.filesystem(ssd.path).total))
+        }
+        if parts.count > 2 { ssd.model = parts[2] }
+        ssd.healthy = FileManager.default.fileExists(atPath: ssd.path)
+        return ssd
+    }
+
+    static func executableDirectory() -> String {
+        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return (path as NSString).deletingLastPathComponent
+    }
+
+    static func firstIPv4() -> String? {
+        var addresses: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&addresses) == 0, let first = addresses else { return nil }
+        defer { freeifaddrs(addresses) }
+        var cursor: UnsafeMutablePointer<ifaddrs>? = first
+        while let entry = cursor {
+            defer { cursor = entry.pointee.ifa_next }
+            guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET),
+                  entry.pointee.ifa_flags & UInt32(IFF_LOOPBACK) == 0
+            else { continue }
+            var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+            address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { inet in
+                var raw = inet.pointee.sin_addr
+                _ = inet_ntop(AF_INET, &raw, &text, socklen_t(INET_ADDRSTRLEN))
+            }
+            return String(cString: text)
+        }
+        return nil
     }
 }

@@ -197,6 +197,12 @@ public nonisolated struct Sigma_V1_Node: @unchecked Sendable {
     set {_uniqueStorage()._epoch = newValue}
   }
 
+  /// Where the node's agent serves (logs of its instances).
+  public var agentEndpoint: String {
+    get {_storage._agentEndpoint}
+    set {_uniqueStorage()._agentEndpoint = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -244,6 +250,9 @@ public nonisolated struct Sigma_V1_RegisterNodeRequest: Sendable {
   public var hasPortRange: Bool {self._portRange != nil}
   /// Clears the value of `portRange`. Subsequent reads from it will return its default value.
   public mutating func clearPortRange() {self._portRange = nil}
+
+  /// Where the agent serves its own methods (ReadLogs), as reachable from operators.
+  public var agentEndpoint: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1463,6 +1472,12 @@ public nonisolated struct Sigma_V1_AssignmentEvent: @unchecked Sendable {
     set {_uniqueStorage()._removed = newValue}
   }
 
+  /// Why, when removed: "deleted", "migrated", "drained", "scaled down", ...
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1642,7 +1657,7 @@ nonisolated extension Sigma_V1_NodeUsage: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_ip\0\u{1}region\0\u{1}idc\0\u{1}isp\0\u{1}labels\0\u{1}capacity\0\u{3}disk_bytes\0\u{1}health\0\u{1}cordoned\0\u{1}draining\0\u{3}last_heartbeat_unix_ms\0\u{1}requested\0\u{1}limits\0\u{1}usage\0\u{1}instances\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_ip\0\u{1}region\0\u{1}idc\0\u{1}isp\0\u{1}labels\0\u{1}capacity\0\u{3}disk_bytes\0\u{1}health\0\u{1}cordoned\0\u{1}draining\0\u{3}last_heartbeat_unix_ms\0\u{1}requested\0\u{1}limits\0\u{1}usage\0\u{1}instances\0\u{1}epoch\0\u{3}agent_endpoint\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1662,6 +1677,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
     var _usage: Sigma_V1_NodeUsage? = nil
     var _instances: UInt32 = 0
     var _epoch: Int64 = 0
+    var _agentEndpoint: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1689,6 +1705,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
       _usage = source._usage
       _instances = source._instances
       _epoch = source._epoch
+      _agentEndpoint = source._agentEndpoint
     }
   }
 
@@ -1724,6 +1741,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
         case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._instances) }()
         case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._epoch) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._agentEndpoint) }()
         default: break
         }
       }
@@ -1787,6 +1805,9 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
       if _storage._epoch != 0 {
         try visitor.visitSingularInt64Field(value: _storage._epoch, fieldNumber: 17)
       }
+      if !_storage._agentEndpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._agentEndpoint, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1813,6 +1834,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
         if _storage._usage != rhs_storage._usage {return false}
         if _storage._instances != rhs_storage._instances {return false}
         if _storage._epoch != rhs_storage._epoch {return false}
+        if _storage._agentEndpoint != rhs_storage._agentEndpoint {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1824,7 +1846,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Sigma_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_ip\0\u{1}region\0\u{1}idc\0\u{1}isp\0\u{1}labels\0\u{1}capacity\0\u{3}disk_bytes\0\u{1}ssds\0\u{3}port_range\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_ip\0\u{1}region\0\u{1}idc\0\u{1}isp\0\u{1}labels\0\u{1}capacity\0\u{3}disk_bytes\0\u{1}ssds\0\u{3}port_range\0\u{3}agent_endpoint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1842,6 +1864,7 @@ nonisolated extension Sigma_V1_RegisterNodeRequest: SwiftProtobuf.Message, Swift
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.diskBytes) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.ssds) }()
       case 10: try { try decoder.decodeSingularMessageField(value: &self._portRange) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.agentEndpoint) }()
       default: break
       }
     }
@@ -1882,6 +1905,9 @@ nonisolated extension Sigma_V1_RegisterNodeRequest: SwiftProtobuf.Message, Swift
     try { if let v = self._portRange {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
     } }()
+    if !self.agentEndpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.agentEndpoint, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1896,6 +1922,7 @@ nonisolated extension Sigma_V1_RegisterNodeRequest: SwiftProtobuf.Message, Swift
     if lhs.diskBytes != rhs.diskBytes {return false}
     if lhs.ssds != rhs.ssds {return false}
     if lhs._portRange != rhs._portRange {return false}
+    if lhs.agentEndpoint != rhs.agentEndpoint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4061,11 +4088,12 @@ nonisolated extension Sigma_V1_GetAssignmentsResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Sigma_V1_AssignmentEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AssignmentEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}removed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}removed\0\u{1}reason\0")
 
   fileprivate class _StorageClass {
     var _assignment: Sigma_V1_Assignment? = nil
     var _removed: Bool = false
+    var _reason: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4078,6 +4106,7 @@ nonisolated extension Sigma_V1_AssignmentEvent: SwiftProtobuf.Message, SwiftProt
     init(copying source: _StorageClass) {
       _assignment = source._assignment
       _removed = source._removed
+      _reason = source._reason
     }
   }
 
@@ -4098,6 +4127,7 @@ nonisolated extension Sigma_V1_AssignmentEvent: SwiftProtobuf.Message, SwiftProt
         switch fieldNumber {
         case 1: try { try decoder.decodeSingularMessageField(value: &_storage._assignment) }()
         case 2: try { try decoder.decodeSingularBoolField(value: &_storage._removed) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
         default: break
         }
       }
@@ -4116,6 +4146,9 @@ nonisolated extension Sigma_V1_AssignmentEvent: SwiftProtobuf.Message, SwiftProt
       if _storage._removed != false {
         try visitor.visitSingularBoolField(value: _storage._removed, fieldNumber: 2)
       }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 3)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4127,6 +4160,7 @@ nonisolated extension Sigma_V1_AssignmentEvent: SwiftProtobuf.Message, SwiftProt
         let rhs_storage = _args.1
         if _storage._assignment != rhs_storage._assignment {return false}
         if _storage._removed != rhs_storage._removed {return false}
+        if _storage._reason != rhs_storage._reason {return false}
         return true
       }
       if !storagesAreEqual {return false}

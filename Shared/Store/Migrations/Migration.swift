@@ -21,6 +21,7 @@ public enum Schema {
         m0007Scheduler,
         m0008DiscoveryIndex,
         m0009Config,
+        m0010AgentEndpoint,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

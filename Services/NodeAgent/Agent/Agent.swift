@@ -1,0 +1,419 @@
+import Core
+import Foundation
+import Logging
+import NodeRuntime
+import Protocol
+import RPC
+
+/// How the agent behaves; flags of `sigma-agent`.
+struct AgentSettings: Sendable {
+    var node: NodeContext
+    var stopGrace: Duration = .seconds(10)
+    /// First wait before restarting an instance that ended; doubles each time up to `restartBackoffLimit`, and
+    /// starts over once an instance ran for `restartBackoffReset`.
+    var restartBackoff: Duration = .seconds(1)
+    var restartBackoffLimit: Duration = .seconds(60)
+    var restartBackoffReset: Duration = .seconds(60)
+    /// How often running instances are checked for an ending.
+    var watchInterval: Duration = .milliseconds(100)
+    /// Parallel starts in one pass.
+    var startConcurrency = 8
+}
+
+/// One instance this node runs (or ran), as the agent sees it.
+struct LocalInstance: Sendable {
+    enum Phase: Sendable, Equatable {
+        case starting
+        case running(since: ContinuousClock.Instant)
+        /// Ended; restarted at `until` (the restart policy allowed it).
+        case backoff(until: ContinuousClock.Instant)
+        /// Ended for good (the restart policy said no, or it could not start).
+        case ended
+    }
+
+    var assignment: Sigma_V1_Assignment
+    var phase: Phase
+    var pid: Int32 = 0
+    var restarts = 0
+    var lastEnding: InstanceEnding?
+    var network: InstanceNetwork?
+    var applied: CgroupLimits?
+    var limitProblem: String?
+    var lastCPU: (nanos: UInt64, at: ContinuousClock.Instant)?
+}
+
+/// The node agent's state: what the scheduler wants here (assignments) against what runs (the runtime), with
+/// the reconcile pass that moves one toward the other. Every change wakes the pass; a pass only acts on a
+/// copy of the state it read, and writes back what it did.
+actor Agent {
+    let settings: AgentSettings
+    let runtime: InstanceRuntime
+    let network: NodeNetwork
+    let logger: Logger
+
+    /// What the scheduler wants: the latest assignment of every instance bound here.
+    private(set) var desired: [String: Sigma_V1_Assignment] = [:]
+    /// Why an instance left `desired` ("deleted", "migrated", ...), for the stop reason.
+    private var removalReasons: [String: String] = [:]
+    private(set) var local: [String: LocalInstance] = [:]
+    /// Instances stopped on the scheduler's word: reported once as Terminated, then forgotten.
+    private var finished: [String: Sigma_V1_InstanceStatus] = [:]
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakes: AsyncStream<Void>
+    /// Instances the scheduler no longer counts as this node's (stale generation): stopped without a report.
+    private var disowned: Set<String> = []
+
+    init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, logger: Logger) {
+        self.settings = settings
+        self.runtime = runtime
+        self.network = network
+        self.logger = logger
+        (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    // MARK: - What the scheduler says
+
+    /// The whole desired state (a snapshot): replaces what was known.
+    func replaceAssignments(_ assignments: [Sigma_V1_Assignment]) {
+        let incoming = Dictionary(assignments.map { ($0.instanceID, $0) }, uniquingKeysWith: { a, b in a.generation >= b.generation ? a : b })
+        for id in desired.keys where incoming[id] == nil { removalReasons[id] = removalReasons[id] ?? "removed" }
+        desired = incoming
+        wake.yield()
+    }
+
+    /// One pushed change.
+    func apply(_ event: Sigma_V1_AssignmentEvent) {
+        let id = event.assignment.instanceID
+        if event.removed {
+            if let known = desired[id], event.assignment.generation != 0, known.generation > event.assignment.generation {
+                return  // an old generation's removal; the newer one stays
+            }
+            desired[id] = nil
+            removalReasons[id] = event.reason.isEmpty ? "removed" : event.reason
+        } else {
+            if let known = desired[id], known.generation > event.assignment.generation { return }
+            desired[id] = event.assignment
+            removalReasons[id] = nil
+        }
+        wake.yield()
+    }
+
+    /// The scheduler says these instances are no longer this node's (their generation moved on).
+    func disown(_ ids: [String]) {
+        for id in ids {
+            guard let instance = local[id] else { continue }
+            disowned.insert(id)
+            if desired[id]?.generation == instance.assignment.generation { desired[id] = nil }
+            removalReasons[id] = "fenced: generation \(instance.assignment.generation) is no longer this node's"
+        }
+        wake.yield()
+    }
+
+    func poke() { wake.yield() }
+
+    /// Fencing: takes `assignments` as the whole truth and stops, before anything else, every instance they do
+    /// not hold at the same generation (without reporting them: they are not this node's any more).
+    func fence(_ assignments: [Sigma_V1_Assignment]) async {
+        replaceAssignments(assignments)
+        for (id, instance) in local where desired[id]?.generation != instance.assignment.generation {
+            await stop(id, reason: "fenced", report: false)
+        }
+    }
+
+    // MARK: - Re-adoption
+
+    /// After a restart: instances that still run and match an assignment are taken over as they are; the
+    /// rest is stopped and removed. Call once, with the snapshot in `desired`, before reconciling.
+    func adopt() async {
+        for found in await runtime.found() {
+            let id = found.record.id
+            let generation = Int64(found.record.labels["generation"] ?? "") ?? -1
+            guard let assignment = desired[id], assignment.generation == generation else {
+                if found.ending == nil {
+                    logger.notice("stopping an orphan", metadata: ["instance": "\(id)", "generation": "\(generation)"])
+                    _ = await runtime.stop(id, grace: settings.stopGrace)
+                }
+                await runtime.cleanUp(id, removeFolder: true)
+                await network.detach(id)
+                continue
+            }
+            var instance = LocalInstance(assignment: assignment, phase: .running(since: .now), pid: found.record.pid)
+            instance.applied = await runtime.reading(id)?.applied
+            if let ending = found.ending {
+                instance.phase = .ended
+                instance.lastEnding = ending
+                local[id] = instance
+                handleEnding(id, ending)
+            } else {
+                logger.info("re-adopted", metadata: ["instance": "\(id)", "pid": "\(found.record.pid)"])
+                local[id] = instance
+            }
+        }
+    }
+
+    // MARK: - Reconcile
+
+    /// Runs passes until cancelled: one per wake, plus one per watch interval for endings and back-offs.
+    func run() async {
+        let ticker = Task { [wake, settings] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: settings.watchInterval)
+                wake.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        for await _ in wakes {
+            if Task.isCancelled { break }
+            await pass()
+        }
+    }
+
+    /// One reconcile pass: notice endings, stop what is not wanted, apply live limit changes, start what is
+    /// missing (in parallel), restart what the policy allows.
+    func pass() async {
+        await watchEndings()
+        let now = ContinuousClock.now
+
+        // Stop what is no longer wanted here, or runs an older generation.
+        for (id, instance) in local {
+            let wanted = desired[id]
+            if let wanted, wanted.generation == instance.assignment.generation { continue }
+            let reason = wanted != nil ? "replaced by generation \(wanted!.generation)" : removalReasons[id] ?? "removed"
+            await stop(id, reason: reason, report: wanted == nil && !disowned.contains(id))
+        }
+
+        var starts: [Sigma_V1_Assignment] = []
+        for (id, assignment) in desired {
+            guard var instance = local[id] else {
+                if assignment.mayStart { starts.append(assignment) }
+                continue
+            }
+            let limitsChanged = instance.assignment.resources != assignment.resources
+            instance.assignment = assignment
+            local[id] = instance
+            if limitsChanged, case .running = instance.phase { await applyLimits(id) }
+            if case .backoff(let until) = instance.phase, until <= now, assignment.mayStart { starts.append(assignment) }
+        }
+        guard !starts.isEmpty else { return }
+        for assignment in starts where local[assignment.instanceID] == nil {
+            local[assignment.instanceID] = LocalInstance(assignment: assignment, phase: .starting)
+        }
+        for assignment in starts { if case .backoff = local[assignment.instanceID]?.phase { local[assignment.instanceID]?.phase = .starting } }
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for assignment in starts {
+                if running == settings.startConcurrency {
+                    await group.next()
+                    running -= 1
+                }
+                group.addTask { await self.start(assignment) }
+                running += 1
+            }
+        }
+    }
+
+    private func start(_ assignment: Sigma_V1_Assignment) async {
+        let id = assignment.instanceID
+        do {
+            var attached: InstanceNetwork?
+            if !assignment.ip.isEmpty {
+                guard !assignment.gateway.isEmpty else {
+                    throw RuntimeError.startFailed(
+                        id: id, reason: "the IP pool of \(assignment.ip) has no gateway; give the pool one (sigmactl alloc create-pool NAME CIDR --gateway IP)")
+                }
+                attached = try await network.attach(
+                    id, ip: assignment.ip, prefixLength: Int(assignment.prefixLength), gateway: assignment.gateway)
+            }
+            let request = try LaunchPlan.request(
+                assignment, node: settings.node, network: attached, configVersion: nil, ssdMounts: try ssdMounts(assignment))
+            let record = try await runtime.start(request, labels: LaunchPlan.labels(assignment))
+            guard var instance = local[id], instance.assignment.generation == assignment.generation else { return }
+            instance.phase = .running(since: .now)
+            instance.pid = record.pid
+            instance.network = attached
+            instance.applied = request.limits
+            local[id] = instance
+            logger.info("started", metadata: ["instance": "\(id)", "app": "\(assignment.app)", "pid": "\(record.pid)"])
+        } catch {
+            let reason: String
+            switch error {
+            case RuntimeError.startFailed(_, let text): reason = text
+            default: reason = "\(error)"
+            }
+            logger.warning("could not start", metadata: ["instance": "\(id)", "reason": "\(reason)"])
+            await network.detach(id)
+            guard var instance = local[id] else { return }
+            instance.phase = .ended
+            instance.lastEnding = .failed(reason)
+            local[id] = instance
+        }
+    }
+
+    /// The SSDs the Allocator gave the instance, at the spec's mount path: a directory is bind-mounted, a
+    /// block device mounted first under the agent's state folder.
+    private func ssdMounts(_ assignment: Sigma_V1_Assignment) throws -> [OCIConfig.Mount] {
+        guard !assignment.ssds.isEmpty else { return [] }
+        let base = assignment.spec.ssd.mountPath.isEmpty ? "/data" : assignment.spec.ssd.mountPath
+        return try assignment.ssds.enumerated().map { index, ssd in
+            let destination = index == 0 ? base : "\(base)\(index)"
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: ssd.path, isDirectory: &isDirectory) else {
+                throw RuntimeError.startFailed(id: assignment.instanceID, reason: "SSD \(ssd.path) is missing on this node")
+            }
+            if isDirectory.boolValue { return OCIConfig.Mount.bind(ssd.path, at: destination, writable: true) }
+            return OCIConfig.Mount(destination: destination, type: "bind", source: try mountDevice(ssd.path),
+                                   options: ["rbind", "nosuid", "nodev", "rw"])
+        }
+    }
+
+    private func mountDevice(_ device: String) throws -> String {
+        let target = runtime.configuration.stateDirectory + "/ssd/" + String(stableHash(device), radix: 16)
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        let mounted = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(" \(target) ") ?? false
+        if !mounted {
+            let result = try Subprocess.runBlocking("/bin/mount", [device, target])
+            guard result.succeeded else {
+                throw RuntimeError.startFailed(id: device, reason: "cannot mount SSD \(device): \(result.errors)")
+            }
+        }
+        return target
+    }
+
+    private func applyLimits(_ id: String) async {
+        guard var instance = local[id] else { return }
+        let limits = LaunchPlan.limits(instance.assignment, node: settings.node)
+        do {
+            let reading = try await runtime.update(id, limits: limits)
+            instance.applied = reading.applied
+            instance.limitProblem = nil
+            logger.info("limits changed live", metadata: ["instance": "\(id)", "cpu": "\(limits.cpuLimitMillis)m",
+                                                          "memory": "\(limits.memoryLimitBytes)"])
+        } catch {
+            instance.limitProblem = "\(error)"
+            instance.applied = await runtime.reading(id)?.applied
+            logger.warning("limit change refused", metadata: ["instance": "\(id)", "error": "\(error)"])
+        }
+        local[id] = instance
+    }
+
+    /// Stops an instance and removes what it used. With `report`, its end goes into the next heartbeat.
+    private func stop(_ id: String, reason: String, report: Bool) async {
+        guard let instance = local[id] else { return }
+        local[id] = nil
+        let ending: InstanceEnding
+        if case .ended = instance.phase, let last = instance.lastEnding {
+            ending = last
+        } else if case .backoff = instance.phase, let last = instance.lastEnding {
+            ending = last
+        } else {
+            ending = await runtime.stop(id, grace: grace(instance.assignment))
+        }
+        await runtime.cleanUp(id, removeFolder: true)
+        await network.detach(id)
+        removalReasons[id] = nil
+        disowned.remove(id)
+        logger.info("stopped", metadata: ["instance": "\(id)", "reason": "\(reason)", "ending": "\(ending)"])
+        guard report else { return }
+        var status = Sigma_V1_InstanceStatus()
+        status.instanceID = id
+        status.generation = instance.assignment.generation
+        status.state = InstanceState.terminated.rawValue
+        status.exitCode = ending.exitCode
+        status.reason = "\(reason) (\(ending))"
+        finished[id] = status
+    }
+
+    private func grace(_ assignment: Sigma_V1_Assignment) -> Duration { settings.stopGrace }
+
+    /// Checks running instances for an ending, and decides by the restart policy.
+    private func watchEndings() async {
+        for (id, instance) in local {
+            guard case .running = instance.phase else { continue }
+            if let ending = await runtime.ending(of: id) { handleEnding(id, ending) }
+        }
+    }
+
+    private func handleEnding(_ id: String, _ ending: InstanceEnding) {
+        guard var instance = local[id] else { return }
+        instance.lastEnding = ending
+        let policy = RestartPolicy(rawValue: instance.assignment.spec.restartPolicy) ?? .always
+        let restart = switch policy {
+        case .always: true
+        case .onFailure: !ending.succeeded
+        case .never: false
+        }
+        if restart {
+            var ranLong = false
+            if case .running(let since) = instance.phase { ranLong = ContinuousClock.now - since >= settings.restartBackoffReset }
+            if ranLong { instance.restarts = 0 }
+            let delay = min(settings.restartBackoff * (1 << min(instance.restarts, 20)), settings.restartBackoffLimit)
+            instance.restarts += 1
+            instance.phase = .backoff(until: .now + delay)
+            logger.info("ended; restarting", metadata: ["instance": "\(id)", "ending": "\(ending)", "in": "\(delay)"])
+        } else {
+            instance.phase = .ended
+            logger.info("ended", metadata: ["instance": "\(id)", "ending": "\(ending)"])
+        }
+        local[id] = instance
+    }
+
+    // MARK: - Reports
+
+    /// Every instance's status for a heartbeat, and the stopped ones not yet reported.
+    func statuses() async -> [Sigma_V1_InstanceStatus] {
+        var statuses: [Sigma_V1_InstanceStatus] = []
+        let now = ContinuousClock.now
+        for (id, instance) in local.sorted(by: { $0.key < $1.key }) {
+            var status = Sigma_V1_InstanceStatus()
+            status.instanceID = id
+            status.generation = instance.assignment.generation
+            switch instance.phase {
+            case .starting:
+                status.state = InstanceState.starting.rawValue
+            case .running:
+                status.state = InstanceState.running.rawValue
+                status.ready = true
+                if instance.restarts > 0, let last = instance.lastEnding {
+                    status.reason = "restarted \(instance.restarts) time(s); last \(last)"
+                }
+            case .backoff(let until):
+                // Still Running for the scheduler (finals are final); the reason says it waits to restart.
+                status.state = InstanceState.running.rawValue
+                let wait = max(.zero, until - now)
+                status.reason = "back-off \(Int(wait.components.seconds))s restarting after \(instance.lastEnding.map { "\($0)" } ?? "an ending") (\(instance.restarts) restart(s))"
+                status.exitCode = instance.lastEnding?.exitCode ?? 0
+            case .ended:
+                let ending = instance.lastEnding ?? .failed("unknown")
+                status.state = ending.state
+                status.exitCode = ending.exitCode
+                status.reason = "\(ending)"
+            }
+            if let problem = instance.limitProblem { status.reason += (status.reason.isEmpty ? "" : "; ") + problem }
+            if case .running = instance.phase, let reading = await runtime.reading(id) {
+                status.usage.memoryBytes = reading.memoryBytes
+                status.usage.cpuMillis = cpuMillis(id, nanos: reading.cpuNanos, now: now)
+                status.appliedLimit.cpuMillis = reading.applied.cpuLimitMillis
+                status.appliedLimit.memoryBytes = reading.applied.memoryLimitBytes
+            }
+            statuses.append(status)
+        }
+        return statuses + finished.values.sorted { $0.instanceID < $1.instanceID }
+    }
+
+    private func cpuMillis(_ id: String, nanos: UInt64, now: ContinuousClock.Instant) -> Int64 {
+        defer { local[id]?.lastCPU = (nanos, now) }
+        guard let last = local[id]?.lastCPU, nanos >= last.nanos else { return 0 }
+        let elapsed = (now - last.at).components
+        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        guard seconds > 0 else { return 0 }
+        return Int64(Double(nanos - last.nanos) / seconds / 1e6)
+    }
+
+    /// A heartbeat carried these finished reports: they need not be sent again.
+    func reported(_ statuses: [Sigma_V1_InstanceStatus]) {
+        for status in statuses where status.state == InstanceState.terminated.rawValue { finished[status.instanceID] = nil }
+    }
+
+    /// For sigmactl and tests: the local view.
+    func snapshot() -> [String: LocalInstance] { local }
+}

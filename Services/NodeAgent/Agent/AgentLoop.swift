@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import NodeRuntime
+import Protocol
+import RPC
+import Service
+import ServiceLifecycle
+
+/// The agent's conversation with the scheduler: register, take the snapshot of its assignments and re-adopt
+/// what still runs, then follow pushed changes and heartbeat until shutdown. Instances keep running when the
+/// agent stops or the scheduler is unreachable; a restarted agent picks them up again.
+struct AgentLoop: Service {
+    let agent: Agent
+    let scheduler: RPCClient
+    let registration: Sigma_V1_RegisterNodeRequest
+    let stateDirectory: String
+    let bound: BoundEndpoint
+    let advertise: String?
+    let hostIP: String
+    let curve: CurveClientConfiguration?
+    let logger: Logger
+
+    var node: String { registration.name }
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await runUntilCancelled()
+            }
+        } catch is CancellationError {
+            // Shutdown while still registering: nothing to undo, instances keep running.
+        }
+    }
+
+    private func runUntilCancelled() async throws {
+        var request = registration
+        let endpoint = await bound.value
+        request.agentEndpoint = advertise ?? endpoint.replacingOccurrences(of: "0.0.0.0", with: hostIP)
+        let registered = try await retrying("register") {
+            try await scheduler.call(SchedulerMethods.registerNode, request)
+        }
+        // The epoch this node last fenced at survives restarts: a node declared Broken meanwhile must fence
+        // (stop what it no longer owns) before its instances count again.
+        let epoch = EpochFile(path: stateDirectory + "/epoch")
+        if epoch.value == nil { epoch.value = registered.node.epoch }
+        logger.info("registered", metadata: ["node": "\(node)", "epoch": "\(epoch.value ?? 0)",
+                                             "events": "\(registered.eventsEndpoint)"])
+
+        let snapshot = try await retrying("fetch assignments") { try await assignments() }
+        await agent.replaceAssignments(snapshot.assignments)
+        await agent.adopt()
+
+        let subscriber = try Subscriber(
+            endpoints: [registered.eventsEndpoint], topics: ["node/\(node)"], curve: curve, logger: logger
+        ) { _ in
+            let snapshot = try await assignments()
+            return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
+        }
+        defer { subscriber.close() }
+        let interval = Duration.milliseconds(Int64(max(100, registered.heartbeatIntervalMs)))
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await agent.run() }
+            group.addTask { await follow(subscriber) }
+            group.addTask { await heartbeats(every: interval, epoch: epoch) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func assignments() async throws -> Sigma_V1_GetAssignmentsResponse {
+        var get = Sigma_V1_GetAssignmentsRequest()
+        get.node = node
+        return try await scheduler.call(SchedulerMethods.getAssignments, get)
+    }
+
+    /// Applies pushed changes; an empty update is the scheduler's "resync" and fetches the snapshot.
+    private func follow(_ subscriber: Subscriber) async {
+        for await event in subscriber.events {
+            switch event {
+            case .snapshot(_, _, let payload):
+                if let snapshot = try? Sigma_V1_GetAssignmentsResponse(serializedBytes: payload) {
+                    await agent.replaceAssignments(snapshot.assignments)
+                }
+            case .update(_, _, let payload):
+                if payload.isEmpty {
+                    if let snapshot = try? await assignments() { await agent.replaceAssignments(snapshot.assignments) }
+                } else if let change = try? Sigma_V1_AssignmentEvent(serializedBytes: payload) {
+                    await agent.apply(change)
+                }
+            }
+            if Task.isCancelled { break }
+        }
+    }
+
+    private func heartbeats(every interval: Duration, epoch: EpochFile) async {
+        let sampler = MachineUsageSampler(stateDirectory: stateDirectory)
+        while !Task.isCancelled {
+            let statuses = await agent.statuses()
+            let usage = sampler.sample()
+            var request = Sigma_V1_HeartbeatRequest()
+            request.node = node
+            request.epoch = epoch.value ?? 0
+            request.usage.cpuMillis = usage.cpuMillis
+            request.usage.memoryBytes = usage.memoryBytes
+            request.usage.diskBytes = usage.diskBytes
+            request.instances = statuses
+            do {
+                let response = try await scheduler.call(SchedulerMethods.heartbeat, request, timeout: interval * 3)
+                await agent.reported(statuses)
+                if !response.stopInstances.isEmpty { await agent.disown(response.stopInstances) }
+                if response.fence {
+                    logger.notice("fencing: stopping what this node no longer owns", metadata: ["epoch": "\(response.epoch)"])
+                    if let snapshot = try? await assignments() {
+                        await agent.fence(snapshot.assignments)
+                        epoch.value = response.epoch
+                        continue  // heartbeat at once with the new epoch
+                    }
+                }
+            } catch {
+                logger.warning("heartbeat failed; instances keep running", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Retries `body` with a growing pause until it works or the task is cancelled.
+    private func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        var pause = Duration.milliseconds(200)
+        while true {
+            do {
+                return try await body()
+            } catch {
+                try Task.checkCancellation()
+                logger.warning("\(what) failed; retrying", metadata: ["error": "\(error)", "in": "\(pause)"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(5))
+            }
+        }
+    }
+}
+
+/// The node's fencing epoch, kept in a file of the agent's state folder.
+final class EpochFile: @unchecked Sendable {
+    let path: String
+    private let lock = NSLock()
+
+    init(path: String) { self.path = path }
+
+    var value: Int64? {
+        get {
+            lock.withLock {
+                FileManager.default.contents(atPath: path).flatMap {
+                    Int64(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                }
+            }
+        }
+        set {
+            lock.withLock {
+                guard let newValue else { unlink(path); return }
+                let temporary = path + ".tmp"
+                try? Data("\(newValue)\n".utf8).write(to: URL(fileURLWithPath: temporary))
+                rename(temporary, path)
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Core
+import Foundation
+import NodeRuntime
+import Protocol
+
+/// What the agent knows of its node that an instance is told about.
+struct NodeContext: Sendable {
+    var name: String
+    var hostIP: String
+    /// ZeroMQ endpoints of Discovery, comma-separated, for SIGMA_DISCOVERY.
+    var discovery: String
+    var pidsLimit: Int64
+}
+
+/// An assignment turned into what the runtime starts: command, environment, limits and mounts.
+enum LaunchPlan {
+    static func request(_ assignment: Sigma_V1_Assignment, node: NodeContext, network: InstanceNetwork?,
+                        configVersion: Int64?, ssdMounts: [OCIConfig.Mount]) throws -> LaunchRequest {
+        let spec = assignment.spec
+        let image = try ImageReference(parsing: spec.image)
+        return LaunchRequest(
+            id: assignment.instanceID, image: image, command: spec.command, args: spec.args,
+            env: environment(assignment, node: node, configVersion: configVersion),
+            hostname: "\(assignment.app)-\(assignment.ordinal)", limits: limits(assignment, node: node),
+            mounts: ssdMounts, networkNamespace: network?.namespacePath)
+    }
+
+    static func limits(_ assignment: Sigma_V1_Assignment, node: NodeContext) -> CgroupLimits {
+        CgroupLimits(
+            cpuLimitMillis: assignment.resources.limit.cpuMillis, cpuRequestMillis: assignment.resources.request.cpuMillis,
+            memoryLimitBytes: assignment.resources.limit.memoryBytes, pids: node.pidsLimit)
+    }
+
+    /// The spec's environment plus what Sigma tells every instance about itself.
+    static func environment(_ assignment: Sigma_V1_Assignment, node: NodeContext, configVersion: Int64?) -> [String: String] {
+        var env = assignment.spec.env
+        env["SIGMA_APP"] = assignment.app
+        env["SIGMA_INSTANCE"] = assignment.instanceID
+        env["SIGMA_ORDINAL"] = "\(assignment.ordinal)"
+        env["SIGMA_INSTANCE_IP"] = assignment.ip
+        env["SIGMA_HOST_IP"] = node.hostIP
+        env["SIGMA_NODE"] = node.name
+        env["SIGMA_DISCOVERY"] = node.discovery
+        if let configVersion { env["SIGMA_CONFIG_VERSION"] = "\(configVersion)" }
+        // Host ports in the spec's order: the first is SIGMA_HOST_PORT, each named one SIGMA_HOST_PORT_<NAME>.
+        for (index, port) in assignment.spec.ports.enumerated() {
+            guard let hostPort = assignment.hostPorts[port.name] else { continue }
+            if index == 0 { env["SIGMA_HOST_PORT"] = "\(hostPort)" }
+            env["SIGMA_HOST_PORT_\(variableName(port.name))"] = "\(hostPort)"
+        }
+        return env
+    }
+
+    /// "http-admin" → "HTTP_ADMIN".
+    static func variableName(_ name: String) -> String {
+        String(name.uppercased().map { $0.isLetter || $0.isNumber ? $0 : "_" })
+    }
+
+    /// The labels kept with a launch, so a restarted agent knows what it was.
+    static func labels(_ assignment: Sigma_V1_Assignment) -> [String: String] {
+        ["app": assignment.app, "ordinal": "\(assignment.ordinal)", "generation": "\(assignment.generation)",
+         "revision": "\(assignment.revision)"]
+    }
+}

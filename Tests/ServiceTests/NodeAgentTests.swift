@@ -1,0 +1,202 @@
+import Foundation
+import Protocol
+import RPC
+import Testing
+import TestSupport
+
+/// sigma-agent against a real scheduler and allocator: real runc, cgroups, namespaces and a bridge.
+@Suite(.serialized) struct NodeAgentTests {
+    /// A spec that runs on the host's binaries and stays up until SIGTERM.
+    static func service(_ spec: inout Sigma_V1_AppSpec, script: String) {
+        spec.image = "host"
+        spec.command = ["/bin/sh", "-c", script]
+    }
+
+    static let stayUp = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
+
+    @Test func runsInstancesWithTheirEnvironmentLimitsAndNetwork() async throws {
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster) { agent in
+                try await cluster.eventually("the node registered with its real capacity") {
+                    let node = try await cluster.node(agent.name)
+                    return node.capacity.cpuMillis == Int64(ProcessInfo.processInfo.activeProcessorCount) * 1000
+                        && node.capacity.memoryBytes > 1 << 30 && node.diskBytes > 0 && node.agentEndpoint == agent.endpoint
+                }
+                try await cluster.apply("web", replicas: 2, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "env | grep ^SIGMA_ | sort; ip -4 addr show eth0; \(Self.stayUp)")
+                    spec.resources.limit.cpuMillis = 500
+                    spec.resources.limit.memoryBytes = 128 << 20
+                    spec.network = "host"
+                    var port = Sigma_V1_ContainerPort()
+                    port.name = "http"
+                    port.containerPort = 8080
+                    spec.ports = [port]
+                }
+                try await cluster.eventually("both instances Running") { try await cluster.allRunning("web", 2) }
+                let instance = try #require(try await cluster.instance("web", ordinal: 1))
+                try await cluster.eventually("the environment in the log") { agent.log(of: instance.id).contains("SIGMA_APP=web") }
+                let log = agent.log(of: instance.id)
+                #expect(log.contains("SIGMA_INSTANCE=\(instance.id)"))
+                #expect(log.contains("SIGMA_ORDINAL=1"))
+                #expect(log.contains("SIGMA_INSTANCE_IP=\(instance.ip)"))
+                #expect(log.contains("SIGMA_HOST_IP=127.0.0.1"))
+                let hostPort = try #require(instance.hostPorts["http"])
+                #expect(log.contains("SIGMA_HOST_PORT=\(hostPort)"))
+                #expect(log.contains("SIGMA_HOST_PORT_HTTP=\(hostPort)"))
+                #expect(log.contains("SIGMA_DISCOVERY="))
+                #expect(log.contains("inet \(instance.ip)/24"))
+                #expect(agent.cgroupFile(instance.id, "cpu", "cpu.cfs_quota_us") == "50000")
+                #expect(agent.cgroupFile(instance.id, "memory", "memory.limit_in_bytes") == "\(128 << 20)")
+                #expect(agent.cgroupFile(instance.id, "memory", "memory.swappiness") == "0")
+                // The applied limits come back through heartbeats.
+                try await cluster.eventually("applied limits reported") {
+                    try await cluster.instance("web", ordinal: 1)?.appliedLimit.cpuMillis == 500
+                }
+
+                // A live change: the same process, new cgroup values.
+                let pid = try #require(try await agent.localInstances().first { $0.instanceID == instance.id }?.pid)
+                var update = Sigma_V1_UpdateResourcesRequest()
+                update.app = "web"
+                update.resources.request.cpuMillis = 100
+                update.resources.request.memoryBytes = 16 << 20
+                update.resources.limit.cpuMillis = 1500
+                update.resources.limit.memoryBytes = 256 << 20
+                _ = try await cluster.client.call(SchedulerMethods.updateResources, update)
+                try await cluster.eventually("the new quota in the cgroup") {
+                    agent.cgroupFile(instance.id, "cpu", "cpu.cfs_quota_us") == "150000"
+                }
+                #expect(agent.cgroupFile(instance.id, "memory", "memory.limit_in_bytes") == "\(256 << 20)")
+                #expect(try await agent.localInstances().first { $0.instanceID == instance.id }?.pid == pid)
+                try await cluster.eventually("the new applied limit reported") {
+                    try await cluster.instance("web", ordinal: 1)?.appliedLimit.cpuMillis == 1500
+                }
+
+                // Delete: the instances stop, and their cgroups and namespaces go.
+                var delete = Sigma_V1_AppRequest()
+                delete.name = "web"
+                _ = try await cluster.client.call(SchedulerMethods.deleteApp, delete)
+                try await cluster.eventually("the instances gone") { try await cluster.instances("web").isEmpty }
+                try await cluster.eventually("nothing left on the node") { try await agent.localInstances().isEmpty }
+                #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/\(agent.cgroupParent)/\(instance.id)"))
+            }
+        }
+    }
+
+    @Test func endingsArePreciseAndRestartPoliciesHold() async throws {
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster) { agent in
+                try await cluster.apply("job", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "echo working; exit 3")
+                    spec.restartPolicy = "Never"
+                }
+                try await cluster.apply("hog", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    spec.image = "host"
+                    spec.command = ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]
+                    spec.resources.limit.memoryBytes = 32 << 20
+                    spec.restartPolicy = "Never"
+                }
+                try await cluster.apply("flaky", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "sleep 0.2; exit 1")
+                    spec.restartPolicy = "Always"
+                }
+                try await cluster.eventually("the job Failed with its exit code") {
+                    let job = try await cluster.instance("job")
+                    return job?.state == "Failed" && job?.exitCode == 3 && job?.reason == "exit 3"
+                }
+                try await cluster.eventually("the hog OOMKilled") {
+                    let hog = try await cluster.instance("hog")
+                    return hog?.state == "OOMKilled" && hog?.reason == "OOMKilled" && hog?.exitCode == 137
+                }
+                try await cluster.eventually("the flaky one restarted, still Running") {
+                    let flaky = try await cluster.instance("flaky")
+                    return flaky?.state == "Running" && (flaky?.reason.contains("exit 1") ?? false)
+                }
+                let flaky = try #require(try await agent.localInstances().first { $0.app == "flaky" })
+                #expect(flaky.restarts >= 1)
+                // A missing image fails the instance with the reason; the agent carries on.
+                try await cluster.apply("noimage", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    spec.image = "oci:/nonexistent/sigma-image:1"
+                    spec.command = ["/bin/true"]
+                }
+                try await cluster.eventually("the bad image's instance Failed") {
+                    let instance = try await cluster.instance("noimage")
+                    return instance?.state == "Failed" && (instance?.reason.contains("not found") ?? false)
+                }
+                #expect(try await agent.client().call(CommonMethods.health, .init()).service == "agent")
+            }
+        }
+    }
+
+    @Test func aRestartedAgentReAdoptsItsInstances() async throws {
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster) { agent in
+                try await cluster.apply("steady", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "while :; do echo tick; sleep 0.05; done")
+                }
+                try await cluster.eventually("Running") { try await cluster.allRunning("steady", 1) }
+                let before = try #require(try await agent.localInstances().first)
+                await agent.crash()
+                try await agent.restart()
+                try await cluster.eventually("the instance taken over") { try await !agent.localInstances().isEmpty }
+                let after = try #require(try await agent.localInstances().first)
+                #expect(after.instanceID == before.instanceID)
+                #expect(after.pid == before.pid)
+                #expect(after.state == "Running")
+                // Its log kept being written while no agent ran.
+                let length = agent.log(of: after.instanceID).count
+                try await cluster.eventually("more log lines") { agent.log(of: after.instanceID).count > length }
+                #expect(try await cluster.allRunning("steady", 1))
+            }
+        }
+    }
+
+    @Test func aNodeBackFromBrokenFencesFirst() async throws {
+        try await SchedulerCluster.forAgents(brokenAfter: 1.5) { cluster in
+            try await RealAgent.with(cluster, extra: ["--label", "role=first"]) { agent in
+                try await cluster.apply("single", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: Self.stayUp)
+                }
+                try await cluster.eventually("Running on the agent's node") {
+                    try await cluster.instance("single")?.state == "Running"
+                }
+                let original = try #require(try await cluster.instance("single"))
+                #expect(original.node == agent.name)
+                // The agent goes silent; a second node takes the instance over (same IP, new generation).
+                await agent.crash()
+                let standby = SimulatedAgent("standby-\(UUID().uuidString.prefix(4).lowercased())", client: cluster.client)
+                try await standby.register(cpu: 4000)
+                standby.start()
+                defer { standby.stop() }
+                try await cluster.eventually("moved to the standby", within: .seconds(30)) {
+                    let now = try await cluster.instance("single")
+                    return now?.node == standby.name && now?.state == "Running" && now?.ip == original.ip
+                }
+                // Back: the agent must stop its stale copy before anything else.
+                try await agent.restart()
+                try await cluster.eventually("the stale copy stopped") { try await agent.localInstances().isEmpty }
+                try await cluster.eventually("the node Ready again") { try await cluster.node(agent.name).health == "Ready" }
+                #expect(try await cluster.instance("single")?.node == standby.name)
+            }
+        }
+    }
+
+    @Test func anSSDIsMountedAtItsPath() async throws {
+        let ssd = NSTemporaryDirectory() + "sigma-ssd-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: ssd, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: ssd) }
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster, extra: ["--ssd", "\(ssd):10Gi:test-nvme"]) { agent in
+                try await cluster.apply("db", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "echo stored > /var/lib/db/marker; \(Self.stayUp)")
+                    spec.ssd.count = 1
+                    spec.ssd.minBytes = 1 << 30
+                    spec.ssd.mountPath = "/var/lib/db"
+                }
+                try await cluster.eventually("the marker on the SSD") {
+                    FileManager.default.fileExists(atPath: ssd + "/marker")
+                }
+                #expect(try await cluster.instance("db")?.ssdPaths == [ssd])
+            }
+        }
+    }
+}
