@@ -102,7 +102,8 @@ let package = Package(
             dependencies: ["Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             path: "Tools/sigmactl"),
         .executableTarget(
-            name: "SigmaBench", dependencies: ["Core", "Service", "DiscoveryClient", "CZeroMQ"], path: "Benchmarks/sigma-bench"),
+            name: "SigmaBench", dependencies: ["Core", "Service", "DiscoveryClient", "NodeRuntime", "CZeroMQ"],
+            path: "Benchmarks/sigma-bench"),
 
         // Tests (Swift Testing).
         .testTarget(name: "CoreTests", dependencies: ["Core", "Manifest"], path: "Tests/CoreTests"),

@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -117,9 +117,12 @@ struct AllBench: AsyncParsableCommand {
         var configs = try ConfigBench.parse([])
         configs.databaseURL = databaseURL
         let config = try await configs.measure()
+        var agents = try AgentBench.parse([])
+        agents.databaseURL = databaseURL
+        let agent = try await agents.measure()
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures + discovery.figures + config.figures
-        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes + discovery.notes + config.notes
+        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures + discovery.figures + config.figures + agent.figures
+        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes + discovery.notes + config.notes + agent.notes
         try output.emit(report)
     }
 }

@@ -40,6 +40,8 @@ struct LocalInstance: Sendable {
     var applied: CgroupLimits?
     var limitProblem: String?
     var lastCPU: (nanos: UInt64, at: ContinuousClock.Instant)?
+    /// From the assignment's arrival to the process running, for its first start.
+    var startLatency: Duration?
 }
 
 /// The node agent's state: what the scheduler wants here (assignments) against what runs (the runtime), with
@@ -62,6 +64,8 @@ actor Agent {
     private let wakes: AsyncStream<Void>
     /// Instances the scheduler no longer counts as this node's (stale generation): stopped without a report.
     private var disowned: Set<String> = []
+    /// When each assignment not yet started arrived (for the start latency).
+    private var arrivals: [String: ContinuousClock.Instant] = [:]
 
     init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, logger: Logger) {
         self.settings = settings
@@ -77,6 +81,8 @@ actor Agent {
     func replaceAssignments(_ assignments: [Sigma_V1_Assignment]) {
         let incoming = Dictionary(assignments.map { ($0.instanceID, $0) }, uniquingKeysWith: { a, b in a.generation >= b.generation ? a : b })
         for id in desired.keys where incoming[id] == nil { removalReasons[id] = removalReasons[id] ?? "removed" }
+        let now = ContinuousClock.now
+        for (id, assignment) in incoming where desired[id]?.generation != assignment.generation { arrivals[id] = now }
         desired = incoming
         wake.yield()
     }
@@ -92,6 +98,7 @@ actor Agent {
             removalReasons[id] = event.reason.isEmpty ? "removed" : event.reason
         } else {
             if let known = desired[id], known.generation > event.assignment.generation { return }
+            if desired[id]?.generation != event.assignment.generation { arrivals[id] = .now }
             desired[id] = event.assignment
             removalReasons[id] = nil
         }
@@ -215,23 +222,38 @@ actor Agent {
     private func start(_ assignment: Sigma_V1_Assignment) async {
         let id = assignment.instanceID
         do {
-            var attached: InstanceNetwork?
+            // The network is wired while the runtime prepares the bundle; runc runs once both are done.
+            var wiring: Task<InstanceNetwork, Error>?
+            var namespace: String?
             if !assignment.ip.isEmpty {
                 guard !assignment.gateway.isEmpty else {
                     throw RuntimeError.startFailed(
                         id: id, reason: "the IP pool of \(assignment.ip) has no gateway; give the pool one (sigmactl alloc create-pool NAME CIDR --gateway IP)")
                 }
-                attached = try await network.attach(
-                    id, ip: assignment.ip, prefixLength: Int(assignment.prefixLength), gateway: assignment.gateway)
+                wiring = Task { [network] in
+                    try await network.attach(id, ip: assignment.ip, prefixLength: Int(assignment.prefixLength), gateway: assignment.gateway)
+                }
+                namespace = network.namespacePath(for: id)
             }
-            let request = try LaunchPlan.request(
-                assignment, node: settings.node, network: attached, configVersion: nil, ssdMounts: try ssdMounts(assignment))
-            let record = try await runtime.start(request, labels: LaunchPlan.labels(assignment))
+            var request = try LaunchPlan.request(
+                assignment, node: settings.node, configVersion: nil, ssdMounts: try ssdMounts(assignment))
+            request.networkNamespace = namespace
+            let record: LaunchRecord
+            do {
+                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring] in
+                    _ = try await wiring?.value
+                }
+            } catch {
+                _ = try? await wiring?.value  // never leave the wiring running behind a failed start
+                throw error
+            }
+            let attached = try? await wiring?.value
             guard var instance = local[id], instance.assignment.generation == assignment.generation else { return }
             instance.phase = .running(since: .now)
             instance.pid = record.pid
             instance.network = attached
             instance.applied = request.limits
+            if let arrived = arrivals.removeValue(forKey: id) { instance.startLatency = .now - arrived }
             local[id] = instance
             logger.info("started", metadata: ["instance": "\(id)", "app": "\(assignment.app)", "pid": "\(record.pid)"])
         } catch {
@@ -300,6 +322,7 @@ actor Agent {
     private func stop(_ id: String, reason: String, report: Bool) async {
         guard let instance = local[id] else { return }
         local[id] = nil
+        arrivals[id] = nil
         let ending: InstanceEnding
         if case .ended = instance.phase, let last = instance.lastEnding {
             ending = last

@@ -14,15 +14,15 @@ struct NodeContext: Sendable {
 
 /// An assignment turned into what the runtime starts: command, environment, limits and mounts.
 enum LaunchPlan {
-    static func request(_ assignment: Sigma_V1_Assignment, node: NodeContext, network: InstanceNetwork?,
-                        configVersion: Int64?, ssdMounts: [OCIConfig.Mount]) throws -> LaunchRequest {
+    static func request(_ assignment: Sigma_V1_Assignment, node: NodeContext, configVersion: Int64?,
+                        ssdMounts: [OCIConfig.Mount]) throws -> LaunchRequest {
         let spec = assignment.spec
         let image = try ImageReference(parsing: spec.image)
         return LaunchRequest(
             id: assignment.instanceID, image: image, command: spec.command, args: spec.args,
             env: environment(assignment, node: node, configVersion: configVersion),
             hostname: "\(assignment.app)-\(assignment.ordinal)", limits: limits(assignment, node: node),
-            mounts: ssdMounts, networkNamespace: network?.namespacePath)
+            mounts: ssdMounts, networkNamespace: nil)
     }
 
     static func limits(_ assignment: Sigma_V1_Assignment, node: NodeContext) -> CgroupLimits {

@@ -175,9 +175,11 @@ public actor InstanceRuntime {
     public nonisolated func logFile(of id: String) -> String { directory(of: id) + "/console.log" }
 
     /// Starts the instance and returns once its process runs. On any failure nothing is left behind but the
-    /// instance's folder (its log and the reason), and the error says what failed.
+    /// instance's folder (its log and the reason), and the error says what failed. `ready` is awaited after the
+    /// bundle is prepared and before the runtime runs it (the agent wires the network meanwhile).
     @discardableResult
-    public func start(_ request: LaunchRequest, labels: [String: String] = [:]) async throws -> LaunchRecord {
+    public func start(_ request: LaunchRequest, labels: [String: String] = [:],
+                      ready: (@Sendable () async throws -> Void)? = nil) async throws -> LaunchRecord {
         let directory = directory(of: request.id)
         let fileManager = FileManager.default
         try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -225,8 +227,11 @@ public actor InstanceRuntime {
             if !defaults.workingDir.isEmpty { config.process.cwd = defaults.workingDir }
             try config.encoded().write(to: URL(fileURLWithPath: directory + "/config.json"))
 
+            try await ready?()
             // A container of the same name left from an earlier run (a crash between start and clean-up).
-            _ = try? await Subprocess.run(configuration.runtime, ["--root", runcRoot, "delete", "--force", request.id])
+            if FileManager.default.fileExists(atPath: runcRoot + "/" + request.id) {
+                _ = try? await Subprocess.run(configuration.runtime, ["--root", runcRoot, "delete", "--force", request.id])
+            }
             let result = try await Subprocess.run(configuration.monitor, [
                 "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", request.id,
                 "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",

@@ -31,7 +31,7 @@ public enum NetworkError: Error, CustomStringConvertible {
 public actor NodeNetwork {
     public let bridge: String
     let ip: String
-    var bridgeAddresses: Set<String> = []
+    var bridgeSetUps: [String: Task<Void, Error>] = [:]
 
     public init(bridge: String, ip: String = "ip") throws {
         guard !bridge.isEmpty, bridge.count <= 15, bridge.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
@@ -48,10 +48,24 @@ public actor NodeNetwork {
         return ("sigma-\(bridge)-\(hash)", "vs\(short)")
     }
 
-    /// Makes the bridge (once) with `gateway/prefixLength` on it, up.
+    /// The namespace path `attach` makes for the instance (known before it does).
+    public nonisolated func namespacePath(for id: String) -> String { "/run/netns/" + names(for: id).namespace }
+
+    /// Makes the bridge (once) with `gateway/prefixLength` on it, up. Concurrent callers share one set-up.
     public func ensureBridge(gateway: String, prefixLength: Int) async throws {
         let address = "\(gateway)/\(prefixLength)"
-        if bridgeAddresses.contains(address) { return }
+        if let setUp = bridgeSetUps[address] { return try await setUp.value }
+        let setUp = Task { try await self.setUpBridge(address) }
+        bridgeSetUps[address] = setUp
+        do {
+            try await setUp.value
+        } catch {
+            bridgeSetUps[address] = nil
+            throw error
+        }
+    }
+
+    private func setUpBridge(_ address: String) async throws {
         let exists = try await Subprocess.run(ip, ["link", "show", "dev", bridge]).succeeded
         var commands: [String] = []
         if !exists { commands.append("link add \(bridge) type bridge") }
@@ -61,7 +75,6 @@ public actor NodeNetwork {
         if !shown.contains(" \(address) ") {
             try await batch(["addr add \(address) dev \(bridge)"])
         }
-        bridgeAddresses.insert(address)
     }
 
     /// Gives the instance its namespace and address. Idempotent: an existing namespace is replaced.
@@ -107,7 +120,7 @@ public actor NodeNetwork {
     /// Removes the bridge (tests, and an operator decommissioning the node).
     public func removeBridge() async {
         _ = try? await Subprocess.run(ip, ["link", "delete", bridge, "type", "bridge"])
-        bridgeAddresses.removeAll()
+        bridgeSetUps.removeAll()
     }
 
     private func batch(_ commands: [String], namespace: String? = nil) async throws {

@@ -26,10 +26,12 @@ public struct ProgramError: Error, CustomStringConvertible {
 /// own, never on Swift's cooperative pool; stdout and stderr are read together so neither pipe can fill up.
 public enum Subprocess {
     /// Runs `path` to its end. `input` is written to its stdin (then closed); without it stdin is /dev/null.
-    public static func run(_ path: String, _ arguments: [String], input: [UInt8]? = nil) async throws -> ProgramResult {
+    /// With `capture` false its stdout and stderr go to /dev/null (for programs that hand them on to a process
+    /// that outlives them, like `runc run --detach`).
+    public static func run(_ path: String, _ arguments: [String], input: [UInt8]? = nil, capture: Bool = true) async throws -> ProgramResult {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
-                continuation.resume(with: Result { try runBlocking(path, arguments, input: input) })
+                continuation.resume(with: Result { try runBlocking(path, arguments, input: input, capture: capture) })
             }
             thread.stackSize = 256 << 10
             thread.start()
@@ -46,7 +48,7 @@ public enum Subprocess {
         return result.output
     }
 
-    public static func runBlocking(_ path: String, _ arguments: [String], input: [UInt8]? = nil) throws -> ProgramResult {
+    public static func runBlocking(_ path: String, _ arguments: [String], input: [UInt8]? = nil, capture: Bool = true) throws -> ProgramResult {
         var stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1], stdinPipe: [Int32] = [-1, -1]
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -63,8 +65,13 @@ public enum Subprocess {
             } else {
                 posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             }
-            posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+            if capture {
+                posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+                posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            }
             return posix_spawn(&pid, path, &actions, nil, argv, environ)
         }
         close(stdoutPipe[1])

@@ -89,6 +89,9 @@ public nonisolated struct Sigma_V1_LocalInstance: Sendable {
 
   public var reason: String = String()
 
+  /// From the assignment reaching this agent to the instance's process running (its last start), microseconds.
+  public var startLatencyUs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -212,7 +215,7 @@ nonisolated extension Sigma_V1_ReadLogsResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LocalInstance"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}app\0\u{1}generation\0\u{1}state\0\u{1}pid\0\u{1}restarts\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}app\0\u{1}generation\0\u{1}state\0\u{1}pid\0\u{1}restarts\0\u{1}reason\0\u{3}start_latency_us\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -227,6 +230,7 @@ nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.restarts) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.startLatencyUs) }()
       default: break
       }
     }
@@ -254,6 +258,9 @@ nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtob
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 7)
     }
+    if self.startLatencyUs != 0 {
+      try visitor.visitSingularInt64Field(value: self.startLatencyUs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -265,6 +272,7 @@ nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtob
     if lhs.pid != rhs.pid {return false}
     if lhs.restarts != rhs.restarts {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.startLatencyUs != rhs.startLatencyUs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
