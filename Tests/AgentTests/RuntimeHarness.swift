@@ -45,15 +45,17 @@ func removeEverything(_ runtime: InstanceRuntime) async {
     try? FileManager.default.removeItem(atPath: configuration.stateDirectory)
 }
 
-/// The demo image (busybox-static in an OCI layout), built once per test run by scripts/demo-image.
+/// The demo image (busybox-static in an OCI layout), built once per test run by scripts/demo-image and
+/// removed when the test process exits.
 actor DemoImage {
     static let shared = DemoImage()
+    static let directory = NSTemporaryDirectory() + "sigma-demo-image-\(UUID().uuidString.prefix(8))"
     private var built: String?
 
     func reference() async throws -> String {
         if let built { return built }
-        let directory = NSTemporaryDirectory() + "sigma-demo-image-\(UUID().uuidString.prefix(8))"
-        let reference = try await runProgram(packageRoot.path + "/scripts/demo-image", [directory])
+        let reference = try await runProgram(packageRoot.path + "/scripts/demo-image", [Self.directory])
+        atexit { try? FileManager.default.removeItem(atPath: DemoImage.directory) }
         built = reference
         return reference
     }

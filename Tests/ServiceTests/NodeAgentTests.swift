@@ -111,6 +111,12 @@ import TestSupport
                     let flaky = try await cluster.instance("flaky")
                     return flaky?.state == "Running" && (flaky?.reason.contains("exit 1") ?? false)
                 }
+                // sigmactl logs finds the node's agent through the scheduler; -f ends when the instance has ended.
+                let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+                let scheduler = ["--scheduler", cluster.endpoints.joined(separator: ",")]
+                #expect(try await runProgram(sigmactl, ["logs", "job-0"] + scheduler) == "working")
+                #expect(try await runProgram(sigmactl, ["logs", "-f", "job-0"] + scheduler) == "working")
+                #expect(try await runProgram(sigmactl, ["logs", "--tail", "4", "job-0"] + scheduler) == "ing")
                 let flaky = try #require(try await agent.localInstances().first { $0.app == "flaky" })
                 #expect(flaky.restarts >= 1)
                 // A missing image fails the instance with the reason; the agent carries on.
