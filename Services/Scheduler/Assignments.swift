@@ -45,7 +45,7 @@ enum Assignments {
             channel, app, runningStates)
     }
 
-    /// When an ordered app's instance turns Running, its successor may start.
+    /// When an ordered app's instance turns Running and ready, its successor may start.
     static func releaseSuccessor(_ tx: Transaction, instance: String) async throws {
         let rows = try await tx.query(
             """
@@ -66,7 +66,7 @@ enum Assignments {
                i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
                (r.spec->>'startup' IS DISTINCT FROM 'ordered' OR i.ordinal = 0 OR EXISTS (
-                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running')) AS may_start
+                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready)) AS may_start
         FROM instances i JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
         """
 

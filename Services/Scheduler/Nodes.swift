@@ -13,7 +13,13 @@ struct Nodes: Sendable {
     let allocator: RPCClient
     let eventsEndpoint: String
     let heartbeatInterval: Duration
+    /// Silence after which a node is declared Broken (told to agents for self-fencing).
+    let brokenAfter: Duration
     let logger: Logger
+
+    static func milliseconds(_ duration: Duration) -> UInt32 {
+        UInt32(clamping: duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+    }
 
     /// States whose instances hold their node's resources (requests, ports, SSDs).
     static let holdingStates = ["Scheduled", "Starting", "Running", "NeedMigration", "Terminating"]
@@ -63,7 +69,8 @@ struct Nodes: Sendable {
         var response = Sigma_V1_RegisterNodeResponse()
         response.node = try await get(request.name)
         response.eventsEndpoint = eventsEndpoint
-        response.heartbeatIntervalMs = UInt32((heartbeatInterval.components.seconds * 1000) + heartbeatInterval.components.attoseconds / 1_000_000_000_000_000)
+        response.heartbeatIntervalMs = Self.milliseconds(heartbeatInterval)
+        response.brokenAfterMs = Self.milliseconds(brokenAfter)
         return response
     }
 
@@ -124,13 +131,16 @@ struct Nodes: Sendable {
         guard !statuses.isEmpty else { return [] }
         let ids = statuses.map { $0.instanceID.lowercased() }
         let owned = try await tx.query(
-            "SELECT id::text AS id, generation, state FROM instances WHERE id = ANY($1::uuid[]) AND node = $2 FOR UPDATE",
+            "SELECT id::text AS id, generation, state, ready FROM instances WHERE id = ANY($1::uuid[]) AND node = $2 FOR UPDATE",
             ids, node)
-        var current: [String: (generation: Int64, state: InstanceState)] = [:]
+        var current: [String: (generation: Int64, state: InstanceState, ready: Bool)] = [:]
         for row in owned {
             current[try row.decode(String.self, "id")] = (
-                try row.decode(Int64.self, "generation"), InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending)
+                try row.decode(Int64.self, "generation"), InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending,
+                try row.decode(Bool.self, "ready"))
         }
+        // Instances that turn Running and ready: an ordered app's next ordinal may start.
+        var nowServing: [String] = []
         var stop: [String] = []
         var rows = (ids: [String](), states: [String](), cpu: [Int64](), memory: [Int64](), appliedCPU: [Int64?](),
                     appliedMemory: [Int64?](), codes: [Int](), reasons: [String](), ready: [Bool]())
@@ -154,6 +164,7 @@ struct Nodes: Sendable {
             rows.codes.append(Int(status.exitCode))
             rows.reasons.append(status.reason)
             rows.ready.append(status.ready)
+            if state == .running && status.ready && !(known.state == .running && known.ready) { nowServing.append(id) }
             if state != known.state {
                 changes.append((id, state, status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"))
             }
@@ -173,8 +184,8 @@ struct Nodes: Sendable {
         for (state, group) in Dictionary(grouping: changes, by: \.state) {
             try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
         }
-        for change in changes where change.state == .running {
-            try await Assignments.releaseSuccessor(tx, instance: change.id)
+        for id in nowServing {
+            try await Assignments.releaseSuccessor(tx, instance: id)
         }
         return stop
     }

@@ -55,7 +55,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let publisher = try host.publisher(listen: eventsListen)
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
         let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: publisher.endpoint,
-                          heartbeatInterval: .seconds(heartbeatInterval), logger: logger)
+                          heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter), logger: logger)
         let apps = Apps(store: store, logger: logger)
         let instances = Instances(store: store, logger: logger)
         let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)

@@ -18,13 +18,16 @@ public struct AppSpec: Hashable, Sendable, Codable {
     public var startup: StartupOrder
     public var restartPolicy: RestartPolicy
     public var config: ConfigReference?
+    /// Grace period, probes, self-fencing, config reload; nil = the defaults (older revisions have none).
+    public var lifecycle: Lifecycle?
 
     public init(
         name: String, team: String = "", image: String = "", command: [String] = [], args: [String] = [],
         env: [String: String] = [:], replicas: Int = 1, resources: ResourceRequirements = .init(),
         nodeSelector: LabelSelector = .init(), spread: SpreadPolicy = .init(), idcAffinity: IDCAffinity = .init(),
         network: NetworkMode = .overlay, ports: [ContainerPort] = [], ssd: SSDRequest? = nil,
-        startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil
+        startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil,
+        lifecycle: Lifecycle? = nil
     ) {
         self.name = name
         self.team = team
@@ -43,6 +46,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         self.startup = startup
         self.restartPolicy = restartPolicy
         self.config = config
+        self.lifecycle = lifecycle
     }
 
     /// Host ports each instance needs on its node: one per container port in host network mode.
@@ -85,6 +89,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
             check(ssd.minBytes >= 0, "ssd.minBytes", "must not be negative")
             check(ssd.mountPath.hasPrefix("/") && !ssd.mountPath.split(separator: "/").contains(".."), "ssd.mountPath", "\"\(ssd.mountPath)\" is not an absolute path")
         }
+        if let lifecycle { problems += lifecycle.problems() }
         if let config {
             check(config.app.isEmpty || Self.isValidName(config.app), "config.app", "\"\(config.app)\" is not an app name")
             check(config.version >= 0, "config.version", "must not be negative (0 means the latest)")

@@ -197,7 +197,7 @@ public enum AppManifest {
         mutating func app(_ document: Node) -> AppSpec {
             let fields = mapping(document, "", keys: [
                 "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
-                "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config",
+                "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle",
             ])
             if case .mapping = document {} else { return AppSpec(name: "") }
             var spec = AppSpec(name: string(fields["name"], "name"))
@@ -246,7 +246,34 @@ public enum AppManifest {
                 let config = mapping(node, "config", keys: ["app", "version"])
                 spec.config = ConfigReference(app: string(config["app"], "config.app"), version: Int64(int(config["version"], "config.version")))
             }
+            if let node = fields["lifecycle"] { spec.lifecycle = lifecycle(node) }
             return spec
+        }
+
+        mutating func lifecycle(_ node: Node) -> Lifecycle {
+            let fields = mapping(node, "lifecycle", keys: ["stopGracePeriodSeconds", "livenessProbe", "readinessProbe", "selfFencing", "reload"])
+            var lifecycle = Lifecycle(
+                stopGracePeriodSeconds: int(fields["stopGracePeriodSeconds"], "lifecycle.stopGracePeriodSeconds", default: Lifecycle.defaultGracePeriodSeconds),
+                selfFencing: bool(fields["selfFencing"], "lifecycle.selfFencing"))
+            if let probe = fields["livenessProbe"] { lifecycle.liveness = self.probe(probe, "lifecycle.livenessProbe") }
+            if let probe = fields["readinessProbe"] { lifecycle.readiness = self.probe(probe, "lifecycle.readinessProbe") }
+            if let reload = fields["reload"] {
+                let parts = mapping(reload, "lifecycle.reload", keys: ["signal", "command"])
+                lifecycle.reload = ReloadAction(
+                    signal: string(parts["signal"], "lifecycle.reload.signal"), command: strings(parts["command"], "lifecycle.reload.command"))
+            }
+            return lifecycle
+        }
+
+        mutating func probe(_ node: Node, _ field: String) -> Probe {
+            let fields = mapping(node, field, keys: ["exec", "tcpPort", "periodSeconds", "failureThreshold", "initialDelaySeconds", "timeoutSeconds"])
+            let defaults = Probe()
+            return Probe(
+                exec: strings(fields["exec"], "\(field).exec"), tcpPort: int(fields["tcpPort"], "\(field).tcpPort", default: 0),
+                periodSeconds: int(fields["periodSeconds"], "\(field).periodSeconds", default: defaults.periodSeconds),
+                failureThreshold: int(fields["failureThreshold"], "\(field).failureThreshold", default: defaults.failureThreshold),
+                initialDelaySeconds: int(fields["initialDelaySeconds"], "\(field).initialDelaySeconds", default: 0),
+                timeoutSeconds: int(fields["timeoutSeconds"], "\(field).timeoutSeconds", default: defaults.timeoutSeconds))
         }
     }
 }

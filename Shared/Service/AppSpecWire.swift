@@ -64,7 +64,8 @@ extension AppSpec {
             ssd: wire.hasSsd ? SSDRequest(count: Int(wire.ssd.count), minBytes: Int64(clamping: wire.ssd.minBytes), mountPath: wire.ssd.mountPath.isEmpty ? "/data" : wire.ssd.mountPath) : nil,
             startup: parse(wire.startup, "startup", default: .parallel, all: StartupOrder.allCases),
             restartPolicy: parse(wire.restartPolicy, "restartPolicy", default: .always, all: RestartPolicy.allCases),
-            config: wire.hasConfig ? ConfigReference(app: wire.config.app, version: wire.config.version) : nil)
+            config: wire.hasConfig ? ConfigReference(app: wire.config.app, version: wire.config.version) : nil,
+            lifecycle: wire.hasLifecycle ? Lifecycle(wire: wire.lifecycle) : nil)
         return (spec, problems + spec.problems())
     }
 
@@ -109,6 +110,53 @@ extension AppSpec {
             wire.config.app = config.app
             wire.config.version = config.version
         }
+        if let lifecycle { wire.lifecycle = lifecycle.wire }
+        return wire
+    }
+}
+
+extension Lifecycle {
+    public init(wire: Sigma_V1_Lifecycle) {
+        self.init(
+            stopGracePeriodSeconds: Int(wire.stopGracePeriodSeconds), liveness: wire.hasLiveness ? Probe(wire: wire.liveness) : nil,
+            readiness: wire.hasReadiness ? Probe(wire: wire.readiness) : nil, selfFencing: wire.selfFencing,
+            reload: wire.hasReload ? ReloadAction(signal: wire.reload.signal, command: wire.reload.command) : nil)
+    }
+
+    public var wire: Sigma_V1_Lifecycle {
+        var wire = Sigma_V1_Lifecycle()
+        wire.stopGracePeriodSeconds = UInt32(clamping: stopGracePeriodSeconds)
+        if let liveness { wire.liveness = liveness.wire }
+        if let readiness { wire.readiness = readiness.wire }
+        wire.selfFencing = selfFencing
+        if let reload {
+            wire.reload.signal = reload.signal
+            wire.reload.command = reload.command
+        }
+        return wire
+    }
+}
+
+extension Probe {
+    /// Zero fields take the defaults.
+    public init(wire: Sigma_V1_Probe) {
+        let defaults = Probe()
+        self.init(
+            exec: wire.exec, tcpPort: Int(wire.tcpPort),
+            periodSeconds: wire.periodSeconds == 0 ? defaults.periodSeconds : Int(wire.periodSeconds),
+            failureThreshold: wire.failureThreshold == 0 ? defaults.failureThreshold : Int(wire.failureThreshold),
+            initialDelaySeconds: Int(wire.initialDelaySeconds),
+            timeoutSeconds: wire.timeoutSeconds == 0 ? defaults.timeoutSeconds : Int(wire.timeoutSeconds))
+    }
+
+    public var wire: Sigma_V1_Probe {
+        var wire = Sigma_V1_Probe()
+        wire.exec = exec
+        wire.tcpPort = UInt32(clamping: tcpPort)
+        wire.periodSeconds = UInt32(clamping: periodSeconds)
+        wire.failureThreshold = UInt32(clamping: failureThreshold)
+        wire.initialDelaySeconds = UInt32(clamping: initialDelaySeconds)
+        wire.timeoutSeconds = UInt32(clamping: timeoutSeconds)
         return wire
     }
 }

@@ -79,3 +79,36 @@ import Testing
         }
     }
 }
+
+@Suite struct LifecycleTests {
+    @Test func readsTheLifecycle() throws {
+        let spec = try AppManifest.parse("""
+            name: zk
+            image: host
+            lifecycle:
+              stopGracePeriodSeconds: 30
+              livenessProbe: {exec: [/bin/zkOk.sh], periodSeconds: 5, failureThreshold: 2}
+              readinessProbe: {tcpPort: 2181, initialDelaySeconds: 3}
+              selfFencing: true
+              reload: {signal: SIGHUP}
+            """)[0]
+        #expect(spec.lifecycle == Lifecycle(
+            stopGracePeriodSeconds: 30, liveness: Probe(exec: ["/bin/zkOk.sh"], periodSeconds: 5, failureThreshold: 2),
+            readiness: Probe(tcpPort: 2181, initialDelaySeconds: 3), selfFencing: true, reload: ReloadAction(signal: "SIGHUP")))
+        #expect(spec.problems().isEmpty)
+    }
+
+    @Test func badLifecyclesNameTheirField() {
+        var spec = AppSpec(name: "web", image: "host")
+        spec.lifecycle = Lifecycle(
+            stopGracePeriodSeconds: -1, liveness: Probe(exec: ["/bin/true"], tcpPort: 80), readiness: Probe(periodSeconds: 0),
+            reload: ReloadAction(signal: "SIGFOO"))
+        let fields = spec.problems().map(\.field)
+        #expect(fields.contains("lifecycle.stopGracePeriodSeconds"))
+        #expect(fields.contains("lifecycle.livenessProbe.exec"))
+        #expect(fields.contains("lifecycle.readinessProbe.exec"))
+        #expect(fields.contains("lifecycle.readinessProbe.periodSeconds"))
+        #expect(fields.contains("lifecycle.reload.signal"))
+        #expect(throws: (any Error).self) { try AppManifest.parse("name: x\nimage: host\nlifecycle: {livenessProbe: {bogus: 1}}\n") }
+    }
+}

@@ -205,4 +205,113 @@ import TestSupport
             }
         }
     }
+
+    /// The instance's own root folder (host mode: writable, empty but for what it made), seen from the node.
+    static func rootfs(_ agent: RealAgent, _ instance: String) -> String { "\(agent.state)/instances/\(instance)/rootfs" }
+
+    @Test func livenessRestartsReadinessGatesOrderedStartAndGraceIsTheApps() async throws {
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster) { agent in
+                func lifecycle(_ spec: inout Sigma_V1_AppSpec, _ file: String, liveness: Bool) {
+                    var probe = Sigma_V1_Probe()
+                    probe.exec = ["/bin/test", "-f", file]
+                    probe.periodSeconds = 1
+                    probe.failureThreshold = 1
+                    if liveness { spec.lifecycle.liveness = probe } else { spec.lifecycle.readiness = probe }
+                    spec.lifecycle.stopGracePeriodSeconds = 1
+                }
+                // Ordered, with a readiness probe on a file the test creates: ordinal 1 waits for ordinal 0 to be ready.
+                try await cluster.apply("ordered", replicas: 2, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "sleep 1000")  // ignores SIGTERM (first process): the grace decides
+                    spec.startup = "ordered"
+                    lifecycle(&spec, "/ready", liveness: false)
+                }
+                try await cluster.eventually("ordinal 0 Running, not ready") {
+                    let first = try await cluster.instance("ordered", ordinal: 0)
+                    return first?.state == "Running" && first?.ready == false
+                }
+                let first = try #require(try await cluster.instance("ordered", ordinal: 0))
+                #expect(try await agent.localInstances().filter { $0.app == "ordered" }.count == 1)
+                #expect(try await cluster.instance("ordered", ordinal: 1)?.state == "Scheduled")
+                FileManager.default.createFile(atPath: Self.rootfs(agent, first.id) + "/ready", contents: nil)
+                try await cluster.eventually("ordinal 0 ready, then ordinal 1 started") {
+                    let ready = try await cluster.instance("ordered", ordinal: 0)?.ready == true
+                    let next = try await cluster.instance("ordered", ordinal: 1)?.state
+                    return ready && next == "Running"
+                }
+                let second = try #require(try await cluster.instance("ordered", ordinal: 1))
+                #expect(second.ready == false)
+
+                // Liveness: removing the file fails the probe; the instance is stopped and started again.
+                try await cluster.apply("live", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "touch /alive; \(Self.stayUp)")
+                    lifecycle(&spec, "/alive", liveness: true)
+                }
+                try await cluster.eventually("live Running") { try await cluster.instance("live")?.state == "Running" }
+                let live = try #require(try await cluster.instance("live"))
+                let pid = try #require(try await agent.localInstances().first { $0.app == "live" }?.pid)
+                try await cluster.eventually("the marker written") { FileManager.default.fileExists(atPath: Self.rootfs(agent, live.id) + "/alive") }
+                try FileManager.default.removeItem(atPath: Self.rootfs(agent, live.id) + "/alive")
+                try await cluster.eventually("restarted after the failed probe") {
+                    guard let local = try await agent.localInstances().first(where: { $0.app == "live" }) else { return false }
+                    return local.restarts >= 1 && local.pid != pid && local.pid != 0
+                }
+                try await cluster.eventually("the reason reported") {
+                    try await cluster.instance("live")?.reason.contains("liveness probe failed") == true
+                }
+
+                // Grace: this app needs 1.5 s after SIGTERM, its grace is 1 s: it ends by SIGKILL (under the agent's
+                // default of 2 s it would have exited 0).
+                try await cluster.apply("slow", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "trap 'sleep 1.5; exit 0' TERM; while :; do sleep 0.05; done")
+                    spec.lifecycle.stopGracePeriodSeconds = 1
+                }
+                try await cluster.eventually("slow Running") { try await cluster.instance("slow")?.state == "Running" }
+                let slow = try #require(try await cluster.instance("slow"))
+                var delete = Sigma_V1_AppRequest()
+                delete.name = "slow"
+                _ = try await cluster.client.call(SchedulerMethods.deleteApp, delete)
+                try await cluster.eventually("its end reported") {
+                    try await cluster.events("instance", slow.id).contains { $0.reason == "Terminated" }
+                }
+                let end = try #require(try await cluster.events("instance", slow.id).first { $0.reason == "Terminated" })
+                #expect(end.message.contains("signal SIGKILL"), "\(end.message)")
+            }
+        }
+    }
+
+    @Test func selfFencingAppsStopWhenTheControlPlaneIsGone() async throws {
+        try await SchedulerCluster.forAgents(brokenAfter: 1.5) { cluster in
+            try await RealAgent.with(cluster) { agent in
+                try await cluster.apply("fenced", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: Self.stayUp)
+                    spec.lifecycle.selfFencing = true
+                }
+                try await cluster.apply("plain", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: Self.stayUp)
+                }
+                try await cluster.eventually("both Running") {
+                    let fenced = try await cluster.allRunning("fenced", 1)
+                    let plain = try await cluster.allRunning("plain", 1)
+                    return fenced && plain
+                }
+                let plain = try #require(try await agent.localInstances().first { $0.app == "plain" })
+                // The control plane goes silent (frozen, not gone: nothing declares the node Broken meanwhile).
+                let scheduler = cluster.processes[0].pid
+                kill(scheduler, SIGSTOP)
+                defer { kill(scheduler, SIGCONT) }
+                try await cluster.eventually("the self-fencing instance stopped") {
+                    try await agent.localInstances().first { $0.app == "fenced" }?.reason.hasPrefix("self-fenced") == true
+                }
+                let still = try #require(try await agent.localInstances().first { $0.app == "plain" })
+                #expect(still.pid == plain.pid)
+                #expect(still.state == "Running")
+                kill(scheduler, SIGCONT)
+                try await cluster.eventually("the control plane back: it runs again", within: .seconds(30)) {
+                    let fenced = try await agent.localInstances().first { $0.app == "fenced" }
+                    return fenced?.state == "Running" && fenced?.reason.hasPrefix("self-fenced") == false
+                }
+            }
+        }
+    }
 }

@@ -29,6 +29,8 @@ struct LocalInstance: Sendable {
         case backoff(until: ContinuousClock.Instant)
         /// Ended for good (the restart policy said no, or it could not start).
         case ended
+        /// Stopped by its own node: the control plane was out of reach too long (self-fencing apps).
+        case selfFenced
     }
 
     var assignment: Sigma_V1_Assignment
@@ -42,6 +44,13 @@ struct LocalInstance: Sendable {
     var lastCPU: (nanos: UInt64, at: ContinuousClock.Instant)?
     /// From the assignment's arrival to the process running, for its first start.
     var startLatency: Duration?
+    var probes = ProbeState()
+    /// Being stopped by the agent itself (a failed liveness probe): its ending is handled there, not by the watch.
+    var killing = false
+    /// Why the agent ended it, when it did ("liveness probe failed ...", "self-fenced ...").
+    var endNote: String?
+
+    var lifecycle: Lifecycle { assignment.spec.hasLifecycle ? Lifecycle(wire: assignment.spec.lifecycle) : Lifecycle() }
 }
 
 /// The node agent's state: what the scheduler wants here (assignments) against what runs (the runtime), with
@@ -57,7 +66,7 @@ actor Agent {
     private(set) var desired: [String: Sigma_V1_Assignment] = [:]
     /// Why an instance left `desired` ("deleted", "migrated", ...), for the stop reason.
     private var removalReasons: [String: String] = [:]
-    private(set) var local: [String: LocalInstance] = [:]
+    var local: [String: LocalInstance] = [:]
     /// Instances stopped on the scheduler's word: reported once as Terminated, then forgotten.
     private var finished: [String: Sigma_V1_InstanceStatus] = [:]
     private let wake: AsyncStream<Void>.Continuation
@@ -66,6 +75,9 @@ actor Agent {
     private var disowned: Set<String> = []
     /// When each assignment not yet started arrived (for the start latency).
     private var arrivals: [String: ContinuousClock.Instant] = [:]
+    /// The last answer from the scheduler, and how long a silence makes a node Broken (self-fencing).
+    var lastContact = ContinuousClock.now
+    var brokenAfter: Duration?
 
     init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, logger: Logger) {
         self.settings = settings
@@ -179,7 +191,9 @@ actor Agent {
     /// missing (in parallel), restart what the policy allows.
     func pass() async {
         await watchEndings()
+        await selfFenceIfCutOff()
         let now = ContinuousClock.now
+        scheduleProbes(now: now)
 
         // Stop what is no longer wanted here, or runs an older generation.
         for (id, instance) in local {
@@ -254,6 +268,7 @@ actor Agent {
             instance.network = attached
             instance.applied = request.limits
             if let arrived = arrivals.removeValue(forKey: id) { instance.startLatency = .now - arrived }
+            instance.probes = ProbeState()
             local[id] = instance
             logger.info("started", metadata: ["instance": "\(id)", "app": "\(assignment.app)", "pid": "\(record.pid)"])
         } catch {
@@ -319,7 +334,7 @@ actor Agent {
     }
 
     /// Stops an instance and removes what it used. With `report`, its end goes into the next heartbeat.
-    private func stop(_ id: String, reason: String, report: Bool) async {
+    func stop(_ id: String, reason: String, report: Bool) async {
         guard let instance = local[id] else { return }
         local[id] = nil
         arrivals[id] = nil
@@ -327,6 +342,8 @@ actor Agent {
         if case .ended = instance.phase, let last = instance.lastEnding {
             ending = last
         } else if case .backoff = instance.phase, let last = instance.lastEnding {
+            ending = last
+        } else if case .selfFenced = instance.phase, let last = instance.lastEnding {
             ending = last
         } else {
             ending = await runtime.stop(id, grace: grace(instance.assignment))
@@ -346,17 +363,20 @@ actor Agent {
         finished[id] = status
     }
 
-    private func grace(_ assignment: Sigma_V1_Assignment) -> Duration { settings.stopGrace }
+    /// The app's grace period, or the agent's default for specs that set none.
+    func grace(_ assignment: Sigma_V1_Assignment) -> Duration {
+        assignment.spec.hasLifecycle ? .seconds(Int(assignment.spec.lifecycle.stopGracePeriodSeconds)) : settings.stopGrace
+    }
 
     /// Checks running instances for an ending, and decides by the restart policy.
     private func watchEndings() async {
-        for (id, instance) in local {
+        for (id, instance) in local where !instance.killing {
             guard case .running = instance.phase else { continue }
-            if let ending = await runtime.ending(of: id) { handleEnding(id, ending) }
+            if let ending = await runtime.ending(of: id), local[id]?.killing == false { handleEnding(id, ending) }
         }
     }
 
-    private func handleEnding(_ id: String, _ ending: InstanceEnding) {
+    func handleEnding(_ id: String, _ ending: InstanceEnding) {
         guard var instance = local[id] else { return }
         instance.lastEnding = ending
         let policy = RestartPolicy(rawValue: instance.assignment.spec.restartPolicy) ?? .always
@@ -395,10 +415,16 @@ actor Agent {
                 status.state = InstanceState.starting.rawValue
             case .running:
                 status.state = InstanceState.running.rawValue
-                status.ready = true
+                status.ready = instance.lifecycle.readiness == nil || instance.probes.readinessPassed
                 if instance.restarts > 0, let last = instance.lastEnding {
-                    status.reason = "restarted \(instance.restarts) time(s); last \(last)"
+                    status.reason = "restarted \(instance.restarts) time(s); last \(instance.endNote.map { "\($0): \(last)" } ?? "\(last)")"
                 }
+                if !status.ready, !instance.probes.readinessDetail.isEmpty {
+                    status.reason += (status.reason.isEmpty ? "" : "; ") + "not ready: \(instance.probes.readinessDetail)"
+                }
+            case .selfFenced:
+                status.state = InstanceState.running.rawValue
+                status.reason = instance.endNote ?? "self-fenced"
             case .backoff(let until):
                 // Still Running for the scheduler (finals are final); the reason says it waits to restart.
                 status.state = InstanceState.running.rawValue
@@ -409,7 +435,7 @@ actor Agent {
                 let ending = instance.lastEnding ?? .failed("unknown")
                 status.state = ending.state
                 status.exitCode = ending.exitCode
-                status.reason = "\(ending)"
+                status.reason = instance.endNote.map { "\($0): \(ending)" } ?? "\(ending)"
             }
             if let problem = instance.limitProblem { status.reason += (status.reason.isEmpty ? "" : "; ") + problem }
             if case .running = instance.phase, let reading = await runtime.reading(id) {

@@ -62,7 +62,8 @@ struct AgentLoop: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await agent.run() }
             group.addTask { await follow(subscriber) }
-            group.addTask { await heartbeats(every: interval, epoch: epoch) }
+            let brokenAfter: Duration? = registered.brokenAfterMs > 0 ? .milliseconds(Int64(registered.brokenAfterMs)) : nil
+            group.addTask { await heartbeats(every: interval, epoch: epoch, brokenAfter: brokenAfter) }
             await group.next()
             group.cancelAll()
         }
@@ -93,7 +94,7 @@ struct AgentLoop: Service {
         }
     }
 
-    private func heartbeats(every interval: Duration, epoch: EpochFile) async {
+    private func heartbeats(every interval: Duration, epoch: EpochFile, brokenAfter: Duration?) async {
         let sampler = MachineUsageSampler(stateDirectory: stateDirectory)
         while !Task.isCancelled {
             let statuses = await agent.statuses()
@@ -107,6 +108,7 @@ struct AgentLoop: Service {
             request.instances = statuses
             do {
                 let response = try await scheduler.call(SchedulerMethods.heartbeat, request, timeout: interval * 3)
+                await agent.contact(brokenAfter: brokenAfter)
                 await agent.reported(statuses)
                 if !response.stopInstances.isEmpty { await agent.disown(response.stopInstances) }
                 if response.fence {

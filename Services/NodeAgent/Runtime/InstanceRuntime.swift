@@ -343,6 +343,12 @@ public actor InstanceRuntime {
         }
     }
 
+    /// Runs `command` inside the running instance (its namespaces and cgroup) and returns how it ended; a
+    /// command still running after `timeout` is killed.
+    public func exec(_ id: String, _ command: [String], timeout: Duration) async throws -> ProgramResult {
+        try await Subprocess.run(configuration.runtime, ["--root", runcRoot, "exec", id] + command, timeout: timeout)
+    }
+
     /// Changes the limits of a running instance in place and returns what the cgroup now holds.
     public func update(_ id: String, limits: CgroupLimits) throws -> CgroupReading {
         let cgroup = cgroup(of: id)

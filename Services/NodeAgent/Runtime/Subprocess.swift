@@ -28,10 +28,12 @@ public enum Subprocess {
     /// Runs `path` to its end. `input` is written to its stdin (then closed); without it stdin is /dev/null.
     /// With `capture` false its stdout and stderr go to /dev/null (for programs that hand them on to a process
     /// that outlives them, like `runc run --detach`).
-    public static func run(_ path: String, _ arguments: [String], input: [UInt8]? = nil, capture: Bool = true) async throws -> ProgramResult {
+    /// With `timeout`, a program still running then is killed (SIGKILL) and its status is 137.
+    public static func run(_ path: String, _ arguments: [String], input: [UInt8]? = nil, capture: Bool = true,
+                           timeout: Duration? = nil) async throws -> ProgramResult {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
-                continuation.resume(with: Result { try runBlocking(path, arguments, input: input, capture: capture) })
+                continuation.resume(with: Result { try runBlocking(path, arguments, input: input, capture: capture, timeout: timeout) })
             }
             thread.stackSize = 256 << 10
             thread.start()
@@ -48,7 +50,8 @@ public enum Subprocess {
         return result.output
     }
 
-    public static func runBlocking(_ path: String, _ arguments: [String], input: [UInt8]? = nil, capture: Bool = true) throws -> ProgramResult {
+    public static func runBlocking(_ path: String, _ arguments: [String], input: [UInt8]? = nil, capture: Bool = true,
+                                   timeout: Duration? = nil) throws -> ProgramResult {
         var stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1], stdinPipe: [Int32] = [-1, -1]
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -94,7 +97,8 @@ public enum Subprocess {
             }
             close(stdinPipe[1])
         }
-        let (output, errors) = readBoth(stdoutPipe[0], stderrPipe[0])
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let (output, errors) = readBoth(stdoutPipe[0], stderrPipe[0], deadline: deadline) { kill(pid, SIGKILL) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
@@ -110,16 +114,31 @@ public enum Subprocess {
         return true
     }
 
-    private static func readBoth(_ first: Int32, _ second: Int32) -> (String, String) {
+    /// Reads both pipes to their end; past `deadline`, `expire` runs once (it kills the program) and the pipes
+    /// are closed.
+    private static func readBoth(_ first: Int32, _ second: Int32, deadline: ContinuousClock.Instant?,
+                                 expire: () -> Void) -> (String, String) {
         var buffers: [[UInt8]] = [[], []]
         var fds = [pollfd(fd: first, events: Int16(POLLIN), revents: 0), pollfd(fd: second, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 16384)
         var open = 2
         while open > 0 {
-            if poll(&fds, 2, -1) < 0 {
+            var wait: Int32 = -1
+            if let deadline {
+                let left = deadline - ContinuousClock.now
+                if left <= .zero {
+                    expire()
+                    for index in 0..<2 where fds[index].fd >= 0 { close(fds[index].fd) }
+                    break
+                }
+                wait = Int32(max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            }
+            let ready = poll(&fds, 2, wait)
+            if ready < 0 {
                 if errno == EINTR { continue }
                 break
             }
+            if ready == 0 { continue }
             for index in 0..<2 where fds[index].fd >= 0 && fds[index].revents != 0 {
                 let n = chunk.withUnsafeMutableBytes { read(fds[index].fd, $0.baseAddress, $0.count) }
                 if n > 0 {

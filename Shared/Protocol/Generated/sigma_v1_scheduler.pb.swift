@@ -281,6 +281,9 @@ public nonisolated struct Sigma_V1_RegisterNodeResponse: Sendable {
 
   public var heartbeatIntervalMs: UInt32 = 0
 
+  /// Silence after which the scheduler declares a node Broken (self-fencing apps stop after as long).
+  public var brokenAfterMs: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -788,11 +791,105 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
   /// Clears the value of `config`. Subsequent reads from it will return its default value.
   public mutating func clearConfig() {_uniqueStorage()._config = nil}
 
+  /// Unset: a 10 s grace period, no probes, no self-fencing, no reload action.
+  public var lifecycle: Sigma_V1_Lifecycle {
+    get {_storage._lifecycle ?? Sigma_V1_Lifecycle()}
+    set {_uniqueStorage()._lifecycle = newValue}
+  }
+  /// Returns true if `lifecycle` has been explicitly set.
+  public var hasLifecycle: Bool {_storage._lifecycle != nil}
+  /// Clears the value of `lifecycle`. Subsequent reads from it will return its default value.
+  public mutating func clearLifecycle() {_uniqueStorage()._lifecycle = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Sigma_V1_Lifecycle: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stopGracePeriodSeconds: UInt32 = 0
+
+  public var liveness: Sigma_V1_Probe {
+    get {_liveness ?? Sigma_V1_Probe()}
+    set {_liveness = newValue}
+  }
+  /// Returns true if `liveness` has been explicitly set.
+  public var hasLiveness: Bool {self._liveness != nil}
+  /// Clears the value of `liveness`. Subsequent reads from it will return its default value.
+  public mutating func clearLiveness() {self._liveness = nil}
+
+  public var readiness: Sigma_V1_Probe {
+    get {_readiness ?? Sigma_V1_Probe()}
+    set {_readiness = newValue}
+  }
+  /// Returns true if `readiness` has been explicitly set.
+  public var hasReadiness: Bool {self._readiness != nil}
+  /// Clears the value of `readiness`. Subsequent reads from it will return its default value.
+  public mutating func clearReadiness() {self._readiness = nil}
+
+  public var selfFencing: Bool = false
+
+  public var reload: Sigma_V1_ReloadAction {
+    get {_reload ?? Sigma_V1_ReloadAction()}
+    set {_reload = newValue}
+  }
+  /// Returns true if `reload` has been explicitly set.
+  public var hasReload: Bool {self._reload != nil}
+  /// Clears the value of `reload`. Subsequent reads from it will return its default value.
+  public mutating func clearReload() {self._reload = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _liveness: Sigma_V1_Probe? = nil
+  fileprivate var _readiness: Sigma_V1_Probe? = nil
+  fileprivate var _reload: Sigma_V1_ReloadAction? = nil
+}
+
+/// Exactly one of exec (a command run inside the instance; exit 0 passes) and tcp_port.
+public nonisolated struct Sigma_V1_Probe: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var exec: [String] = []
+
+  public var tcpPort: UInt32 = 0
+
+  /// Zero values take the defaults: every 10 s, 3 failures, no initial delay, 1 s timeout.
+  public var periodSeconds: UInt32 = 0
+
+  public var failureThreshold: UInt32 = 0
+
+  public var initialDelaySeconds: UInt32 = 0
+
+  public var timeoutSeconds: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Exactly one: a signal to the instance's first process ("SIGHUP") or a command run inside it.
+public nonisolated struct Sigma_V1_ReloadAction: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var signal: String = String()
+
+  public var command: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Sigma_V1_App: Sendable {
@@ -1930,7 +2027,7 @@ nonisolated extension Sigma_V1_RegisterNodeRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Sigma_V1_RegisterNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}events_endpoint\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}events_endpoint\0\u{3}heartbeat_interval_ms\0\u{3}broken_after_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1941,6 +2038,7 @@ nonisolated extension Sigma_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.eventsEndpoint) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.brokenAfterMs) }()
       default: break
       }
     }
@@ -1960,6 +2058,9 @@ nonisolated extension Sigma_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swif
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 3)
     }
+    if self.brokenAfterMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.brokenAfterMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1967,6 +2068,7 @@ nonisolated extension Sigma_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swif
     if lhs._node != rhs._node {return false}
     if lhs.eventsEndpoint != rhs.eventsEndpoint {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.brokenAfterMs != rhs.brokenAfterMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2676,7 +2778,7 @@ nonisolated extension Sigma_V1_ConfigReference: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2697,6 +2799,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _startup: String = String()
     var _restartPolicy: String = String()
     var _config: Sigma_V1_ConfigReference? = nil
+    var _lifecycle: Sigma_V1_Lifecycle? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2725,6 +2828,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       _startup = source._startup
       _restartPolicy = source._restartPolicy
       _config = source._config
+      _lifecycle = source._lifecycle
     }
   }
 
@@ -2761,6 +2865,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._startup) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._restartPolicy) }()
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._config) }()
+        case 19: try { try decoder.decodeSingularMessageField(value: &_storage._lifecycle) }()
         default: break
         }
       }
@@ -2827,6 +2932,9 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       try { if let v = _storage._config {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
       } }()
+      try { if let v = _storage._lifecycle {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2854,10 +2962,155 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._startup != rhs_storage._startup {return false}
         if _storage._restartPolicy != rhs_storage._restartPolicy {return false}
         if _storage._config != rhs_storage._config {return false}
+        if _storage._lifecycle != rhs_storage._lifecycle {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_Lifecycle: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Lifecycle"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stop_grace_period_seconds\0\u{1}liveness\0\u{1}readiness\0\u{3}self_fencing\0\u{1}reload\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.stopGracePeriodSeconds) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._liveness) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._readiness) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.selfFencing) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._reload) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.stopGracePeriodSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stopGracePeriodSeconds, fieldNumber: 1)
+    }
+    try { if let v = self._liveness {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._readiness {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if self.selfFencing != false {
+      try visitor.visitSingularBoolField(value: self.selfFencing, fieldNumber: 4)
+    }
+    try { if let v = self._reload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_Lifecycle, rhs: Sigma_V1_Lifecycle) -> Bool {
+    if lhs.stopGracePeriodSeconds != rhs.stopGracePeriodSeconds {return false}
+    if lhs._liveness != rhs._liveness {return false}
+    if lhs._readiness != rhs._readiness {return false}
+    if lhs.selfFencing != rhs.selfFencing {return false}
+    if lhs._reload != rhs._reload {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Probe"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}exec\0\u{3}tcp_port\0\u{3}period_seconds\0\u{3}failure_threshold\0\u{3}initial_delay_seconds\0\u{3}timeout_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.exec) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.tcpPort) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.periodSeconds) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.failureThreshold) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.initialDelaySeconds) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.exec.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.exec, fieldNumber: 1)
+    }
+    if self.tcpPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tcpPort, fieldNumber: 2)
+    }
+    if self.periodSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.periodSeconds, fieldNumber: 3)
+    }
+    if self.failureThreshold != 0 {
+      try visitor.visitSingularUInt32Field(value: self.failureThreshold, fieldNumber: 4)
+    }
+    if self.initialDelaySeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.initialDelaySeconds, fieldNumber: 5)
+    }
+    if self.timeoutSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutSeconds, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_Probe, rhs: Sigma_V1_Probe) -> Bool {
+    if lhs.exec != rhs.exec {return false}
+    if lhs.tcpPort != rhs.tcpPort {return false}
+    if lhs.periodSeconds != rhs.periodSeconds {return false}
+    if lhs.failureThreshold != rhs.failureThreshold {return false}
+    if lhs.initialDelaySeconds != rhs.initialDelaySeconds {return false}
+    if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_ReloadAction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReloadAction"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}signal\0\u{1}command\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.signal) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.signal.isEmpty {
+      try visitor.visitSingularStringField(value: self.signal, fieldNumber: 1)
+    }
+    if !self.command.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.command, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_ReloadAction, rhs: Sigma_V1_ReloadAction) -> Bool {
+    if lhs.signal != rhs.signal {return false}
+    if lhs.command != rhs.command {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
