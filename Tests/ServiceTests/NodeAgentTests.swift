@@ -314,4 +314,69 @@ import TestSupport
             }
         }
     }
+
+    @Test func configIsRenderedWrittenAndPushedInPlace() async throws {
+        try await SchedulerCluster.forAgents(configs: 1) { cluster in
+            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { agent in
+                let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
+                func publish(_ content: String) async throws {
+                    var request = Sigma_V1_PublishConfigRequest()
+                    request.app = "cfg"
+                    var file = Sigma_V1_ConfigFile()
+                    file.path = "/app/app.conf"
+                    file.content = Data(content.utf8)
+                    request.files = [file]
+                    request.script = "echo started by the script; echo CV=$SIGMA_CONFIG_VERSION; cat /app/app.conf; "
+                        + "trap 'cat /app/app.conf' HUP; trap 'exit 0' TERM; while :; do sleep 0.05; done"
+                    request.author = "test"
+                    _ = try await config.call(ConfigMethods.publish, request)
+                }
+                try await publish("ordinal={{instance.ordinal}} version={{config.version}}\n")
+                // No command: the ConfigCenter's startup script runs; a change comes with SIGHUP.
+                try await cluster.apply("cfg", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    spec.image = "host"
+                    spec.config.app = "cfg"
+                    spec.lifecycle.reload.signal = "SIGHUP"
+                }
+                try await cluster.eventually("Running") { try await cluster.instance("cfg")?.state == "Running" }
+                let instance = try #require(try await cluster.instance("cfg"))
+                try await cluster.eventually("the script's output") { agent.log(of: instance.id).contains("ordinal=0 version=1") }
+                #expect(agent.log(of: instance.id).contains("started by the script"))
+                #expect(agent.log(of: instance.id).contains("CV=1"))
+                let pid = try #require(try await agent.localInstances().first?.pid)
+                try await publish("ordinal={{instance.ordinal}} version={{config.version}} changed\n")
+                try await cluster.eventually("the change written in place and announced by SIGHUP") {
+                    agent.log(of: instance.id).contains("ordinal=0 version=2 changed")
+                }
+                let local = try #require(try await agent.localInstances().first)
+                #expect(local.pid == pid)
+                #expect(local.configVersion == 2)
+                #expect(try String(contentsOfFile: Self.rootfs(agent, instance.id) + "/app/app.conf", encoding: .utf8)
+                    == "ordinal=0 version=2 changed\n")
+            }
+        }
+    }
+
+    @Test func hostModeRefusesConfigUnderTheHostsReadOnlyFolders() async throws {
+        try await SchedulerCluster.forAgents(configs: 1) { cluster in
+            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { _ in
+                let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
+                var request = Sigma_V1_PublishConfigRequest()
+                request.app = "etc"
+                var file = Sigma_V1_ConfigFile()
+                file.path = "/etc/etc-app.conf"
+                file.content = Data("x\n".utf8)
+                request.files = [file]
+                _ = try await config.call(ConfigMethods.publish, request)
+                try await cluster.apply("etc", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: Self.stayUp)
+                    spec.config.app = "etc"
+                }
+                try await cluster.eventually("Failed, saying why") {
+                    let instance = try await cluster.instance("etc")
+                    return instance?.state == "Failed" && instance?.reason.contains("read-only view in host mode") == true
+                }
+            }
+        }
+    }
 }

@@ -49,6 +49,8 @@ struct LocalInstance: Sendable {
     var killing = false
     /// Why the agent ended it, when it did ("liveness probe failed ...", "self-fenced ...").
     var endNote: String?
+    /// The ConfigCenter version written into it.
+    var configVersion: Int64?
 
     var lifecycle: Lifecycle { assignment.spec.hasLifecycle ? Lifecycle(wire: assignment.spec.lifecycle) : Lifecycle() }
 }
@@ -60,7 +62,10 @@ actor Agent {
     let settings: AgentSettings
     let runtime: InstanceRuntime
     let network: NodeNetwork
+    let config: ConfigDelivery
     let logger: Logger
+    /// One config long poll per instance with config.
+    var configWatchers: [String: Task<Void, Never>] = [:]
 
     /// What the scheduler wants: the latest assignment of every instance bound here.
     private(set) var desired: [String: Sigma_V1_Assignment] = [:]
@@ -79,10 +84,11 @@ actor Agent {
     var lastContact = ContinuousClock.now
     var brokenAfter: Duration?
 
-    init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, logger: Logger) {
+    init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, config: ConfigDelivery, logger: Logger) {
         self.settings = settings
         self.runtime = runtime
         self.network = network
+        self.config = config
         self.logger = logger
         (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
@@ -249,13 +255,32 @@ actor Agent {
                 }
                 namespace = network.namespacePath(for: id)
             }
+            // Config first: a ConfigCenter out of reach is retried with back-off, like a crash.
+            var fetched: Sigma_V1_FetchConfigResponse?
+            if assignment.spec.hasConfig {
+                do {
+                    fetched = try await config.fetch(app: assignment.app, instance: id)
+                } catch {
+                    wiring?.cancel()
+                    _ = try? await wiring?.value
+                    await network.detach(id)
+                    retryLater(id, generation: assignment.generation, reason: "\(error)")
+                    return
+                }
+            }
             var request = try LaunchPlan.request(
-                assignment, node: settings.node, configVersion: nil, ssdMounts: try ssdMounts(assignment))
+                assignment, node: settings.node, configVersion: fetched?.version, ssdMounts: try ssdMounts(assignment))
             request.networkNamespace = namespace
+            // No command in the spec: the startup script from the ConfigCenter runs (else the image's own).
+            let useScript = request.command.isEmpty && request.args.isEmpty && !(fetched?.script.isEmpty ?? true)
+            if useScript { request.command = ["/bin/sh", ConfigDelivery.scriptPath] }
+            let rootfs = runtime.directory(of: id) + "/rootfs"
+            let hostMode = assignment.spec.image == "host"
             let record: LaunchRecord
             do {
-                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring] in
+                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring, fetched] in
                     _ = try await wiring?.value
+                    if let fetched { try ConfigDelivery.write(fetched, rootfs: rootfs, hostMode: hostMode, script: useScript) }
                 }
             } catch {
                 _ = try? await wiring?.value  // never leave the wiring running behind a failed start
@@ -269,7 +294,9 @@ actor Agent {
             instance.applied = request.limits
             if let arrived = arrivals.removeValue(forKey: id) { instance.startLatency = .now - arrived }
             instance.probes = ProbeState()
+            instance.configVersion = fetched?.version
             local[id] = instance
+            if let fetched { watchConfig(id, generation: assignment.generation, app: assignment.app, version: fetched.version) }
             logger.info("started", metadata: ["instance": "\(id)", "app": "\(assignment.app)", "pid": "\(record.pid)"])
         } catch {
             let reason: String
@@ -338,6 +365,7 @@ actor Agent {
         guard let instance = local[id] else { return }
         local[id] = nil
         arrivals[id] = nil
+        configWatchers.removeValue(forKey: id)?.cancel()
         let ending: InstanceEnding
         if case .ended = instance.phase, let last = instance.lastEnding {
             ending = last
@@ -398,6 +426,17 @@ actor Agent {
             logger.info("ended", metadata: ["instance": "\(id)", "ending": "\(ending)"])
         }
         local[id] = instance
+    }
+
+    /// A start that may work later (the ConfigCenter was out of reach): back off as after a crash.
+    func retryLater(_ id: String, generation: Int64, reason: String) {
+        guard var instance = local[id], instance.assignment.generation == generation else { return }
+        let delay = min(settings.restartBackoff * (1 << min(instance.restarts, 20)), settings.restartBackoffLimit)
+        instance.restarts += 1
+        instance.lastEnding = .failed(reason)
+        instance.phase = .backoff(until: .now + delay)
+        local[id] = instance
+        logger.warning("cannot start yet; retrying", metadata: ["instance": "\(id)", "reason": "\(reason)", "in": "\(delay)"])
     }
 
     // MARK: - Reports

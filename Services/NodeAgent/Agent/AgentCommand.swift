@@ -64,6 +64,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Discovery endpoints given to instances as SIGMA_DISCOVERY. [SIGMA_DISCOVERY]")
     var discovery: String?
 
+    @Option(help: "ConfigCenter endpoints, for apps with config. [SIGMA_CONFIG]")
+    var config: String?
+
     @Option(help: "Most processes and threads one instance may have (0 = unlimited).")
     var pidsLimit: Int64 = CgroupLimits.defaultPids
 
@@ -106,7 +109,10 @@ struct AgentCommand: AsyncParsableCommand {
         var settings = AgentSettings(node: context)
         settings.stopGrace = .milliseconds(Int64(stopGrace * 1000))
         settings.restartBackoff = .milliseconds(Int64(restartBackoff * 1000))
-        let agent = Agent(settings: settings, runtime: instanceRuntime, network: network, logger: logger)
+        let configEndpoints = config ?? ServiceOptions.environment(ServiceKind.config.endpointVariable) ?? ServiceKind.config.defaultEndpoint
+        let configClient = try client.client(endpoints: configEndpoints, timeout: .seconds(5), logger: logger)
+        let agent = Agent(settings: settings, runtime: instanceRuntime, network: network,
+                          config: ConfigDelivery(client: configClient), logger: logger)
 
         let endpoints = scheduler ?? ServiceOptions.environment(ServiceKind.scheduler.endpointVariable)
             ?? ServiceKind.scheduler.defaultEndpoint

@@ -51,6 +51,7 @@ struct LogReader: Sendable {
             entry.pid = instance.pid
             entry.restarts = UInt32(instance.restarts)
             entry.reason = statuses[id]?.reason ?? ""
+            entry.configVersion = instance.configVersion ?? 0
             if let latency = instance.startLatency {
                 entry.startLatencyUs = latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000
             }

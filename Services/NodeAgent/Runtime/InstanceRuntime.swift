@@ -147,7 +147,7 @@ public actor InstanceRuntime {
     var records: [String: LaunchRecord] = [:]
 
     /// The read-only host folders a `host` image sees.
-    static let hostFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"]
+    public static let hostFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"]
 
     public init(configuration: RuntimeConfiguration, logger: Logger) throws {
         guard access(configuration.runtime, X_OK) == 0 else {

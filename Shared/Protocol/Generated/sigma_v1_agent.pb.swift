@@ -92,6 +92,9 @@ public nonisolated struct Sigma_V1_LocalInstance: Sendable {
   /// From the assignment reaching this agent to the instance's process running (its last start), microseconds.
   public var startLatencyUs: Int64 = 0
 
+  /// The ConfigCenter version written into the instance (0: the app has no config).
+  public var configVersion: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -215,7 +218,7 @@ nonisolated extension Sigma_V1_ReadLogsResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LocalInstance"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}app\0\u{1}generation\0\u{1}state\0\u{1}pid\0\u{1}restarts\0\u{1}reason\0\u{3}start_latency_us\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}app\0\u{1}generation\0\u{1}state\0\u{1}pid\0\u{1}restarts\0\u{1}reason\0\u{3}start_latency_us\0\u{3}config_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -231,6 +234,7 @@ nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtob
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.restarts) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.startLatencyUs) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.configVersion) }()
       default: break
       }
     }
@@ -261,6 +265,9 @@ nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtob
     if self.startLatencyUs != 0 {
       try visitor.visitSingularInt64Field(value: self.startLatencyUs, fieldNumber: 8)
     }
+    if self.configVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.configVersion, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -273,6 +280,7 @@ nonisolated extension Sigma_V1_LocalInstance: SwiftProtobuf.Message, SwiftProtob
     if lhs.restarts != rhs.restarts {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.startLatencyUs != rhs.startLatencyUs {return false}
+    if lhs.configVersion != rhs.configVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

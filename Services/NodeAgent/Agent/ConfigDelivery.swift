@@ -1,0 +1,121 @@
+import Core
+import Foundation
+import NodeRuntime
+import Protocol
+import RPC
+
+/// Config from the ConfigCenter: fetched rendered for each instance, written into its root filesystem before it
+/// starts, and rewritten in place when a new version reaches it (a long poll per instance), followed by the app's
+/// reload action.
+struct ConfigDelivery: Sendable {
+    let client: RPCClient
+
+    /// Where the startup script goes inside the instance when the spec gives no command.
+    static let scriptPath = "/.sigma/startup.sh"
+
+    enum Failure: Error, CustomStringConvertible {
+        case unavailable(String)
+        case badPath(String)
+
+        var description: String {
+            switch self {
+            case .unavailable(let text): return "config: \(text)"
+            case .badPath(let text): return "config: \(text)"
+            }
+        }
+    }
+
+    /// The version this instance should run; with `known` and `wait`, waits for a newer one (nil when none came).
+    func fetch(app: String, instance: String, known: Int64 = 0, wait: Duration = .zero) async throws -> Sigma_V1_FetchConfigResponse {
+        var request = Sigma_V1_FetchConfigRequest()
+        request.app = app
+        request.instanceID = instance
+        request.knownVersion = known
+        let milliseconds = wait.components.seconds * 1000
+        request.waitMs = UInt32(clamping: milliseconds)
+        do {
+            return try await client.call(ConfigMethods.fetch, request, timeout: wait + .seconds(5))
+        } catch {
+            throw Failure.unavailable("\(error)")
+        }
+    }
+
+    /// Writes the files (and the startup script) under `rootfs`, each in place: an existing file keeps its inode,
+    /// so a process holding it open or a bind mount of it sees the new content. In host mode the host's
+    /// read-only folders cannot hold config files.
+    static func write(_ answer: Sigma_V1_FetchConfigResponse, rootfs: String, hostMode: Bool, script: Bool) throws {
+        var files = answer.files.map { ($0.path, $0.content, $0.mode == 0 ? 0o644 : Int($0.mode)) }
+        if script && !answer.script.isEmpty { files.append((scriptPath, Data(answer.script.utf8), 0o755)) }
+        for (path, content, mode) in files {
+            let components = path.split(separator: "/")
+            guard path.hasPrefix("/"), !components.isEmpty, !components.contains(".."), !components.contains(".") else {
+                throw Failure.badPath("\"\(path)\" is not an absolute path inside the instance")
+            }
+            if hostMode, let folder = InstanceRuntime.hostFolders.first(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+                throw Failure.badPath("\(path) is under \(folder), the host's read-only view in host mode; use another folder")
+            }
+            let target = rootfs + path
+            try FileManager.default.createDirectory(
+                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode_t(mode))
+            guard fd >= 0 else { throw Failure.badPath("cannot write \(path): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            fchmod(fd, mode_t(mode))
+            let written = content.withUnsafeBytes { bytes in Foundation.write(fd, bytes.baseAddress, bytes.count) }
+            guard written == content.count else { throw Failure.badPath("cannot write \(path): short write") }
+        }
+    }
+}
+
+extension Agent {
+    /// Follows one instance's config: each new version is written in place, then the reload action runs.
+    func watchConfig(_ id: String, generation: Int64, app: String, version: Int64) {
+        configWatchers[id]?.cancel()
+        configWatchers[id] = Task { [config] in
+            var known = version
+            var pause = Duration.milliseconds(200)
+            while !Task.isCancelled {
+                do {
+                    let answer = try await config.fetch(app: app, instance: id, known: known, wait: .seconds(30))
+                    pause = .milliseconds(200)
+                    guard answer.version != known else { continue }
+                    guard await self.configChanged(id, generation: generation, answer) else { return }
+                    known = answer.version
+                } catch {
+                    if Task.isCancelled { return }
+                    try? await Task.sleep(for: pause)
+                    pause = min(pause * 2, .seconds(10))
+                }
+            }
+        }
+    }
+
+    /// A new config version for a running instance; false when the instance is gone (the watch ends).
+    func configChanged(_ id: String, generation: Int64, _ answer: Sigma_V1_FetchConfigResponse) async -> Bool {
+        guard let instance = local[id], instance.assignment.generation == generation else { return false }
+        do {
+            try ConfigDelivery.write(answer, rootfs: runtime.directory(of: id) + "/rootfs",
+                                     hostMode: instance.assignment.spec.image == "host", script: false)
+            local[id]?.configVersion = answer.version
+            logger.info("config written", metadata: ["instance": "\(id)", "version": "\(answer.version)"])
+        } catch {
+            logger.warning("config change not written", metadata: ["instance": "\(id)", "error": "\(error)"])
+            return true
+        }
+        guard case .running = instance.phase, let reload = instance.lifecycle.reload else { return true }
+        if !reload.signal.isEmpty, let number = Self.signalNumbers[reload.signal] {
+            try? await runtime.signal(id, number)
+        } else if !reload.command.isEmpty {
+            let result = try? await runtime.exec(id, reload.command, timeout: .seconds(30))
+            if result?.succeeded != true {
+                logger.warning("reload command failed", metadata: ["instance": "\(id)", "status": "\(result?.status ?? -1)"])
+            }
+        }
+        return true
+    }
+
+    static let signalNumbers: [String: Int32] = [
+        "SIGHUP": SIGHUP, "SIGUSR1": SIGUSR1, "SIGUSR2": SIGUSR2, "SIGTERM": SIGTERM, "SIGINT": SIGINT, "SIGQUIT": SIGQUIT,
+        "SIGWINCH": SIGWINCH,
+    ]
+}
