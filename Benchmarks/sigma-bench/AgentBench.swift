@@ -171,18 +171,10 @@ struct AgentBench: AsyncParsableCommand {
         agent.stop()
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        guard let runtime = try? InstanceRuntime(configuration: RuntimeConfiguration(
-            runtime: runc, monitor: URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-                .deletingLastPathComponent().path + "/sigma-monitor",
-            stateDirectory: state, cgroupParent: cgroupParent), logger: logger)
-        else { return }
-        let network = try? NodeNetwork(bridge: bridge)
-        for id in (try? FileManager.default.contentsOfDirectory(atPath: state + "/instances")) ?? [] {
-            await runtime.cleanUp(id, removeFolder: true)
-            await network?.detach(id)
-        }
-        await network?.removeBridge()
-        Cgroup(version: .detect(), path: cgroupParent).remove()
+        let monitor = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+            + "/sigma-monitor"
+        await NodeDecommission.removeEverything(
+            stateDirectory: state, bridge: bridge, cgroupParent: cgroupParent, runtime: runc, monitor: monitor, logger: logger)
         Cgroup(version: .detect(), path: "sigma-bench").remove()
     }
 

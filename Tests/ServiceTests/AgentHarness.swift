@@ -82,20 +82,10 @@ final class RealAgent: @unchecked Sendable {
 
     func removeEverything() async {
         _ = await process.terminate()
-        guard let runc = Subprocess.find("runc"),
-              let runtime = try? InstanceRuntime(configuration: RuntimeConfiguration(
-                  runtime: runc, monitor: ServiceProcess.binDirectory + "/sigma-monitor", stateDirectory: state,
-                  cgroupParent: cgroupParent), logger: quietLogger)
-        else { return }
-        let network = try? NodeNetwork(bridge: bridge)
-        for id in (try? FileManager.default.contentsOfDirectory(atPath: state + "/instances")) ?? [] {
-            await runtime.cleanUp(id, removeFolder: true)
-            await network?.detach(id)
-        }
-        await network?.removeBridge()
-        Cgroup(version: .detect(), path: cgroupParent).remove()
+        await NodeDecommission.removeEverything(
+            stateDirectory: state, bridge: bridge, cgroupParent: cgroupParent, runtime: Subprocess.find("runc") ?? "runc",
+            monitor: ServiceProcess.binDirectory + "/sigma-monitor", logger: quietLogger)
         Cgroup(version: .detect(), path: "sigma-test").remove()
-        try? FileManager.default.removeItem(atPath: state)
     }
 }
 
