@@ -205,7 +205,10 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: unpacked.rootfs + "/tmp/x"))
             await runtime.cleanUp("img-0", removeFolder: true)
             await runtime.cleanUp("img-1", removeFolder: true)
+            // Unused, but used a moment ago: kept for a later start; past the keep time: removed.
+            #expect(await runtime.images.collectGarbage(inUse: await runtime.digestsInUse(), unusedFor: .seconds(600)).isEmpty)
             #expect(await runtime.images.collectGarbage(inUse: await runtime.digestsInUse()) == [unpacked.digest])
+            #expect(!FileManager.default.fileExists(atPath: unpacked.rootfs))
         }
     }
 
@@ -233,6 +236,40 @@ import Testing
                 try await runtime.start(LaunchRequest(id: "nocmd", image: .host, command: ["/no/such/program"]))
             }
             #expect(try #require(await runtime.ending(of: "nocmd")).description.contains("no such file"))
+        }
+    }
+
+    @Test func aDockerArchiveRunsThroughSkopeo() async throws {
+        let image = try ImageReference(parsing: try await DemoImage.shared.reference())
+        guard case .ociLayout(let layout, let tag) = image else { throw HarnessError("the demo image is not a layout") }
+        let archive = NSTemporaryDirectory() + "sigma-archive-\(UUID().uuidString.prefix(8)).tar"
+        defer { try? FileManager.default.removeItem(atPath: archive) }
+        try await Subprocess.check(try #require(Subprocess.find("skopeo")), [
+            "copy", "--quiet", "oci:\(layout):\(tag)", "docker-archive:\(archive):sigma/demo:latest",
+        ])
+        try await withRuntime { runtime in
+            let record = try await runtime.start(LaunchRequest(
+                id: "archived", image: .dockerArchive(path: archive), command: ["/bin/sh", "-c", "echo from an archive"]))
+            #expect(record.imageDigest?.hasPrefix("sha256:") == true)
+            #expect(try #require(await runtime.waitForEnding("archived", within: .seconds(20))) == .exited(0))
+            #expect(contents(runtime.logFile(of: "archived")).contains("from an archive"))
+        }
+    }
+
+    @Test func theLogIsRotated() async throws {
+        try await withRuntime(logMaxBytes: 4096) { runtime in
+            // About 40 KB of output into a 4 KB log kept as the current file and two old ones.
+            try await runtime.start(LaunchRequest(
+                id: "chatty", image: .host,
+                command: ["/bin/sh", "-c", "i=0; while [ $i -lt 1000 ]; do echo line $i of the chatty instance; i=$((i+1)); done"]))
+            #expect(try #require(await runtime.waitForEnding("chatty", within: .seconds(20))) == .exited(0))
+            let log = runtime.logFile(of: "chatty")
+            let sizes = [log, log + ".1", log + ".2"].map {
+                (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? -1
+            }
+            #expect(sizes.allSatisfy { $0 > 0 && $0 <= 4096 }, "\(sizes)")
+            #expect(!FileManager.default.fileExists(atPath: log + ".3"))
+            #expect(contents(log).contains("line 999 of the chatty instance"))
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NodeRuntime
 import Protocol
 import RPC
 import Testing
@@ -181,6 +182,43 @@ import TestSupport
                 try await agent.restart()
                 try await cluster.eventually("the stale copy stopped") { try await agent.localInstances().isEmpty }
                 try await cluster.eventually("the node Ready again") { try await cluster.node(agent.name).health == "Ready" }
+                #expect(try await cluster.instance("single")?.node == standby.name)
+            }
+        }
+    }
+
+    @Test func aPartitionedAgentFencesWhenItComesBack() async throws {
+        try await SchedulerCluster.forAgents(brokenAfter: 1.5) { cluster in
+            try await RealAgent.with(cluster) { agent in
+                try await cluster.apply("single", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: Self.stayUp)
+                }
+                try await cluster.eventually("Running") { try await cluster.instance("single")?.state == "Running" }
+                let original = try #require(try await cluster.instance("single"))
+                let epochBefore = try await cluster.node(agent.name).epoch
+                // The agent is frozen (a partition: it keeps its state and its instance keeps running).
+                kill(agent.process.pid, SIGSTOP)
+                var resumed = false
+                defer { if !resumed { kill(agent.process.pid, SIGCONT) } }
+                let standby = SimulatedAgent("standby-\(UUID().uuidString.prefix(4).lowercased())", client: cluster.client)
+                try await standby.register(cpu: 4000)
+                standby.start()
+                defer { standby.stop() }
+                try await cluster.eventually("moved to the standby", within: .seconds(30)) {
+                    let now = try await cluster.instance("single")
+                    return now?.node == standby.name && now?.state == "Running" && now?.ip == original.ip
+                }
+                let epochAfter = try await cluster.node(agent.name).epoch
+                #expect(epochAfter > epochBefore)
+                kill(agent.process.pid, SIGCONT)
+                resumed = true
+                // Its next heartbeat carries the old epoch: it is told to fence, stops the copy, takes the new epoch.
+                try await cluster.eventually("the stale copy stopped") { try await agent.localInstances().isEmpty }
+                try await cluster.eventually("the node Ready again at the new epoch") {
+                    try await cluster.node(agent.name).health == "Ready"
+                }
+                let stored = try String(contentsOfFile: agent.state + "/epoch", encoding: .utf8)
+                #expect(stored.trimmingCharacters(in: .whitespacesAndNewlines) == "\(epochAfter)")
                 #expect(try await cluster.instance("single")?.node == standby.name)
             }
         }
@@ -378,5 +416,47 @@ import TestSupport
                 }
             }
         }
+    }
+
+    @Test func aDeviceSSDIsMountedForTheInstanceAndUnmountedAfter() async throws {
+        // A 64 MiB ext4 filesystem on a loop device of the test's own, detached afterwards.
+        let image = NSTemporaryDirectory() + "sigma-ssd-\(UUID().uuidString.prefix(8)).img"
+        FileManager.default.createFile(atPath: image, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        try FileHandle(forWritingAtPath: image)!.truncate(atOffset: 64 << 20)
+        try await runProgram("/sbin/mkfs.ext4", ["-q", "-F", image])
+        let device = try await runProgram("/sbin/losetup", ["--find", "--show", image])
+        defer { _ = try? Subprocess.runBlocking("/sbin/losetup", ["--detach", device]) }
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster, extra: ["--ssd", "\(device):64Mi:loop"]) { agent in
+                try await cluster.apply("disk", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "echo kept > /data/marker; \(Self.stayUp)")
+                    spec.ssd.count = 1
+                    spec.ssd.mountPath = "/data"
+                }
+                let mountPoint = "\(agent.state)/ssd/\(String(stableHash(device), radix: 16))"
+                try await cluster.eventually("the marker on the device") {
+                    FileManager.default.fileExists(atPath: mountPoint + "/marker")
+                }
+                var delete = Sigma_V1_AppRequest()
+                delete.name = "disk"
+                _ = try await cluster.client.call(SchedulerMethods.deleteApp, delete)
+                try await cluster.eventually("unmounted after the instance stopped") {
+                    let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
+                    return try await agent.localInstances().isEmpty && !mounts.contains("\(device) ")
+                }
+            }
+        }
+    }
+
+    @Test func anAgentWithoutItsRuntimeRefusesToStart() async throws {
+        let state = NSTemporaryDirectory() + "sigma-agent-noruntime-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let (status, output) = try await runProgramStatus(ServiceProcess.binDirectory + "/sigma-agent", [
+            "--listen", "tcp://127.0.0.1:*", "--scheduler", "tcp://127.0.0.1:1", "--state-dir", state, "--name", "x",
+            "--host-ip", "127.0.0.1", "--runtime", "/nonexistent/runc",
+        ])
+        #expect(status != 0)
+        #expect(output.contains("the OCI runtime \"/nonexistent/runc\" was not found"))
     }
 }

@@ -7,7 +7,9 @@ import Testing
 import TestSupport
 
 /// A control plane for scheduler tests: a fresh database, one allocator with the pool 100.64.0.0/16, and
-/// `schedulers` scheduler processes with short health thresholds and lease.
+/// `schedulers` scheduler processes with a short lease. A node is Broken after `brokenAfter` seconds without a
+/// heartbeat (Suspect after a third of it): 4 s by default, so a loaded machine's pauses never make a node
+/// Suspect by accident; tests of failure detection pass a shorter one.
 struct SchedulerCluster {
     let client: RPCClient
     let each: [RPCClient]
@@ -23,7 +25,7 @@ struct SchedulerCluster {
     var endpoints: [String] = []
 
     static func with(
-        schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 1.5, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
+        schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 4, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
         _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
         try await withTestDatabase { db in

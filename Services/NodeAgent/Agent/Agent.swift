@@ -330,8 +330,23 @@ actor Agent {
         }
     }
 
+    /// Where a device SSD is mounted on the node while an instance uses it.
+    func deviceMountPoint(_ device: String) -> String {
+        runtime.configuration.stateDirectory + "/ssd/" + String(stableHash(device), radix: 16)
+    }
+
+    /// Unmounts the device SSDs of a stopped instance (directories need nothing: the bind went with it).
+    func releaseSSDs(_ assignment: Sigma_V1_Assignment) {
+        for ssd in assignment.ssds {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: ssd.path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+            let target = deviceMountPoint(ssd.path)
+            if umount2(target, 0) == 0 { rmdir(target) }
+        }
+    }
+
     private func mountDevice(_ device: String) throws -> String {
-        let target = runtime.configuration.stateDirectory + "/ssd/" + String(stableHash(device), radix: 16)
+        let target = deviceMountPoint(device)
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
         let mounted = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(" \(target) ") ?? false
         if !mounted {
@@ -378,6 +393,7 @@ actor Agent {
         }
         await runtime.cleanUp(id, removeFolder: true)
         await network.detach(id)
+        releaseSSDs(instance.assignment)
         removalReasons[id] = nil
         disowned.remove(id)
         logger.info("stopped", metadata: ["instance": "\(id)", "reason": "\(reason)", "ending": "\(ending)"])

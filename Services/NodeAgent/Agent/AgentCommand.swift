@@ -76,6 +76,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "First wait in seconds before restarting an ended instance (doubles, up to 60 s).")
     var restartBackoff: Double = 1
 
+    @Option(help: "Seconds an unpacked image no instance uses is kept before it is removed.")
+    var imageKeep: Double = 600
+
     @Option(help: "Endpoint operators' tools use to reach this agent (default: the bound one, 0.0.0.0 replaced by the host IP).")
     var advertise: String?
 
@@ -120,7 +123,8 @@ struct AgentCommand: AsyncParsableCommand {
         let registration = try registrationRequest(name: nodeName, hostIP: nodeIP, stateDirectory: state)
         let loop = AgentLoop(
             agent: agent, scheduler: schedulerClient, registration: registration, stateDirectory: state,
-            bound: host.bound, advertise: advertise, hostIP: nodeIP, curve: try client.curve(), logger: logger)
+            bound: host.bound, advertise: advertise, hostIP: nodeIP, curve: try client.curve(),
+            imageKeep: .milliseconds(Int64(imageKeep * 1000)), logger: logger)
 
         let reachScheduler = HealthCheck(name: "scheduler") {
             do {

@@ -18,6 +18,8 @@ struct AgentLoop: Service {
     let advertise: String?
     let hostIP: String
     let curve: CurveClientConfiguration?
+    /// How long an unpacked image no instance uses is kept.
+    let imageKeep: Duration
     let logger: Logger
 
     var node: String { registration.name }
@@ -61,6 +63,7 @@ struct AgentLoop: Service {
 
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await agent.run() }
+            group.addTask { await collectImages() }
             group.addTask { await follow(subscriber) }
             let brokenAfter: Duration? = registered.brokenAfterMs > 0 ? .milliseconds(Int64(registered.brokenAfterMs)) : nil
             group.addTask { await heartbeats(every: interval, epoch: epoch, brokenAfter: brokenAfter) }
@@ -123,6 +126,16 @@ struct AgentLoop: Service {
                 logger.warning("heartbeat failed; instances keep running", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Removes unpacked images no instance has used for `imageKeep`, every minute.
+    private func collectImages() async {
+        let runtime = agent.runtime
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(60))
+            let removed = await runtime.images.collectGarbage(inUse: await runtime.digestsInUse(), unusedFor: imageKeep)
+            if !removed.isEmpty { logger.info("unused images removed", metadata: ["digests": "\(removed)"]) }
         }
     }
 

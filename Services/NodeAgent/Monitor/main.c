@@ -76,9 +76,7 @@ static void rotate_log(void) {
     open_log();
 }
 
-static void append_log(const char *data, size_t length) {
-    if (log_fd < 0) return;
-    if (log_max > 0 && log_size > 0 && log_size + (long long)length > log_max) rotate_log();
+static void write_log(const char *data, size_t length) {
     while (length > 0) {
         ssize_t n = write(log_fd, data, length);
         if (n < 0) {
@@ -88,6 +86,29 @@ static void append_log(const char *data, size_t length) {
         data += n;
         length -= (size_t)n;
         log_size += n;
+    }
+}
+
+// Appends to the log, rotating whenever the current file would pass --log-max-bytes; a file ends at a line's
+// end when one ends in the room left.
+static void append_log(const char *data, size_t length) {
+    while (length > 0 && log_fd >= 0) {
+        size_t piece = length;
+        if (log_max > 0) {
+            if (log_size >= log_max) {
+                rotate_log();
+                continue;
+            }
+            size_t room = (size_t)(log_max - log_size);
+            if (piece > room) {
+                const char *newline = memrchr(data, '\n', room);
+                piece = newline ? (size_t)(newline - data) + 1 : room;
+            }
+        }
+        write_log(data, piece);
+        data += piece;
+        length -= piece;
+        if (length > 0 && log_max > 0) rotate_log();
     }
 }
 

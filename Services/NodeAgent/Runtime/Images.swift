@@ -113,6 +113,7 @@ public actor ImageStore {
         guard let skopeo else { throw ImageError.unpack("\(name): skopeo is not installed") }
         let key = String(stableHash(source), radix: 16)
         let layout = "\(directory)/layouts/\(key)"
+        touch(layout)
         let result = try await Subprocess.run(skopeo, ["copy", "--quiet", source, "oci:\(layout):image"])
         guard result.succeeded else {
             throw ImageError.unpack("\(name): skopeo: \(result.errors.trimmingCharacters(in: .whitespacesAndNewlines))")
@@ -143,18 +144,31 @@ public actor ImageStore {
         return UnpackedImage(digest: manifestDigest, rootfs: target + "/rootfs", defaults: defaults)
     }
 
-    /// Removes unpacked images whose digest is not in `inUse`; returns the digests removed.
+    /// Removes unpacked images whose digest is not in `inUse` and that were not used for `unusedFor` (a later
+    /// start of the same image stays fast), and converted layouts and abandoned unpacks as old; returns the
+    /// digests removed.
     @discardableResult
-    public func collectGarbage(inUse: Set<String>) -> [String] {
+    public func collectGarbage(inUse: Set<String>, unusedFor: Duration = .zero) -> [String] {
+        let cutoff = Date().addingTimeInterval(-Double(unusedFor.components.seconds))
+        func old(_ path: String) -> Bool {
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? .distantPast
+            return modified <= cutoff
+        }
         let unpacked = directory + "/unpacked"
         var removed: [String] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: unpacked)) ?? [] {
+            let path = "\(unpacked)/\(entry)"
             let digest = entry.contains(".unpacking-") ? nil : "sha256:" + entry
             if let digest, inUse.contains(digest) { continue }
-            try? FileManager.default.removeItem(atPath: "\(unpacked)/\(entry)")
+            guard old(path) else { continue }
+            try? FileManager.default.removeItem(atPath: path)
             if let digest { removed.append(digest) }
         }
-        return removed
+        let layouts = directory + "/layouts"
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: layouts)) ?? [] where old("\(layouts)/\(entry)") {
+            try? FileManager.default.removeItem(atPath: "\(layouts)/\(entry)")
+        }
+        return removed.sorted()
     }
 
     private func touch(_ path: String) { utime(path, nil) }
