@@ -114,8 +114,9 @@ struct AgentBench: AsyncParsableCommand {
         let state = work + "/agent"
         let bridge = "sgb\(suffix)"
         let cgroupParent = "sigma-bench/agent-\(suffix)"
+        let nodeName = "bench-\(suffix)"
         let agent = try BenchProcess("sigma-agent", [
-            "--listen", "tcp://127.0.0.1:*", "--scheduler", schedulerEndpoint, "--name", "bench-\(suffix)",
+            "--listen", "tcp://127.0.0.1:*", "--scheduler", schedulerEndpoint, "--name", nodeName,
             "--host-ip", "127.0.0.1", "--state-dir", state, "--bridge", bridge, "--cgroup-parent", cgroupParent,
             "--log-level", "error", "--stop-grace", "1",
         ])
@@ -136,10 +137,10 @@ struct AgentBench: AsyncParsableCommand {
             let agentRSS = Self.rssMiB(agent.pid)
             let monitors = Self.monitorPIDs(stateDirectory: state)
             let monitorRSS = monitors.isEmpty ? 0 : monitors.map(Self.rssMiB).reduce(0, +) / Double(monitors.count)
-            await cleanUp(state: state, bridge: bridge, cgroupParent: cgroupParent, runc: runc, agent: agent)
+            await cleanUp(state: state, bridge: bridge, node: nodeName, cgroupParent: cgroupParent, runc: runc, agent: agent)
             return AgentFigures(latencies: latencies, endToEnd: percentile(endToEnd.sorted(), 0.5), agentRSS: agentRSS, monitorRSS: monitorRSS)
         } catch {
-            await cleanUp(state: state, bridge: bridge, cgroupParent: cgroupParent, runc: runc, agent: agent)
+            await cleanUp(state: state, bridge: bridge, node: nodeName, cgroupParent: cgroupParent, runc: runc, agent: agent)
             throw error
         }
     }
@@ -167,14 +168,15 @@ struct AgentBench: AsyncParsableCommand {
     }
 
     /// The agent leaves instances running when it stops (by design): the benchmark removes them.
-    func cleanUp(state: String, bridge: String, cgroupParent: String, runc: String, agent: BenchProcess) async {
+    func cleanUp(state: String, bridge: String, node: String, cgroupParent: String, runc: String, agent: BenchProcess) async {
         agent.stop()
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         let monitor = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
             + "/sigma-monitor"
         await NodeDecommission.removeEverything(
-            stateDirectory: state, bridge: bridge, cgroupParent: cgroupParent, runtime: runc, monitor: monitor, logger: logger)
+            stateDirectory: state, bridge: bridge, node: node, cgroupParent: cgroupParent, runtime: runc, monitor: monitor,
+            logger: logger)
         Cgroup(version: .detect(), path: "sigma-bench").remove()
     }
 

@@ -83,7 +83,7 @@ final class RealAgent: @unchecked Sendable {
     func removeEverything() async {
         _ = await process.terminate()
         await NodeDecommission.removeEverything(
-            stateDirectory: state, bridge: bridge, cgroupParent: cgroupParent, runtime: Subprocess.find("runc") ?? "runc",
+            stateDirectory: state, bridge: bridge, node: name, cgroupParent: cgroupParent, runtime: Subprocess.find("runc") ?? "runc",
             monitor: ServiceProcess.binDirectory + "/sigma-monitor", logger: quietLogger)
         Cgroup(version: .detect(), path: "sigma-test").remove()
     }

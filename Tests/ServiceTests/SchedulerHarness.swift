@@ -7,7 +7,7 @@ import Testing
 import TestSupport
 
 /// A control plane for scheduler tests: a fresh database, one allocator with the pool 100.64.0.0/16, and
-/// `schedulers` scheduler processes with a short lease. A node is Broken after `brokenAfter` seconds without a
+/// `schedulers` scheduler processes with a short lease, all listening on `host` (a testbed's control address). A node is Broken after `brokenAfter` seconds without a
 /// heartbeat (Suspect after a third of it): 4 s by default, so a loaded machine's pauses never make a node
 /// Suspect by accident; tests of failure detection pass a shorter one.
 struct SchedulerCluster {
@@ -26,10 +26,11 @@ struct SchedulerCluster {
 
     static func with(
         schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 4, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
+        host: String = "127.0.0.1",
         _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
         try await withTestDatabase { db in
-            try await withServices({ [try ServiceProcess("sigma-allocator", ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url])] }) { allocators in
+            try await withServices({ [try ServiceProcess("sigma-allocator", ["--listen", "tcp://\(host):*", "--database-url", db.url])] }) { allocators in
                 let allocatorEndpoint = try await allocators[0].endpoint()
                 let allocator = try rpcClient([allocatorEndpoint])
                 try await waitHealthy(allocator)
@@ -39,11 +40,11 @@ struct SchedulerCluster {
                 pool.pool.gateway = IPv4CIDRText.firstHost(cidr)
                 _ = try await allocator.call(AllocatorMethods.createIPPool, pool)
                 let arguments = [
-                    "--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", db.url,
+                    "--listen", "tcp://\(host):*", "--events-listen", "tcp://\(host):*", "--database-url", db.url,
                     "--allocator", allocatorEndpoint, "--suspect-after", "\(brokenAfter / 3)", "--broken-after", "\(brokenAfter)",
                     "--lease-duration", "1", "--pass-interval", "0.1",
                 ] + extra
-                let discoveryArguments = ["--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", db.url]
+                let discoveryArguments = ["--listen", "tcp://\(host):*", "--events-listen", "tcp://\(host):*", "--database-url", db.url]
                 try await withServices({
                     try (0..<schedulers).map { _ in try ServiceProcess("sigma-scheduler", arguments) }
                         + (0..<discoveries).map { _ in try ServiceProcess("sigma-discovery", discoveryArguments) }

@@ -97,7 +97,7 @@ func runProgramBlocking(_ path: String, _ arguments: [String]) throws -> String 
 }
 
 /// (posix_spawn and waitpid: Foundation's Process.waitUntilExit can miss the exit inside the test runner.)
-func spawnAndWait(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+public func spawnAndWait(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
     // Output goes to files, not pipes: a server the program starts may hold a pipe long after it ended.
     let base = NSTemporaryDirectory() + "sigma-run-\(UUID().uuidString)"
     defer {

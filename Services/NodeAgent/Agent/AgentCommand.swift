@@ -10,10 +10,38 @@ import ServiceLifecycle
 
 /// `sigma-agent`: runs on every server, as root. It never touches PostgreSQL; it talks to the scheduler.
 @main
-struct AgentCommand: AsyncParsableCommand {
+struct AgentMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sigma-agent",
-        abstract: "Sigma's node agent: runs this server's instances under runc and reports to the scheduler.")
+        abstract: "Sigma's node agent: runs this server's instances under runc and reports to the scheduler.",
+        subcommands: [AgentCommand.self, DecommissionCommand.self], defaultSubcommand: AgentCommand.self)
+}
+
+/// `sigma-agent decommission`: removes everything an agent made on this node (its instances, their cgroups,
+/// namespaces, veths and mounts, the bridge and the state folder). For taking a node out, and for testbeds.
+struct DecommissionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decommission", abstract: "Stop and remove every instance of this node, its bridge and its state.")
+
+    @Option(help: "The agent's state folder.") var stateDir: String
+    @Option(help: "The agent's node name.") var name: String
+    @Option(help: "The agent's bridge.") var bridge: String = "sigma0"
+    @Option(help: "The agent's parent cgroup (default sigma/<node>).") var cgroupParent: String?
+    @Option(help: "The OCI runtime.") var runtime: String = "runc"
+
+    func run() async throws {
+        var logger = Logger(label: "sigma.agent")
+        logger.logLevel = .warning
+        guard let runtimePath = Subprocess.find(runtime) else { throw ValidationError("the OCI runtime \"\(runtime)\" was not found") }
+        await NodeDecommission.removeEverything(
+            stateDirectory: stateDir, bridge: bridge, node: name.lowercased(), cgroupParent: cgroupParent ?? "sigma/\(name.lowercased())",
+            runtime: runtimePath, monitor: AgentCommand.executableDirectory() + "/sigma-monitor", logger: logger)
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run the agent (the default).")
 
     @OptionGroup var options: ServiceOptions
     @OptionGroup var client: ClientOptions
@@ -104,7 +132,7 @@ struct AgentCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        let network = try NodeNetwork(bridge: bridge)
+        let network = try NodeNetwork(bridge: bridge, node: nodeName)
         let context = NodeContext(
             name: nodeName, hostIP: nodeIP,
             discovery: discovery ?? ServiceOptions.environment(ServiceKind.discovery.endpointVariable) ?? ServiceKind.discovery.defaultEndpoint,

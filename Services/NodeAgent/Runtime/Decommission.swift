@@ -6,13 +6,13 @@ import Logging
 /// folder. For taking a node out of service, and for tests and benchmarks that run agents of their own.
 public enum NodeDecommission {
     public static func removeEverything(
-        stateDirectory: String, bridge: String, cgroupParent: String, runtime: String, monitor: String, logger: Logger,
-        removeState: Bool = true
+        stateDirectory: String, bridge: String, node: String = "", cgroupParent: String, runtime: String, monitor: String,
+        logger: Logger, removeState: Bool = true
     ) async {
         let configuration = RuntimeConfiguration(
             runtime: runtime, monitor: monitor, stateDirectory: stateDirectory, cgroupParent: cgroupParent)
         if let instances = try? InstanceRuntime(configuration: configuration, logger: logger) {
-            let network = try? NodeNetwork(bridge: bridge)
+            let network = try? NodeNetwork(bridge: bridge, node: node)
             for id in (try? FileManager.default.contentsOfDirectory(atPath: stateDirectory + "/instances")) ?? [] {
                 await instances.cleanUp(id, removeFolder: true)
                 await network?.detach(id)

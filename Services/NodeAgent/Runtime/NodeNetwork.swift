@@ -30,23 +30,34 @@ public enum NetworkError: Error, CustomStringConvertible {
 /// the instance's Allocator IP and a default route through the gateway. Cross-node routing is the overlay's.
 public actor NodeNetwork {
     public let bridge: String
+    /// The node's name: instance namespaces are named after it ("sigma-<node>-<hash>"), as namespace names are
+    /// shared by every network namespace of the machine (several test hosts run on one).
+    public let node: String
     let ip: String
     var bridgeSetUps: [String: Task<Void, Error>] = [:]
 
-    public init(bridge: String, ip: String = "ip") throws {
+    public init(bridge: String, node: String = "", ip: String = "ip") throws {
         guard !bridge.isEmpty, bridge.count <= 15, bridge.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             throw NetworkError.badAddress("bridge name \"\(bridge)\": at most 15 letters, digits, - or _")
         }
+        guard node.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }) else {
+            throw NetworkError.badAddress("node name \"\(node)\": letters, digits, '.', '-' or '_'")
+        }
         self.bridge = bridge
+        self.node = node
         self.ip = Subprocess.find(ip) ?? ip
     }
 
-    /// The names one instance's network uses: unique per bridge and instance, within Linux's 15 characters.
+    /// The names one instance's network uses: its namespace, unique per node, bridge and instance, and the veth's
+    /// end on the bridge (within Linux's 15 characters).
     public nonisolated func names(for id: String) -> (namespace: String, hostInterface: String) {
-        let hash = String(stableHash(bridge + "/" + id), radix: 16)
+        let hash = String(stableHash(node + "/" + bridge + "/" + id), radix: 16)
         let short = String(hash.prefix(11))
-        return ("sigma-\(bridge)-\(hash)", "vs\(short)")
+        return ("\(namespacePrefix)\(hash)", "vs\(short)")
     }
+
+    /// What every instance namespace of this node's network begins with.
+    public nonisolated var namespacePrefix: String { node.isEmpty ? "sigma-\(bridge)-" : "sigma-\(node)-\(bridge)-" }
 
     /// The namespace path `attach` makes for the instance (known before it does).
     public nonisolated func namespacePath(for id: String) -> String { "/run/netns/" + names(for: id).namespace }
@@ -112,7 +123,8 @@ public actor NodeNetwork {
             _ = try? await Subprocess.run(ip, ["netns", "delete", namespace])
         }
         // A pair whose namespace went away some other way leaves nothing; one that never moved is removed here.
-        if FileManager.default.fileExists(atPath: "/sys/class/net/\(host)") {
+        // (if_nametoindex asks this network namespace; /sys may show another one's.)
+        if if_nametoindex(host) != 0 {
             _ = try? await Subprocess.run(ip, ["link", "delete", host])
         }
     }

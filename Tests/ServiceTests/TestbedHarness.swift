@@ -1,0 +1,67 @@
+import Foundation
+import Protocol
+import RPC
+import Testing
+import TestSupport
+
+/// Test hosts from `scripts/testbed`: network namespaces joined by a bridge, each running its own sigma-agent,
+/// with the control plane listening on the testbed's .254. `Testbed.with` brings the testbed down (agents,
+/// instances, namespaces, links, cgroups) also when the test fails.
+struct Testbed {
+    let name: String
+    let subnet: String
+    let control: String
+    /// Each host's underlay address and agent endpoint, host 1 first.
+    var hosts: [(ip: String, agent: String)] = []
+
+    var nodes: [String] { (1...hosts.count).map { "\(name)-h\($0)" } }
+
+    static let script = packageRoot.path + "/scripts/testbed"
+
+    static func with(
+        hosts count: Int, configs: Int = 0, discoveries: Int = 0, brokenAfter: Double = 4, idcs: [String] = ["idc-a"],
+        _ body: (Testbed, SchedulerCluster) async throws -> Void
+    ) async throws {
+        let name = "t" + String(UUID().uuidString.prefix(6)).lowercased().filter { $0.isLetter || $0.isNumber }
+        let common = ["--name", name, "--bin", ServiceProcess.binDirectory]
+        defer { _ = try? spawnAndWait(script, ["down"] + common) }
+        let network = try parse(try await runProgram(script, ["up", "\(count)"] + common))
+        var bed = Testbed(name: name, subnet: network["subnet"] ?? "", control: network["control"] ?? "")
+        try await SchedulerCluster.with(
+            discoveries: discoveries, configs: configs, brokenAfter: brokenAfter, pool: TestSubnets.next() + ".0/24",
+            extra: ["--heartbeat-interval", "0.2"], host: bed.control
+        ) { cluster in
+            var arguments = ["up", "\(count)", "--scheduler", cluster.endpoints.joined(separator: ","),
+                             "--idcs", idcs.joined(separator: ",")] + common
+            if !cluster.configEndpoints.isEmpty { arguments += ["--config", cluster.configEndpoints.joined(separator: ",")] }
+            if !cluster.discoveryEndpoints.isEmpty { arguments += ["--discovery", cluster.discoveryEndpoints.joined(separator: ",")] }
+            arguments += ["--", "--stop-grace", "2", "--restart-backoff", "0.2"]
+            let started = try parse(try await runProgram(script, arguments))
+            bed.hosts = (1...count).map { (started["host\($0)"] ?? "", started["agent\($0)"] ?? "") }
+            do {
+                try await body(bed, cluster)
+            } catch {
+                for index in 1...count {
+                    let log = (try? String(contentsOfFile: "/run/sigma-testbed/\(name)/h\(index)/agent.log", encoding: .utf8)) ?? ""
+                    print("---- \(name)-h\(index) agent log\n\(log.suffix(6000))")
+                }
+                throw error
+            }
+        }
+    }
+
+    /// `key=value` words of the script's output.
+    static func parse(_ output: String) throws -> [String: String] {
+        var values: [String: String] = [:]
+        for word in output.split(whereSeparator: { $0 == "\n" || $0 == " " }) {
+            let parts = word.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { values[parts[0]] = parts[1] }
+        }
+        return values
+    }
+
+    /// Runs a command inside test host `index` (1-based), as a process on that host would.
+    func run(on index: Int, _ program: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await runProgramStatus("/usr/bin/nsenter", ["--net=/run/netns/\(name)-h\(index)", program] + arguments)
+    }
+}
