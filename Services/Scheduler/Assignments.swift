@@ -63,6 +63,7 @@ enum Assignments {
 
     static let select = """
         SELECT i.id::text AS id, i.app, i.ordinal, i.generation, i.revision, coalesce(i.node, '') AS node, i.state, i.ip,
+               coalesce((SELECT host(n.host_ip) FROM nodes n WHERE n.name = i.node), '') AS host_ip,
                i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
                (r.spec->>'startup' IS DISTINCT FROM 'ordered' OR i.ordinal = 0 OR EXISTS (
@@ -114,6 +115,32 @@ enum Assignments {
         assignment.resources.limit = Resources(
             cpuMillis: try row.decode(Int64.self, "limit_cpu_millis"), memoryBytes: try row.decode(Int64.self, "limit_memory_bytes")).wire
         return assignment
+    }
+
+    /// Every instance IP with the node that runs its current generation: the overlay's snapshot. The feed's
+    /// sequence is read first, so nothing falls between the two.
+    static let routesTopic = "routes"
+
+    static func routes(store: Store, publisher: Publisher) async throws -> Sigma_V1_GetRoutesResponse {
+        var response = Sigma_V1_GetRoutesResponse()
+        response.sequence = publisher.sequence(of: routesTopic)
+        response.feedEpoch = publisher.epoch
+        let rows = try await store.query(
+            """
+            SELECT i.id::text AS id, i.ip, i.node, host(n.host_ip) AS host_ip, i.generation
+            FROM instances i JOIN nodes n ON n.name = i.node
+            WHERE i.ip IS NOT NULL AND i.ip <> '' AND i.state = ANY($1::text[]) ORDER BY i.ip
+            """, runningStates)
+        response.routes = try rows.map { row in
+            var route = Sigma_V1_Route()
+            route.instanceID = try row.decode(String.self, "id")
+            route.ip = try row.decode(String.self, "ip")
+            route.node = try row.decode(String.self, "node")
+            route.hostIp = try row.decode(String.self, "host_ip")
+            route.generation = try row.decode(Int64.self, "generation")
+            return route
+        }
+        return response
     }
 
     /// Why an instance left `node`, for the agent's stop reason.
@@ -195,6 +222,7 @@ struct AssignmentFeed: Service {
             for row in try await store.query("SELECT name FROM nodes") {
                 publisher.publish(topic: Assignments.topic(try row.decode(String.self, "name")), payload: [])
             }
+            publisher.publish(topic: Assignments.routesTopic, payload: [])
         } catch {
             logger.warning("could not list nodes for a resync", metadata: ["error": "\(error)"])
         }
@@ -203,11 +231,29 @@ struct AssignmentFeed: Service {
     private func publish(_ pairs: [(node: String, instance: String)]) async {
         do {
             let rows = try await store.query("\(Assignments.select) WHERE i.id = ANY($1::uuid[])", Array(Set(pairs.map(\.instance))))
-            var current: [String: (assignment: Sigma_V1_Assignment, node: String, state: String)] = [:]
+            var current: [String: (assignment: Sigma_V1_Assignment, node: String, state: String, hostIP: String)] = [:]
             var specs: [String: Sigma_V1_AppSpec] = [:]
             for row in rows {
                 let assignment = try Assignments.assignment(row, specs: &specs)
-                current[assignment.instanceID] = (assignment, try row.decode(String.self, "node"), try row.decode(String.self, "state"))
+                current[assignment.instanceID] = (
+                    assignment, try row.decode(String.self, "node"), try row.decode(String.self, "state"), try row.decode(String.self, "host_ip"))
+            }
+            // The overlay's feed: each changed instance's route (once per batch, whatever nodes it touched).
+            for instance in Set(pairs.map(\.instance)) {
+                var event = Sigma_V1_RouteEvent()
+                event.route.instanceID = instance
+                if let now = current[instance], !now.node.isEmpty, !now.assignment.ip.isEmpty,
+                   Assignments.runningStates.contains(now.state)
+                {
+                    event.route.ip = now.assignment.ip
+                    event.route.node = now.node
+                    event.route.hostIp = now.hostIP
+                    event.route.generation = now.assignment.generation
+                } else {
+                    event.route.ip = current[instance]?.assignment.ip ?? ""
+                    event.removed = true
+                }
+                publisher.publish(topic: Assignments.routesTopic, payload: try event.serializedBytes())
             }
             for (node, instance) in pairs {
                 var event = Sigma_V1_AssignmentEvent()
@@ -226,6 +272,7 @@ struct AssignmentFeed: Service {
             // What could not be loaded is told to resync, so no agent misses it.
             logger.warning("could not load assignments; nodes told to resync", metadata: ["error": "\(error)"])
             for node in Set(pairs.map(\.node)) { publisher.publish(topic: Assignments.topic(node), payload: []) }
+            publisher.publish(topic: Assignments.routesTopic, payload: [])
         }
     }
 }

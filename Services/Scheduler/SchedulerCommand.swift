@@ -119,6 +119,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         handlers.register(SchedulerMethods.getAssignments) { request, _ in
             try await Assignments.snapshot(store: store, node: request.node, publisher: publisher)
         }
+        handlers.register(SchedulerMethods.getRoutes) { _, _ in try await Assignments.routes(store: store, publisher: publisher) }
         handlers.register(SchedulerMethods.listEvents) { request, _ in
             var response = Sigma_V1_ListEventsResponse()
             response.events = try await Events.list(

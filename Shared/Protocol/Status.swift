@@ -130,6 +130,7 @@ public enum SchedulerMethods {
     public static let updateResources = RPCMethod<Sigma_V1_UpdateResourcesRequest, Sigma_V1_UpdateResourcesResponse>("UpdateResources", idempotent: true)
     public static let migrateInstance = RPCMethod<Sigma_V1_MigrateInstanceRequest, Sigma_V1_MigrateInstanceResponse>("MigrateInstance", idempotent: false)
     public static let getAssignments = RPCMethod<Sigma_V1_GetAssignmentsRequest, Sigma_V1_GetAssignmentsResponse>("GetAssignments", idempotent: true)
+    public static let getRoutes = RPCMethod<Sigma_V1_GetRoutesRequest, Sigma_V1_GetRoutesResponse>("GetRoutes", idempotent: true)
     public static let listEvents = RPCMethod<Sigma_V1_ListEventsRequest, Sigma_V1_ListEventsResponse>("ListEvents", idempotent: true)
 }
 

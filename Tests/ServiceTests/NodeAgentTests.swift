@@ -19,7 +19,7 @@ import TestSupport
         try await SchedulerCluster.forAgents { cluster in
             try await RealAgent.with(cluster) { agent in
                 try await cluster.eventually("the node registered with its real capacity") {
-                    let node = try await cluster.node(agent.name)
+                    guard let node = try? await cluster.node(agent.name) else { return false }
                     return node.capacity.cpuMillis == Int64(ProcessInfo.processInfo.activeProcessorCount) * 1000
                         && node.capacity.memoryBytes > 1 << 30 && node.diskBytes > 0 && node.agentEndpoint == agent.endpoint
                 }

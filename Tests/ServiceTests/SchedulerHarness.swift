@@ -116,8 +116,12 @@ struct SchedulerCluster {
         return try await client.call(SchedulerMethods.listInstances, request).instances
     }
 
+    /// The node, or NOT_FOUND (tests poll for nodes that register a moment later).
     func node(_ name: String) async throws -> Sigma_V1_Node {
-        try await client.call(SchedulerMethods.listNodes, .init()).nodes.first { $0.name == name }!
+        guard let node = try await client.call(SchedulerMethods.listNodes, .init()).nodes.first(where: { $0.name == name }) else {
+            throw RPCError.notFound("no node \(name) yet")
+        }
+        return node
     }
 
     func events(_ kind: String, _ name: String) async throws -> [Sigma_V1_Event] {

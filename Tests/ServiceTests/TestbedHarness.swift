@@ -1,4 +1,5 @@
 import Foundation
+import NodeRuntime
 import Protocol
 import RPC
 import Testing
@@ -60,8 +61,23 @@ struct Testbed {
         return values
     }
 
+    /// Kills host `index`: its agent (SIGKILL) and its network namespace, as a dead server.
+    func kill(host index: Int) async throws {
+        try await runProgram(Self.script, ["kill", "\(index)", "--name", name, "--bin", ServiceProcess.binDirectory])
+    }
+
+    /// The network namespace of an instance running on host `index`.
+    func namespace(of instance: String, on index: Int) throws -> String {
+        try NodeNetwork(bridge: "sigma0", node: "\(name)-h\(index)").namespacePath(for: instance)
+    }
+
     /// Runs a command inside test host `index` (1-based), as a process on that host would.
     func run(on index: Int, _ program: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
         try await runProgramStatus("/usr/bin/nsenter", ["--net=/run/netns/\(name)-h\(index)", program] + arguments)
+    }
+
+    /// Runs a command inside an instance's network namespace.
+    func run(inNamespace path: String, _ program: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await runProgramStatus("/usr/bin/nsenter", ["--net=\(path)", program] + arguments)
     }
 }

@@ -76,10 +76,14 @@ actor Agent {
     private var finished: [String: Sigma_V1_InstanceStatus] = [:]
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
+    let overlayWake: AsyncStream<Void>.Continuation
+    let overlayWakes: AsyncStream<Void>
     /// Instances the scheduler no longer counts as this node's (stale generation): stopped without a report.
     private var disowned: Set<String> = []
     /// When each assignment not yet started arrived (for the start latency).
     private var arrivals: [String: ContinuousClock.Instant] = [:]
+    /// Every instance's route, by instance id (the overlay's input).
+    var routes: [String: Sigma_V1_Route] = [:]
     /// The last answer from the scheduler, and how long a silence makes a node Broken (self-fencing).
     var lastContact = ContinuousClock.now
     var brokenAfter: Duration?
@@ -91,6 +95,7 @@ actor Agent {
         self.config = config
         self.logger = logger
         (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (overlayWakes, overlayWake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     // MARK: - What the scheduler says
@@ -186,7 +191,12 @@ actor Agent {
                 wake.yield()
             }
         }
-        defer { ticker.cancel() }
+        let overlay = Task { await runOverlay() }
+        defer {
+            ticker.cancel()
+            overlay.cancel()
+            overlayWake.finish()
+        }
         for await _ in wakes {
             if Task.isCancelled { break }
             await pass()

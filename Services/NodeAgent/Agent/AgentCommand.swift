@@ -104,6 +104,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "First wait in seconds before restarting an ended instance (doubles, up to 60 s).")
     var restartBackoff: Double = 1
 
+    @Option(help: "VXLAN network identifier of the overlay (the same on every node).")
+    var vni: Int = 4242
+
+    @Option(help: "MTU of instance interfaces: the underlay's minus the VXLAN header's 50 bytes.")
+    var mtu: Int = 1450
+
     @Option(help: "Seconds an unpacked image no instance uses is kept before it is removed.")
     var imageKeep: Double = 600
 
@@ -132,7 +138,9 @@ struct AgentCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        let network = try NodeNetwork(bridge: bridge, node: nodeName)
+        let network = try NodeNetwork(bridge: bridge, node: nodeName, mtu: mtu)
+        guard (1...16_777_215).contains(vni) else { throw ValidationError("--vni: 1 to 16777215") }
+        await network.configureOverlay(vni: vni, localIP: nodeIP)
         let context = NodeContext(
             name: nodeName, hostIP: nodeIP,
             discovery: discovery ?? ServiceOptions.environment(ServiceKind.discovery.endpointVariable) ?? ServiceKind.discovery.defaultEndpoint,

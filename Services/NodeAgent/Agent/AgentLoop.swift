@@ -52,9 +52,14 @@ struct AgentLoop: Service {
         await agent.replaceAssignments(snapshot.assignments)
         await agent.adopt()
 
+        // Two topics: this node's assignments, and every instance's route (the overlay).
         let subscriber = try Subscriber(
-            endpoints: [registered.eventsEndpoint], topics: ["node/\(node)"], curve: curve, logger: logger
-        ) { _ in
+            endpoints: [registered.eventsEndpoint], topics: ["node/\(node)", Self.routesTopic], curve: curve, logger: logger
+        ) { topic in
+            if topic == Self.routesTopic {
+                let routes = try await scheduler.call(SchedulerMethods.getRoutes, .init())
+                return EventSnapshot(sequence: routes.sequence, epoch: routes.feedEpoch, payload: try routes.serializedBytes())
+            }
             let snapshot = try await assignments()
             return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
         }
@@ -79,9 +84,19 @@ struct AgentLoop: Service {
     }
 
     /// Applies pushed changes; an empty update is the scheduler's "resync" and fetches the snapshot.
+    static let routesTopic = "routes"
+
     private func follow(_ subscriber: Subscriber) async {
         for await event in subscriber.events {
             switch event {
+            case .snapshot(Self.routesTopic, _, let payload):
+                if let routes = try? Sigma_V1_GetRoutesResponse(serializedBytes: payload) { await agent.replaceRoutes(routes.routes) }
+            case .update(Self.routesTopic, _, let payload):
+                if payload.isEmpty {
+                    if let routes = try? await scheduler.call(SchedulerMethods.getRoutes, .init()) { await agent.replaceRoutes(routes.routes) }
+                } else if let change = try? Sigma_V1_RouteEvent(serializedBytes: payload) {
+                    await agent.applyRoute(change)
+                }
             case .snapshot(_, _, let payload):
                 if let snapshot = try? Sigma_V1_GetAssignmentsResponse(serializedBytes: payload) {
                     await agent.replaceAssignments(snapshot.assignments)
