@@ -63,6 +63,7 @@ actor Agent {
     let runtime: InstanceRuntime
     let network: NodeNetwork
     let config: ConfigDelivery
+    let hostPorts: HostPorts
     let logger: Logger
     /// One config long poll per instance with config.
     var configWatchers: [String: Task<Void, Never>] = [:]
@@ -88,11 +89,13 @@ actor Agent {
     var lastContact = ContinuousClock.now
     var brokenAfter: Duration?
 
-    init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, config: ConfigDelivery, logger: Logger) {
+    init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, config: ConfigDelivery, hostPorts: HostPorts,
+         logger: Logger) {
         self.settings = settings
         self.runtime = runtime
         self.network = network
         self.config = config
+        self.hostPorts = hostPorts
         self.logger = logger
         (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (overlayWakes, overlayWake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -155,6 +158,9 @@ actor Agent {
     /// After a restart: instances that still run and match an assignment are taken over as they are; the
     /// rest is stopped and removed. Call once, with the snapshot in `desired`, before reconciling.
     func adopt() async {
+        // Rules and forwarding entries of a previous run are made anew from what is wanted now.
+        await hostPorts.removeTable()
+        await network.resetOverlay()
         for found in await runtime.found() {
             let id = found.record.id
             let generation = Int64(found.record.labels["generation"] ?? "") ?? -1
@@ -177,6 +183,11 @@ actor Agent {
             } else {
                 logger.info("re-adopted", metadata: ["instance": "\(id)", "pid": "\(found.record.pid)"])
                 local[id] = instance
+                do {
+                    try await publishPorts(assignment)
+                } catch {
+                    logger.warning("host ports of a re-adopted instance not published", metadata: ["instance": "\(id)", "error": "\(error)"])
+                }
             }
         }
     }
@@ -288,12 +299,14 @@ actor Agent {
             let hostMode = assignment.spec.image == "host"
             let record: LaunchRecord
             do {
-                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring, fetched] in
+                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring, fetched, self] in
                     _ = try await wiring?.value
                     if let fetched { try ConfigDelivery.write(fetched, rootfs: rootfs, hostMode: hostMode, script: useScript) }
+                    try await self.publishPorts(assignment)
                 }
             } catch {
                 _ = try? await wiring?.value  // never leave the wiring running behind a failed start
+                await hostPorts.unpublish(instance: id)
                 throw error
             }
             let attached = try? await wiring?.value
@@ -320,6 +333,20 @@ actor Agent {
             instance.phase = .ended
             instance.lastEnding = .failed(reason)
             local[id] = instance
+        }
+    }
+
+    /// Host network mode: each port of the spec is published at the node's IP and the port the Allocator gave it.
+    func publishPorts(_ assignment: Sigma_V1_Assignment) async throws {
+        guard assignment.spec.network == "host", !assignment.ip.isEmpty else { return }
+        for port in assignment.spec.ports {
+            guard let hostPort = assignment.hostPorts[port.name] else { continue }
+            let mapping = PortMapping(
+                instance: assignment.instanceID, transport: port.protocol.isEmpty ? "tcp" : port.protocol, hostPort: Int(hostPort),
+                instanceIP: assignment.ip, containerPort: Int(port.containerPort))
+            if let warning = try await hostPorts.publish(mapping) {
+                logger.warning("host port published but not held", metadata: ["instance": "\(assignment.instanceID)", "why": "\(warning)"])
+            }
         }
     }
 
@@ -402,6 +429,7 @@ actor Agent {
             ending = await runtime.stop(id, grace: grace(instance.assignment))
         }
         await runtime.cleanUp(id, removeFolder: true)
+        await hostPorts.unpublish(instance: id)
         await network.detach(id)
         releaseSSDs(instance.assignment)
         removalReasons[id] = nil

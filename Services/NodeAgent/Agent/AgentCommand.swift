@@ -151,7 +151,8 @@ struct AgentCommand: AsyncParsableCommand {
         let configEndpoints = config ?? ServiceOptions.environment(ServiceKind.config.endpointVariable) ?? ServiceKind.config.defaultEndpoint
         let configClient = try client.client(endpoints: configEndpoints, timeout: .seconds(5), logger: logger)
         let agent = Agent(settings: settings, runtime: instanceRuntime, network: network,
-                          config: ConfigDelivery(client: configClient), logger: logger)
+                          config: ConfigDelivery(client: configClient), hostPorts: HostPorts(bridge: bridge, hostIP: nodeIP),
+                          logger: logger)
 
         let endpoints = scheduler ?? ServiceOptions.environment(ServiceKind.scheduler.endpointVariable)
             ?? ServiceKind.scheduler.defaultEndpoint

@@ -18,6 +18,7 @@ public enum NodeDecommission {
                 await network?.detach(id)
             }
             await network?.removeBridge()
+            await HostPorts(bridge: bridge, hostIP: "").removeTable()
         }
         Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: cgroupParent).remove()
         if removeState { try? FileManager.default.removeItem(atPath: stateDirectory) }

@@ -158,6 +158,14 @@ public actor NodeNetwork {
 
     // MARK: - The overlay
 
+    /// Forgets the overlay's entries (an agent starting over): the VXLAN device goes, the next `program` makes it
+    /// again with only the entries wanted then.
+    public func resetOverlay() async {
+        if if_nametoindex(vxlan) != 0 { _ = try? await Subprocess.run(ip, ["link", "delete", vxlan]) }
+        vxlanReady = false
+        programmed = [:]
+    }
+
     /// An instance's MAC address, derived from its IP (02:42 then the four bytes), so every node knows the MAC of
     /// every instance IP without being told and a migrated instance keeps it.
     public nonisolated static func mac(for address: String) -> String {

@@ -75,7 +75,11 @@ public enum Subprocess {
                 posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
                 posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
             }
-            return posix_spawn(&pid, path, &actions, nil, argv, environ)
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            resetSignals(&attributes)
+            return posix_spawn(&pid, path, &actions, &attributes, argv, environ)
         }
         close(stdoutPipe[1])
         close(stderrPipe[1])
@@ -106,6 +110,19 @@ public enum Subprocess {
     }
 
     private static let spawnLock = Mutex(())
+
+    /// A child starts with no signal blocked and default dispositions: a thread of this process may block
+    /// some (the Swift runtime's do), and what is blocked or ignored survives exec — `timeout` would never fire.
+    static func resetSignals(_ attributes: inout posix_spawnattr_t) {
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    }
 
     private static func makePipe(_ fds: inout [Int32]) -> Bool {
         guard pipe(&fds) == 0 else { return false }

@@ -1,0 +1,145 @@
+import Foundation
+
+/// One published port: host IP:`hostPort` → instance IP:`containerPort`.
+public struct PortMapping: Hashable, Sendable {
+    public var instance: String
+    public var transport: String  // "tcp" or "udp"
+    public var hostPort: Int
+    public var instanceIP: String
+    public var containerPort: Int
+
+    public init(instance: String, transport: String, hostPort: Int, instanceIP: String, containerPort: Int) {
+        self.instance = instance
+        self.transport = transport
+        self.hostPort = hostPort
+        self.instanceIP = instanceIP
+        self.containerPort = containerPort
+    }
+}
+
+/// The host-compatible network: nftables DNAT from the node's IP and an allocated port to an instance's IP and
+/// container port — for traffic from other hosts, from the node itself and (hairpin, masqueraded) from instances
+/// on the same node. Each mapped port is also held by a socket of the agent's, so nothing else on the node can
+/// bind it. Instances reach the node itself only through what is published. One table per agent
+/// (`ip sigma_<bridge>`), removed with everything in it by `removeTable`.
+public actor HostPorts {
+    public let table: String
+    let bridge: String
+    let hostIP: String
+    let nft: String
+    var ready = false
+    var mappings: [PortMapping: [Int32]] = [:]
+
+    public init(bridge: String, hostIP: String, nft: String = "nft") {
+        table = "sigma_" + bridge.replacingOccurrences(of: "-", with: "_")
+        self.bridge = bridge
+        self.hostIP = hostIP
+        self.nft = Subprocess.find(nft) ?? Subprocess.find("/usr/sbin/nft") ?? nft
+    }
+
+    /// The table, its chains and maps; IP forwarding on. Safe to repeat: the table is made anew.
+    func setUp() async throws {
+        guard !ready else { return }
+        try? Data("1\n".utf8).write(to: URL(fileURLWithPath: "/proc/sys/net/ipv4/ip_forward"))
+        let script = """
+            table ip \(table)
+            delete table ip \(table)
+            table ip \(table) {
+                map published {
+                    type inet_proto . inet_service : ipv4_addr . inet_service
+                }
+                chain prerouting {
+                    type nat hook prerouting priority dstnat; policy accept;
+                    ip daddr \(hostIP) dnat ip to meta l4proto . th dport map @published
+                }
+                chain output {
+                    type nat hook output priority -100; policy accept;
+                    ip daddr \(hostIP) dnat ip to meta l4proto . th dport map @published
+                }
+                chain postrouting {
+                    type nat hook postrouting priority srcnat; policy accept;
+                    oifname "\(bridge)" ct status dnat iifname "\(bridge)" masquerade
+                }
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    iifname "\(bridge)" ct state established,related accept
+                    iifname "\(bridge)" ct status dnat accept
+                    iifname "\(bridge)" drop
+                }
+            }
+
+            """
+        try await run(script)
+        ready = true
+    }
+
+    /// Publishes `mapping`: holds the port (when something else holds it already, the DNAT entry still wins for
+    /// traffic to the node's IP, and `warning` says so), then adds the DNAT entry.
+    @discardableResult
+    public func publish(_ mapping: PortMapping) async throws -> String? {
+        try await setUp()
+        if mappings[mapping] != nil { return nil }
+        var warning: String?
+        var held: [Int32] = []
+        do {
+            held = try hold(mapping)
+        } catch {
+            warning = "\(error)"
+        }
+        do {
+            try await run("add element ip \(table) published { \(mapping.transport) . \(mapping.hostPort) : \(mapping.instanceIP) . \(mapping.containerPort) }\n")
+        } catch {
+            held.forEach { close($0) }
+            throw error
+        }
+        mappings[mapping] = held
+        return warning
+    }
+
+    /// Removes every mapping of `instance` and lets its ports go.
+    public func unpublish(instance: String) async {
+        for (mapping, held) in mappings where mapping.instance == instance {
+            _ = try? await run("delete element ip \(table) published { \(mapping.transport) . \(mapping.hostPort) }\n")
+            held.forEach { close($0) }
+            mappings[mapping] = nil
+        }
+    }
+
+    public func published() -> [PortMapping] { Array(mappings.keys) }
+
+    /// Removes the table (a decommissioned node, and an agent starting over).
+    public func removeTable() async {
+        _ = try? await Subprocess.run(nft, ["delete", "table", "ip", table])
+        for held in mappings.values { held.forEach { close($0) } }
+        mappings = [:]
+        ready = false
+    }
+
+    /// A socket bound to the host port (listening, for TCP), kept open while the mapping lives.
+    private func hold(_ mapping: PortMapping) throws -> [Int32] {
+        let type = mapping.transport == "udp" ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
+        let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw NetworkError.command("cannot hold port \(mapping.hostPort): socket: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(clamping: mapping.hostPort).bigEndian
+        address.sin_addr.s_addr = INADDR_ANY
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else {
+            let code = errno
+            close(fd)
+            throw NetworkError.command("host port \(mapping.hostPort)/\(mapping.transport) is taken on this node: \(String(cString: strerror(code)))")
+        }
+        if mapping.transport != "udp" { listen(fd, 1) }
+        return [fd]
+    }
+
+    private func run(_ script: String) async throws {
+        let result = try await Subprocess.run(nft, ["-f", "-"], input: Array(script.utf8))
+        guard result.succeeded else {
+            throw NetworkError.command("nft: \(result.errors.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}
