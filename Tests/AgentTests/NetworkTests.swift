@@ -67,7 +67,8 @@ func tcpExchange(_ host: String, _ port: UInt16) -> String? {
                 _ = await runtime.stop("net-0", grace: .milliseconds(100))
                 await network.detach("net-0")
                 #expect(!FileManager.default.fileExists(atPath: attached.namespacePath))
-                #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(attached.hostInterface)"))
+                // A namespace's links go a moment after the namespace (the kernel cleans up in the background).
+                try await eventually("the veth gone") { !FileManager.default.fileExists(atPath: "/sys/class/net/\(attached.hostInterface)") }
             }
         }
     }

@@ -20,7 +20,12 @@ public enum NodeDecommission {
             await network?.removeBridge()
             await HostPorts(bridge: bridge, hostIP: "").removeTable()
         }
-        Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: cgroupParent).remove()
+        // The parent and its ancestors as far as they are empty ("sigma/node-1", then "sigma").
+        var path = cgroupParent.split(separator: "/").map(String.init)
+        while !path.isEmpty {
+            Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: path.joined(separator: "/")).remove()
+            path.removeLast()
+        }
         if removeState { try? FileManager.default.removeItem(atPath: stateDirectory) }
     }
 }
