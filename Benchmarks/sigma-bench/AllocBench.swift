@@ -144,6 +144,24 @@ final class BenchProcess: @unchecked Sendable {
         self.pid = pid
     }
 
+    private init(pid: pid_t) { self.pid = pid }
+
+    /// Any program (not a Sigma service: no ready file), stopped with `kill()`.
+    static func detached(_ path: String, _ arguments: [String]) throws -> BenchProcess {
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, nil, nil, argv, environ)
+        guard rc == 0 else { throw ValidationError("cannot start \(path) (errno \(rc))") }
+        return BenchProcess(pid: pid)
+    }
+
+    func terminateNow() {
+        Foundation.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+
     func endpoint() async throws -> String {
         for _ in 0..<1500 {
             if let text = try? String(contentsOfFile: readyFile, encoding: .utf8), text.hasSuffix("\n") {

@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, NetBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {

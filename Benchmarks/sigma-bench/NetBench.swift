@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NodeRuntime
+import Protocol
+import RPC
+
+/// `sigma-bench net`: on a two-host testbed (`scripts/testbed`), TCP round trip and throughput instance →
+/// instance across hosts over the overlay and over a host port, next to host → host on the underlay in the same
+/// run; and the time from killing a host to its migrated instance answering on its old IP.
+struct NetBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "net", abstract: "Overlay and host-port round trip/throughput vs the underlay; kill-to-answering time.")
+
+    @Option(help: "PostgreSQL to use (a scratch database is made and dropped). [SIGMA_DATABASE_URL]") var databaseURL: String?
+    @Option(help: "Round trips per path.") var roundTrips = 2000
+    @Option(help: "MiB sent per throughput run.") var mebibytes = 64
+    @Option(help: "The testbed script.") var testbed = "scripts/testbed"
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws { try output.emit(try await measure()) }
+
+    /// A small TCP echo server and client (python3 from the host, which `host` images see).
+    static let server = """
+        import socket, sys, threading
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+        def serve(c):
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                d = c.recv(65536)
+                if not d: break
+                if d[:1] == b'R': c.sendall(d)
+            c.close()
+        while True:
+            c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+        """
+    static let client = """
+        import socket, sys, time
+        host, port, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+        c = socket.create_connection((host, port), timeout=5); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        m = b'R' * 64; t = []
+        for _ in range(n):
+            a = time.perf_counter(); c.sendall(m); got = 0
+            while got < 64: got += len(c.recv(64 - got))
+            t.append(time.perf_counter() - a)
+        t.sort(); block = b'T' * 65536; a = time.perf_counter()
+        for _ in range(mib * 16): c.sendall(block)
+        c.shutdown(socket.SHUT_WR); c.recv(1); d = time.perf_counter() - a
+        print(t[len(t) // 2] * 1e6, mib / d)
+        """
+
+    func measure() async throws -> Report {
+        guard getuid() == 0 else { throw ValidationError("sigma-bench net needs root (namespaces, nftables)") }
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let name = "bn" + String(UUID().uuidString.prefix(5)).lowercased().filter { $0.isLetter || $0.isNumber }
+        let common = ["--name", name, "--bin", bin]
+        let network = try parse(try await Subprocess.check(testbed, ["up", "2"] + common))
+        defer { _ = try? Subprocess.runBlocking(testbed, ["down"] + common) }
+        let control = network["control"] ?? ""
+        return try await withScratchDatabase(databaseURL, logger: logger) { url in
+            let allocator = try BenchProcess("sigma-allocator", ["--listen", "tcp://\(control):*", "--database-url", url, "--log-level", "error"])
+            defer { allocator.stop() }
+            let allocatorEndpoint = try await allocator.endpoint()
+            let scheduler = try BenchProcess("sigma-scheduler", [
+                "--listen", "tcp://\(control):*", "--events-listen", "tcp://\(control):*", "--database-url", url,
+                "--allocator", allocatorEndpoint, "--log-level", "error",
+            ])
+            defer { scheduler.stop() }
+            let schedulerEndpoint = try await scheduler.endpoint()
+            let client = try AgentBench.parse([]).benchClient([schedulerEndpoint], logger: logger)
+            var pool = Sigma_V1_CreateIPPoolRequest()
+            let subnet = "100.\(64 + Int.random(in: 0..<64)).\(Int.random(in: 0..<256))"
+            pool.pool.name = "bench"
+            pool.pool.cidr = subnet + ".0/24"
+            pool.pool.gateway = subnet + ".1"
+            _ = try await AgentBench.parse([]).benchClient([allocatorEndpoint], logger: logger).call(AllocatorMethods.createIPPool, pool)
+            let hosts = try parse(try await Subprocess.check(testbed, [
+                "up", "2", "--scheduler", schedulerEndpoint, "--idcs", "a,b",
+            ] + common + ["--", "--stop-grace", "1"]))
+            let hostIPs = [hosts["host1"] ?? "", hosts["host2"] ?? ""]
+
+            // One echo instance per host, with an overlay IP and a host port.
+            var apply = Sigma_V1_ApplyAppRequest()
+            apply.spec.name = "echo"
+            apply.spec.image = "host"
+            apply.spec.command = ["/usr/bin/python3", "-c", Self.server, "0.0.0.0", "7000"]
+            apply.spec.replicas = 2
+            apply.spec.network = "host"
+            var port = Sigma_V1_ContainerPort()
+            port.name = "echo"
+            port.containerPort = 7000
+            apply.spec.ports = [port]
+            apply.spec.resources.request.cpuMillis = 10
+            apply.spec.resources.request.memoryBytes = 16 << 20
+            _ = try await client.call(SchedulerMethods.applyApp, apply)
+            var instances: [Sigma_V1_Instance] = []
+            for _ in 0..<600 {
+                var list = Sigma_V1_ListInstancesRequest()
+                list.app = "echo"
+                instances = try await client.call(SchedulerMethods.listInstances, list).instances.sorted { $0.node < $1.node }
+                if instances.count == 2 && instances.allSatisfy({ $0.state == "Running" }) && Set(instances.map(\.node)).count == 2 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            guard instances.count == 2, Set(instances.map(\.node)).count == 2 else { throw ValidationError("the echo instances did not come up on both hosts") }
+            let local = try NodeNetwork(bridge: "sigma0", node: "\(name)-h1").namespacePath(for: instances[0].id)
+            let remote = instances[1]
+
+            // Baseline: host 1 → host 2 on the underlay, the same server program in host 2's namespace.
+            let baselineServer = try BenchProcess.detached(
+                "/usr/bin/nsenter", ["--net=/run/netns/\(name)-h2", "/usr/bin/python3", "-c", Self.server, hostIPs[1], "7100"])
+            defer { baselineServer.terminateNow() }
+            let underlay = try await path(namespace: "/run/netns/\(name)-h1", host: hostIPs[1], port: 7100)
+            let overlay = try await path(namespace: local, host: remote.ip, port: 7000)
+            let hostPort = try await path(namespace: local, host: hostIPs[1], port: Int(remote.hostPorts["echo"] ?? 0))
+
+            // Kill host 2; time until its instance answers on the same IP from host 1.
+            let killed = ContinuousClock.now
+            _ = try await Subprocess.check(testbed, ["kill", "2"] + common)
+            var recovered: Double?
+            while ContinuousClock.now - killed < .seconds(60) {
+                if let _ = try? await path(namespace: local, host: remote.ip, port: 7000, trips: 1, mebibytes: 0, timeout: .seconds(2)) {
+                    recovered = milliseconds(ContinuousClock.now - killed) / 1000
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+
+            var report = Report(title: "sigma-bench net (2 test hosts, \(roundTrips) round trips of 64 bytes, \(mebibytes) MiB per throughput run)")
+            report.figures = [
+                Figure(name: "overlay round trip p50", value: overlay.p50, unit: "µs", baseline: underlay.p50, target: .none),
+                Figure(name: "host-port round trip p50", value: hostPort.p50, unit: "µs", baseline: underlay.p50, target: .none),
+                Figure(name: "overlay throughput", value: overlay.rate, unit: "MiB/s", baseline: underlay.rate, target: .none),
+                Figure(name: "host-port throughput", value: hostPort.rate, unit: "MiB/s", baseline: underlay.rate, target: .none),
+                Figure(name: "host killed → instance answering on its IP", value: recovered ?? 60, unit: "s", baseline: 0,
+                       target: .maxValue(10)),
+            ]
+            report.notes = [
+                "baseline: host 1 → host 2 on the underlay (veth and bridge), the same Python echo program, same run",
+                "overlay: instance on host 1 → instance on host 2 by IP (VXLAN); host port: → host 2's IP and the instance's port (DNAT)",
+                "kill: host 2's agent and namespace go; default heartbeat settings (1 s, Broken after 5 s)",
+            ]
+            return report
+        }
+    }
+
+    /// One client run from `namespace`: median round trip (µs) and throughput (MiB/s).
+    func path(namespace: String, host: String, port: Int, trips: Int? = nil, mebibytes: Int? = nil,
+              timeout: Duration = .seconds(120)) async throws -> (p50: Double, rate: Double) {
+        let result = try await Subprocess.run("/usr/bin/nsenter", [
+            "--net=\(namespace)", "/usr/bin/python3", "-c", Self.client, host, "\(port)", "\(trips ?? roundTrips)",
+            "\(mebibytes ?? self.mebibytes)",
+        ], timeout: timeout)
+        let values = result.output.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        guard result.succeeded, values.count == 2 else {
+            throw ValidationError("\(host):\(port) from \(namespace): \(result.errors.suffix(300))")
+        }
+        return (values[0], values[1])
+    }
+
+    func parse(_ output: String) throws -> [String: String] {
+        var values: [String: String] = [:]
+        for word in output.split(whereSeparator: { $0 == "\n" || $0 == " " }) {
+            let parts = word.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { values[parts[0]] = parts[1] }
+        }
+        return values
+    }
+}
