@@ -158,8 +158,12 @@ import TestSupport
             scale.replicas = 2
             _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
             var sawTwo = false
+            // The first snapshot may be taken after the scale already shows (then it holds both): either ends it.
             for await event in subscriber.events {
-                guard case .update(_, _, let payload) = event else { continue }
+                let payload: [UInt8]
+                switch event {
+                case .update(_, _, let bytes), .snapshot(_, _, let bytes): payload = bytes
+                }
                 if try Sigma_V1_ResolveResponse(serializedBytes: payload).endpoints.count == 2 {
                     sawTwo = true
                     break
