@@ -177,13 +177,6 @@ struct AgentBench: AsyncParsableCommand {
         await NodeDecommission.removeEverything(
             stateDirectory: state, bridge: bridge, node: node, cgroupParent: cgroupParent, runtime: runc, monitor: monitor,
             logger: logger)
-        Cgroup(version: .detect(), path: "sigma-bench").remove()
-    }
-
-    func benchClient(_ endpoints: [String], logger: Logger) throws -> RPCClient {
-        var configuration = RPCClientConfiguration(endpoints: endpoints)
-        configuration.defaultTimeout = .seconds(30)
-        return try RPCClient(configuration: configuration, logger: logger)
     }
 
     static func rssMiB(_ pid: pid_t) -> Double {
@@ -204,6 +197,13 @@ struct AgentBench: AsyncParsableCommand {
             return pid
         }
     }
+}
+
+/// A client of the benchmark's own services, patient enough for a loaded machine.
+func benchClient(_ endpoints: [String], logger: Logger) throws -> RPCClient {
+    var configuration = RPCClientConfiguration(endpoints: endpoints)
+    configuration.defaultTimeout = .seconds(30)
+    return try RPCClient(configuration: configuration, logger: logger)
 }
 
 func milliseconds(_ duration: Duration) -> Double {

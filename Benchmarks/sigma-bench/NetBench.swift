@@ -69,13 +69,13 @@ struct NetBench: AsyncParsableCommand {
             ])
             defer { scheduler.stop() }
             let schedulerEndpoint = try await scheduler.endpoint()
-            let client = try AgentBench.parse([]).benchClient([schedulerEndpoint], logger: logger)
+            let client = try benchClient([schedulerEndpoint], logger: logger)
             var pool = Sigma_V1_CreateIPPoolRequest()
             let subnet = "100.\(64 + Int.random(in: 0..<64)).\(Int.random(in: 0..<256))"
             pool.pool.name = "bench"
             pool.pool.cidr = subnet + ".0/24"
             pool.pool.gateway = subnet + ".1"
-            _ = try await AgentBench.parse([]).benchClient([allocatorEndpoint], logger: logger).call(AllocatorMethods.createIPPool, pool)
+            _ = try await benchClient([allocatorEndpoint], logger: logger).call(AllocatorMethods.createIPPool, pool)
             let hosts = try parse(try await Subprocess.check(testbed, [
                 "up", "2", "--scheduler", schedulerEndpoint, "--idcs", "a,b",
             ] + common + ["--", "--stop-grace", "1"]))

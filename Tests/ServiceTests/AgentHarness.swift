@@ -85,7 +85,6 @@ final class RealAgent: @unchecked Sendable {
         await NodeDecommission.removeEverything(
             stateDirectory: state, bridge: bridge, node: name, cgroupParent: cgroupParent, runtime: Subprocess.find("runc") ?? "runc",
             monitor: ServiceProcess.binDirectory + "/sigma-monitor", logger: quietLogger)
-        Cgroup(version: .detect(), path: "sigma-test").remove()
     }
 }
 

@@ -13,6 +13,24 @@ import TestSupport
         spec.command = ["/bin/sh", "-c", script]
     }
 
+    /// A second node (a simulated agent) that registers and, once the first is Broken, runs `original` there
+    /// with the same IP. The caller stops it.
+    static func standbyTakesOver(_ cluster: SchedulerCluster, _ original: Sigma_V1_Instance) async throws -> SimulatedAgent {
+        let standby = SimulatedAgent("standby-\(UUID().uuidString.prefix(4).lowercased())", client: cluster.client)
+        try await standby.register(cpu: 4000)
+        standby.start()
+        do {
+            try await cluster.eventually("moved to the standby", within: .seconds(30)) {
+                let now = try await cluster.instance(original.app)
+                return now?.node == standby.name && now?.state == "Running" && now?.ip == original.ip
+            }
+        } catch {
+            standby.stop()
+            throw error
+        }
+        return standby
+    }
+
     static let stayUp = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
 
     @Test func runsInstancesWithTheirEnvironmentLimitsAndNetwork() async throws {
@@ -170,14 +188,8 @@ import TestSupport
                 #expect(original.node == agent.name)
                 // The agent goes silent; a second node takes the instance over (same IP, new generation).
                 await agent.crash()
-                let standby = SimulatedAgent("standby-\(UUID().uuidString.prefix(4).lowercased())", client: cluster.client)
-                try await standby.register(cpu: 4000)
-                standby.start()
+                let standby = try await Self.standbyTakesOver(cluster, original)
                 defer { standby.stop() }
-                try await cluster.eventually("moved to the standby", within: .seconds(30)) {
-                    let now = try await cluster.instance("single")
-                    return now?.node == standby.name && now?.state == "Running" && now?.ip == original.ip
-                }
                 // Back: the agent must stop its stale copy before anything else.
                 try await agent.restart()
                 try await cluster.eventually("the stale copy stopped") { try await agent.localInstances().isEmpty }
@@ -200,14 +212,8 @@ import TestSupport
                 kill(agent.process.pid, SIGSTOP)
                 var resumed = false
                 defer { if !resumed { kill(agent.process.pid, SIGCONT) } }
-                let standby = SimulatedAgent("standby-\(UUID().uuidString.prefix(4).lowercased())", client: cluster.client)
-                try await standby.register(cpu: 4000)
-                standby.start()
+                let standby = try await Self.standbyTakesOver(cluster, original)
                 defer { standby.stop() }
-                try await cluster.eventually("moved to the standby", within: .seconds(30)) {
-                    let now = try await cluster.instance("single")
-                    return now?.node == standby.name && now?.state == "Running" && now?.ip == original.ip
-                }
                 let epochAfter = try await cluster.node(agent.name).epoch
                 #expect(epochAfter > epochBefore)
                 kill(agent.process.pid, SIGCONT)

@@ -471,9 +471,7 @@ actor Agent {
             var ranLong = false
             if case .running(let since) = instance.phase { ranLong = ContinuousClock.now - since >= settings.restartBackoffReset }
             if ranLong { instance.restarts = 0 }
-            let delay = min(settings.restartBackoff * (1 << min(instance.restarts, 20)), settings.restartBackoffLimit)
-            instance.restarts += 1
-            instance.phase = .backoff(until: .now + delay)
+            let delay = backOff(&instance)
             logger.info("ended; restarting", metadata: ["instance": "\(id)", "ending": "\(ending)", "in": "\(delay)"])
         } else {
             instance.phase = .ended
@@ -482,13 +480,19 @@ actor Agent {
         local[id] = instance
     }
 
+    /// Counts a restart and waits before it: the first wait `restartBackoff`, doubling up to `restartBackoffLimit`.
+    private func backOff(_ instance: inout LocalInstance) -> Duration {
+        let delay = min(settings.restartBackoff * (1 << min(instance.restarts, 20)), settings.restartBackoffLimit)
+        instance.restarts += 1
+        instance.phase = .backoff(until: .now + delay)
+        return delay
+    }
+
     /// A start that may work later (the ConfigCenter was out of reach): back off as after a crash.
     func retryLater(_ id: String, generation: Int64, reason: String) {
         guard var instance = local[id], instance.assignment.generation == generation else { return }
-        let delay = min(settings.restartBackoff * (1 << min(instance.restarts, 20)), settings.restartBackoffLimit)
-        instance.restarts += 1
         instance.lastEnding = .failed(reason)
-        instance.phase = .backoff(until: .now + delay)
+        let delay = backOff(&instance)
         local[id] = instance
         logger.warning("cannot start yet; retrying", metadata: ["instance": "\(id)", "reason": "\(reason)", "in": "\(delay)"])
     }
@@ -496,7 +500,8 @@ actor Agent {
     // MARK: - Reports
 
     /// Every instance's status for a heartbeat, and the stopped ones not yet reported.
-    func statuses() async -> [Sigma_V1_InstanceStatus] {
+    /// With `usage` (heartbeats only: it moves each instance's CPU sample), the cgroup figures are read too.
+    func statuses(usage: Bool = true) async -> [Sigma_V1_InstanceStatus] {
         var statuses: [Sigma_V1_InstanceStatus] = []
         let now = ContinuousClock.now
         for (id, instance) in local.sorted(by: { $0.key < $1.key }) {
@@ -531,7 +536,7 @@ actor Agent {
                 status.reason = instance.endNote.map { "\($0): \(ending)" } ?? "\(ending)"
             }
             if let problem = instance.limitProblem { status.reason += (status.reason.isEmpty ? "" : "; ") + problem }
-            if case .running = instance.phase, let reading = await runtime.reading(id) {
+            if usage, case .running = instance.phase, let reading = await runtime.reading(id) {
                 status.usage.memoryBytes = reading.memoryBytes
                 status.usage.cpuMillis = cpuMillis(id, nanos: reading.cpuNanos, now: now)
                 status.appliedLimit.cpuMillis = reading.applied.cpuLimitMillis

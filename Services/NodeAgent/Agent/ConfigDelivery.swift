@@ -103,7 +103,7 @@ extension Agent {
             return true
         }
         guard case .running = instance.phase, let reload = instance.lifecycle.reload else { return true }
-        if !reload.signal.isEmpty, let number = Self.signalNumbers[reload.signal] {
+        if !reload.signal.isEmpty, let number = signalNumber(reload.signal) {
             try? await runtime.signal(id, number)
         } else if !reload.command.isEmpty {
             let result = try? await runtime.exec(id, reload.command, timeout: .seconds(30))
@@ -113,9 +113,4 @@ extension Agent {
         }
         return true
     }
-
-    static let signalNumbers: [String: Int32] = [
-        "SIGHUP": SIGHUP, "SIGUSR1": SIGUSR1, "SIGUSR2": SIGUSR2, "SIGTERM": SIGTERM, "SIGINT": SIGINT, "SIGQUIT": SIGQUIT,
-        "SIGWINCH": SIGWINCH,
-    ]
 }

@@ -41,7 +41,7 @@ struct LogReader: Sendable {
 
     func list() async -> Sigma_V1_ListLocalInstancesResponse {
         var response = Sigma_V1_ListLocalInstancesResponse()
-        let statuses = Dictionary(uniqueKeysWithValues: await agent.statuses().map { ($0.instanceID, $0) })
+        let statuses = Dictionary(uniqueKeysWithValues: await agent.statuses(usage: false).map { ($0.instanceID, $0) })
         for (id, instance) in await agent.snapshot().sorted(by: { $0.key < $1.key }) {
             var entry = Sigma_V1_LocalInstance()
             entry.instanceID = id

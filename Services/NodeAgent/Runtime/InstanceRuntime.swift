@@ -99,14 +99,17 @@ public enum InstanceEnding: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-public func signalName(_ signal: Int32) -> String {
-    let names: [Int32: String] = [
-        SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGABRT: "SIGABRT", SIGBUS: "SIGBUS",
-        SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE",
-        SIGALRM: "SIGALRM", SIGTERM: "SIGTERM",
-    ]
-    return names[signal] ?? "\(signal)"
-}
+/// The signals Sigma names (endings, reload actions), both ways.
+let signalNames: [Int32: String] = [
+    SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGABRT: "SIGABRT", SIGBUS: "SIGBUS",
+    SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE",
+    SIGALRM: "SIGALRM", SIGTERM: "SIGTERM", SIGWINCH: "SIGWINCH",
+]
+
+public func signalName(_ signal: Int32) -> String { signalNames[signal] ?? "\(signal)" }
+
+/// "SIGHUP" → its number; nil for a name Sigma does not know.
+public func signalNumber(_ name: String) -> Int32? { signalNames.first { $0.value == name }?.key }
 
 public enum RuntimeError: Error, CustomStringConvertible {
     case missingProgram(String, String)
