@@ -29,6 +29,9 @@ public final class RPCClient: Sendable {
     public let configuration: RPCClientConfiguration
     let logger: Logger
     let channel = ClientChannel()
+    /// The socket thread as a task executor. `withTaskExecutorPreference(client.executor) { ... }` runs a
+    /// caller's loop of calls on it, which saves two thread hand-offs a call; the code in it must not block.
+    public let executor: RPCClientExecutor
     let nextId = Atomic<UInt64>(0)
     let closed = Atomic<Bool>(false)
 
@@ -36,8 +39,9 @@ public final class RPCClient: Sendable {
         guard !configuration.endpoints.isEmpty else { throw RPCConfigurationError("no endpoints given") }
         self.configuration = configuration
         self.logger = logger
+        executor = RPCClientExecutor(channel: channel)
         // Sockets are made and connected here, then handed to the loop thread for good.
-        let loop = try ClientLoop(configuration: configuration, channel: channel, logger: logger)
+        let loop = try ClientLoop(configuration: configuration, executor: executor, logger: logger)
         startThread(name: "rpc-client") { loop.run() }
     }
 
@@ -160,23 +164,80 @@ enum ClientCommand: Sendable {
     case close
 }
 
-/// Commands from calling tasks to the loop thread that owns the sockets.
+/// Commands from calling tasks, and jobs of tasks that prefer the loop's executor, to the loop thread that
+/// owns the sockets.
 final class ClientChannel: Sendable {
-    let commands = Mutex<[ClientCommand]>([])
-    let wakeup = Wakeup()
-
-    func enqueue(_ command: ClientCommand) {
-        let wasEmpty = commands.withLock { queue -> Bool in
-            queue.append(command)
-            return queue.count == 1
-        }
-        if wasEmpty { wakeup.signal() }
+    struct Queue {
+        var commands: [ClientCommand] = []
+        var jobs: [UnownedJob] = []
+        /// Set when the loop thread has ended: jobs then go to the global executor.
+        var finished = false
     }
 
-    func take() -> [ClientCommand] {
-        commands.withLock { queue in
-            defer { queue = [] }
-            return queue
+    let queue = Mutex<Queue>(Queue())
+    let wakeup = Wakeup()
+    /// The loop thread, so that work it queues for itself does not wake it (it looks again before polling).
+    let loopThread = Atomic<UInt>(0)
+
+    var onLoopThread: Bool { loopThread.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }
+
+    func enqueue(_ command: ClientCommand) {
+        let outcome = queue.withLock { queue -> (queued: Bool, wasEmpty: Bool) in
+            guard !queue.finished else { return (false, false) }
+            queue.commands.append(command)
+            return (true, queue.commands.count + queue.jobs.count == 1)
         }
+        if outcome.wasEmpty && !onLoopThread { wakeup.signal() }
+        if !outcome.queued, case .send(let call) = command { call.continuation.resume(returning: .lost("client is closed")) }
+    }
+
+    /// Queues a job for the loop thread; false when the loop has ended (the caller runs it elsewhere).
+    func enqueue(job: UnownedJob) -> Bool {
+        let outcome = queue.withLock { queue -> (queued: Bool, wasEmpty: Bool) in
+            guard !queue.finished else { return (false, false) }
+            queue.jobs.append(job)
+            return (true, queue.commands.count + queue.jobs.count == 1)
+        }
+        if outcome.wasEmpty && !onLoopThread { wakeup.signal() }
+        return outcome.queued
+    }
+
+    func take() -> (commands: [ClientCommand], jobs: [UnownedJob]) {
+        queue.withLock { queue in
+            defer { queue.commands = []; queue.jobs = [] }
+            return (queue.commands, queue.jobs)
+        }
+    }
+
+    /// The loop has ended: what is still queued, for the caller to fail (calls) or hand on (jobs).
+    func finish() -> (commands: [ClientCommand], jobs: [UnownedJob]) {
+        queue.withLock { queue in
+            queue.finished = true
+            defer { queue.commands = []; queue.jobs = [] }
+            return (queue.commands, queue.jobs)
+        }
+    }
+}
+
+/// Runs the jobs of tasks that prefer it on the client's socket thread (``RPCClient/executor``). A reply then
+/// resumes its caller on the thread that received it, and the caller's next request is sent in the same
+/// turn of the loop: neither direction crosses threads. Code run this way must not block; the loop serves
+/// every call of its client meanwhile.
+public final class RPCClientExecutor: TaskExecutor, Sendable {
+    let channel: ClientChannel
+
+    init(channel: ClientChannel) {
+        self.channel = channel
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        if !channel.enqueue(job: unowned) {
+            globalConcurrentExecutor.enqueue(ExecutorJob(unowned))
+        }
+    }
+
+    public func asUnownedTaskExecutor() -> UnownedTaskExecutor {
+        UnownedTaskExecutor(ordinary: self)
     }
 }

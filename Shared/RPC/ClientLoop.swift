@@ -29,6 +29,7 @@ final class ClientLoop: @unchecked Sendable {
     let context = ZMQContext()
     let configuration: RPCClientConfiguration
     let channel: ClientChannel
+    let executor: RPCClientExecutor
     let logger: Logger
     var connections: [Connection] = []
     var pending: [UInt64: (call: PendingCall, connection: Int?)] = [:]
@@ -37,9 +38,10 @@ final class ClientLoop: @unchecked Sendable {
     var nextConnection = 0
     var closing = false
 
-    init(configuration: RPCClientConfiguration, channel: ClientChannel, logger: Logger) throws {
+    init(configuration: RPCClientConfiguration, executor: RPCClientExecutor, logger: Logger) throws {
         self.configuration = configuration
-        self.channel = channel
+        self.executor = executor
+        self.channel = executor.channel
         self.logger = logger
         for endpoint in configuration.endpoints {
             connections.append(Connection(endpoint: endpoint, sockets: try makeSockets(endpoint)))
@@ -64,6 +66,8 @@ final class ClientLoop: @unchecked Sendable {
     }
 
     func run() {
+        channel.loopThread.store(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))), ordering: .relaxed)
+        let executor = self.executor.asUnownedTaskExecutor()
         while !closing {
             var items = [pollItem(fd: channel.wakeup.fd)]
             let wantOut = !unsent.isEmpty
@@ -74,10 +78,18 @@ final class ClientLoop: @unchecked Sendable {
             do {
                 try zmqPoll(&items, timeoutMs: pollTimeoutMs())
                 if items[0].readable { channel.wakeup.drain() }
-                for command in channel.take() { apply(command) }
                 for (index, connection) in connections.enumerated() {
                     if items[2 + 2 * index].readable { try readMonitor(index) }
                     if items[1 + 2 * index].readable { try readReplies(connection) }
+                }
+                // Replies resumed their callers; those that prefer this thread run now and may queue their next
+                // calls, which go out in this same turn.
+                while true {
+                    let (commands, jobs) = channel.take()
+                    if commands.isEmpty && jobs.isEmpty { break }
+                    for command in commands { apply(command) }
+                    for job in jobs { job.runSynchronously(on: executor) }
+                    if closing { break }
                 }
                 try sendUnsent()
                 expire()
@@ -88,6 +100,10 @@ final class ClientLoop: @unchecked Sendable {
         for (_, entry) in pending { entry.call.continuation.resume(returning: .lost("client is closed")) }
         pending = [:]
         connections = []
+        // Calls queued after the close, and tasks that still prefer this thread, are not stranded.
+        let (commands, jobs) = channel.finish()
+        for case .send(let call) in commands { call.continuation.resume(returning: .lost("client is closed")) }
+        for job in jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 
     private func pollTimeoutMs() -> Int {
