@@ -5,9 +5,10 @@ import NodeRuntime
 import Protocol
 import RPC
 
-/// `sigma-bench net`: on a two-host testbed (`scripts/testbed`), TCP round trip and throughput instance →
+/// `sigma-bench net`: on a three-host testbed (`scripts/testbed`), TCP round trip and throughput instance →
 /// instance across hosts over the overlay and over a host port, next to host → host on the underlay in the same
-/// run; and the time from killing a host to its migrated instance answering on its old IP.
+/// run; how long after a migrated instance answers on its new host the other hosts reach it there; and the
+/// time from killing a host to its migrated instance answering on its old IP.
 struct NetBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "net", abstract: "Overlay and host-port round trip/throughput vs the underlay; kill-to-answering time.")
@@ -22,7 +23,7 @@ struct NetBench: AsyncParsableCommand {
 
     /// A small TCP echo server and client (python3 from the host, which `host` images see).
     static let server = """
-        import socket, sys, threading
+        import os, socket, sys, threading
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
         def serve(c):
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -30,6 +31,7 @@ struct NetBench: AsyncParsableCommand {
                 d = c.recv(65536)
                 if not d: break
                 if d[:1] == b'R': c.sendall(d)
+                if d[:1] == b'N': c.sendall(os.environ.get('SIGMA_NODE', '?').encode())
             c.close()
         while True:
             c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
@@ -48,6 +50,20 @@ struct NetBench: AsyncParsableCommand {
         c.shutdown(socket.SHUT_WR); c.recv(1); d = time.perf_counter() - a
         print(t[len(t) // 2] * 1e6, mib / d)
         """
+    /// Asks HOST:PORT every 2 ms which node answers; prints CLOCK_MONOTONIC (shared by every process here) when
+    /// it is NODE.
+    static let poller = """
+        import socket, sys, time
+        host, port, want, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), time.monotonic() + float(sys.argv[4])
+        while time.monotonic() < limit:
+            try:
+                c = socket.create_connection((host, port), timeout=0.05); c.settimeout(0.05); c.sendall(b'N')
+                if c.recv(64) == want: print(time.monotonic()); sys.exit(0)
+                c.close()
+            except OSError: pass
+            time.sleep(0.002)
+        sys.exit(1)
+        """
 
     func measure() async throws -> Report {
         guard getuid() == 0 else { throw ValidationError("sigma-bench net needs root (namespaces, nftables)") }
@@ -56,7 +72,7 @@ struct NetBench: AsyncParsableCommand {
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let name = "bn" + String(UUID().uuidString.prefix(5)).lowercased().filter { $0.isLetter || $0.isNumber }
         let common = ["--name", name, "--bin", bin]
-        let network = try parse(try await Subprocess.check(testbed, ["up", "2"] + common))
+        let network = try parse(try await Subprocess.check(testbed, ["up", "3"] + common))
         defer { _ = try? Subprocess.runBlocking(testbed, ["down"] + common) }
         let control = network["control"] ?? ""
         return try await withScratchDatabase(databaseURL, logger: logger) { url in
@@ -77,16 +93,17 @@ struct NetBench: AsyncParsableCommand {
             pool.pool.gateway = subnet + ".1"
             _ = try await benchClient([allocatorEndpoint], logger: logger).call(AllocatorMethods.createIPPool, pool)
             let hosts = try parse(try await Subprocess.check(testbed, [
-                "up", "2", "--scheduler", schedulerEndpoint, "--idcs", "a,b",
+                "up", "3", "--scheduler", schedulerEndpoint, "--idcs", "a,b,c",
             ] + common + ["--", "--stop-grace", "1"]))
             let hostIPs = [hosts["host1"] ?? "", hosts["host2"] ?? ""]
 
             // One echo instance per host, with an overlay IP and a host port.
+            let nodes = (1...3).map { "\(name)-h\($0)" }
             var apply = Sigma_V1_ApplyAppRequest()
             apply.spec.name = "echo"
             apply.spec.image = "host"
             apply.spec.command = ["/usr/bin/python3", "-c", Self.server, "0.0.0.0", "7000"]
-            apply.spec.replicas = 2
+            apply.spec.replicas = 3
             apply.spec.network = "host"
             var port = Sigma_V1_ContainerPort()
             port.name = "echo"
@@ -100,10 +117,10 @@ struct NetBench: AsyncParsableCommand {
                 var list = Sigma_V1_ListInstancesRequest()
                 list.app = "echo"
                 instances = try await client.call(SchedulerMethods.listInstances, list).instances.sorted { $0.node < $1.node }
-                if instances.count == 2 && instances.allSatisfy({ $0.state == "Running" }) && Set(instances.map(\.node)).count == 2 { break }
+                if instances.count == 3 && instances.allSatisfy({ $0.state == "Running" }) && Set(instances.map(\.node)).count == 3 { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            guard instances.count == 2, Set(instances.map(\.node)).count == 2 else { throw ValidationError("the echo instances did not come up on both hosts") }
+            guard instances.count == 3, Set(instances.map(\.node)) == Set(nodes) else { throw ValidationError("the echo instances did not come up on all three hosts") }
             let local = try NodeNetwork(bridge: "sigma0", node: "\(name)-h1").namespacePath(for: instances[0].id)
             let remote = instances[1]
 
@@ -111,9 +128,35 @@ struct NetBench: AsyncParsableCommand {
             let baselineServer = try BenchProcess.detached(
                 "/usr/bin/nsenter", ["--net=/run/netns/\(name)-h2", "/usr/bin/python3", "-c", Self.server, hostIPs[1], "7100"])
             defer { baselineServer.terminateNow() }
+            // Ready when it answers (outside an instance it names no node: "?").
+            let listening = try await Subprocess.run("/usr/bin/nsenter", [
+                "--net=/run/netns/\(name)-h1", "/usr/bin/python3", "-c", Self.poller, hostIPs[1], "7100", "?", "30"])
+            guard listening.succeeded else { throw ValidationError("the baseline server on host 2 did not start") }
             let underlay = try await path(namespace: "/run/netns/\(name)-h1", host: hostIPs[1], port: 7100)
             let overlay = try await path(namespace: local, host: remote.ip, port: 7000)
             let hostPort = try await path(namespace: local, host: hostIPs[1], port: Int(remote.hostPorts["echo"] ?? 0))
+
+            // Host 3's instance migrates to host 2: from the moment it answers there (asked on host 2 itself), how long
+            // until host 1 reaches it at host 2 too (asked from host 1's instance, over the overlay).
+            let moving = instances[2]
+            let seconds = "60"
+            // Host 1's instance talks to it first, as a peer of a running instance does.
+            let warm = try await Subprocess.run("/usr/bin/nsenter", [
+                "--net=\(local)", "/usr/bin/python3", "-c", Self.poller, moving.ip, "7000", nodes[2], "30"])
+            guard warm.succeeded else { throw ValidationError("host 3's instance does not answer from host 1") }
+            async let onNewHost = Subprocess.run("/usr/bin/nsenter", [
+                "--net=/run/netns/\(name)-h2", "/usr/bin/python3", "-c", Self.poller, moving.ip, "7000", nodes[1], seconds])
+            async let fromOtherHost = Subprocess.run("/usr/bin/nsenter", [
+                "--net=\(local)", "/usr/bin/python3", "-c", Self.poller, moving.ip, "7000", nodes[1], seconds])
+            var migrate = Sigma_V1_MigrateInstanceRequest()
+            migrate.instanceID = moving.id
+            migrate.toNode = nodes[1]
+            _ = try await client.call(SchedulerMethods.migrateInstance, migrate)
+            let (there, here) = try await (onNewHost, fromOtherHost)
+            guard there.succeeded, here.succeeded, let runningAt = Double(there.output.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  let reachedAt = Double(here.output.trimmingCharacters(in: .whitespacesAndNewlines))
+            else { throw ValidationError("the migrated instance did not answer on host 2: \(there.errors.suffix(200)) \(here.errors.suffix(200))") }
+            let routeLag = (reachedAt - runningAt) * 1000
 
             // Kill host 2; time until its instance answers on the same IP from host 1.
             let killed = ContinuousClock.now
@@ -133,12 +176,15 @@ struct NetBench: AsyncParsableCommand {
                 Figure(name: "host-port round trip p50", value: hostPort.p50, unit: "µs", baseline: underlay.p50, target: .none),
                 Figure(name: "overlay throughput", value: overlay.rate, unit: "MiB/s", baseline: underlay.rate, target: .none),
                 Figure(name: "host-port throughput", value: hostPort.rate, unit: "MiB/s", baseline: underlay.rate, target: .none),
+                Figure(name: "migrated: answering on its new host → reached there from another host", value: routeLag, unit: "ms",
+                       baseline: 0, target: .maxValue(1000)),
                 Figure(name: "host killed → instance answering on its IP", value: recovered ?? 60, unit: "s", baseline: 0,
                        target: .maxValue(10)),
             ]
             report.notes = [
                 "baseline: host 1 → host 2 on the underlay (veth and bridge), the same Python echo program, same run",
                 "overlay: instance on host 1 → instance on host 2 by IP (VXLAN); host port: → host 2's IP and the instance's port (DNAT)",
+                "migrated: MigrateInstance moves host 3's instance to host 2; pollers on host 2 and in host 1's instance ask every 2 ms which node answers at its IP (negative: host 1 had the route before the instance ran)",
                 "kill: host 2's agent and namespace go; default heartbeat settings (1 s, Broken after 5 s)",
             ]
             return report

@@ -14,6 +14,10 @@ import Synchronization
 enum Assignments {
     static let channel = "sigma_assign"
     static let runningStates = ["Scheduled", "Starting", "Running"]
+    /// States whose IP the overlay routes to the instance's node. NeedMigration keeps its route to the node it
+    /// leaves until it is bound elsewhere: other nodes then switch from the old node to the new one in one step,
+    /// instead of dropping the IP in between (a peer that resolves it in that gap waits a second for ARP to retry).
+    static let routedStates = runningStates + ["NeedMigration"]
 
     static func topic(_ node: String) -> String { "node/\(node)" }
 
@@ -130,7 +134,7 @@ enum Assignments {
             SELECT i.id::text AS id, i.ip, i.node, host(n.host_ip) AS host_ip, i.generation
             FROM instances i JOIN nodes n ON n.name = i.node
             WHERE i.ip IS NOT NULL AND i.ip <> '' AND i.state = ANY($1::text[]) ORDER BY i.ip
-            """, runningStates)
+            """, routedStates)
         response.routes = try rows.map { row in
             var route = Sigma_V1_Route()
             route.instanceID = try row.decode(String.self, "id")
@@ -243,7 +247,7 @@ struct AssignmentFeed: Service {
                 var event = Sigma_V1_RouteEvent()
                 event.route.instanceID = instance
                 if let now = current[instance], !now.node.isEmpty, !now.assignment.ip.isEmpty,
-                   Assignments.runningStates.contains(now.state)
+                   Assignments.routedStates.contains(now.state)
                 {
                     event.route.ip = now.assignment.ip
                     event.route.node = now.node

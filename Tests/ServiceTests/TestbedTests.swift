@@ -49,14 +49,22 @@ import TestSupport
     @Test func theOverlayCarriesInstanceIPsAcrossHostsAndAfterAMove() async throws {
         let busybox = try #require(["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) })
         try await Testbed.with(hosts: 2, brokenAfter: 1.5, idcs: ["idc-a", "idc-b"]) { bed, cluster in
-            try await cluster.apply("echo", replicas: 2, cpu: 100, memory: 16 << 20) { spec in
+            try await cluster.apply("echo", replicas: 3, cpu: 100, memory: 16 << 20) { spec in
                 spec.image = "host"
                 spec.command = [busybox, "sh", "-c", "exec \(busybox) nc -ll -p 7000 -e \(busybox) hostname"]
             }
-            try await cluster.eventually("both Running") { try await cluster.allRunning("echo", 2) }
-            let instances = try await cluster.instances("echo").sorted { $0.node < $1.node }
-            #expect(instances.map(\.node) == bed.nodes)
-            let (first, second) = (instances[0], instances[1])
+            try await cluster.eventually("all three Running") { try await cluster.allRunning("echo", 3) }
+            let all = try await cluster.instances("echo")
+            #expect(Set(all.map(\.node)) == Set(bed.nodes))
+            // Two share a host: instance → instance by IP on one host.
+            let neighbours = try #require(Dictionary(grouping: all, by: \.node).values.first { $0.count == 2 })
+            let neighbourNamespace = try bed.namespace(of: neighbours[0].id, on: bed.nodes.firstIndex(of: neighbours[0].node)! + 1)
+            try await cluster.eventually("instance to instance on one host") {
+                try await bed.run(inNamespace: neighbourNamespace, busybox, ["nc", "-w", "2", neighbours[1].ip, "7000"]).output
+                    .contains("echo-\(neighbours[1].ordinal)")
+            }
+            let first = try #require(all.filter { $0.node == bed.nodes[0] }.min { $0.ordinal < $1.ordinal })
+            let second = try #require(all.filter { $0.node == bed.nodes[1] }.min { $0.ordinal < $1.ordinal })
             // The instance on host 1 → the one on host 2 over the overlay, and back.
             let firstNamespace = try bed.namespace(of: first.id, on: 1)
             let secondNamespace = try bed.namespace(of: second.id, on: 2)
@@ -104,12 +112,14 @@ import TestSupport
                 let other = here == 1 ? 2 : 1
                 let hostPort = "\(try #require(instance.hostPorts["http"]))"
                 let expected = "web-\(instance.ordinal)"
-                // From another host, from the host itself, and from an instance on the same host (hairpin).
+                // From another host, from the host itself, from an instance on the same host and from itself (hairpin).
                 try await cluster.eventually("\(expected) from another host") {
                     try await bed.run(on: other, busybox, ["nc", "-w", "2", instance.hostIp, hostPort]).output.contains(expected)
                 }
                 #expect(try await bed.run(on: here, busybox, ["nc", "-w", "2", instance.hostIp, hostPort]).output.contains(expected))
-                // (An instance reaching its own host port is not carried: see docs/architecture.md.)
+                // The instance itself, through its own published port (hairpin back out its bridge port, masqueraded).
+                let own = try bed.namespace(of: instance.id, on: here)
+                #expect(try await bed.run(inNamespace: own, busybox, ["nc", "-w", "2", instance.hostIp, hostPort]).output.contains(expected))
                 let neighbour = instances.first { $0.node == instance.node && $0.id != instance.id }
                 let namespace = try bed.namespace(of: (neighbour ?? instance).id, on: here)
                 if neighbour != nil {

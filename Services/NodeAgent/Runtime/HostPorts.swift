@@ -19,7 +19,10 @@ public struct PortMapping: Hashable, Sendable {
 
 /// The host-compatible network: nftables DNAT from the node's IP and an allocated port to an instance's IP and
 /// container port — for traffic from other hosts, from the node itself and (hairpin, masqueraded) from instances
-/// on the same node. Each mapped port is also held by a socket of the agent's, so nothing else on the node can
+/// on the same node, the published instance itself included. (When br_netfilter is on, as with Docker, the DNAT
+/// of traffic from the bridge is bridged, not routed: there the postrouting hook sees no input interface, and an
+/// instance calling its own port is masqueraded by the `itself` set, "instance IP . instance IP", so that its
+/// kernel does not drop a packet from its own address; its bridge port is in hairpin mode.) Each mapped port is also held by a socket of the agent's, so nothing else on the node can
 /// bind it. Instances reach the node itself only through what is published. One table per agent
 /// (`ip sigma_<bridge>`), removed with everything in it by `removeTable`.
 public actor HostPorts {
@@ -48,6 +51,9 @@ public actor HostPorts {
                 map published {
                     type inet_proto . inet_service : ipv4_addr . inet_service
                 }
+                set itself {
+                    type ipv4_addr . ipv4_addr
+                }
                 chain prerouting {
                     type nat hook prerouting priority dstnat; policy accept;
                     ip daddr \(hostIP) dnat ip to meta l4proto . th dport map @published
@@ -59,6 +65,7 @@ public actor HostPorts {
                 chain postrouting {
                     type nat hook postrouting priority srcnat; policy accept;
                     oifname "\(bridge)" ct status dnat iifname "\(bridge)" masquerade
+                    oifname "\(bridge)" ct status dnat ip saddr . ip daddr @itself masquerade
                 }
                 chain input {
                     type filter hook input priority filter; policy accept;
@@ -87,7 +94,11 @@ public actor HostPorts {
             warning = "\(error)"
         }
         do {
-            try await run("add element ip \(table) published { \(mapping.transport) . \(mapping.hostPort) : \(mapping.instanceIP) . \(mapping.containerPort) }\n")
+            try await run("""
+                add element ip \(table) published { \(mapping.transport) . \(mapping.hostPort) : \(mapping.instanceIP) . \(mapping.containerPort) }
+                add element ip \(table) itself { \(mapping.instanceIP) . \(mapping.instanceIP) }
+
+                """)
         } catch {
             held.forEach { close($0) }
             throw error
@@ -98,10 +109,15 @@ public actor HostPorts {
 
     /// Removes every mapping of `instance` and lets its ports go.
     public func unpublish(instance: String) async {
+        var addresses = Set<String>()
         for (mapping, held) in mappings where mapping.instance == instance {
             _ = try? await run("delete element ip \(table) published { \(mapping.transport) . \(mapping.hostPort) }\n")
             held.forEach { close($0) }
             mappings[mapping] = nil
+            addresses.insert(mapping.instanceIP)
+        }
+        for address in addresses where !mappings.keys.contains(where: { $0.instanceIP == address }) {
+            _ = try? await run("delete element ip \(table) itself { \(address) . \(address) }\n")
         }
     }
 

@@ -119,6 +119,9 @@ public actor NodeNetwork {
             "netns add \(namespace)",
             "link add \(host) mtu \(mtu) type veth peer name eth0 mtu \(mtu) address \(Self.mac(for: address)) netns \(namespace)",
             "link set \(host) master \(bridge) up",
+            // With br_netfilter, a published port's DNAT is bridged, not routed: an instance that calls its own
+            // published port needs its frame sent back out the port it came in on.
+            "link set \(host) type bridge_slave hairpin on",
         ])
         do {
             try await batch([
