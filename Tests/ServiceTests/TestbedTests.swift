@@ -31,6 +31,17 @@ import TestSupport
                     return answer.output.contains("spread-\(instance.ordinal)")
                 }
             }
+            // Beyond its node an instance reaches the control plane (masqueraded: the scheduler sends its ZMTP
+            // greeting at once), but not its own node's agent.
+            let scheduler = cluster.endpoints[0].split(separator: ":").last.map(String.init) ?? ""
+            let namespace = try bed.namespace(of: instances[0].id, on: Int(instances[0].node.split(separator: "h").last!)!)
+            let greeting = try await bed.run(inNamespace: namespace, "/usr/bin/python3", [
+                "-c", "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2); s.settimeout(2); print(len(s.recv(10)))",
+                bed.control, scheduler])
+            #expect(greeting.status == 0 && greeting.output.hasPrefix("10"), "\(greeting.output)")
+            let agentPort = String(bed.hosts[Int(instances[0].node.split(separator: "h").last!)! - 1].agent.split(separator: ":").last!)
+            let probe = try await bed.run(inNamespace: namespace, "/usr/bin/timeout", ["2", busybox, "nc", instances[0].hostIp, agentPort])
+            #expect(probe.status != 0)
             // sigmactl logs finds each host's agent on its underlay address.
             let log = try await runProgram(ServiceProcess.binDirectory + "/sigmactl", [
                 "logs", "spread-0", "--scheduler", cluster.endpoints.joined(separator: ","),

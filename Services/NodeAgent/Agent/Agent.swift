@@ -338,6 +338,8 @@ actor Agent {
 
     /// Host network mode: each port of the spec is published at the node's IP and the port the Allocator gave it.
     func publishPorts(_ assignment: Sigma_V1_Assignment) async throws {
+        // Every instance: the node's filter and egress rules are in place before it runs.
+        if !assignment.ip.isEmpty { try await hostPorts.setUp() }
         guard assignment.spec.network == "host", !assignment.ip.isEmpty else { return }
         for port in assignment.spec.ports {
             guard let hostPort = assignment.hostPorts[port.name] else { continue }

@@ -23,7 +23,8 @@ public struct PortMapping: Hashable, Sendable {
 /// of traffic from the bridge is bridged, not routed: there the postrouting hook sees no input interface, and an
 /// instance calling its own port is masqueraded by the `itself` set, "instance IP . instance IP", so that its
 /// kernel does not drop a packet from its own address; its bridge port is in hairpin mode.) Each mapped port is also held by a socket of the agent's, so nothing else on the node can
-/// bind it. Instances reach the node itself only through what is published. One table per agent
+/// bind it. Instances reach the node itself only through what is published; what they send beyond the node (the
+/// control plane, other hosts) leaves with the node's address. One table per agent
 /// (`ip sigma_<bridge>`), removed with everything in it by `removeTable`.
 public actor HostPorts {
     public let table: String
@@ -40,8 +41,10 @@ public actor HostPorts {
         self.nft = Subprocess.find(nft) ?? Subprocess.find("/usr/sbin/nft") ?? nft
     }
 
-    /// The table, its chains and maps; IP forwarding on. Safe to repeat: the table is made anew.
-    func setUp() async throws {
+    /// The table, its chains and maps; IP forwarding on. Made before the first instance starts (every
+    /// instance needs the egress masquerade and the input filter, published ports or not); made anew only
+    /// after `removeTable`.
+    public func setUp() async throws {
         guard !ready else { return }
         try? Data("1\n".utf8).write(to: URL(fileURLWithPath: "/proc/sys/net/ipv4/ip_forward"))
         let script = """
@@ -66,6 +69,7 @@ public actor HostPorts {
                     type nat hook postrouting priority srcnat; policy accept;
                     oifname "\(bridge)" ct status dnat iifname "\(bridge)" masquerade
                     oifname "\(bridge)" ct status dnat ip saddr . ip daddr @itself masquerade
+                    iifname "\(bridge)" oifname != "\(bridge)" masquerade
                 }
                 chain input {
                     type filter hook input priority filter; policy accept;
