@@ -23,6 +23,41 @@ import TestSupport
         spec.ports = [port]
     }
 
+    /// docs/examples/peers.py, the startup scripts' helper (pyzmq and its own protobuf codec), waits for the
+    /// peers with a blocking query and prints them.
+    @Test func peersScriptWaitsForTheAppsPeers() async throws {
+        try await SchedulerCluster.with(discoveries: 2) { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(idc: "idc-a", cpu: 8000)
+            agent.start()
+            defer { agent.stop() }
+            try await cluster.apply("zk", replicas: 2, cpu: 100, Self.withPorts)
+            try await cluster.eventually("zk running") { try await cluster.allRunning("zk", 2) }
+            let script = packageRoot.path + "/docs/examples/peers.py"
+            let discovery = cluster.discoveryEndpoints.joined(separator: ",")
+            // Three wanted, two there: it waits; a third one comes and wakes it.
+            let waiting = Task {
+                try await runProgramStatus("/usr/bin/python3", [script, "zk", "--count", "3", "--within", "60", "--discovery", discovery])
+            }
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "zk"
+            scale.replicas = 3
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            let (status, output) = try await waiting.value
+            #expect(status == 0, "\(output)")
+            let peers = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]])
+            let instances = try await cluster.instances("zk")
+            #expect(peers.compactMap { $0["ip"] as? String } == instances.sorted { $0.ordinal < $1.ordinal }.map(\.ip))
+            #expect(peers.compactMap { $0["ordinal"] as? Int } == [0, 1, 2])
+            #expect(peers.allSatisfy { ($0["ports"] as? [String: [Int]])?["client"]?.first == 2181 && $0["node"] as? String == "n1" })
+            // Not there in time: exit status 1 with what there is; an unknown app: 2 and the status.
+            let short = try await runProgramStatus("/usr/bin/python3", [script, "zk", "--count", "5", "--within", "1", "--discovery", discovery])
+            #expect(short.status == 1)
+            let unknown = try await runProgramStatus("/usr/bin/python3", [script, "nope", "--discovery", discovery])
+            #expect(unknown.status == 2)
+        }
+    }
+
     @Test func resolvesAndBlocksOnlyForItsOwnApp() async throws {
         try await SchedulerCluster.with(discoveries: 2) { cluster in
             let agents = ["n1", "n2"].map { SimulatedAgent($0, client: cluster.client) }
