@@ -175,7 +175,11 @@ struct Nodes: Sendable {
                 """
                 UPDATE instances i SET state = u.state, usage_cpu_millis = u.cpu, usage_memory_bytes = u.memory,
                     applied_cpu_millis = u.applied_cpu, applied_memory_bytes = u.applied_memory, exit_code = u.code,
-                    reason = CASE WHEN u.reason = '' THEN i.reason ELSE u.reason END, ready = u.ready, updated_at = now()
+                    -- An agent's reason replaces the last one; an empty one keeps the scheduler's (e.g. "migrated"),
+                    -- but not a readiness complaint once the instance is ready.
+                    reason = CASE WHEN u.reason <> '' THEN u.reason WHEN u.ready AND i.reason LIKE 'not ready: %' THEN ''
+                                  ELSE i.reason END,
+                    ready = u.ready, updated_at = now()
                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::boolean[])
                      AS u(id, state, cpu, memory, applied_cpu, applied_memory, code, reason, ready)
                 WHERE i.id = u.id

@@ -237,6 +237,9 @@ public final class RPCClientExecutor: TaskExecutor, Sendable {
         }
     }
 
+    /// Whether the caller runs on this client's socket thread (for checks like `dispatchPrecondition`).
+    public var isCurrent: Bool { channel.onLoopThread }
+
     public func asUnownedTaskExecutor() -> UnownedTaskExecutor {
         UnownedTaskExecutor(ordinary: self)
     }

@@ -201,11 +201,8 @@ final class Wakeup: @unchecked Sendable {
 
 /// Starts a named thread that runs `body` (the owner of one or more sockets).
 func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
-    let thread = Thread {
-        // Named from inside, so that the kernel knows it too (top -H, /proc/PID/task/*/comm).
-        Thread.current.name = name
-        body()
-    }
+    let thread = Thread(block: body)
+    thread.name = name
     thread.stackSize = 1 << 20
     thread.start()
 }

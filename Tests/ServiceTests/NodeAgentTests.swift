@@ -270,9 +270,9 @@ import TestSupport
                     spec.startup = "ordered"
                     lifecycle(&spec, "/ready", liveness: false)
                 }
-                try await cluster.eventually("ordinal 0 Running, not ready") {
+                try await cluster.eventually("ordinal 0 Running, not ready, and saying why") {
                     let first = try await cluster.instance("ordered", ordinal: 0)
-                    return first?.state == "Running" && first?.ready == false
+                    return first?.state == "Running" && first?.ready == false && first?.reason.hasPrefix("not ready: ") == true
                 }
                 let first = try #require(try await cluster.instance("ordered", ordinal: 0))
                 #expect(try await agent.localInstances().filter { $0.app == "ordered" }.count == 1)
@@ -285,6 +285,8 @@ import TestSupport
                 }
                 let second = try #require(try await cluster.instance("ordered", ordinal: 1))
                 #expect(second.ready == false)
+                // Ready now: the complaint is gone.
+                #expect(try await cluster.instance("ordered", ordinal: 0)?.reason == "")
 
                 // Liveness: removing the file fails the probe; the instance is stopped and started again.
                 try await cluster.apply("live", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
