@@ -16,13 +16,12 @@ struct ConfigCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ServiceOptions
 
-    @Option(help: "ZeroMQ endpoint of the change feed (PUB, topic config/<app>); port * picks a free one. [SIGMA_CONFIG_EVENTS]")
-    var eventsListen: String?
+    @OptionGroup var feed: FeedOptions
 
     func run() async throws {
         let host = try ServiceHost(kind: .config, options: options)
         let store = host.store!
-        let publisher = try host.publisher(listen: eventsListen)
+        let (publisher, advertised) = try host.publisher(feed)
         let sets = ConfigSets(store: store, logger: host.logger)
         let waiters = RevisionWaiters()
         let fetcher = Fetcher(sets: sets, waiters: waiters)
@@ -31,7 +30,7 @@ struct ConfigCommand: AsyncParsableCommand {
         handlers.register(ConfigMethods.get) { request, _ in
             let sequence = publisher.sequence(of: "config/\(request.app)")
             var response = try await sets.get(request.app, version: request.version)
-            response.eventsEndpoint = publisher.endpoint
+            response.eventsEndpoint = advertised
             response.sequence = sequence
             response.feedEpoch = publisher.epoch
             return response

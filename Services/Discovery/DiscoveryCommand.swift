@@ -15,14 +15,13 @@ struct DiscoveryCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ServiceOptions
 
-    @Option(help: "ZeroMQ endpoint of the per-app feed (PUB); port * picks a free one. [SIGMA_DISCOVERY_EVENTS]")
-    var eventsListen: String?
+    @OptionGroup var feed: FeedOptions
 
     func run() async throws {
         let host = try ServiceHost(kind: .discovery, options: options)
-        let publisher = try host.publisher(listen: eventsListen)
-        let cache = EndpointCache(store: host.store!, publisher: publisher, eventsEndpoint: publisher.endpoint, logger: host.logger)
-        let resolver = Resolver(cache: cache, eventsEndpoint: publisher.endpoint)
+        let (publisher, advertised) = try host.publisher(feed)
+        let cache = EndpointCache(store: host.store!, publisher: publisher, eventsEndpoint: advertised, logger: host.logger)
+        let resolver = Resolver(cache: cache, eventsEndpoint: advertised)
         var handlers = RPCHandlers()
         handlers.registerEncoded(DiscoveryMethods.resolve) { request, context in try await resolver.resolveEncoded(request, context: context) }
         try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store!, cache: cache)])

@@ -18,8 +18,7 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Allocator endpoints, comma-separated. [SIGMA_ALLOCATOR]")
     var allocator: String?
 
-    @Option(help: "ZeroMQ endpoint of the assignment feed (PUB); port * picks a free one. [SIGMA_SCHEDULER_EVENTS]")
-    var eventsListen: String?
+    @OptionGroup var feed: FeedOptions
 
     @Option(help: "Seconds between an agent's heartbeats.")
     var heartbeatInterval: Double = 1
@@ -52,9 +51,9 @@ struct SchedulerCommand: AsyncParsableCommand {
         let allocatorEndpoints = allocator ?? ServiceOptions.environment(ServiceKind.allocator.endpointVariable)
             ?? ServiceKind.allocator.defaultEndpoint
         let allocatorClient = try client.client(endpoints: allocatorEndpoints, timeout: .seconds(10), logger: logger)
-        let publisher = try host.publisher(listen: eventsListen)
+        let (publisher, advertised) = try host.publisher(feed)
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
-        let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: publisher.endpoint,
+        let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: advertised,
                           heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter), logger: logger)
         let apps = Apps(store: store, logger: logger)
         let instances = Instances(store: store, logger: logger)

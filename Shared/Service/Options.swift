@@ -34,6 +34,17 @@ public enum ServiceKind: String, Sendable, CaseIterable, ExpressibleByArgument {
     public var usesDatabase: Bool { self != .agent }
 }
 
+/// The push feed of the services that have one (scheduler, config center, discovery).
+public struct FeedOptions: ParsableArguments, Sendable {
+    @Option(help: "ZeroMQ endpoint of this service's push feed (PUB); port * picks a free one. [SIGMA_<SERVICE>_EVENTS]")
+    public var eventsListen: String?
+
+    @Option(help: "The feed's endpoint as clients are told it, when they cannot use the bound one (bound to 0.0.0.0, behind NAT). [SIGMA_<SERVICE>_EVENTS_ADVERTISE]")
+    public var eventsAdvertise: String?
+
+    public init() {}
+}
+
 /// Flags every service shares. Each flag can also come from the environment variable named in its help.
 public struct ServiceOptions: ParsableArguments, Sendable {
     @Option(help: "ZeroMQ endpoint to serve on, e.g. tcp://0.0.0.0:7101; port * picks a free one. [SIGMA_LISTEN]")

@@ -51,12 +51,15 @@ public final class ServiceHost: Sendable {
         }
     }
 
-    /// This service's push feed: a PUB socket on `listen` (its `--events-listen`), else on the endpoint in
-    /// `SIGMA_<SERVICE>_EVENTS`, else on the default; CURVE as the service's own sockets.
-    public func publisher(listen: String?) throws -> Publisher {
-        try Publisher(
-            endpoint: listen ?? ServiceOptions.environment(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
+    /// This service's push feed: a PUB socket on `--events-listen`, else on the endpoint in
+    /// `SIGMA_<SERVICE>_EVENTS`, else on the default; CURVE as the service's own sockets. The endpoint clients
+    /// are told to subscribe at is `--events-advertise` when given, else the one bound.
+    public func publisher(_ feed: FeedOptions) throws -> (publisher: Publisher, advertised: String) {
+        let publisher = try Publisher(
+            endpoint: feed.eventsListen ?? ServiceOptions.environment(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
             curve: try options.resolvedCurve(), logger: logger)
+        let advertised = feed.eventsAdvertise ?? ServiceOptions.environment(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
+        return (publisher, advertised)
     }
 
     /// Serves `handlers` plus `Health` and `Metrics` next to `services` until SIGTERM/SIGINT.

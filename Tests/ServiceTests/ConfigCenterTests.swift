@@ -132,6 +132,22 @@ import TestSupport
         }
     }
 
+    /// A feed bound to 0.0.0.0 (inside a container) is advertised where clients reach it: --events-advertise.
+    @Test func theFeedIsAdvertisedWhereClientsReachIt() async throws {
+        try await withTestDatabase { db in
+            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url, "--events-listen", "tcp://0.0.0.0:*",
+                             "--events-advertise", "tcp://198.18.0.254:7114"]
+            try await withServices({ [try ServiceProcess("sigma-config", arguments)] }) { services in
+                let config = try SchedulerCluster.rpcClient([try await services[0].endpoint()])
+                try await SchedulerCluster.waitHealthy(config)
+                _ = try await Self.publish(config, "web", [Self.file("/etc/web.conf", "a=1")])
+                var get = Sigma_V1_GetConfigRequest()
+                get.app = "web"
+                #expect(try await config.call(ConfigMethods.get, get).eventsEndpoint == "tcp://198.18.0.254:7114")
+            }
+        }
+    }
+
     @Test func pushReachesASubscriber() async throws {
         try await SchedulerCluster.with(configs: 1) { cluster in
             let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
