@@ -48,6 +48,7 @@ struct Leader: Service {
             try await upkeep.drain()
             try await upkeep.roll()
             try await upkeep.cleanUp()
+            try await upkeep.pruneEvents()
             try await placement.run()
         } catch is LeaseLost {
             logger.warning("lease lost during a pass; standing by")

@@ -35,6 +35,9 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between the active scheduler's passes (placement also starts at once on new work).")
     var passInterval: Double = 0.5
 
+    @Option(help: "Hours events are kept (sigmactl get events, describe); older ones are deleted. 0 keeps them all.")
+    var eventsRetention: Double = 168
+
     func validate() throws {
         guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
             throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
@@ -42,6 +45,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         guard leaseDuration >= 0.3, passInterval > 0, passInterval < leaseDuration else {
             throw ValidationError("need --lease-duration >= 0.3 and 0 < --pass-interval < --lease-duration")
         }
+        guard eventsRetention >= 0 else { throw ValidationError("--events-retention: hours, 0 or more") }
     }
 
     func run() async throws {
@@ -128,7 +132,8 @@ struct SchedulerCommand: AsyncParsableCommand {
 
         let leader = Leader(
             store: store, lease: lease,
-            upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds, logger: logger),
+            upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds,
+                           eventsRetention: eventsRetention * 3600, logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)

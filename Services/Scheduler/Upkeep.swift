@@ -13,6 +13,8 @@ struct Upkeep: Sendable {
     let allocator: RPCClient
     let lease: Lease
     let thresholds: NodeHealth.Thresholds
+    /// Seconds events are kept; 0 keeps them all.
+    let eventsRetention: Double
     let logger: Logger
 
     static func millis(_ seconds: Double) -> Int64 { Int64(seconds * 1000) }
@@ -46,6 +48,19 @@ struct Upkeep: Sendable {
                 }
             }
         }
+    }
+
+    /// Events older than the retention go, at most 10,000 a pass (a long backlog drains over a few passes
+    /// without holding up placement).
+    func pruneEvents() async throws {
+        guard eventsRetention > 0 else { return }
+        let pruned = try await store.query(
+            """
+            DELETE FROM events WHERE id IN (
+                SELECT id FROM events WHERE at < now() - $1 * interval '1 millisecond' ORDER BY at LIMIT 10000)
+            RETURNING id
+            """, Self.millis(eventsRetention))
+        if !pruned.isEmpty { logger.info("events past their retention deleted", metadata: ["count": "\(pruned.count)"]) }
     }
 
     /// Instances running on draining nodes move elsewhere.

@@ -6,6 +6,22 @@ import TestSupport
 
 /// sigma-scheduler through the real executables (scheduler, allocator) and PostgreSQL, with simulated agents.
 @Suite(.serialized) struct SchedulerTests {
+    /// Events live for --events-retention hours: older ones are deleted by the active scheduler's passes.
+    @Test func eventsPastTheirRetentionAreDeleted() async throws {
+        try await SchedulerCluster.with(extra: ["--events-retention", "1"]) { cluster in
+            try await cluster.store.execute(
+                """
+                INSERT INTO events (kind, name, reason, message, at) VALUES
+                    ('node', 'old', 'Ready', 'two hours ago', now() - interval '2 hours'),
+                    ('node', 'new', 'Ready', 'a minute ago', now() - interval '1 minute')
+                """)
+            try await cluster.eventually("the old event deleted") {
+                try await cluster.store.query("SELECT 1 FROM events WHERE name = 'old'").isEmpty
+            }
+            #expect(try await cluster.store.query("SELECT 1 FROM events WHERE name = 'new'").count == 1)
+        }
+    }
+
     @Test func placesWithSpreadAndSumsThePool() async throws {
         try await SchedulerCluster.with { cluster in
             let agents = ["a1", "a2", "b1", "b2"].map { SimulatedAgent($0, client: cluster.client) }

@@ -113,8 +113,18 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Seconds an unpacked image no instance uses is kept before it is removed.")
     var imageKeep: Double = 600
 
+    @Option(help: "Bytes an instance's console.log grows to before it is rotated.")
+    var logMaxBytes: Int64 = 10 << 20
+
+    @Option(help: "Rotated console logs kept per instance (console.log.1 ...); 0 keeps none.")
+    var logKeep: Int = 3
+
     @Option(help: "Endpoint operators' tools use to reach this agent (default: the bound one, 0.0.0.0 replaced by the host IP).")
     var advertise: String?
+
+    func validate() throws {
+        guard logMaxBytes >= 4096, logKeep >= 0 else { throw ValidationError("need --log-max-bytes >= 4096 and --log-keep >= 0") }
+    }
 
     func run() async throws {
         let host = try ServiceHost(kind: .agent, options: options)
@@ -131,7 +141,7 @@ struct AgentCommand: AsyncParsableCommand {
         let monitorPath = monitor ?? (Self.executableDirectory() + "/sigma-monitor")
         let configuration = RuntimeConfiguration(
             runtime: runtimePath, monitor: monitorPath, stateDirectory: state, cgroupRoot: cgroupRoot,
-            cgroupParent: cgroupParent ?? "sigma/\(nodeName)")
+            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep)
         let instanceRuntime: InstanceRuntime
         do {
             instanceRuntime = try InstanceRuntime(configuration: configuration, logger: logger)

@@ -22,6 +22,7 @@ public enum Schema {
         m0008DiscoveryIndex,
         m0009Config,
         m0010AgentEndpoint,
+        m0011EventsRetention,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
