@@ -1,5 +1,5 @@
 # The two commands of README.md, and their helpers.
-.PHONY: demo down demo-fail-node demo-check test bench protos build
+.PHONY: demo down demo-fail-node demo-check console-screenshot test bench protos build
 
 build:
 	scripts/deps
@@ -20,6 +20,10 @@ demo-fail-node:
 # The demo under a name of its own, checked end to end, then removed (the test suite runs it too).
 demo-check:
 	scripts/demo check
+
+# The running demo's console in headless Chromium, checked against sigmactl, as .sigma/console.png.
+console-screenshot:
+	scripts/demo screenshot
 
 bench:
 	scripts/bench

@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "sigma-discovery", targets: ["Discovery"]),
         .executable(name: "sigmactl", targets: ["sigmactl"]),
         .executable(name: "sigma-bench", targets: ["SigmaBench"]),
+        .executable(name: "sigma-console", targets: ["Console"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -21,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // C libraries. Only RPC may import CZeroMQ and only Store may import CLibPQ
@@ -101,6 +104,15 @@ let package = Package(
             name: "sigmactl",
             dependencies: ["Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             path: "Tools/sigmactl"),
+        // The web console: reads through the same RPCs as sigmactl and serves the page, its data and /metrics.
+        .executableTarget(
+            name: "Console",
+            dependencies: [
+                "Service", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tools/console"),
         .executableTarget(
             name: "SigmaBench", dependencies: ["Core", "Service", "DiscoveryClient", "NodeRuntime", "CZeroMQ"],
             path: "Benchmarks/sigma-bench"),

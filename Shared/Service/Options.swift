@@ -156,3 +156,50 @@ public struct ClientOptions: ParsableArguments, Sendable {
         return try RPCClient(configuration: configuration, logger: logger)
     }
 }
+
+/// Where the services are: flags, then SIGMA_<SERVICE> variables, then ~/.sigma/config, then the defaults.
+public struct EndpointOptions: ParsableArguments, Sendable {
+    @Option(help: "Scheduler endpoints (comma-separated replicas). [SIGMA_SCHEDULER]") public var scheduler: String?
+    @Option(help: "Allocator endpoints. [SIGMA_ALLOCATOR]") public var allocator: String?
+    @Option(help: "Agent endpoints. [SIGMA_AGENT]") public var agent: String?
+    @Option(help: "Config center endpoints. [SIGMA_CONFIG]") public var config: String?
+    @Option(help: "Discovery endpoints. [SIGMA_DISCOVERY]") public var discovery: String?
+    @Option(help: "Per-call timeout in seconds.") public var timeout: Double = 5
+    @OptionGroup public var keys: ClientOptions
+
+    public init() {}
+
+    public func endpoints(_ kind: ServiceKind) -> String {
+        let flag: String? = switch kind {
+        case .scheduler: scheduler
+        case .allocator: allocator
+        case .agent: agent
+        case .config: config
+        case .discovery: discovery
+        }
+        return flag ?? ServiceOptions.environment(kind.endpointVariable) ?? ConfigFile.load()[kind.rawValue]
+            ?? kind.defaultEndpoint
+    }
+
+    /// A client for `kind`'s endpoints with the per-call timeout and CURVE keys given; its logs stay quiet
+    /// (sigmactl reports errors itself).
+    public func client(_ kind: ServiceKind) throws -> RPCClient {
+        var logger = Logger(label: "sigmactl")
+        logger.logLevel = .critical
+        return try keys.client(endpoints: endpoints(kind), timeout: .milliseconds(Int(timeout * 1000)), logger: logger)
+    }
+}
+
+/// `~/.sigma/config`: `key = value` lines, e.g. `scheduler = tcp://10.0.0.1:7101,tcp://10.0.0.2:7101`.
+public enum ConfigFile {
+    public static func load() -> [String: String] {
+        let path = (ServiceOptions.environment("HOME") ?? "/root") + "/.sigma/config"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [:] }
+        var values: [String: String] = [:]
+        for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
+            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2 { values[parts[0]] = parts[1] }
+        }
+        return values
+    }
+}
