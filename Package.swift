@@ -102,7 +102,10 @@ let package = Package(
             path: "Services/Discovery"),
         .executableTarget(
             name: "sigmactl",
-            dependencies: ["Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: [
+                "Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Yams", package: "Yams"),
+            ],
             path: "Tools/sigmactl"),
         // The web console: reads through the same RPCs as sigmactl and serves the page, its data and /metrics.
         .executableTarget(

@@ -104,6 +104,19 @@ public enum Quantity {
         return "\(millis)m"
     }
 
+    /// For people: exact when a binary unit divides evenly ("512Mi"), else one decimal in the largest unit that
+    /// keeps the number at 1 or more ("70.6Gi", "1.9Mi"); bytes below 1 KiB as they are.
+    public static func formatBytesRounded(_ bytes: Int64) -> String {
+        for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] as [(String, Int64)] {
+            let unit: Int64 = 1 << shift
+            guard abs(bytes) >= unit else { continue }
+            if bytes % unit == 0 { return "\(bytes / unit)\(suffix)" }
+            let tenths = (bytes * 10 + unit / 2) / unit
+            return tenths % 10 == 0 ? "\(tenths / 10)\(suffix)" : "\(tenths / 10).\(abs(tenths % 10))\(suffix)"
+        }
+        return "\(bytes)"
+    }
+
     /// "512Mi", "2Gi", or bytes when no binary unit divides evenly.
     public static func formatBytes(_ bytes: Int64) -> String {
         for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] as [(String, Int64)] {

@@ -20,6 +20,10 @@ import Testing
         #expect(Quantity.formatCPU(1500) == "1.5")
         #expect(Quantity.formatBytes(2 << 30) == "2Gi")
         #expect(Quantity.formatBytes(1000) == "1000")
+        #expect(Quantity.formatBytesRounded(75_829_506_048) == "70.6Gi")
+        #expect(Quantity.formatBytesRounded(512 << 20) == "512Mi")
+        #expect(Quantity.formatBytesRounded(1000) == "1000")
+        #expect(Quantity.formatBytesRounded(3 << 30 + 1) == "3Gi")
     }
 }
 

@@ -23,6 +23,8 @@ struct SchedulerCluster {
     var configEndpoints: [String] = []
     /// The schedulers' endpoints.
     var endpoints: [String] = []
+    /// The allocator's.
+    var allocatorEndpoint = ""
 
     static func with(
         schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 4, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
@@ -59,6 +61,7 @@ struct SchedulerCluster {
                     defer { store.shutdown() }
                     var cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
                     cluster.endpoints = endpoints
+                    cluster.allocatorEndpoint = allocatorEndpoint
                     cluster.discoveries = Array(all.dropFirst(schedulers).prefix(discoveries))
                     for process in cluster.discoveries {
                         let endpoint = try await process.endpoint()
@@ -175,10 +178,10 @@ final class SimulatedAgent: Sendable {
 
     @discardableResult
     func register(idc: String = "idc-a", cpu: Int64 = 8000, memory: Int64 = 16 << 30, labels: [String: String] = [:],
-                  ssds: [UInt64] = []) async throws -> Sigma_V1_RegisterNodeResponse {
+                  ssds: [UInt64] = [], hostIP: String? = nil) async throws -> Sigma_V1_RegisterNodeResponse {
         var request = Sigma_V1_RegisterNodeRequest()
         request.name = name
-        request.hostIp = "198.18.0.\(abs(name.hashValue) % 200 + 1)"
+        request.hostIp = hostIP ?? "198.18.0.\(abs(name.hashValue) % 200 + 1)"
         request.region = "r1"
         request.idc = idc
         request.isp = "ct"

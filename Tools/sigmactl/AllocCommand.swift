@@ -18,17 +18,17 @@ struct AllocCommand: AsyncParsableCommand {
     struct Pools: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List IP pools with their usage (total, used, free, reserved).")
         @OptionGroup var endpoints: EndpointOptions
-        @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+        @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
         func run() async throws {
             let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.listIPPools, .init())
             let usage = Dictionary(answer.usage.map { ($0.pool, $0) }, uniquingKeysWith: { a, _ in a })
-            if output == .json {
+            if output.isStructured {
                 try printJSON(answer.pools.map { pool -> [String: Any] in
                     let u = usage[pool.name] ?? .init()
                     return ["name": pool.name, "cidr": pool.cidr, "gateway": pool.gateway, "reserved": pool.reserved,
                             "total": u.total, "used": u.used, "free": u.free, "reserved_count": u.reserved]
-                })
+                }, as: output)
                 return
             }
             printTable(["POOL", "CIDR", "GATEWAY", "TOTAL", "USED", "FREE", "RESERVED"] + (output == .wide ? ["OPERATOR-RESERVED"] : []),
@@ -61,22 +61,22 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct IPs: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List instance IP allocations.")
+        static let configuration = CommandConfiguration(commandName: "ips", abstract: "List instance IP allocations.")
         @Option(help: "Only this pool.") var pool: String = ""
         @Option(help: "Only this instance (id).") var instance: String = ""
         @OptionGroup var endpoints: EndpointOptions
-        @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+        @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
         func run() async throws {
             var request = Sigma_V1_ListIPAllocationsRequest()
             request.pool = pool
             request.instanceID = instance
             let allocations = try await AllocCommand.client(endpoints).call(AllocatorMethods.listIPAllocations, request).allocations
-            if output == .json {
+            if output.isStructured {
                 try printJSON(allocations.map {
                     ["instance": $0.instanceID, "address": $0.address, "pool": $0.pool, "prefix_length": $0.prefixLength,
                      "gateway": $0.gateway] as [String: Any]
-                })
+                }, as: output)
                 return
             }
             printTable(["INSTANCE", "ADDRESS", "POOL"], allocations.map { [$0.instanceID, "\($0.address)/\($0.prefixLength)", $0.pool] })
@@ -103,20 +103,20 @@ struct AllocCommand: AsyncParsableCommand {
         @Option(help: "Only this node.") var node: String = ""
         @Option(help: "Only this instance (id).") var instance: String = ""
         @OptionGroup var endpoints: EndpointOptions
-        @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+        @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
         func run() async throws {
             var request = Sigma_V1_ListHostPortsRequest()
             request.node = node
             request.instanceID = instance
             let answer = try await AllocCommand.client(endpoints).call(AllocatorMethods.listHostPorts, request)
-            if output == .json {
+            if output.isStructured {
                 try printJSON([
                     "allocations": answer.allocations.map { ["instance": $0.instanceID, "node": $0.node, "ports": $0.ports] as [String: Any] },
                     "ranges": answer.ranges.map {
                         ["node": $0.node, "first_port": $0.firstPort, "last_port": $0.lastPort, "reserved": $0.reserved] as [String: Any]
                     },
-                ])
+                ], as: output)
                 return
             }
             printTable(["NODE", "INSTANCE", "PORTS"], answer.allocations.map {
@@ -126,22 +126,22 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct SSDs: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List SSDs of the nodes and who holds them.")
+        static let configuration = CommandConfiguration(commandName: "ssds", abstract: "List SSDs of the nodes and who holds them.")
         @Option(help: "Only this node.") var node: String = ""
         @Option(help: "Only this instance (id).") var instance: String = ""
         @OptionGroup var endpoints: EndpointOptions
-        @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+        @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
         func run() async throws {
             var request = Sigma_V1_ListSSDsRequest()
             request.node = node
             request.instanceID = instance
             let ssds = try await AllocCommand.client(endpoints).call(AllocatorMethods.listSSDs, request).ssds
-            if output == .json {
+            if output.isStructured {
                 try printJSON(ssds.map {
                     ["node": $0.node, "path": $0.path, "size_bytes": $0.sizeBytes, "model": $0.model, "healthy": $0.healthy,
                      "instance": $0.instanceID] as [String: Any]
-                })
+                }, as: output)
                 return
             }
             printTable(["NODE", "PATH", "SIZE", "MODEL", "HEALTHY", "INSTANCE"], ssds.map {

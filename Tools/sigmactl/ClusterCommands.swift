@@ -91,7 +91,7 @@ struct GetCommand: AsyncParsableCommand {
     @Option(help: "Instances or events of this app only.") var app: String = ""
     @Option(help: "Instances on this node, or this node's events, only.") var node: String = ""
     @Option(help: "Pool grouped by these keys (comma-separated; default region,idc,isp).") var groupBy: String = ""
-    @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+    @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {
@@ -99,22 +99,22 @@ struct GetCommand: AsyncParsableCommand {
         switch kind {
         case .nodes:
             let nodes = try await client.call(SchedulerMethods.listNodes, .init()).nodes
-            if output == .json { return try printMessages(nodes) }
+            if output.isStructured { return try printMessages(nodes, as: output) }
             printTable(
                 ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),
                 nodes.map { node in
                     var status = node.health
                     if node.draining { status += ",Draining" } else if node.cordoned { status += ",Cordoned" }
-                    return [node.name, status, node.idc,
+                    return [node.name, coloured(status), node.idc,
                             "\(Quantity.formatCPU(node.requested.cpuMillis))/\(Quantity.formatCPU(node.capacity.cpuMillis))",
-                            "\(Quantity.formatBytes(node.requested.memoryBytes))/\(Quantity.formatBytes(node.capacity.memoryBytes))",
+                            "\(Quantity.formatBytesRounded(node.requested.memoryBytes))/\(Quantity.formatBytesRounded(node.capacity.memoryBytes))",
                             "\(node.instances)"]
                         + (output == .wide ? [node.hostIp, node.region, node.isp, Quantity.formatCPU(node.usage.cpuMillis),
                                               node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
                 })
         case .apps:
             let apps = try await client.call(SchedulerMethods.listApps, .init()).apps
-            if output == .json { return try printMessages(apps) }
+            if output.isStructured { return try printMessages(apps, as: output) }
             printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES"] : []), apps.map { app in
                 let running = app.states["Running"] ?? 0
                 return [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(running)/\(app.spec.replicas)", app.spec.image]
@@ -126,10 +126,10 @@ struct GetCommand: AsyncParsableCommand {
             request.app = app
             request.node = node
             let instances = try await client.call(SchedulerMethods.listInstances, request).instances
-            if output == .json { return try printMessages(instances) }
+            if output.isStructured { return try printMessages(instances, as: output) }
             printTable(["NAME", "STATE", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
                        instances.map { instance in
-                           [instanceName(instance), instance.state, instance.node.isEmpty ? "-" : instance.node, instance.ip.isEmpty ? "-" : instance.ip,
+                           [instanceName(instance), coloured(instance.state), instance.node.isEmpty ? "-" : instance.node, instance.ip.isEmpty ? "-" : instance.ip,
                             instance.hostPorts.isEmpty ? "-" : instance.hostPorts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
                             instance.pendingReason.isEmpty ? (instance.reason.isEmpty ? "-" : instance.reason) : instance.pendingReason]
                                + (output == .wide ? [instance.id, "\(instance.generation)", "\(instance.revision)"] : [])
@@ -138,11 +138,11 @@ struct GetCommand: AsyncParsableCommand {
             var request = Sigma_V1_GetPoolRequest()
             request.groupBy = groupBy.split(separator: ",").map(String.init)
             let pool = try await client.call(SchedulerMethods.getPool, request)
-            if output == .json { return print(try pool.jsonString()) }
+            if output.isStructured { return try printStructured(json: try pool.jsonString(), as: output) }
             func row(_ label: String, _ value: String, _ f: Sigma_V1_PoolFigures) -> [String] {
                 [label, value, "\(f.readyNodes)/\(f.nodes)", Quantity.formatCPU(f.capacity.cpuMillis), Quantity.formatCPU(f.requested.cpuMillis),
-                 Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytes(f.capacity.memoryBytes),
-                 Quantity.formatBytes(f.requested.memoryBytes), Quantity.formatBytes(f.usage.memoryBytes), "\(f.instances)"]
+                 Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytesRounded(f.capacity.memoryBytes),
+                 Quantity.formatBytesRounded(f.requested.memoryBytes), Quantity.formatBytesRounded(f.usage.memoryBytes), "\(f.instances)"]
             }
             printTable(["GROUP", "VALUE", "READY", "CPU", "CPU REQ", "CPU LIM", "CPU USED", "MEMORY", "MEM REQ", "MEM USED", "INSTANCES"],
                        [row("total", "-", pool.total)] + pool.groups.map { row($0.key, $0.value.isEmpty ? "-" : $0.value, $0.figures) }
@@ -153,16 +153,16 @@ struct GetCommand: AsyncParsableCommand {
             if !app.isEmpty { (request.kind, request.name) = ("app", app) }
             if !node.isEmpty { (request.kind, request.name) = ("node", node) }
             let events = try await client.call(SchedulerMethods.listEvents, request).events
-            if output == .json { return try printMessages(events) }
+            if output.isStructured { return try printMessages(events, as: output) }
             printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], events.map { event in
                 [timestamp(event.atUnixMs), "\(event.kind)/\(event.name)", event.reason, event.message]
             })
         case .quotas:
             let quotas = try await client.call(SchedulerMethods.listQuotas, .init()).quotas
-            if output == .json { return try printMessages(quotas) }
+            if output.isStructured { return try printMessages(quotas, as: output) }
             printTable(["TEAM", "CPU USED/QUOTA", "MEMORY USED/QUOTA"], quotas.map { quota in
                 [quota.team, "\(Quantity.formatCPU(quota.used.cpuMillis))/\(Quantity.formatCPU(quota.requests.cpuMillis))",
-                 "\(Quantity.formatBytes(quota.used.memoryBytes))/\(Quantity.formatBytes(quota.requests.memoryBytes))"]
+                 "\(Quantity.formatBytesRounded(quota.used.memoryBytes))/\(Quantity.formatBytesRounded(quota.requests.memoryBytes))"]
             })
         }
     }
@@ -232,12 +232,18 @@ func flatten(_ value: Any, prefix: String) -> [String] {
         return object.keys.sorted().flatMap { flatten(object[$0]!, prefix: prefix.isEmpty ? $0 : "\(prefix).\($0)") }
     case let list as [Any]:
         if list.allSatisfy({ !($0 is [String: Any]) && !($0 is [Any]) }) {
-            return ["\(prefix): \(list.map { "\($0)" }.joined(separator: ", "))"]
+            return ["\(prefix): \(list.map(scalarText).joined(separator: ", "))"]
         }
         return list.enumerated().flatMap { flatten($1, prefix: "\(prefix)[\($0)]") }
     default:
-        return ["\(prefix): \(value)"]
+        return ["\(prefix): \(scalarText(value))"]
     }
+}
+
+/// A JSON scalar as text: booleans as true/false (JSONSerialization hands them over as numbers).
+func scalarText(_ value: Any) -> String {
+    if let number = value as? NSNumber, String(cString: number.objCType) == "c" { return number.boolValue ? "true" : "false" }
+    return "\(value)"
 }
 
 func instanceName(_ instance: Sigma_V1_Instance) -> String { "\(instance.app)-\(instance.ordinal)" }
@@ -249,10 +255,10 @@ func timestamp(_ unixMs: Int64) -> String {
     return formatter.string(from: Date(timeIntervalSince1970: Double(unixMs) / 1000))
 }
 
-func printMessages<M: SwiftProtobuf.Message>(_ messages: [M]) throws {
+func printMessages<M: SwiftProtobuf.Message>(_ messages: [M], as format: OutputFormat = .json) throws {
     var options = JSONEncodingOptions()
     options.preserveProtoFieldNames = true
-    print("[" + (try messages.map { try $0.jsonString(options: options) }).joined(separator: ",\n") + "]")
+    try printStructured(json: "[" + (try messages.map { try $0.jsonString(options: options) }).joined(separator: ",\n") + "]", as: format)
 }
 
 /// `sigmactl scale APP --replicas N`.
@@ -442,6 +448,6 @@ struct QuotaCommand: AsyncParsableCommand {
         request.quota.team = team
         request.quota.requests = Resources(cpuMillis: cpuMillis, memoryBytes: bytes).wire
         let quota = try await endpoints.client(.scheduler).call(SchedulerMethods.setQuota, request).quota
-        print("team \(team): quota cpu \(Quantity.formatCPU(quota.requests.cpuMillis)), memory \(Quantity.formatBytes(quota.requests.memoryBytes)); in use cpu \(Quantity.formatCPU(quota.used.cpuMillis)), memory \(Quantity.formatBytes(quota.used.memoryBytes))")
+        print("team \(team): quota cpu \(Quantity.formatCPU(quota.requests.cpuMillis)), memory \(Quantity.formatBytesRounded(quota.requests.memoryBytes)); in use cpu \(Quantity.formatCPU(quota.used.cpuMillis)), memory \(Quantity.formatBytesRounded(quota.used.memoryBytes))")
     }
 }

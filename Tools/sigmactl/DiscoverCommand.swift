@@ -17,7 +17,7 @@ struct DiscoverCommand: AsyncParsableCommand {
     @Flag(help: "Wait for the next change of the app's endpoints (past --index, default the current one), then show them.") var wait = false
     @Option(help: "With --wait: the index to wait past.") var index: UInt64?
     @Option(help: "With --wait: seconds to wait at most.") var waitTimeout: Double = 60
-    @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+    @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {
@@ -30,7 +30,7 @@ struct DiscoverCommand: AsyncParsableCommand {
         if wait {
             answer = try await client.waitForChange(app, after: index ?? answer.index, filter: filter, timeout: .milliseconds(Int(waitTimeout * 1000)))
         }
-        if output == .json {
+        if output.isStructured {
             var response = Sigma_V1_ResolveResponse()
             response.app = app
             response.index = answer.index
@@ -38,8 +38,7 @@ struct DiscoverCommand: AsyncParsableCommand {
             var options = JSONEncodingOptions()
             options.preserveProtoFieldNames = true
             options.alwaysPrintInt64sAsNumbers = true
-            print(try response.jsonString(options: options))
-            return
+            return try printStructured(json: try response.jsonString(options: options), as: output)
         }
         print("app/\(app) index \(answer.index)\(answer.fromCache ? " (from the cache file)" : "")")
         printTable(["ORDINAL", "STATE", "READY", "IP", "PORTS", "HOST"] + (output == .wide ? ["NODE", "IDC", "ID"] : []),

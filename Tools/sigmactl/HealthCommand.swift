@@ -12,7 +12,7 @@ struct HealthCommand: AsyncParsableCommand {
         commandName: "health", abstract: "Show whether every Sigma service is up and healthy.")
 
     @OptionGroup var endpoints: EndpointOptions
-    @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+    @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
     struct Row {
         let kind: ServiceKind
@@ -40,7 +40,7 @@ struct HealthCommand: AsyncParsableCommand {
             return rows.sorted { ServiceKind.allCases.firstIndex(of: $0.kind)! < ServiceKind.allCases.firstIndex(of: $1.kind)! }
         }
         switch output {
-        case .json:
+        case .json, .yaml:
             try printJSON(rows.map { row -> [String: Any] in
                 var object: [String: Any] = ["service": row.kind.rawValue, "endpoint": row.endpoint, "healthy": row.healthy]
                 if let answer = row.answer {
@@ -54,7 +54,7 @@ struct HealthCommand: AsyncParsableCommand {
                 }
                 if let error = row.error { object["error"] = error }
                 return object
-            })
+            }, as: output)
         case .table, .wide:
             let header = ["SERVICE", "STATUS", "ROLE", "VERSION", "UPTIME", "ENDPOINT", "DEPENDENCIES"]
             printTable(header, rows.map { row in
@@ -66,7 +66,7 @@ struct HealthCommand: AsyncParsableCommand {
                             ? "\(dependency.name)=\(state) (\(dependency.detail))" : "\(dependency.name)=\(state)"
                     }.joined(separator: ", ")
                 } ?? row.error ?? ""
-                return [row.kind.rawValue, status, row.answer?.role ?? "-", row.answer?.version ?? "-",
+                return [row.kind.rawValue, coloured(status), row.answer?.role ?? "-", row.answer?.version ?? "-",
                         row.answer.map { formatUptime($0.uptimeSeconds) } ?? "-", row.endpoint, dependencies]
             })
         }

@@ -11,19 +11,19 @@ struct MetricsCommand: AsyncParsableCommand {
 
     @Argument(help: "scheduler, allocator, agent, config or discovery") var service: ServiceKind
     @OptionGroup var endpoints: EndpointOptions
-    @Option(name: .shortAndLong, help: "Output: table, wide or json.") var output: OutputFormat = .table
+    @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
     func run() async throws {
         let client = try endpoints.client(service)
         let metrics = try await client.call(CommonMethods.metrics, .init())
-        if output == .json {
+        if output.isStructured {
             try printJSON(metrics.methods.map { method -> [String: Any] in
                 [
                     "method": method.method, "calls": method.calls, "calls_by_status": method.callsByStatus,
                     "latency_sum_seconds": method.latencySumSeconds,
                     "latency_buckets": method.latencyBuckets.map { ["le": $0.upperBoundSeconds, "count": $0.count] },
                 ]
-            })
+            }, as: output)
             return
         }
         printTable(["METHOD", "CALLS", "ERRORS", "MEAN", "P50", "P99", "BY STATUS"], metrics.methods.map { method in

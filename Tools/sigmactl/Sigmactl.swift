@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import RPC
 import Service
+import Yams
 
 /// `sigmactl`: the operator's command line, with kubectl habits.
 @main
@@ -19,21 +20,77 @@ struct Sigmactl: AsyncParsableCommand {
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case table, wide, json
+    case table, wide, json, yaml
+
+    /// JSON or YAML: the same document, for scripts.
+    var isStructured: Bool { self == .json || self == .yaml }
 }
 
-/// Prints rows as columns aligned under their headers.
+/// Prints rows as columns aligned under their headers (colour codes take no width).
 func printTable(_ header: [String], _ rows: [[String]]) {
-    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    let widths = header.indices.map { column in ([header] + rows).map { visibleWidth($0[column]) }.max() ?? 0 }
     for row in [header] + rows {
         let cells = row.enumerated().map { index, cell in
-            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            index == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[index] - visibleWidth(cell)))
         }
         print(cells.joined(separator: "   "))
     }
 }
 
-func printJSON(_ value: Any) throws {
+func visibleWidth(_ text: String) -> Int {
+    var width = 0, inEscape = false
+    for character in text {
+        if inEscape { if character == "m" { inEscape = false }; continue }
+        if character == "\u{1B}" { inEscape = true; continue }
+        width += 1
+    }
+    return width
+}
+
+/// Colour only on a terminal (and never with NO_COLOR set or TERM=dumb): states green, yellow or red.
+let colourful: Bool = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+    && ProcessInfo.processInfo.environment["TERM"] != "dumb"
+
+func coloured(_ state: String) -> String {
+    guard colourful else { return state }
+    let code: String
+    switch state.split(separator: ",").first.map(String.init) ?? state {
+    case "Running", "Ready", "HEALTHY", "Succeeded": code = "32"
+    case "Pending", "Scheduled", "Starting", "Suspect", "NeedMigration", "Terminating", "UNHEALTHY": code = "33"
+    case "Failed", "OOMKilled", "Killed", "Broken", "UNREACHABLE": code = "31"
+    default: return state
+    }
+    return "\u{1B}[\(code)m\(state)\u{1B}[0m"
+}
+
+/// Prints a JSON-shaped value (dictionaries, arrays, strings, numbers) as JSON or as YAML.
+func printJSON(_ value: Any, as format: OutputFormat = .json) throws {
+    if format == .yaml { return print(try Yams.serialize(node: yamlNode(value)), terminator: "") }
     let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys])
     print(String(decoding: data, as: UTF8.self))
+}
+
+/// Prints a JSON document (protobuf's JSON mapping of an answer) as it is, or as YAML.
+func printStructured(json: String, as format: OutputFormat) throws {
+    guard format == .yaml else { return print(json) }
+    try printJSON(try JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed]), as: .yaml)
+}
+
+/// The YAML node of a value JSONSerialization made: keys sorted, booleans and numbers as plain scalars.
+func yamlNode(_ value: Any) -> Yams.Node {
+    switch value {
+    case let dictionary as [String: Any]:
+        return .mapping(.init(dictionary.sorted { $0.key < $1.key }.map { (Yams.Node($0.key), yamlNode($0.value)) }))
+    case let array as [Any]:
+        return .sequence(.init(array.map(yamlNode)))
+    case let number as NSNumber:
+        if String(cString: number.objCType) == "c" { return Yams.Node(number.boolValue ? "true" : "false", Tag(.bool)) }
+        return Yams.Node(number.stringValue, Tag(.float))
+    case let string as String:
+        return Yams.Node(string, Tag(.str), .plain)
+    case is NSNull:
+        return Yams.Node("null", Tag(.null))
+    default:
+        return Yams.Node("\(value)")
+    }
 }

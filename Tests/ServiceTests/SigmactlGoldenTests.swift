@@ -1,0 +1,108 @@
+import Foundation
+import Protocol
+import Testing
+import TestSupport
+
+/// sigmactl's output, verb by verb, against golden files in Tests/Golden/sigmactl (ids, endpoints and times
+/// masked). `SIGMA_UPDATE_GOLDEN=1 make test` writes them anew; review the diff before committing it.
+@Suite(.serialized) struct SigmactlGoldenTests {
+    static let folder = packageRoot.path + "/Tests/Golden/sigmactl"
+    static let update = ProcessInfo.processInfo.environment["SIGMA_UPDATE_GOLDEN"] == "1"
+
+    /// What varies from run to run, masked with the width it had (so that the columns stay as printed).
+    static func masked(_ text: String) -> String {
+        var text = text
+        let rules: [(String, String)] = [
+            ("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"),
+            ("tcp://127\\.0\\.0\\.1:[0-9]+", "tcp://127.0.0.1:<port>"),
+            ("[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}", "YYYY-MM-DD hh:mm:ss"),
+            ("(_unix_ms\"?[:=]? *\"?)[0-9]{13}", "$1<unix-ms>"),
+            ("/tmp/sigma-golden-[0-9a-f]{8}", "<dir>"),
+            ("public key: .*", "public key: <key>"),
+            ("app/web index [0-9]+", "app/web index <n>"),
+        ]
+        for (pattern, replacement) in rules {
+            text = text.replacingOccurrences(of: pattern, with: replacement, options: .regularExpression)
+        }
+        return text
+    }
+
+    /// Runs sigmactl ARGS and compares `$ sigmactl ARGS`, its output and its exit status with the golden file NAME.
+    static func golden(_ name: String, _ arguments: [String], flags: [String]) async throws {
+        let result = try await runProgramStatus(ServiceProcess.binDirectory + "/sigmactl", arguments + flags)
+        let shown = masked("$ sigmactl \(arguments.joined(separator: " "))\n\(result.output)" + (result.status == 0 ? "" : "[exit \(result.status)]\n"))
+        let path = "\(folder)/\(name).txt"
+        if update {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try shown.write(toFile: path, atomically: true, encoding: .utf8)
+            return
+        }
+        let expected = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(shown == expected, "sigmactl \(arguments.joined(separator: " ")) differs from \(name).txt:\n\(shown)")
+    }
+
+    @Test func everyVerbPrintsWhatItsGoldenFileSays() async throws {
+        try await SchedulerCluster.with(discoveries: 1, configs: 1) { cluster in
+            let n1 = SimulatedAgent("n1", client: cluster.client), n2 = SimulatedAgent("n2", client: cluster.client)
+            try await n1.register(idc: "idc-a", cpu: 4000, memory: 8 << 30, labels: ["disk": "ssd"], hostIP: "198.18.0.1")
+            try await n2.register(idc: "idc-b", cpu: 8000, memory: 16 << 30, hostIP: "198.18.0.2")
+            n1.start()
+            n2.start()
+            defer { n1.stop(); n2.stop() }
+            let flags = ["--scheduler", cluster.endpoints.joined(separator: ","), "--allocator", cluster.allocatorEndpoint,
+                         "--discovery", cluster.discoveryEndpoints.joined(separator: ","), "--config", cluster.configEndpoints.joined(separator: ","),
+                         "--timeout", "20"]
+            let scratch = "/tmp/sigma-golden-" + String(UUID().uuidString.prefix(8)).lowercased()
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            try """
+                name: web
+                team: shop
+                image: oci:/images/web:1
+                replicas: 2
+                resources:
+                  request: {cpu: 500m, memory: 512Mi}
+                  limit: {cpu: 2, memory: 1Gi}
+                ports: [{name: http, containerPort: 8080}]
+                """.write(toFile: scratch + "/web.yaml", atomically: true, encoding: .utf8)
+            try "listen={{instance.ip}}:8080\n".write(toFile: scratch + "/web.conf", atomically: true, encoding: .utf8)
+            try "name: web\nimage: x\nreplicas: many\n".write(toFile: scratch + "/bad.yaml", atomically: true, encoding: .utf8)
+
+            try await Self.golden("apply", ["apply", "-f", scratch + "/web.yaml", "--no-wait"], flags: flags)
+            try await cluster.eventually("web running") { try await cluster.allRunning("web", 2) }
+            try await cluster.eventually("the pool counts both") {
+                let pool = try await cluster.client.call(SchedulerMethods.getPool, .init())
+                return pool.total.instances == 2 && pool.total.readyNodes == 2
+            }
+            try await Self.golden("get-nodes", ["get", "nodes"], flags: flags)
+            try await Self.golden("get-nodes-json", ["get", "nodes", "-o", "json"], flags: flags)
+            try await Self.golden("get-apps", ["get", "apps", "-o", "wide"], flags: flags)
+            try await Self.golden("get-instances", ["get", "instances", "-o", "wide"], flags: flags)
+            try await Self.golden("get-pool", ["get", "pool", "--group-by", "idc"], flags: flags)
+            try await Self.golden("get-pool-yaml", ["get", "pool", "--group-by", "idc", "-o", "yaml"], flags: flags)
+            try await Self.golden("describe-app", ["describe", "app", "web"], flags: flags)
+            try await Self.golden("describe-node", ["describe", "node", "n1"], flags: flags)
+            try await Self.golden("discover", ["discover", "web"], flags: flags)
+            try await Self.golden("alloc-pools", ["alloc", "pools"], flags: flags)
+            try await Self.golden("alloc-ips", ["alloc", "ips"], flags: flags)
+            try await Self.golden("config-publish", ["config", "publish", "web", "--file", "/etc/web.conf=\(scratch)/web.conf", "-m", "first"], flags: flags)
+            try await Self.golden("config-get", ["config", "get", "web"], flags: flags)
+            try await Self.golden("config-history", ["config", "history", "web"], flags: flags)
+            try await Self.golden("describe-instance", ["describe", "instance", "web-0"], flags: flags)
+            try await Self.golden("set-resources", ["set", "resources", "web", "--limit-cpu", "3"], flags: flags)
+            try await Self.golden("scale", ["scale", "web", "--replicas", "3"], flags: flags)
+            try await cluster.eventually("3 running") { try await cluster.allRunning("web", 3) }
+            try await Self.golden("rollout-history", ["rollout", "history", "web"], flags: flags)
+            try await Self.golden("rollout-undo", ["rollout", "undo", "web", "--to-revision", "2"], flags: flags)
+            try await cluster.eventually("back to 2") { try await cluster.instances("web").count == 2 }
+            try await Self.golden("quota", ["quota", "shop", "--cpu", "4", "--memory", "8Gi"], flags: flags)
+            try await Self.golden("get-quotas", ["get", "quotas"], flags: flags)
+            try await Self.golden("cordon", ["cordon", "n2"], flags: flags)
+            try await Self.golden("uncordon", ["uncordon", "n2"], flags: flags)
+            try await Self.golden("keys-generate", ["keys", "generate", "ops", "--out", scratch + "/keys"], flags: [])
+            try await Self.golden("apply-bad", ["apply", "-f", scratch + "/bad.yaml"], flags: flags)
+            try await Self.golden("describe-missing", ["describe", "app", "nothing"], flags: flags)
+            try await Self.golden("delete", ["delete", "app", "web"], flags: flags)
+        }
+    }
+}
