@@ -68,7 +68,7 @@ enum Page {
       </section>
       <section>
         <h2>Nodes: utilization</h2>
-        <div class="legend">each tile is a node, its colour the higher of CPU and memory used over capacity</div>
+        <div class="legend">each tile is a node, its colour the higher of CPU and memory used over capacity (grey: Broken, its figures the last it sent)</div>
         <div class="heat" id="heat"></div>
       </section>
       <section>
@@ -125,7 +125,7 @@ enum Page {
       document.getElementById("heat").innerHTML = nodes.length ? nodes.map((n) => {
         const c = pct(n.usage?.cpuMillis, n.capacity?.cpuMillis) / 100, m = pct(n.usage?.memoryBytes, n.capacity?.memoryBytes) / 100;
         const health = n.health || "Ready";
-        return `<div class="tile ${esc(health)}" data-node="${esc(n.name)}" style="background:${heatColour(Math.max(c, m))}">
+        return `<div class="tile ${esc(health)}" data-node="${esc(n.name)}" style="background:${health === "Broken" ? "#8a8f99" : heatColour(Math.max(c, m))}">
           <span class="n">${esc(n.name)}</span><small>${esc(health)}${n.cordoned ? ", cordoned" : ""} · ${esc(n.idc || "")}</small>
           <small>CPU ${Math.round(c * 100)}% · mem ${Math.round(m * 100)}%</small></div>`;
       }).join("") : `<div class="empty">no node has registered</div>`;
