@@ -1,5 +1,5 @@
 # The two commands of README.md, and their helpers.
-.PHONY: demo down demo-fail-node demo-check console-screenshot test bench protos build
+.PHONY: demo down demo-fail-node demo-check console-screenshot test bench fuzz protos build
 
 build:
 	scripts/deps
@@ -27,6 +27,10 @@ console-screenshot:
 
 bench:
 	scripts/bench
+
+# A million seeded hostile requests to each control-plane service (FUZZ_COUNT, FUZZ_SEED to change).
+fuzz:
+	scripts/fuzz
 
 protos:
 	scripts/generate-protos

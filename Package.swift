@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "sigmactl", targets: ["sigmactl"]),
         .executable(name: "sigma-bench", targets: ["SigmaBench"]),
         .executable(name: "sigma-console", targets: ["Console"]),
+        .executable(name: "sigma-fuzz", targets: ["SigmaFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -116,6 +117,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tools/console"),
+        // Seeded hostile requests (sigma-fuzz, make fuzz, and the fuzz smoke test).
+        .target(name: "Fuzzing", dependencies: ["Core", "Protocol", "RPC"], path: "Tools/fuzzing"),
+        .executableTarget(
+            name: "SigmaFuzz", dependencies: ["Fuzzing", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/fuzz"),
         .executableTarget(
             name: "SigmaBench", dependencies: ["Core", "Service", "DiscoveryClient", "NodeRuntime", "CZeroMQ"],
             path: "Benchmarks/sigma-bench"),
@@ -125,7 +131,8 @@ let package = Package(
         .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol", "CZeroMQ"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
-            name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "NodeRuntime", "TestSupport"], path: "Tests/ServiceTests"),
+            name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "NodeRuntime", "TestSupport", "Fuzzing"],
+            path: "Tests/ServiceTests"),
         .testTarget(name: "AgentTests", dependencies: ["NodeRuntime", "TestSupport"], path: "Tests/AgentTests"),
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),
     ]

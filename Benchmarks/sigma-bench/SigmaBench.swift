@@ -126,9 +126,13 @@ struct AllBench: AsyncParsableCommand {
         var agents = try AgentBench.parse([])
         agents.databaseURL = databaseURL
         let agent = try await agents.measure()
+        var nets = try NetBench.parse([])
+        nets.databaseURL = databaseURL
+        let net = try await nets.measure()
+        let all = [rpc, allocation, schedule, binding, discovery, config, agent, net]
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-        report.figures = rpc.figures + allocation.figures + schedule.figures + binding.figures + discovery.figures + config.figures + agent.figures
-        report.notes = rpc.notes + allocation.notes + schedule.notes + binding.notes + discovery.notes + config.notes + agent.notes
+        report.figures = all.flatMap(\.figures)
+        report.notes = all.flatMap(\.notes)
         try output.emit(report)
     }
 }

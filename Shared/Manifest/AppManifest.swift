@@ -70,11 +70,12 @@ public enum AppManifest {
             var result: [String: Node] = [:]
             for (key, value) in mapping {
                 guard let name = key.string else {
-                    fail(field, "keys must be strings")
+                    fail(field.isEmpty ? "(root)" : field, "keys must be strings")
                     continue
                 }
                 if !keys.contains(name) {
-                    fail(field.isEmpty ? name : "\(field).\(name)", "unknown field (known: \(keys.sorted().joined(separator: ", ")))")
+                    let shown = name.isEmpty ? "\"\"" : name
+                    fail(field.isEmpty ? shown : "\(field).\(shown)", "unknown field (known: \(keys.sorted().joined(separator: ", ")))")
                 }
                 result[name] = value
             }

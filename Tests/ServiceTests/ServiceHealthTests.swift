@@ -170,5 +170,5 @@ import TestSupport
 /// Services with a PUB socket (scheduler, discovery) bind it on a free loopback port in tests, never on their
 /// fixed default.
 func eventsOnFreePort(_ executable: String) -> [String] {
-    ["sigma-scheduler", "sigma-discovery"].contains(executable) ? ["--events-listen", "tcp://127.0.0.1:*"] : []
+    ["sigma-scheduler", "sigma-discovery", "sigma-config"].contains(executable) ? ["--events-listen", "tcp://127.0.0.1:*"] : []
 }
