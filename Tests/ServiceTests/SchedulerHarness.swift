@@ -28,10 +28,14 @@ struct SchedulerCluster {
 
     static func with(
         schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 4, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
-        host: String = "127.0.0.1",
+        host: String = "127.0.0.1", databaseURL: String? = nil,
         _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
-        try await withTestDatabase { db in
+        // A database of the shared test cluster, or the one given (a private PostgreSQL a test may stop).
+        func withDatabase(_ run: (TestDatabase) async throws -> Void) async throws {
+            if let databaseURL { try await run(TestDatabase(name: "given", url: databaseURL)) } else { try await withTestDatabase(run) }
+        }
+        try await withDatabase { db in
             try await withServices({ [try ServiceProcess("sigma-allocator", ["--listen", "tcp://\(host):*", "--database-url", db.url])] }) { allocators in
                 let allocatorEndpoint = try await allocators[0].endpoint()
                 let allocator = try rpcClient([allocatorEndpoint])

@@ -39,6 +39,12 @@ struct Testbed {
             arguments += ["--", "--stop-grace", "2", "--restart-backoff", "0.2"]
             let started = try parse(try await runProgram(script, arguments))
             bed.hosts = (1...count).map { (started["host\($0)"] ?? "", started["agent\($0)"] ?? "") }
+            // An agent serves before it has registered: placement must see every host, so wait for all of them.
+            let nodes = bed.nodes
+            try await cluster.eventually("every test host registered and Ready", within: .seconds(60)) {
+                let registered = try await cluster.client.call(SchedulerMethods.listNodes, .init()).nodes
+                return Set(registered.filter { $0.health == "Ready" }.map(\.name)) == Set(nodes)
+            }
             do {
                 try await body(bed, cluster)
             } catch {

@@ -12,6 +12,11 @@ public struct TestDatabase: Sendable {
     public let name: String
     public let url: String
 
+    public init(name: String, url: String) {
+        self.name = name
+        self.url = url
+    }
+
     public static var adminURL: String {
         get throws {
             guard let url = ProcessInfo.processInfo.environment["SIGMA_TEST_DATABASE_URL"], !url.isEmpty else {
