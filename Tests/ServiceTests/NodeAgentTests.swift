@@ -53,7 +53,11 @@ import TestSupport
                 }
                 try await cluster.eventually("both instances Running") { try await cluster.allRunning("web", 2) }
                 let instance = try #require(try await cluster.instance("web", ordinal: 1))
-                try await cluster.eventually("the environment in the log") { agent.log(of: instance.id).contains("SIGMA_APP=web") }
+                // The script prints its environment, then its addresses: wait for the last of it.
+                try await cluster.eventually("the environment and the addresses in the log") {
+                    let log = agent.log(of: instance.id)
+                    return log.contains("SIGMA_APP=web") && log.contains("inet \(instance.ip)/24")
+                }
                 let log = agent.log(of: instance.id)
                 #expect(log.contains("SIGMA_INSTANCE=\(instance.id)"))
                 #expect(log.contains("SIGMA_ORDINAL=1"))

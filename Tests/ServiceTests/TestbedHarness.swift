@@ -20,7 +20,7 @@ struct Testbed {
     static let script = packageRoot.path + "/scripts/testbed"
 
     static func with(
-        hosts count: Int, configs: Int = 0, discoveries: Int = 0, brokenAfter: Double = 4, idcs: [String] = ["idc-a"],
+        hosts count: Int, configs: Int = 0, discoveries: Int = 0, brokenAfter: Double = 12, idcs: [String] = ["idc-a"],
         _ body: (Testbed, SchedulerCluster) async throws -> Void
     ) async throws {
         let name = "t" + String(UUID().uuidString.prefix(6)).lowercased().filter { $0.isLetter || $0.isNumber }

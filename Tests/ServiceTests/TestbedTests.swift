@@ -101,6 +101,47 @@ import TestSupport
         }
     }
 
+    /// A host cut off from the network (its link down, its agent and instance still running): declared Broken,
+    /// its instance placed again elsewhere with the same IP; when the link comes back the host fences, so the old
+    /// copy stops and only the new one serves that IP.
+    @Test func aHostCutOffLosesItsInstanceAndFencesWhenItComesBack() async throws {
+        let busybox = try #require(["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) })
+        try await Testbed.with(hosts: 2, brokenAfter: 1.5, idcs: ["idc-a", "idc-b"]) { bed, cluster in
+            try await cluster.apply("cut", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                spec.image = "host"
+                spec.command = [busybox, "sh", "-c", "exec \(busybox) nc -ll -p 7000 -e \(busybox) hostname"]
+            }
+            try await cluster.eventually("Running") { try await cluster.allRunning("cut", 1) }
+            let before = try #require(try await cluster.instance("cut"))
+            let cut = bed.nodes.firstIndex(of: before.node)! + 1
+            let other = cut == 1 ? 2 : 1
+            let epoch = try await cluster.node(before.node).epoch
+            let link = "\(bed.name)-h\(cut)-r"
+            defer { _ = try? spawnAndWait("/sbin/ip", ["link", "set", link, "up"]) }
+            try await runProgram("/sbin/ip", ["link", "set", link, "down"])
+            try await cluster.eventually("placed on the other host with its IP", within: .seconds(30)) {
+                let now = try await cluster.instance("cut")
+                return now?.node == bed.nodes[other - 1] && now?.state == "Running" && now?.ip == before.ip
+            }
+            // Meanwhile the cut-off host still runs its old copy (nothing tells it otherwise); its agent is asked
+            // once the link is back.
+            let agent = try SchedulerCluster.rpcClient([bed.hosts[cut - 1].agent])
+            try await runProgram("/sbin/ip", ["link", "set", link, "up"])
+            try await cluster.eventually("back, fenced at a new epoch and Ready", within: .seconds(30)) {
+                let node = try await cluster.node(before.node)
+                return node.health == "Ready" && node.epoch > epoch
+            }
+            try await cluster.eventually("the old copy stopped", within: .seconds(30)) {
+                let local = try await agent.call(AgentMethods.listLocalInstances, .init()).instances
+                return !local.contains { $0.app == "cut" && $0.state == "Running" }
+            }
+            let namespace = try bed.namespace(of: before.id, on: other)
+            try await cluster.eventually("the new copy serves") {
+                try await bed.run(inNamespace: namespace, busybox, ["nc", "-w", "2", before.ip, "7000"]).output.contains("cut-0")
+            }
+        }
+    }
+
     @Test func hostPortsReachInstancesFromEveryWhereAndReplicasShareAContainerPort() async throws {
         let busybox = try #require(["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) })
         let nft = try #require(["/usr/sbin/nft", "/sbin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) })
