@@ -129,8 +129,7 @@ struct NetBench: AsyncParsableCommand {
                 "/usr/bin/nsenter", ["--net=/run/netns/\(name)-h2", "/usr/bin/python3", "-c", Self.server, hostIPs[1], "7100"])
             defer { baselineServer.terminateNow() }
             // Ready when it answers (outside an instance it names no node: "?").
-            let listening = try await Subprocess.run("/usr/bin/nsenter", [
-                "--net=/run/netns/\(name)-h1", "/usr/bin/python3", "-c", Self.poller, hostIPs[1], "7100", "?", "30"])
+            let listening = try await poll(from: "/run/netns/\(name)-h1", hostIPs[1], 7100, answering: "?", within: 30)
             guard listening.succeeded else { throw ValidationError("the baseline server on host 2 did not start") }
             let underlay = try await path(namespace: "/run/netns/\(name)-h1", host: hostIPs[1], port: 7100)
             let overlay = try await path(namespace: local, host: remote.ip, port: 7000)
@@ -139,15 +138,11 @@ struct NetBench: AsyncParsableCommand {
             // Host 3's instance migrates to host 2: from the moment it answers there (asked on host 2 itself), how long
             // until host 1 reaches it at host 2 too (asked from host 1's instance, over the overlay).
             let moving = instances[2]
-            let seconds = "60"
             // Host 1's instance talks to it first, as a peer of a running instance does.
-            let warm = try await Subprocess.run("/usr/bin/nsenter", [
-                "--net=\(local)", "/usr/bin/python3", "-c", Self.poller, moving.ip, "7000", nodes[2], "30"])
+            let warm = try await poll(from: local, moving.ip, 7000, answering: nodes[2], within: 30)
             guard warm.succeeded else { throw ValidationError("host 3's instance does not answer from host 1") }
-            async let onNewHost = Subprocess.run("/usr/bin/nsenter", [
-                "--net=/run/netns/\(name)-h2", "/usr/bin/python3", "-c", Self.poller, moving.ip, "7000", nodes[1], seconds])
-            async let fromOtherHost = Subprocess.run("/usr/bin/nsenter", [
-                "--net=\(local)", "/usr/bin/python3", "-c", Self.poller, moving.ip, "7000", nodes[1], seconds])
+            async let onNewHost = poll(from: "/run/netns/\(name)-h2", moving.ip, 7000, answering: nodes[1], within: 60)
+            async let fromOtherHost = poll(from: local, moving.ip, 7000, answering: nodes[1], within: 60)
             var migrate = Sigma_V1_MigrateInstanceRequest()
             migrate.instanceID = moving.id
             migrate.toNode = nodes[1]
@@ -189,6 +184,11 @@ struct NetBench: AsyncParsableCommand {
             ]
             return report
         }
+    }
+
+    /// `poller` run from `namespace`: succeeds, printing the moment, once HOST:PORT answers as `node`.
+    func poll(from namespace: String, _ host: String, _ port: Int, answering node: String, within seconds: Int) async throws -> ProgramResult {
+        try await Subprocess.run("/usr/bin/nsenter", ["--net=\(namespace)", "/usr/bin/python3", "-c", Self.poller, host, "\(port)", node, "\(seconds)"])
     }
 
     /// One client run from `namespace`: median round trip (µs) and throughput (MiB/s).

@@ -179,23 +179,30 @@ final class ClientChannel: Sendable {
     /// The loop thread, so that work it queues for itself does not wake it (it looks again before polling).
     let loopThread = Atomic<UInt>(0)
 
-    var onLoopThread: Bool { loopThread.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }
+    /// The calling thread, as `loopThread` holds it.
+    static var currentThread: UInt { UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }
+
+    var onLoopThread: Bool { loopThread.load(ordering: .relaxed) == Self.currentThread }
+
+    /// Called by the loop thread before it starts.
+    func adoptCurrentThread() { loopThread.store(Self.currentThread, ordering: .relaxed) }
 
     func enqueue(_ command: ClientCommand) {
-        let outcome = queue.withLock { queue -> (queued: Bool, wasEmpty: Bool) in
-            guard !queue.finished else { return (false, false) }
-            queue.commands.append(command)
-            return (true, queue.commands.count + queue.jobs.count == 1)
-        }
-        if outcome.wasEmpty && !onLoopThread { wakeup.signal() }
-        if !outcome.queued, case .send(let call) = command { call.continuation.resume(returning: .lost("client is closed")) }
+        let queued = push { $0.commands.append(command) }
+        if !queued, case .send(let call) = command { call.continuation.resume(returning: .lost("client is closed")) }
     }
 
     /// Queues a job for the loop thread; false when the loop has ended (the caller runs it elsewhere).
     func enqueue(job: UnownedJob) -> Bool {
+        push { $0.jobs.append(job) }
+    }
+
+    /// Adds to the queue unless the loop has ended, and wakes the loop when the queue was empty (unless the loop
+    /// itself is adding: it looks again before polling). False when the loop has ended.
+    private func push(_ add: (inout Queue) -> Void) -> Bool {
         let outcome = queue.withLock { queue -> (queued: Bool, wasEmpty: Bool) in
             guard !queue.finished else { return (false, false) }
-            queue.jobs.append(job)
+            add(&queue)
             return (true, queue.commands.count + queue.jobs.count == 1)
         }
         if outcome.wasEmpty && !onLoopThread { wakeup.signal() }

@@ -66,7 +66,7 @@ final class ClientLoop: @unchecked Sendable {
     }
 
     func run() {
-        channel.loopThread.store(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))), ordering: .relaxed)
+        channel.adoptCurrentThread()
         let executor = self.executor.asUnownedTaskExecutor()
         while !closing {
             var items = [pollItem(fd: channel.wakeup.fd)]

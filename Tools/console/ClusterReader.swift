@@ -4,6 +4,7 @@ import Protocol
 import RPC
 import Service
 import SwiftProtobuf
+import Synchronization
 
 /// What the console shows, read through the services' own RPCs (the scheduler for the pool, nodes, apps,
 /// instances and events; every service for its metrics).
@@ -12,13 +13,16 @@ final class ClusterReader: Sendable {
     /// Each replica of each control-plane service on its own, for its metrics.
     let replicas: [(kind: ServiceKind, endpoint: String, client: RPCClient)]
     let endpoints: EndpointOptions
-    let logger: Logger
+    /// For the clients: the console reports what they could not reach itself.
+    let quiet: Logger
+    /// Every node's agent, by endpoint: made on the first scrape that finds the node, closed when it is gone.
+    let agents = Mutex<[String: RPCClient]>([:])
 
     init(endpoints: EndpointOptions, logger: Logger) throws {
         self.endpoints = endpoints
-        self.logger = logger
         var quiet = logger
         quiet.logLevel = .critical
+        self.quiet = quiet
         scheduler = try endpoints.keys.client(endpoints: endpoints.endpoints(.scheduler), timeout: .seconds(3), logger: quiet)
         var replicas: [(ServiceKind, String, RPCClient)] = []
         for kind in [ServiceKind.scheduler, .allocator, .config, .discovery] {
@@ -32,11 +36,9 @@ final class ClusterReader: Sendable {
     /// One JSON document for the page: `{"at", "pool", "nodes", "apps", "instances", "events"}`, each part as
     /// the protobuf JSON mapping of its RPC answer (the same as `sigmactl get pool -o json`).
     func overview() async throws -> String {
-        var poolRequest = Sigma_V1_GetPoolRequest()
-        poolRequest.groupBy = ["idc", "isp"]
         var eventsRequest = Sigma_V1_ListEventsRequest()
         eventsRequest.limit = 30
-        async let pool = scheduler.call(SchedulerMethods.getPool, poolRequest)
+        async let pool = scheduler.call(SchedulerMethods.getPool, Self.poolRequest)
         async let nodes = scheduler.call(SchedulerMethods.listNodes, .init())
         async let apps = scheduler.call(SchedulerMethods.listApps, .init())
         async let instances = scheduler.call(SchedulerMethods.listInstances, .init())
@@ -49,6 +51,13 @@ final class ClusterReader: Sendable {
             """
     }
 
+    /// The pool as the page and /metrics show it: whole, per IDC, per ISP.
+    static var poolRequest: Sigma_V1_GetPoolRequest {
+        var request = Sigma_V1_GetPoolRequest()
+        request.groupBy = ["idc", "isp"]
+        return request
+    }
+
     static func array<M: SwiftProtobuf.Message>(_ messages: [M]) throws -> String {
         "[" + (try messages.map { try $0.jsonString() }).joined(separator: ",") + "]"
     }
@@ -57,16 +66,7 @@ final class ClusterReader: Sendable {
     /// too, and the pool's figures.
     func prometheus() async -> String {
         var text = Prometheus()
-        var agents: [(String, RPCClient)] = []
-        if let nodes = try? await scheduler.call(SchedulerMethods.listNodes, .init()).nodes {
-            var quiet = logger
-            quiet.logLevel = .critical
-            for node in nodes where !node.agentEndpoint.isEmpty {
-                if let client = try? endpoints.keys.client(endpoints: node.agentEndpoint, timeout: .seconds(1), logger: quiet) {
-                    agents.append((node.agentEndpoint, client))
-                }
-            }
-        }
+        let agents = await agentClients()
         let targets = replicas.map { ($0.kind.rawValue, $0.endpoint, $0.client) } + agents.map { ("agent", $0.0, $0.1) }
         let answers = await withTaskGroup(of: (Int, Sigma_V1_MetricsResponse?).self) { group in
             for (index, target) in targets.enumerated() {
@@ -76,7 +76,6 @@ final class ClusterReader: Sendable {
             for await (index, answer) in group { answers[index] = answer }
             return answers
         }
-        agents.forEach { $0.1.close() }
         for (index, target) in targets.enumerated() {
             let labels = [("service", target.0), ("instance", target.1)]
             text.sample("sigma_up", "Whether the service answered the console's Metrics call.", "gauge", labels, answers[index] == nil ? 0 : 1)
@@ -94,9 +93,7 @@ final class ClusterReader: Sendable {
                 text.sample("sigma_rpc_latency_seconds_count", "Call latency.", "histogram", labels, Double(method.calls), family: "sigma_rpc_latency_seconds")
             }
         }
-        var poolRequest = Sigma_V1_GetPoolRequest()
-        poolRequest.groupBy = ["idc", "isp"]
-        if let pool = try? await scheduler.call(SchedulerMethods.getPool, poolRequest) {
+        if let pool = try? await scheduler.call(SchedulerMethods.getPool, Self.poolRequest) {
             let groups = [([("group", "total"), ("value", "")], pool.total)] + pool.groups.map { ([("group", $0.key), ("value", $0.value)], $0.figures) }
             for (labels, figures) in groups {
                 text.sample("sigma_pool_nodes", "Nodes in the pool.", "gauge", labels, Double(figures.nodes))
@@ -114,6 +111,25 @@ final class ClusterReader: Sendable {
             }
         }
         return text.render()
+    }
+}
+
+extension ClusterReader {
+    /// A client for each node's agent now registered, kept between scrapes; none when the scheduler does not
+    /// answer.
+    func agentClients() async -> [(String, RPCClient)] {
+        guard let nodes = try? await scheduler.call(SchedulerMethods.listNodes, .init()).nodes else { return [] }
+        let wanted = Set(nodes.map(\.agentEndpoint).filter { !$0.isEmpty })
+        let (current, gone) = agents.withLock { known -> ([(String, RPCClient)], [RPCClient]) in
+            let gone = known.filter { !wanted.contains($0.key) }
+            for endpoint in gone.keys { known[endpoint] = nil }
+            for endpoint in wanted where known[endpoint] == nil {
+                known[endpoint] = try? endpoints.keys.client(endpoints: endpoint, timeout: .seconds(1), logger: quiet)
+            }
+            return (known.sorted { $0.key < $1.key }, Array(gone.values))
+        }
+        gone.forEach { $0.close() }
+        return current
     }
 }
 

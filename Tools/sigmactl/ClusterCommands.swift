@@ -240,9 +240,9 @@ func flatten(_ value: Any, prefix: String) -> [String] {
     }
 }
 
-/// A JSON scalar as text: booleans as true/false (JSONSerialization hands them over as numbers).
+/// A JSON scalar as text: booleans as true/false.
 func scalarText(_ value: Any) -> String {
-    if let number = value as? NSNumber, String(cString: number.objCType) == "c" { return number.boolValue ? "true" : "false" }
+    if let flag = jsonBool(value) { return flag ? "true" : "false" }
     return "\(value)"
 }
 

@@ -76,6 +76,13 @@ func printStructured(json: String, as format: OutputFormat) throws {
     try printJSON(try JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed]), as: .yaml)
 }
 
+/// The boolean a JSONSerialization value holds, if it is one (it hands booleans over as numbers, told apart only
+/// by their type code).
+func jsonBool(_ value: Any) -> Bool? {
+    guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else { return nil }
+    return number.boolValue
+}
+
 /// The YAML node of a value JSONSerialization made: keys sorted, booleans and numbers as plain scalars.
 func yamlNode(_ value: Any) -> Yams.Node {
     switch value {
@@ -84,7 +91,7 @@ func yamlNode(_ value: Any) -> Yams.Node {
     case let array as [Any]:
         return .sequence(.init(array.map(yamlNode)))
     case let number as NSNumber:
-        if String(cString: number.objCType) == "c" { return Yams.Node(number.boolValue ? "true" : "false", Tag(.bool)) }
+        if let flag = jsonBool(number) { return Yams.Node(flag ? "true" : "false", Tag(.bool)) }
         return Yams.Node(number.stringValue, Tag(.float))
     case let string as String:
         return Yams.Node(string, Tag(.str), .plain)
