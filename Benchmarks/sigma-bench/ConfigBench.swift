@@ -80,7 +80,7 @@ struct ConfigBench: AsyncParsableCommand {
         get.app = "bench"
         let snapshotRequest = get
         let events = try await client.call(ConfigMethods.get, get).eventsEndpoint
-        let subscriber = try Subscriber(endpoints: [events], topics: ["config/bench"], logger: logger) { _ in
+        let subscriber = try Subscriber(endpoints: [events], topics: [FeedTopics.config("bench")], logger: logger) { _ in
             let snapshot = try await client.call(ConfigMethods.get, snapshotRequest)
             var change = Sigma_V1_ConfigChange()
             change.release = snapshot.release

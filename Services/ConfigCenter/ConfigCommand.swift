@@ -28,7 +28,7 @@ struct ConfigCommand: AsyncParsableCommand {
         var handlers = RPCHandlers()
         handlers.register(ConfigMethods.publish) { request, _ in try await sets.publish(request) }
         handlers.register(ConfigMethods.get) { request, _ in
-            let sequence = publisher.sequence(of: "config/\(request.app)")
+            let sequence = publisher.sequence(of: FeedTopics.config(request.app))
             var response = try await sets.get(request.app, version: request.version)
             response.eventsEndpoint = advertised
             response.sequence = sequence
@@ -90,7 +90,7 @@ struct ReleaseFollower: Service {
             var change = Sigma_V1_ConfigChange()
             change.release = try await sets.release(app)
             waiters.advance(app, to: revision)
-            publisher.publish(topic: "config/\(app)", payload: try change.serializedBytes())
+            publisher.publish(topic: FeedTopics.config(app), payload: try change.serializedBytes())
         } catch {
             waiters.advance(app, to: revision)
             logger.warning("could not publish a config change", metadata: ["app": "\(app)", "error": "\(error)"])

@@ -48,7 +48,7 @@ final class EndpointCache: Sendable {
         answer.index = loaded.index
         answer.endpoints = loaded.endpoints
         // Published first, so the cached answer carries the sequence that matches it (Clone pattern).
-        let sequence = publisher.publish(topic: "app/\(app)", payload: try answer.serializedBytes())
+        let sequence = publisher.publish(topic: FeedTopics.app(app), payload: try answer.serializedBytes())
         answer.sequence = sequence
         answer.feedEpoch = publisher.epoch
         answer.eventsEndpoint = eventsEndpoint

@@ -23,7 +23,7 @@ struct Resolver: Sendable {
         if !request.state.isEmpty && InstanceState(rawValue: request.state) == nil {
             throw RPCError.invalidArgument("state: \"\(request.state)\" is not one of \(InstanceState.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let sequence = cache.publisher.sequence(of: "app/\(request.app)")
+        let sequence = cache.publisher.sequence(of: FeedTopics.app(request.app))
         var entry = try await cache.entry(request.app)
         if request.waitIndex > 0 {
             if request.waitIndex > entry.index {

@@ -9,7 +9,7 @@ import Synchronization
 
 /// What each node must run. Every change to a node's assignments sends `NOTIFY sigma_assign` in the
 /// transaction that makes it; every scheduler replica listens and publishes the new assignment (or its
-/// removal) on topic "node/<name>", so an agent may follow any replica. `GetAssignments` is the Clone
+/// removal) on topic "node/<name>/", so an agent may follow any replica. `GetAssignments` is the Clone
 /// pattern's snapshot: the feed's sequence is read first, then the rows, so nothing falls between them.
 enum Assignments {
     static let channel = "sigma_assign"
@@ -19,7 +19,7 @@ enum Assignments {
     /// instead of dropping the IP in between (a peer that resolves it in that gap waits a second for ARP to retry).
     static let routedStates = runningStates + ["NeedMigration"]
 
-    static func topic(_ node: String) -> String { "node/\(node)" }
+    static func topic(_ node: String) -> String { FeedTopics.node(node) }
 
     /// Tells every replica that `instance`'s assignment on `node` changed.
     static func notify(_ tx: Transaction, node: String, instance: String) async throws {
@@ -68,7 +68,7 @@ enum Assignments {
     static let select = """
         SELECT i.id::text AS id, i.app, i.ordinal, i.generation, i.revision, coalesce(i.node, '') AS node, i.state, i.ip,
                coalesce((SELECT host(n.host_ip) FROM nodes n WHERE n.name = i.node), '') AS host_ip,
-               i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
+               i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds, coalesce(i.token, '') AS token,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
                (r.spec->>'startup' IS DISTINCT FROM 'ordered' OR i.ordinal = 0 OR EXISTS (
                    SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready)) AS may_start
@@ -114,6 +114,7 @@ enum Assignments {
         assignment.hostPorts = ports.mapValues { UInt32(clamping: $0) }
         assignment.ssds = try decodeSSDs(try row.decode(String.self, "ssds"))
         assignment.mayStart = try row.decode(Bool.self, "may_start")
+        assignment.token = try row.decode(String.self, "token")
         assignment.resources.request = Resources(
             cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
         assignment.resources.limit = Resources(
@@ -123,7 +124,7 @@ enum Assignments {
 
     /// Every instance IP with the node that runs its current generation: the overlay's snapshot. The feed's
     /// sequence is read first, so nothing falls between the two.
-    static let routesTopic = "routes"
+    static let routesTopic = FeedTopics.routes
 
     static func routes(store: Store, publisher: Publisher) async throws -> Sigma_V1_GetRoutesResponse {
         var response = Sigma_V1_GetRoutesResponse()

@@ -338,6 +338,7 @@ struct Placement: Sendable {
                 """
                 WITH bound AS (
                     UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
+                        token = replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
                         prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
                         pending_reason = '', target_node = '', ready = false, exit_code = 0, updated_at = now()
                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])

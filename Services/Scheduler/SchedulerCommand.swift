@@ -129,6 +129,7 @@ struct SchedulerCommand: AsyncParsableCommand {
                 store: store, kind: request.kind, name: request.name, limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)))
             return response
         }
+        AccessAdmin.register(&handlers, store: store)
 
         let leader = Leader(
             store: store, lease: lease,

@@ -58,6 +58,25 @@ public final class DiscoveryClient: Sendable {
         self.token = token
     }
 
+    /// The client a business instance makes from what its agent gave it: SIGMA_DISCOVERY (the replicas),
+    /// SIGMA_TOKEN (who it is) and, when the control plane runs CURVE, SIGMA_SERVER_KEY (the instance then
+    /// connects with a key pair of its own making; the token, not the key, names it).
+    public static func fromEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment, cacheFile: String? = nil,
+        timeout: Duration = .seconds(3), logger: Logger = Logger(label: "sigma.discovery-client")
+    ) throws -> DiscoveryClient {
+        guard let endpoints = environment["SIGMA_DISCOVERY"], !endpoints.isEmpty else {
+            throw RPCConfigurationError("SIGMA_DISCOVERY is not set (it is set in every instance Sigma runs)")
+        }
+        var curve: CurveClientConfiguration?
+        if let serverKey = environment["SIGMA_SERVER_KEY"], !serverKey.isEmpty {
+            curve = CurveClientConfiguration(keyPair: try CurveKeyPair.generate(), serverPublicKey: serverKey)
+        }
+        return try DiscoveryClient(
+            endpoints: endpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, cacheFile: cacheFile,
+            curve: curve, token: environment["SIGMA_TOKEN"] ?? "", timeout: timeout, logger: logger)
+    }
+
     public func close() { client.close() }
 
     /// The client's socket thread as a task executor: a loop of lookups run under

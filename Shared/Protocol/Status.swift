@@ -158,3 +158,26 @@ public enum AgentMethods {
     public static let listLocalInstances = RPCMethod<Sigma_V1_ListLocalInstancesRequest, Sigma_V1_ListLocalInstancesResponse>(
         "ListLocalInstances", idempotent: true)
 }
+
+/// Access control, served by sigma-scheduler (operators only).
+public enum AccessMethods {
+    public static let addPrincipal = RPCMethod<Sigma_V1_AddPrincipalRequest, Sigma_V1_AddPrincipalResponse>("AddPrincipal", idempotent: true)
+    public static let removePrincipal = RPCMethod<Sigma_V1_RemovePrincipalRequest, Sigma_V1_RemovePrincipalResponse>(
+        "RemovePrincipal", idempotent: true)
+    public static let listPrincipals = RPCMethod<Sigma_V1_ListPrincipalsRequest, Sigma_V1_ListPrincipalsResponse>(
+        "ListPrincipals", idempotent: true)
+    public static let listAudit = RPCMethod<Sigma_V1_ListAuditRequest, Sigma_V1_ListAuditResponse>("ListAudit", idempotent: true)
+}
+
+/// The topics of the push feeds. Each ends where a name ends (`node/<name>/`), because ZeroMQ matches
+/// subscriptions by prefix: a subscriber of node s-1 must not receive node s-10's events.
+public enum FeedTopics {
+    /// The scheduler's assignments of one node.
+    public static func node(_ name: String) -> String { "node/\(name)/" }
+    /// The scheduler's routes of every instance IP (the overlay).
+    public static let routes = "routes"
+    /// The config center's releases of one app.
+    public static func config(_ app: String) -> String { "config/\(app)/" }
+    /// Discovery's endpoints of one app.
+    public static func app(_ app: String) -> String { "app/\(app)/" }
+}

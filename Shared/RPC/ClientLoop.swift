@@ -19,6 +19,10 @@ final class ClientLoop: @unchecked Sendable {
         var ready = false
         var authRefused = false
         var inFlight = Set<UInt64>()
+        /// After the server refused our key: when to try again (a refused client does not knock in a loop),
+        /// and the pause before the next try after that.
+        var retryAt: ContinuousClock.Instant?
+        var refusedPause = ClientLoop.firstRefusedPause
 
         init(endpoint: String, sockets: (ZMQSocket, ZMQSocket)) {
             self.endpoint = endpoint
@@ -37,6 +41,8 @@ final class ClientLoop: @unchecked Sendable {
     var cancelledEarly = Set<UInt64>()
     var nextConnection = 0
     var closing = false
+    static let firstRefusedPause = Duration.milliseconds(200)
+    static let longestRefusedPause = Duration.seconds(5)
 
     init(configuration: RPCClientConfiguration, executor: RPCClientExecutor, logger: Logger) throws {
         self.configuration = configuration
@@ -69,6 +75,7 @@ final class ClientLoop: @unchecked Sendable {
         channel.adoptCurrentThread()
         let executor = self.executor.asUnownedTaskExecutor()
         while !closing {
+            reviveRefused()
             var items = [pollItem(fd: channel.wakeup.fd)]
             let wantOut = !unsent.isEmpty
             for connection in connections {
@@ -106,8 +113,23 @@ final class ClientLoop: @unchecked Sendable {
         for job in jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 
+    /// Connections refused for their key try again once their pause is over.
+    private func reviveRefused() {
+        let now = ContinuousClock.now
+        for connection in connections {
+            guard let at = connection.retryAt, at <= now else { continue }
+            connection.retryAt = nil
+            do {
+                (connection.dealer, connection.monitor) = try makeSockets(connection.endpoint)
+            } catch {
+                logger.error("cannot reconnect", metadata: ["endpoint": "\(connection.endpoint)", "error": "\(error)"])
+            }
+        }
+    }
+
     private func pollTimeoutMs() -> Int {
-        guard let nearest = pending.values.map(\.call.deadline).min() else { return -1 }
+        let revival = connections.compactMap(\.retryAt).min()
+        guard let nearest = (pending.values.map(\.call.deadline) + (revival.map { [$0] } ?? [])).min() else { return -1 }
         let left = nearest - .now
         if left <= .zero { return 0 }
         let ms = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1
@@ -194,7 +216,17 @@ final class ClientLoop: @unchecked Sendable {
                 connection.ready = false
                 do {
                     try connection.dealer.set(ZMQ_LINGER, Int32(0))
-                    (connection.dealer, connection.monitor) = try makeSockets(connection.endpoint)
+                    if connection.authRefused {
+                        // Refused for our key: knock again after a pause that doubles up to 5 s (a revoked key
+                        // may be admitted again later), not at once and forever.
+                        connection.dealer.disconnect(connection.endpoint)
+                        if connection.retryAt == nil {
+                            connection.retryAt = .now + connection.refusedPause
+                            connection.refusedPause = min(connection.refusedPause * 2, Self.longestRefusedPause)
+                        }
+                    } else {
+                        (connection.dealer, connection.monitor) = try makeSockets(connection.endpoint)
+                    }
                 } catch {
                     logger.error("cannot reconnect", metadata: ["endpoint": "\(connection.endpoint)", "error": "\(error)"])
                 }
@@ -212,6 +244,7 @@ final class ClientLoop: @unchecked Sendable {
                 connection.authRefused = true
             case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
                 connection.authRefused = false
+                connection.refusedPause = Self.firstRefusedPause
                 connection.ready = true
             default:
                 break

@@ -1,5 +1,6 @@
 import CZeroMQ
 import Foundation
+import Synchronization
 
 /// A CURVE key pair in Z85 text (40 characters each), as libzmq uses them.
 public struct CurveKeyPair: Sendable, Equatable {
@@ -77,26 +78,36 @@ public enum CurveKeyFile {
     /// Reads an allow-list: a directory of `*.pub` files, or one file with one Z85 key
     /// (or `public-key = KEY`) per line.
     public static func allowList(path: String) throws -> Set<String> {
+        Set(try namedAllowList(path: path).keys)
+    }
+
+    /// An allow-list with a name for each key: a `*.pub` file's name without `.pub`, or in a file of keys
+    /// `NAME = KEY` (a bare key is named `key-` and its first 8 characters).
+    public static func namedAllowList(path: String) throws -> [String: String] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw RPCConfigurationError("allow-list \(path) does not exist")
         }
+        var keys: [String: String] = [:]
         if isDirectory.boolValue {
             let names = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".pub") }.sorted()
-            return Set(try names.map { try publicKey(fileOrKey: path + "/" + $0) })
+            for name in names { keys[try publicKey(fileOrKey: path + "/" + name)] = String(name.dropLast(4)) }
+            return keys
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw RPCConfigurationError("cannot read allow-list \(path)")
         }
-        var keys = Set<String>()
         for line in text.split(whereSeparator: \.isNewline) {
             var trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            var name: String?
             if let eq = trimmed.firstIndex(of: "=") {
+                let label = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
+                if label != "public-key" && !label.isEmpty { name = label }
                 trimmed = trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: .whitespaces)
             }
             guard isZ85Key(trimmed) else { throw RPCConfigurationError("\(path): '\(trimmed)' is not a Z85 public key") }
-            keys.insert(trimmed)
+            keys[trimmed] = name ?? "key-" + trimmed.prefix(8)
         }
         return keys
     }
@@ -113,13 +124,43 @@ func z85(_ key: [UInt8]) -> String? {
 /// Server side of CURVE: the key pair to present and the client keys to accept.
 public struct CurveServerConfiguration: Sendable {
     public var keyPair: CurveKeyPair
-    /// Z85 public keys of the clients allowed in. Everyone else is refused at the handshake.
-    public var allowedClientKeys: Set<String>
+    /// The clients allowed in; everyone else is refused at the handshake. It can change while the server
+    /// runs (keys added and revoked from the database).
+    public var allowList: CurveAllowList
 
     public init(keyPair: CurveKeyPair, allowedClientKeys: Set<String>) {
-        self.keyPair = keyPair
-        self.allowedClientKeys = allowedClientKeys
+        self.init(keyPair: keyPair, allowList: CurveAllowList(allowedClientKeys))
     }
+
+    public init(keyPair: CurveKeyPair, allowList: CurveAllowList) {
+        self.keyPair = keyPair
+        self.allowList = allowList
+    }
+
+    /// The keys allowed in right now.
+    public var allowedClientKeys: Set<String> { allowList.keys }
+}
+
+/// The client keys a CURVE server admits at the handshake, replaceable at runtime. With
+/// `admitsUnknownKeys`, any key gets in (the connection is still encrypted) and is named by its key:
+/// what it may then call is decided per call (business instances prove who they are with a token).
+public final class CurveAllowList: Sendable {
+    private let state: Mutex<Set<String>>
+    public let admitsUnknownKeys: Bool
+
+    public init(_ keys: Set<String> = [], admitsUnknownKeys: Bool = false) {
+        state = Mutex(keys)
+        self.admitsUnknownKeys = admitsUnknownKeys
+    }
+
+    public var keys: Set<String> { state.withLock { $0 } }
+
+    public func replace(with keys: Set<String>) { state.withLock { $0 = keys } }
+
+    public func contains(_ key: String) -> Bool { state.withLock { $0.contains(key) } }
+
+    /// Whether a client presenting `key` may connect.
+    public func admits(_ key: String) -> Bool { admitsUnknownKeys || contains(key) }
 }
 
 /// Client side of CURVE: the client's own key pair and the server's public key.
@@ -151,10 +192,11 @@ extension ZMQSocket {
 /// public key is on the allow-list and names them by that key (the "User-Id" of their messages).
 final class ZAPHandler {
     let socket: ZMQSocket
-    let allowed: Set<String>
+    let allowed: CurveAllowList
     let onDecision: (String, String, Bool) -> Void
+    private var lastRefusalReport: [String: ContinuousClock.Instant] = [:]
 
-    init(context: ZMQContext, allowed: Set<String>, onDecision: @escaping (_ address: String, _ key: String, _ accepted: Bool) -> Void) throws {
+    init(context: ZMQContext, allowed: CurveAllowList, onDecision: @escaping (_ address: String, _ key: String, _ accepted: Bool) -> Void) throws {
         socket = try ZMQSocket(context, type: ZMQ_REP)
         try socket.bind("inproc://zeromq.zap.01")
         self.allowed = allowed
@@ -173,8 +215,16 @@ final class ZAPHandler {
                 try reply(frames, "400", "CURVE required", userId: "")
                 continue
             }
-            let accepted = allowed.contains(key)
-            onDecision(address, key, accepted)
+            let accepted = allowed.admits(key)
+            // A refused key is reported once a minute, not at every knock.
+            let now = ContinuousClock.now
+            if accepted || lastRefusalReport[key].map({ now - $0 > .seconds(60) }) ?? true {
+                if !accepted {
+                    if lastRefusalReport.count > 10_000 { lastRefusalReport = [:] }
+                    lastRefusalReport[key] = now
+                }
+                onDecision(address, key, accepted)
+            }
             try reply(frames, accepted ? "200" : "400", accepted ? "OK" : "client key not allowed", userId: accepted ? key : "")
         }
     }

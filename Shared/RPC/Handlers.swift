@@ -12,6 +12,8 @@ public struct RequestContext: Sendable {
     public let token: String
     /// When the caller stops waiting; handlers that wait (long polls) should answer before it.
     public let deadline: ContinuousClock.Instant?
+    /// Who is calling, as the service's access control decided before the handler runs (nil without one).
+    public private(set) var principal: Principal?
     let serverLogger: Logger
 
     init(method: String, requestId: UInt64, peerKey: String?, token: String, deadline: ContinuousClock.Instant?,
@@ -35,6 +37,42 @@ public struct RequestContext: Sendable {
 
     /// Time left until the deadline, or nil when the call has none.
     public var remaining: Duration? { deadline.map { $0 - .now } }
+
+    /// This context with the caller named.
+    public func with(principal: Principal) -> RequestContext {
+        var context = self
+        context.principal = principal
+        return context
+    }
+}
+
+/// A caller as access control knows it: an operator, service or agent by its CURVE key, or a business
+/// instance by its token.
+public struct Principal: Sendable, Equatable {
+    public enum Role: String, Sendable, CaseIterable {
+        case `operator`, service, agent, instance
+    }
+
+    /// What the audit log calls it: the key's name, or `instance/<id>`.
+    public var name: String
+    public var role: Role
+    /// The CURVE public key it connected with.
+    public var key: String?
+    /// The node an agent speaks for.
+    public var node: String?
+    /// The instance and app a token belongs to.
+    public var instanceID: String?
+    public var app: String?
+
+    public init(name: String, role: Role, key: String? = nil, node: String? = nil, instanceID: String? = nil,
+                app: String? = nil) {
+        self.name = name
+        self.role = role
+        self.key = key
+        self.node = node
+        self.instanceID = instanceID
+        self.app = app
+    }
 }
 
 /// The methods a server answers, each with a typed handler. Built before the server starts.
@@ -80,6 +118,19 @@ public struct RPCHandlers: Sendable {
     }
 
     public var methods: [String] { handlers.keys.sorted() }
+
+    /// The rest of a call: the method's decoding and handler.
+    public typealias Next = @Sendable (_ body: [UInt8], _ context: RequestContext) async throws -> [UInt8]
+
+    /// Puts `gate` in front of every method registered so far: it sees each call first and decides whether
+    /// (and as whom) it goes on to `next`. Register every method before.
+    public mutating func guardAll(
+        with gate: @escaping @Sendable (_ method: String, _ body: [UInt8], _ context: RequestContext, _ next: Next) async throws -> [UInt8]
+    ) {
+        for (method, handler) in handlers {
+            handlers[method] = { body, context in try await gate(method, body, context, handler) }
+        }
+    }
 
     func handler(for method: String) -> RawHandler? { handlers[method] }
 }

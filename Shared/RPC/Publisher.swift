@@ -23,11 +23,16 @@ public final class Publisher: Sendable {
     /// Binds `endpoint` (port `*` picks a free one); the socket then lives on a thread of its own.
     /// Every `heartbeat` each topic's last sequence goes out as well, so that a subscriber that missed the
     /// latest events finds out even when nothing else is published.
+    ///
+    /// With `admits`, every subscription is checked first (an XPUB socket with manual subscriptions): a
+    /// subscriber gets a topic only when `admits(topic, its CURVE key)` says so; refused subscriptions are
+    /// logged and have no effect (ZeroMQ has no way to tell the subscriber).
     public init(
-        endpoint: String, curve: CurveServerConfiguration? = nil, heartbeat: Duration = .seconds(1), logger: Logger
+        endpoint: String, curve: CurveServerConfiguration? = nil, heartbeat: Duration = .seconds(1),
+        admits: (@Sendable (_ topic: String, _ subscriberKey: String?) -> Bool)? = nil, logger: Logger
     ) throws {
         self.logger = logger
-        let loop = try PublisherLoop(endpoint: endpoint, curve: curve, heartbeat: heartbeat, logger: logger)
+        let loop = try PublisherLoop(endpoint: endpoint, curve: curve, heartbeat: heartbeat, admits: admits, logger: logger)
         bound = loop.socket.lastEndpoint
         startThread(name: "publisher") { [self] in
             loop.run(self)
@@ -96,19 +101,23 @@ final class PublisherLoop: @unchecked Sendable {
     let zap: ZAPHandler?
     let logger: Logger
     let heartbeat: Duration
+    let admits: (@Sendable (String, String?) -> Bool)?
 
-    init(endpoint: String, curve: CurveServerConfiguration?, heartbeat: Duration, logger: Logger) throws {
+    init(endpoint: String, curve: CurveServerConfiguration?, heartbeat: Duration,
+         admits: (@Sendable (String, String?) -> Bool)?, logger: Logger) throws {
         self.logger = logger
         self.heartbeat = heartbeat
+        self.admits = admits
         context = ZMQContext()
         if let curve {
-            zap = try ZAPHandler(context: context, allowed: curve.allowedClientKeys) { address, key, accepted in
+            zap = try ZAPHandler(context: context, allowed: curve.allowList) { address, key, accepted in
                 if !accepted { logger.warning("subscriber refused: key not on the allow-list", metadata: ["peer": "\(address)", "key": "\(key)"]) }
             }
         } else {
             zap = nil
         }
-        socket = try ZMQSocket(context, type: ZMQ_PUB)
+        socket = try ZMQSocket(context, type: admits == nil ? ZMQ_PUB : ZMQ_XPUB)
+        if admits != nil { try socket.set(ZMQ_XPUB_MANUAL, Int32(1)) }
         try socket.set(ZMQ_SNDHWM, Int32(100_000))
         if let curve { try socket.applyCurveServer(curve) }
         try socket.bind(endpoint)
@@ -120,6 +129,7 @@ final class PublisherLoop: @unchecked Sendable {
         while true {
             var items = [pollItem(fd: publisher.control.wakeup.fd)]
             if let zap { items.append(pollItem(socket: zap.socket, events: ZMQ_POLLIN)) }
+            if admits != nil { items.append(pollItem(socket: socket, events: ZMQ_POLLIN)) }
             do {
                 try zmqPoll(&items, timeoutMs: max(1, interval))
                 if ContinuousClock.now >= nextHeartbeat {
@@ -130,7 +140,8 @@ final class PublisherLoop: @unchecked Sendable {
                     }
                 }
                 if items[0].readable { publisher.control.wakeup.drain() }
-                if items.count > 1 && items[1].readable { try zap?.serve() }
+                if zap != nil && items[1].readable { try zap?.serve() }
+                if admits != nil && items[items.count - 1].readable { try decideSubscriptions() }
                 let events = publisher.outbox.withLock { box -> [[[UInt8]]] in
                     defer { box = [] }
                     return box
@@ -140,6 +151,28 @@ final class PublisherLoop: @unchecked Sendable {
                 logger.error("publisher error", metadata: ["error": "\(error)"])
             }
             if publisher.control.isStopped && publisher.outbox.withLock({ $0.isEmpty }) { break }
+        }
+    }
+
+    /// Each (un)subscription waiting on the XPUB socket: `\u{1}topic` or `\u{0}topic`, with the subscriber's
+    /// key as its User-Id. An admitted one is applied to that subscriber's pipe (the one the message came
+    /// from); unsubscribing always is.
+    private func decideSubscriptions() throws {
+        guard let admits else { return }
+        for _ in 0..<1024 {
+            guard let (frames, userId) = try socket.receive(dontWait: true) else { return }
+            guard let message = frames.first, let kind = message.first, kind <= 1 else { continue }
+            let topic = Array(message.dropFirst())
+            if kind == 0 {
+                try socket.set(ZMQ_UNSUBSCRIBE, bytes: topic)
+                continue
+            }
+            let text = String(decoding: topic, as: UTF8.self)
+            if admits(text, userId) {
+                try socket.set(ZMQ_SUBSCRIBE, bytes: topic)
+            } else {
+                logger.warning("subscription refused", metadata: ["topic": "\(text)", "key": "\(userId ?? "none")"])
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ final class ServerLoop {
         context = ZMQContext()
         if let curve = configuration.curve {
             let logger = server.logger
-            zap = try ZAPHandler(context: context, allowed: curve.allowedClientKeys) { address, key, accepted in
+            zap = try ZAPHandler(context: context, allowed: curve.allowList) { address, key, accepted in
                 if accepted {
                     logger.debug("CURVE client admitted", metadata: ["peer": "\(address)", "key": "\(key)"])
                 } else {
@@ -153,7 +153,8 @@ final class ServerLoop {
                     "peer disconnected (it closed, or sent a frame over the hard cap of \(server.configuration.hardMaxMessageBytes) bytes)",
                     metadata: ["endpoint": "\(peer)"])
             case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
-                logger.warning("peer failed authentication", metadata: ["endpoint": "\(peer)"])
+                // The ZAP handler has said which key it refused (once a minute per key).
+                logger.debug("peer failed authentication", metadata: ["endpoint": "\(peer)"])
             default:
                 logger.warning("peer handshake failed", metadata: ["endpoint": "\(peer)", "event": "\(event)"])
             }

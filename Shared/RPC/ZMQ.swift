@@ -103,6 +103,11 @@ final class ZMQSocket {
     /// The endpoint actually bound (resolves `tcp://127.0.0.1:*` to the chosen port).
     var lastEndpoint: String { (try? getString(ZMQ_LAST_ENDPOINT)) ?? "" }
 
+    /// Stops connecting to `endpoint` (no error when it was not connected).
+    func disconnect(_ endpoint: String) {
+        _ = zmq_disconnect(handle, endpoint)
+    }
+
     /// Sends all frames as one multipart message. Returns false when the socket would block
     /// (only possible with `dontWait`); nothing has been sent then.
     @discardableResult

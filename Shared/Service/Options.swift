@@ -32,6 +32,9 @@ public enum ServiceKind: String, Sendable, CaseIterable, ExpressibleByArgument {
 
     /// Control-plane services connect to PostgreSQL; the agent never does.
     public var usesDatabase: Bool { self != .agent }
+
+    /// Business instances call Discovery and the config center (with their token).
+    public var servesInstances: Bool { self == .discovery || self == .config }
 }
 
 /// The push feed of the services that have one (scheduler, config center, discovery).
@@ -108,22 +111,27 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         return format
     }
 
-    /// The server side of CURVE, when a key pair is configured.
-    public func resolvedCurve() throws -> CurveServerConfiguration? {
+    /// The server side of CURVE, when a key pair is configured, with the named keys of `--curve-allow`.
+    /// The agent admits exactly those; a control-plane service also every key in its database's principals
+    /// table (then `--curve-allow` is optional: its keys are operators, to add the first others), and
+    /// Discovery and the config center also unknown keys that prove themselves with an instance token.
+    public func resolvedCurve(_ kind: ServiceKind) throws -> (configuration: CurveServerConfiguration, bootstrap: [String: String])? {
         guard let keyPath = curveKey ?? Self.environment("SIGMA_CURVE_KEY") else { return nil }
-        guard let allowPath = curveAllow ?? Self.environment("SIGMA_CURVE_ALLOW") else {
+        let allowPath = curveAllow ?? Self.environment("SIGMA_CURVE_ALLOW")
+        if allowPath == nil && !kind.usesDatabase {
             throw ValidationError("--curve-key needs --curve-allow: with CURVE on, only allow-listed clients get in")
         }
-        return CurveServerConfiguration(keyPair: try CurveKeyPair.load(path: keyPath),
-                                        allowedClientKeys: try CurveKeyFile.allowList(path: allowPath))
+        let bootstrap = try allowPath.map { try CurveKeyFile.namedAllowList(path: $0) } ?? [:]
+        let list = CurveAllowList(Set(bootstrap.keys), admitsUnknownKeys: kind.servesInstances)
+        return (CurveServerConfiguration(keyPair: try CurveKeyPair.load(path: keyPath), allowList: list), bootstrap)
     }
 
-    public func serverConfiguration(_ kind: ServiceKind) throws -> RPCServerConfiguration {
+    public func serverConfiguration(_ kind: ServiceKind, curve: CurveServerConfiguration?) throws -> RPCServerConfiguration {
         var configuration = RPCServerConfiguration(endpoint: resolvedListen(kind))
         if let bytes = maxRequestBytes ?? Self.environment("SIGMA_MAX_REQUEST_BYTES").flatMap(Int.init) {
             configuration.maxRequestBytes = bytes
         }
-        configuration.curve = try resolvedCurve()
+        configuration.curve = curve
         return configuration
     }
 }

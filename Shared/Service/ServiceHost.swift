@@ -33,6 +33,11 @@ public final class ServiceHost: Sendable {
     public let bound = BoundEndpoint()
     let startedAt = ContinuousClock.now
     let schema = SchemaState()
+    /// CURVE of this service's sockets, when on.
+    let curve: CurveServerConfiguration?
+    /// Who may call what (control-plane services), and the audit log of write calls.
+    public let access: AccessControl?
+    public let audit: AuditLog?
 
     public init(kind: ServiceKind, options: ServiceOptions) throws {
         self.kind = kind
@@ -49,6 +54,30 @@ public final class ServiceHost: Sendable {
         } else {
             store = nil
         }
+        let curve = try options.resolvedCurve(kind)
+        self.curve = curve?.configuration
+        if let store {
+            let audit = AuditLog(store: store, logger: logger)
+            self.audit = audit
+            access = AccessControl(kind: kind, store: store, curve: curve?.configuration, bootstrap: curve?.bootstrap ?? [:],
+                                   audit: audit, logger: logger)
+        } else {
+            audit = nil
+            access = nil
+        }
+    }
+
+    /// With access control on, who may follow which topic of the feed.
+    var subscriptionCheck: (@Sendable (String, String?) -> Bool)? {
+        guard let access, access.enforcing else { return nil }
+        return { topic, key in access.admitsSubscription(topic: topic, key: key) }
+    }
+
+    /// CURVE of the push feed: the service's key pair; known principals only (no token-bearing strangers).
+    var feedCurve: CurveServerConfiguration? {
+        guard let curve else { return nil }
+        guard let list = access?.feedAllowList else { return curve }
+        return CurveServerConfiguration(keyPair: curve.keyPair, allowList: list)
     }
 
     /// This service's push feed: a PUB socket on `--events-listen`, else on the endpoint in
@@ -57,7 +86,7 @@ public final class ServiceHost: Sendable {
     public func publisher(_ feed: FeedOptions) throws -> (publisher: Publisher, advertised: String) {
         let publisher = try Publisher(
             endpoint: feed.eventsListen ?? ServiceOptions.environment(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
-            curve: try options.resolvedCurve(), logger: logger)
+            curve: feedCurve, admits: subscriptionCheck, logger: logger)
         let advertised = feed.eventsAdvertise ?? ServiceOptions.environment(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
         return (publisher, advertised)
     }
@@ -71,14 +100,24 @@ public final class ServiceHost: Sendable {
         let allChecks = (store.map { [databaseCheck($0)] } ?? []) + checks
         handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: allChecks, role: role()) }
         handlers.register(CommonMethods.metrics) { [self] _, _ in metrics.snapshot(service: kind.rawValue) }
-        let server = RPCServer(configuration: try options.serverConfiguration(kind), handlers: handlers, logger: logger,
-                               observer: metrics.observer)
+        if let access {
+            handlers.guardAll { method, body, context, next in
+                try await access.gate(method: method, body: body, context: context, next: next)
+            }
+        }
+        let server = RPCServer(configuration: try options.serverConfiguration(kind, curve: curve), handlers: handlers,
+                               logger: logger, observer: metrics.observer)
         var configured: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: RPCServerService(server: server, readyFile: options.readyFile, logger: logger, bound: bound))
         ]
         if let store {
             configured.append(.init(service: MigrationService(store: store, schema: schema, logger: logger),
                                     successTerminationBehavior: .ignore))
+        }
+        if let access, let audit {
+            // Without CURVE the access list has nothing to reload and returns at once; that ends nothing else.
+            configured.append(.init(service: access, successTerminationBehavior: .ignore))
+            configured.append(.init(service: audit))
         }
         configured += services.map { .init(service: $0) }
         let group = ServiceGroup(configuration: .init(services: configured, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

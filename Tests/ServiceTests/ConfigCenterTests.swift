@@ -156,7 +156,7 @@ import TestSupport
             get.app = "web"
             let events = try await config.call(ConfigMethods.get, get).eventsEndpoint
             let snapshotRequest = get
-            let subscriber = try Subscriber(endpoints: [events], topics: ["config/web"], logger: quietLogger) { _ in
+            let subscriber = try Subscriber(endpoints: [events], topics: [FeedTopics.config("web")], logger: quietLogger) { _ in
                 let snapshot = try await config.call(ConfigMethods.get, snapshotRequest)
                 var change = Sigma_V1_ConfigChange()
                 change.release = snapshot.release

@@ -183,7 +183,7 @@ import TestSupport
             try await cluster.apply("web", replicas: 1, cpu: 100, Self.withPorts)
             let discovery = try SchedulerCluster.rpcClient(cluster.discoveryEndpoints)
             let first = try await Self.resolve(discovery, "web")
-            let subscriber = try Subscriber(endpoints: [first.eventsEndpoint], topics: ["app/web"], logger: quietLogger) { _ in
+            let subscriber = try Subscriber(endpoints: [first.eventsEndpoint], topics: [FeedTopics.app("web")], logger: quietLogger) { _ in
                 let snapshot = try await Self.resolve(discovery, "web")
                 return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
             }

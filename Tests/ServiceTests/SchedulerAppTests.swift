@@ -211,7 +211,7 @@ import TestSupport
         try await SchedulerCluster.with { cluster in
             let agent = SimulatedAgent("n1", client: cluster.client)
             let registered = try await agent.register(cpu: 4000)
-            let subscriber = try Subscriber(endpoints: [registered.eventsEndpoint], topics: ["node/n1"], logger: quietLogger) { _ in
+            let subscriber = try Subscriber(endpoints: [registered.eventsEndpoint], topics: [FeedTopics.node("n1")], logger: quietLogger) { _ in
                 var get = Sigma_V1_GetAssignmentsRequest()
                 get.node = "n1"
                 let snapshot = try await cluster.client.call(SchedulerMethods.getAssignments, get)

@@ -15,7 +15,7 @@ struct Sigmactl: AsyncParsableCommand {
             ApplyCommand.self, GetCommand.self, DescribeCommand.self, ScaleCommand.self, RolloutCommand.self, SetCommand.self,
             DeleteCommand.self, CordonCommand.self, UncordonCommand.self, DrainCommand.self, MigrateCommand.self, QuotaCommand.self,
             LogsCommand.self, DiscoverCommand.self, ConfigCommand.self,
-            AllocCommand.self, HealthCommand.self, MetricsCommand.self, KeysCommand.self,
+            AllocCommand.self, HealthCommand.self, MetricsCommand.self, KeysCommand.self, AccessCommand.self, AuditCommand.self,
         ])
 }
 

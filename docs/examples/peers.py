@@ -6,7 +6,7 @@
 Waits (a blocking query, woken by Discovery when the app changes) until APP has at least N Running endpoints,
 then prints them as JSON: [{"ordinal", "ip", "node", "idc", "host_ip", "ports": {name: [container, host]}}].
 ENDPOINTS (comma-separated replicas) default to $SIGMA_DISCOVERY, which the node agent sets in every
-instance. Exit status 0 with the peers; 1 when they were not all there in time; 2 when no replica answered
+instance, with $SIGMA_TOKEN (who the instance is) and, when the control plane runs CURVE, $SIGMA_SERVER_KEY. Exit status 0 with the peers; 1 when they were not all there in time; 2 when no replica answered
 or one refused (the status is printed on stderr).
 
 It speaks docs/protocol.md directly: a DEALER socket, frames [b"", RequestHeader, ResolveRequest], and a
@@ -95,9 +95,16 @@ def number(fields, index, signed=False):
 # --- one Resolve call over a DEALER socket connected to every replica.
 
 class Discovery:
-    def __init__(self, endpoints):
+    def __init__(self, endpoints, token="", server_key=""):
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if server_key:
+            # The control plane runs CURVE: any key pair of our own; the token says who we are.
+            public, secret = zmq.curve_keypair()
+            self.socket.curve_serverkey = server_key.encode()
+            self.socket.curve_publickey = public
+            self.socket.curve_secretkey = secret
+        self.token = token
         for endpoint in endpoints:
             self.socket.connect(endpoint)
         self.next_id = 0
@@ -105,7 +112,7 @@ class Discovery:
     def resolve(self, app, ready_only, wait_index, wait_ms):
         self.next_id += 1
         timeout_ms = wait_ms + 5000
-        header = encode([(1, 1), (2, "Resolve"), (3, self.next_id), (4, timeout_ms)])
+        header = encode([(1, 1), (2, "Resolve"), (3, self.next_id), (4, timeout_ms)] + ([(5, self.token)] if self.token else []))
         body = encode([(1, app), (2, ready_only), (5, wait_index), (6, wait_ms)])
         self.socket.send_multipart([b"", header, body])
         deadline = time.monotonic() + timeout_ms / 1000 + 1
@@ -143,7 +150,8 @@ def main():
     parser.add_argument("--ready", action="store_true", help="only instances whose readiness check passes")
     parser.add_argument("--discovery", default=os.environ.get("SIGMA_DISCOVERY", "tcp://127.0.0.1:7105"))
     args = parser.parse_args()
-    discovery = Discovery([e for e in args.discovery.split(",") if e])
+    discovery = Discovery([e for e in args.discovery.split(",") if e], token=os.environ.get("SIGMA_TOKEN", ""),
+                          server_key=os.environ.get("SIGMA_SERVER_KEY", ""))
     deadline = time.monotonic() + args.within
     index, peers = 0, []
     try:

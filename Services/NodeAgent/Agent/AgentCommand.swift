@@ -154,7 +154,7 @@ struct AgentCommand: AsyncParsableCommand {
         let context = NodeContext(
             name: nodeName, hostIP: nodeIP,
             discovery: discovery ?? ServiceOptions.environment(ServiceKind.discovery.endpointVariable) ?? ServiceKind.discovery.defaultEndpoint,
-            pidsLimit: pidsLimit)
+            pidsLimit: pidsLimit, serverKey: try client.curve()?.serverPublicKey)
         var settings = AgentSettings(node: context)
         settings.stopGrace = .milliseconds(Int64(stopGrace * 1000))
         settings.restartBackoff = .milliseconds(Int64(restartBackoff * 1000))

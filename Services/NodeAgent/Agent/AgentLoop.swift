@@ -54,7 +54,7 @@ struct AgentLoop: Service {
 
         // Two topics: this node's assignments, and every instance's route (the overlay).
         let subscriber = try Subscriber(
-            endpoints: [registered.eventsEndpoint], topics: ["node/\(node)", Self.routesTopic], curve: curve, logger: logger
+            endpoints: [registered.eventsEndpoint], topics: [FeedTopics.node(node), Self.routesTopic], curve: curve, logger: logger
         ) { topic in
             if topic == Self.routesTopic {
                 let routes = try await scheduler.call(SchedulerMethods.getRoutes, .init())
@@ -84,7 +84,7 @@ struct AgentLoop: Service {
     }
 
     /// Applies pushed changes; an empty update is the scheduler's "resync" and fetches the snapshot.
-    static let routesTopic = "routes"
+    static let routesTopic = FeedTopics.routes
 
     private func follow(_ subscriber: Subscriber) async {
         for await event in subscriber.events {

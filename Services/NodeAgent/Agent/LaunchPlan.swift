@@ -10,6 +10,8 @@ struct NodeContext: Sendable {
     /// ZeroMQ endpoints of Discovery, comma-separated, for SIGMA_DISCOVERY.
     var discovery: String
     var pidsLimit: Int64
+    /// The servers' CURVE public key, for SIGMA_SERVER_KEY, when the control plane runs CURVE.
+    var serverKey: String? = nil
 }
 
 /// An assignment turned into what the runtime starts: command, environment, limits and mounts.
@@ -41,6 +43,10 @@ enum LaunchPlan {
         env["SIGMA_HOST_IP"] = node.hostIP
         env["SIGMA_NODE"] = node.name
         env["SIGMA_DISCOVERY"] = node.discovery
+        // Who the instance is to Discovery and the config center (with CURVE, it connects with a key pair
+        // of its own making and proves itself with this token).
+        if !assignment.token.isEmpty { env["SIGMA_TOKEN"] = assignment.token }
+        if let key = node.serverKey { env["SIGMA_SERVER_KEY"] = key }
         if let configVersion { env["SIGMA_CONFIG_VERSION"] = "\(configVersion)" }
         // Host ports in the spec's order: the first is SIGMA_HOST_PORT, each named one SIGMA_HOST_PORT_<NAME>.
         for (index, port) in assignment.spec.ports.enumerated() {

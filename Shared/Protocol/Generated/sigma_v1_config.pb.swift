@@ -199,7 +199,7 @@ public nonisolated struct Sigma_V1_GetConfigResponse: @unchecked Sendable {
   /// Clears the value of `release`. Subsequent reads from it will return its default value.
   public mutating func clearRelease() {_uniqueStorage()._release = nil}
 
-  /// The change feed (PUB, topic "config/<app>") of this replica, and its sequence and epoch for this app's
+  /// The change feed (PUB, topic "config/<app>/") of this replica, and its sequence and epoch for this app's
   /// topic read with this answer: GetConfig is the feed's snapshot (Clone pattern).
   public var eventsEndpoint: String {
     get {_storage._eventsEndpoint}
@@ -424,7 +424,7 @@ public nonisolated struct Sigma_V1_FetchConfigResponse: Sendable {
   public init() {}
 }
 
-/// Payload of an event on topic "config/<app>".
+/// Payload of an event on topic "config/<app>/".
 public nonisolated struct Sigma_V1_ConfigChange: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -120,7 +120,7 @@ public nonisolated struct Sigma_V1_ResolveResponse: Sendable {
 
   public var feedEpoch: UInt64 = 0
 
-  /// This replica's PUB endpoint; topic "app/<name>" carries a ResolveResponse (every endpoint) per change.
+  /// This replica's PUB endpoint; topic "app/<name>/" carries a ResolveResponse (every endpoint) per change.
   public var eventsEndpoint: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -276,7 +276,7 @@ public nonisolated struct Sigma_V1_RegisterNodeResponse: Sendable {
   /// Clears the value of `node`. Subsequent reads from it will return its default value.
   public mutating func clearNode() {self._node = nil}
 
-  /// Where the scheduler publishes assignments: topic "node/<name>".
+  /// Where the scheduler publishes assignments: topic "node/<name>/".
   public var eventsEndpoint: String = String()
 
   public var heartbeatIntervalMs: UInt32 = 0
@@ -1461,58 +1461,97 @@ public nonisolated struct Sigma_V1_MigrateInstanceResponse: Sendable {
   fileprivate var _instance: Sigma_V1_Instance? = nil
 }
 
-public nonisolated struct Sigma_V1_Assignment: Sendable {
+public nonisolated struct Sigma_V1_Assignment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var instanceID: String = String()
+  public var instanceID: String {
+    get {_storage._instanceID}
+    set {_uniqueStorage()._instanceID = newValue}
+  }
 
-  public var app: String = String()
+  public var app: String {
+    get {_storage._app}
+    set {_uniqueStorage()._app = newValue}
+  }
 
-  public var ordinal: Int32 = 0
+  public var ordinal: Int32 {
+    get {_storage._ordinal}
+    set {_uniqueStorage()._ordinal = newValue}
+  }
 
-  public var generation: Int64 = 0
+  public var generation: Int64 {
+    get {_storage._generation}
+    set {_uniqueStorage()._generation = newValue}
+  }
 
   public var spec: Sigma_V1_AppSpec {
-    get {_spec ?? Sigma_V1_AppSpec()}
-    set {_spec = newValue}
+    get {_storage._spec ?? Sigma_V1_AppSpec()}
+    set {_uniqueStorage()._spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
+  public var hasSpec: Bool {_storage._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  public var revision: Int64 = 0
+  public var revision: Int64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
 
-  public var ip: String = String()
+  public var ip: String {
+    get {_storage._ip}
+    set {_uniqueStorage()._ip = newValue}
+  }
 
-  public var prefixLength: UInt32 = 0
+  public var prefixLength: UInt32 {
+    get {_storage._prefixLength}
+    set {_uniqueStorage()._prefixLength = newValue}
+  }
 
-  public var gateway: String = String()
+  public var gateway: String {
+    get {_storage._gateway}
+    set {_uniqueStorage()._gateway = newValue}
+  }
 
-  public var hostPorts: Dictionary<String,UInt32> = [:]
+  public var hostPorts: Dictionary<String,UInt32> {
+    get {_storage._hostPorts}
+    set {_uniqueStorage()._hostPorts = newValue}
+  }
 
-  public var ssds: [Sigma_V1_SSD] = []
+  public var ssds: [Sigma_V1_SSD] {
+    get {_storage._ssds}
+    set {_uniqueStorage()._ssds = newValue}
+  }
 
   /// False while an ordered app's previous ordinal is not Running yet.
-  public var mayStart: Bool = false
+  public var mayStart: Bool {
+    get {_storage._mayStart}
+    set {_uniqueStorage()._mayStart = newValue}
+  }
 
   public var resources: Sigma_V1_ResourceRequirements {
-    get {_resources ?? Sigma_V1_ResourceRequirements()}
-    set {_resources = newValue}
+    get {_storage._resources ?? Sigma_V1_ResourceRequirements()}
+    set {_uniqueStorage()._resources = newValue}
   }
   /// Returns true if `resources` has been explicitly set.
-  public var hasResources: Bool {self._resources != nil}
+  public var hasResources: Bool {_storage._resources != nil}
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
-  public mutating func clearResources() {self._resources = nil}
+  public mutating func clearResources() {_uniqueStorage()._resources = nil}
+
+  /// The instance's token for this binding (SIGMA_TOKEN): it names the instance to Discovery and the
+  /// ConfigCenter. A new one at every binding; it stops working when the instance ends.
+  public var token: String {
+    get {_storage._token}
+    set {_uniqueStorage()._token = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _spec: Sigma_V1_AppSpec? = nil
-  fileprivate var _resources: Sigma_V1_ResourceRequirements? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Method "GetAssignments" (idempotent): what a node must run now, with the feed's sequence read together.
@@ -1548,38 +1587,32 @@ public nonisolated struct Sigma_V1_GetAssignmentsResponse: Sendable {
   public init() {}
 }
 
-/// Payload of an event on topic "node/<name>".
-public nonisolated struct Sigma_V1_AssignmentEvent: @unchecked Sendable {
+/// Payload of an event on topic "node/<name>/".
+public nonisolated struct Sigma_V1_AssignmentEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var assignment: Sigma_V1_Assignment {
-    get {_storage._assignment ?? Sigma_V1_Assignment()}
-    set {_uniqueStorage()._assignment = newValue}
+    get {_assignment ?? Sigma_V1_Assignment()}
+    set {_assignment = newValue}
   }
   /// Returns true if `assignment` has been explicitly set.
-  public var hasAssignment: Bool {_storage._assignment != nil}
+  public var hasAssignment: Bool {self._assignment != nil}
   /// Clears the value of `assignment`. Subsequent reads from it will return its default value.
-  public mutating func clearAssignment() {_uniqueStorage()._assignment = nil}
+  public mutating func clearAssignment() {self._assignment = nil}
 
   /// The node must stop and remove this instance.
-  public var removed: Bool {
-    get {_storage._removed}
-    set {_uniqueStorage()._removed = newValue}
-  }
+  public var removed: Bool = false
 
   /// Why, when removed: "deleted", "migrated", "drained", "scaled down", ...
-  public var reason: String {
-    get {_storage._reason}
-    set {_uniqueStorage()._reason = newValue}
-  }
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _assignment: Sigma_V1_Assignment? = nil
 }
 
 /// Where an instance IP lives now: the node running its current generation, and that node's underlay address.
@@ -4244,93 +4277,160 @@ nonisolated extension Sigma_V1_MigrateInstanceResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Sigma_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}app\0\u{1}ordinal\0\u{1}generation\0\u{1}spec\0\u{1}revision\0\u{1}ip\0\u{3}prefix_length\0\u{1}gateway\0\u{3}host_ports\0\u{1}ssds\0\u{3}may_start\0\u{1}resources\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}app\0\u{1}ordinal\0\u{1}generation\0\u{1}spec\0\u{1}revision\0\u{1}ip\0\u{3}prefix_length\0\u{1}gateway\0\u{3}host_ports\0\u{1}ssds\0\u{3}may_start\0\u{1}resources\0\u{1}token\0")
+
+  fileprivate class _StorageClass {
+    var _instanceID: String = String()
+    var _app: String = String()
+    var _ordinal: Int32 = 0
+    var _generation: Int64 = 0
+    var _spec: Sigma_V1_AppSpec? = nil
+    var _revision: Int64 = 0
+    var _ip: String = String()
+    var _prefixLength: UInt32 = 0
+    var _gateway: String = String()
+    var _hostPorts: Dictionary<String,UInt32> = [:]
+    var _ssds: [Sigma_V1_SSD] = []
+    var _mayStart: Bool = false
+    var _resources: Sigma_V1_ResourceRequirements? = nil
+    var _token: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _instanceID = source._instanceID
+      _app = source._app
+      _ordinal = source._ordinal
+      _generation = source._generation
+      _spec = source._spec
+      _revision = source._revision
+      _ip = source._ip
+      _prefixLength = source._prefixLength
+      _gateway = source._gateway
+      _hostPorts = source._hostPorts
+      _ssds = source._ssds
+      _mayStart = source._mayStart
+      _resources = source._resources
+      _token = source._token
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.app) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.ordinal) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.generation) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.ip) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.prefixLength) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.gateway) }()
-      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &self.hostPorts) }()
-      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.ssds) }()
-      case 12: try { try decoder.decodeSingularBoolField(value: &self.mayStart) }()
-      case 13: try { try decoder.decodeSingularMessageField(value: &self._resources) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._instanceID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._app) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._ordinal) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._generation) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._revision) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._ip) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._prefixLength) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._gateway) }()
+        case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &_storage._hostPorts) }()
+        case 11: try { try decoder.decodeRepeatedMessageField(value: &_storage._ssds) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._mayStart) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._resources) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._token) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.instanceID.isEmpty {
-      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._instanceID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._instanceID, fieldNumber: 1)
+      }
+      if !_storage._app.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._app, fieldNumber: 2)
+      }
+      if _storage._ordinal != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._ordinal, fieldNumber: 3)
+      }
+      if _storage._generation != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._generation, fieldNumber: 4)
+      }
+      try { if let v = _storage._spec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if _storage._revision != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._revision, fieldNumber: 6)
+      }
+      if !_storage._ip.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ip, fieldNumber: 7)
+      }
+      if _storage._prefixLength != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._prefixLength, fieldNumber: 8)
+      }
+      if !_storage._gateway.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._gateway, fieldNumber: 9)
+      }
+      if !_storage._hostPorts.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: _storage._hostPorts, fieldNumber: 10)
+      }
+      if !_storage._ssds.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._ssds, fieldNumber: 11)
+      }
+      if _storage._mayStart != false {
+        try visitor.visitSingularBoolField(value: _storage._mayStart, fieldNumber: 12)
+      }
+      try { if let v = _storage._resources {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+      if !_storage._token.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._token, fieldNumber: 14)
+      }
     }
-    if !self.app.isEmpty {
-      try visitor.visitSingularStringField(value: self.app, fieldNumber: 2)
-    }
-    if self.ordinal != 0 {
-      try visitor.visitSingularInt32Field(value: self.ordinal, fieldNumber: 3)
-    }
-    if self.generation != 0 {
-      try visitor.visitSingularInt64Field(value: self.generation, fieldNumber: 4)
-    }
-    try { if let v = self._spec {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if self.revision != 0 {
-      try visitor.visitSingularInt64Field(value: self.revision, fieldNumber: 6)
-    }
-    if !self.ip.isEmpty {
-      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 7)
-    }
-    if self.prefixLength != 0 {
-      try visitor.visitSingularUInt32Field(value: self.prefixLength, fieldNumber: 8)
-    }
-    if !self.gateway.isEmpty {
-      try visitor.visitSingularStringField(value: self.gateway, fieldNumber: 9)
-    }
-    if !self.hostPorts.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: self.hostPorts, fieldNumber: 10)
-    }
-    if !self.ssds.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.ssds, fieldNumber: 11)
-    }
-    if self.mayStart != false {
-      try visitor.visitSingularBoolField(value: self.mayStart, fieldNumber: 12)
-    }
-    try { if let v = self._resources {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_Assignment, rhs: Sigma_V1_Assignment) -> Bool {
-    if lhs.instanceID != rhs.instanceID {return false}
-    if lhs.app != rhs.app {return false}
-    if lhs.ordinal != rhs.ordinal {return false}
-    if lhs.generation != rhs.generation {return false}
-    if lhs._spec != rhs._spec {return false}
-    if lhs.revision != rhs.revision {return false}
-    if lhs.ip != rhs.ip {return false}
-    if lhs.prefixLength != rhs.prefixLength {return false}
-    if lhs.gateway != rhs.gateway {return false}
-    if lhs.hostPorts != rhs.hostPorts {return false}
-    if lhs.ssds != rhs.ssds {return false}
-    if lhs.mayStart != rhs.mayStart {return false}
-    if lhs._resources != rhs._resources {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._instanceID != rhs_storage._instanceID {return false}
+        if _storage._app != rhs_storage._app {return false}
+        if _storage._ordinal != rhs_storage._ordinal {return false}
+        if _storage._generation != rhs_storage._generation {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._ip != rhs_storage._ip {return false}
+        if _storage._prefixLength != rhs_storage._prefixLength {return false}
+        if _storage._gateway != rhs_storage._gateway {return false}
+        if _storage._hostPorts != rhs_storage._hostPorts {return false}
+        if _storage._ssds != rhs_storage._ssds {return false}
+        if _storage._mayStart != rhs_storage._mayStart {return false}
+        if _storage._resources != rhs_storage._resources {return false}
+        if _storage._token != rhs_storage._token {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4415,81 +4515,41 @@ nonisolated extension Sigma_V1_AssignmentEvent: SwiftProtobuf.Message, SwiftProt
   public static let protoMessageName: String = _protobuf_package + ".AssignmentEvent"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}removed\0\u{1}reason\0")
 
-  fileprivate class _StorageClass {
-    var _assignment: Sigma_V1_Assignment? = nil
-    var _removed: Bool = false
-    var _reason: String = String()
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _assignment = source._assignment
-      _removed = source._removed
-      _reason = source._reason
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._assignment) }()
-        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._removed) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._assignment) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.removed) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._assignment {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      if _storage._removed != false {
-        try visitor.visitSingularBoolField(value: _storage._removed, fieldNumber: 2)
-      }
-      if !_storage._reason.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 3)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._assignment {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.removed != false {
+      try visitor.visitSingularBoolField(value: self.removed, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_AssignmentEvent, rhs: Sigma_V1_AssignmentEvent) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._assignment != rhs_storage._assignment {return false}
-        if _storage._removed != rhs_storage._removed {return false}
-        if _storage._reason != rhs_storage._reason {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._assignment != rhs._assignment {return false}
+    if lhs.removed != rhs.removed {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -23,6 +23,7 @@ public enum Schema {
         m0009Config,
         m0010AgentEndpoint,
         m0011EventsRetention,
+        m0012Access,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

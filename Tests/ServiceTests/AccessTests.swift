@@ -1,0 +1,350 @@
+import Foundation
+import Protocol
+import RPC
+import Store
+import Testing
+import TestSupport
+
+/// A control plane under CURVE with access control: scheduler, allocator, Discovery and config center on one
+/// test database, all presenting the cluster's server key; the operator's key is the bootstrap allow-list,
+/// the scheduler is admitted as a service and two agents (nodes sa and sb) by the operator at the start.
+struct SecureCluster {
+    let folder: String
+    let server: CurveKeyPair
+    let keys: [String: CurveKeyPair]
+    let scheduler: String
+    let allocator: String
+    let discovery: String
+    let config: String
+    let store: Store
+
+    /// A client of `endpoint` presenting `key` (a name of `keys`, or a fresh stranger's key), with `token`.
+    func client(_ endpoint: String, as key: String, timeout: Duration = .seconds(5)) throws -> RPCClient {
+        var configuration = RPCClientConfiguration(endpoints: [endpoint])
+        configuration.defaultTimeout = timeout
+        configuration.curve = CurveClientConfiguration(keyPair: try keys[key] ?? CurveKeyPair.generate(), serverPublicKey: server.publicKey)
+        return try RPCClient(configuration: configuration, logger: quietLogger)
+    }
+
+    /// The sigmactl flags of `key`.
+    func sigmactlKeys(_ key: String) -> [String] {
+        ["--client-key", "\(folder)/\(key).key", "--server-key", "\(folder)/cluster.pub", "--scheduler", scheduler]
+    }
+
+    static func with(_ body: (SecureCluster) async throws -> Void) async throws {
+        let folder = NSTemporaryDirectory() + "sigma-access-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder + "/operators", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var keys: [String: CurveKeyPair] = [:]
+        for name in ["cluster", "operator", "scheduler", "agent-sa", "agent-sb"] {
+            let pair = try CurveKeyPair.generate()
+            keys[name] = pair
+            FileManager.default.createFile(atPath: "\(folder)/\(name).key", contents: Data(pair.secretFileText.utf8),
+                                           attributes: [.posixPermissions: 0o600])
+            try pair.publicFileText.write(toFile: "\(folder)/\(name).pub", atomically: true, encoding: .utf8)
+        }
+        try keys["operator"]!.publicFileText.write(toFile: "\(folder)/operators/operator.pub", atomically: true, encoding: .utf8)
+        let curve = ["--curve-key", "\(folder)/cluster.key", "--curve-allow", "\(folder)/operators"]
+        try await withTestDatabase { db in
+            let common = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url] + curve
+            try await withServices({ [try ServiceProcess("sigma-allocator", common)] }) { allocators in
+                let allocator = try await allocators[0].endpoint()
+                let scheduler = [
+                    "--events-listen", "tcp://127.0.0.1:*", "--allocator", allocator, "--lease-duration", "1", "--pass-interval", "0.1",
+                    "--client-key", "\(folder)/scheduler.key", "--server-key", "\(folder)/cluster.pub",
+                ]
+                let feed = ["--events-listen", "tcp://127.0.0.1:*"]
+                try await withServices({
+                    [try ServiceProcess("sigma-scheduler", common + scheduler), try ServiceProcess("sigma-discovery", common + feed),
+                     try ServiceProcess("sigma-config", common + feed)]
+                }) { services in
+                    let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                    defer { store.shutdown() }
+                    let cluster = SecureCluster(
+                        folder: folder, server: keys["cluster"]!, keys: keys, scheduler: try await services[0].endpoint(),
+                        allocator: allocator, discovery: try await services[1].endpoint(), config: try await services[2].endpoint(),
+                        store: store)
+                    // Healthy (the schema migrated) before anything is written.
+                    for endpoint in [cluster.scheduler, allocator, cluster.discovery, cluster.config] {
+                        try await SchedulerCluster.waitHealthy(try cluster.client(endpoint, as: "operator", timeout: .seconds(20)))
+                    }
+                    let admin = try cluster.client(cluster.scheduler, as: "operator", timeout: .seconds(20))
+                    for (name, role, node) in [("scheduler", "service", ""), ("agent-sa", "agent", "sa"), ("agent-sb", "agent", "sb")] {
+                        var add = Sigma_V1_AddPrincipalRequest()
+                        add.principal.publicKey = keys[name]!.publicKey
+                        add.principal.name = name
+                        add.principal.role = role
+                        add.principal.node = node
+                        #expect(try await admin.call(AccessMethods.addPrincipal, add).changed)
+                    }
+                    var pool = Sigma_V1_CreateIPPoolRequest()
+                    pool.pool.name = "test"
+                    pool.pool.cidr = "100.64.0.0/16"
+                    pool.pool.gateway = "100.64.0.1"
+                    _ = try await cluster.client(allocator, as: "operator", timeout: .seconds(20)).call(AllocatorMethods.createIPPool, pool)
+                    // Each service reloads the principals every second: wait until every key is in force everywhere.
+                    for endpoint in [cluster.scheduler, allocator, cluster.discovery, cluster.config] {
+                        for key in ["scheduler", "agent-sa", "agent-sb"] {
+                            _ = try await waitForStatus(.ok) {
+                                _ = try await cluster.client(endpoint, as: key, timeout: .seconds(1)).call(CommonMethods.health, .init())
+                            }
+                        }
+                    }
+                    // ... and the scheduler's own connection to the allocator, refused before its key was added, has
+                    // knocked again (it pauses up to 5 s between tries): a registration reaches the allocator.
+                    let first = SimulatedAgent("sa", client: try cluster.client(cluster.scheduler, as: "agent-sa"))
+                    _ = try await waitForStatus(.ok) { try await first.register() }
+                    do {
+                        try await body(cluster)
+                    } catch {
+                        for process in allocators + services { print("---- \(process.name) log\n\(process.log.suffix(6000))") }
+                        throw error
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The status a call ends with: OK, or its error's code.
+func callStatus(_ call: () async throws -> Void) async -> StatusCode {
+    do {
+        try await call()
+        return .ok
+    } catch let error as RPCError {
+        return error.code
+    } catch {
+        return .internal
+    }
+}
+
+/// Waits (bounded) until `call` ends with `wanted`; returns how long it took.
+func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), _ call: () async throws -> Void) async throws -> Duration {
+    let started = ContinuousClock.now
+    while await callStatus(call) != wanted {
+        guard ContinuousClock.now - started < limit else { throw TestSetupError("the call never ended with \(wanted.name)") }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return ContinuousClock.now - started
+}
+
+@Suite(.serialized) struct AccessTests {
+    @Test func eachRoleReachesOnlyWhatItMay() async throws {
+        try await SecureCluster.with { cluster in
+            let op = try cluster.client(cluster.scheduler, as: "operator")
+            let agentA = SimulatedAgent("sa", client: try cluster.client(cluster.scheduler, as: "agent-sa"))
+            let registered = try await agentA.register()
+            try await agentA.beat()
+
+            // Feeds check subscriptions: agent sa follows node sa's assignments; agent sb's subscription to them
+            // is refused (it still connects: its key is known).
+            func follow(_ key: String) throws -> Subscriber {
+                let client = try cluster.client(cluster.scheduler, as: "operator")
+                let curve = CurveClientConfiguration(keyPair: cluster.keys[key]!, serverPublicKey: cluster.server.publicKey)
+                return try Subscriber(endpoints: [registered.eventsEndpoint], topics: [FeedTopics.node("sa")], curve: curve,
+                                      logger: quietLogger) { _ in
+                    var get = Sigma_V1_GetAssignmentsRequest()
+                    get.node = "sa"
+                    let snapshot = try await client.call(SchedulerMethods.getAssignments, get)
+                    return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
+                }
+            }
+            let own = try follow("agent-sa"), foreign = try follow("agent-sb")
+            defer { own.close(); foreign.close() }
+            let foreignUpdates = Task {
+                var count = 0
+                for await event in foreign.events { if case .update = event { count += 1 } }
+                return count
+            }
+
+            // A key nobody admitted is refused at the handshake, at every service but the two instances call.
+            let stranger = try cluster.client(cluster.scheduler, as: "stranger", timeout: .seconds(2))
+            #expect(await callStatus { _ = try await stranger.call(SchedulerMethods.listNodes, .init()) } == .unauthenticated)
+            let strangerAtAllocator = try cluster.client(cluster.allocator, as: "stranger", timeout: .seconds(2))
+            #expect(await callStatus { _ = try await strangerAtAllocator.call(AllocatorMethods.listIPPools, .init()) } == .unauthenticated)
+
+            // An agent acts for its own node only, and writes nothing else.
+            let asA = try cluster.client(cluster.scheduler, as: "agent-sa")
+            var beatB = Sigma_V1_HeartbeatRequest()
+            beatB.node = "sb"
+            #expect(await callStatus { _ = try await asA.call(SchedulerMethods.heartbeat, beatB) } == .permissionDenied)
+            var assignmentsB = Sigma_V1_GetAssignmentsRequest()
+            assignmentsB.node = "sb"
+            #expect(await callStatus { _ = try await asA.call(SchedulerMethods.getAssignments, assignmentsB) } == .permissionDenied)
+            var registerB = Sigma_V1_RegisterNodeRequest()
+            registerB.name = "sb"
+            #expect(await callStatus { _ = try await asA.call(SchedulerMethods.registerNode, registerB) } == .permissionDenied)
+            #expect(await callStatus { _ = try await asA.call(SchedulerMethods.listNodes, .init()) } == .permissionDenied)
+            var apply = Sigma_V1_ApplyAppRequest()
+            apply.spec.name = "web"
+            apply.spec.image = "oci:/images/web:1"
+            apply.spec.replicas = 1
+            apply.spec.resources.request.cpuMillis = 500
+            apply.spec.resources.request.memoryBytes = 1 << 28
+            #expect(await callStatus { _ = try await asA.call(SchedulerMethods.applyApp, apply) } == .permissionDenied)
+            #expect(await callStatus { _ = try await asA.call(CommonMethods.health, .init()) } == .ok)
+
+            // A service reads and allocates, but changes no app.
+            let asService = try cluster.client(cluster.scheduler, as: "scheduler")
+            #expect(await callStatus { _ = try await asService.call(SchedulerMethods.listNodes, .init()) } == .ok)
+            #expect(await callStatus { _ = try await asService.call(SchedulerMethods.applyApp, apply) } == .permissionDenied)
+            #expect(await callStatus { _ = try await asService.call(AccessMethods.listPrincipals, .init()) } == .permissionDenied)
+
+            // The operator does everything: two apps, each bound on node sa with a token for its instance.
+            _ = try await op.call(SchedulerMethods.applyApp, apply)
+            var other = apply
+            other.spec.name = "db"
+            other.spec.image = "oci:/images/db:1"
+            _ = try await op.call(SchedulerMethods.applyApp, other)
+            var tokens: [String: Sigma_V1_Assignment] = [:]
+            let deadline = ContinuousClock.now + .seconds(20)
+            while tokens.count < 2 {
+                guard ContinuousClock.now < deadline else { throw TestSetupError("the apps were never bound") }
+                var mine = Sigma_V1_GetAssignmentsRequest()
+                mine.node = "sa"
+                for assignment in try await asA.call(SchedulerMethods.getAssignments, mine).assignments { tokens[assignment.app] = assignment }
+                try await agentA.beat()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let web = tokens["web"]!, db = tokens["db"]!
+            var pushed = 0
+            for await event in own.events {
+                if case .update(_, _, let payload) = event, !payload.isEmpty { pushed += 1 }
+                if pushed == 2 { break }
+            }
+            // Both assignments reached agent sa by push; agent sb, subscribed as long, got none of them.
+            try await agentA.beat()
+            foreign.close()
+            #expect(await foreignUpdates.value == 0)
+            #expect(web.token.count == 64 && db.token.count == 64 && web.token != db.token)
+
+            // A business instance (a key nobody knows) proves itself with its token: its own app only.
+            let instance = try cluster.client(cluster.discovery, as: "instance-web")
+            func resolve(_ app: String, token: String) async -> StatusCode {
+                var request = Sigma_V1_ResolveRequest()
+                request.app = app
+                return await callStatus { _ = try await instance.call(DiscoveryMethods.resolve, request, token: token) }
+            }
+            #expect(await resolve("web", token: web.token) == .ok)
+            #expect(await resolve("db", token: web.token) == .permissionDenied)
+            #expect(await resolve("web", token: "") == .unauthenticated)
+            #expect(await resolve("web", token: String(repeating: "0", count: 64)) == .unauthenticated)
+            #expect(await resolve("web", token: "' OR 1=1 --") == .unauthenticated)
+            let configAsInstance = try cluster.client(cluster.config, as: "instance-web")
+            var getWeb = Sigma_V1_GetConfigRequest()
+            getWeb.app = "web"
+            var getDB = getWeb
+            getDB.app = "db"
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.get, getDB, token: web.token) } == .permissionDenied)
+            var fetchOwn = Sigma_V1_FetchConfigRequest()
+            fetchOwn.app = "web"
+            fetchOwn.instanceID = web.instanceID
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.publish, .init(), token: web.token) } == .permissionDenied)
+            var fetchOther = fetchOwn
+            fetchOther.instanceID = db.instanceID
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.fetch, fetchOther, token: web.token) } == .permissionDenied)
+            // ... and reaches neither the scheduler nor the allocator at all.
+            let instanceAtScheduler = try cluster.client(cluster.scheduler, as: "instance-web", timeout: .seconds(2))
+            #expect(await callStatus { _ = try await instanceAtScheduler.call(SchedulerMethods.listApps, .init(), token: web.token) } == .unauthenticated)
+
+            // Agents fetch configs only for instances on their node.
+            var publish = Sigma_V1_PublishConfigRequest()
+            publish.app = "web"
+            var file = Sigma_V1_ConfigFile()
+            file.path = "/etc/app.conf"
+            file.content = Data("port = 8080\n".utf8)
+            publish.files = [file]
+            _ = try await cluster.client(cluster.config, as: "operator").call(ConfigMethods.publish, publish)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.fetch, fetchOwn, token: web.token) } == .ok)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.get, getWeb, token: web.token) } == .ok)
+            let configAsA = try cluster.client(cluster.config, as: "agent-sa")
+            let configAsB = try cluster.client(cluster.config, as: "agent-sb")
+            #expect(await callStatus { _ = try await configAsA.call(ConfigMethods.fetch, fetchOwn) } == .ok)
+            #expect(await callStatus { _ = try await configAsB.call(ConfigMethods.fetch, fetchOwn) } == .permissionDenied)
+            var forged = fetchOwn
+            forged.instanceID = "'; DROP TABLE instances; --"
+            #expect(await callStatus { _ = try await configAsA.call(ConfigMethods.fetch, forged) } == .permissionDenied)
+            #expect(await callStatus { _ = try await configAsA.call(ConfigMethods.publish, publish) } == .permissionDenied)
+
+            // An instance that ends loses its token within seconds.
+            var delete = Sigma_V1_AppRequest()
+            delete.name = "web"
+            _ = try await op.call(SchedulerMethods.deleteApp, delete)
+            for _ in 0..<20 { try await agentA.beat() }
+            let revokedIn = try await waitForStatus(.unauthenticated) {
+                try await agentA.beat()
+                var request = Sigma_V1_ResolveRequest()
+                request.app = "web"
+                _ = try await instance.call(DiscoveryMethods.resolve, request, token: web.token)
+            }
+            #expect(revokedIn < .seconds(15))
+            #expect(await resolve("db", token: db.token) == .ok)
+
+            // The audit log has the writes and the refusals, with who made them.
+            try await Task.sleep(for: .milliseconds(500))
+            var query = Sigma_V1_ListAuditRequest()
+            query.limit = 1000
+            let entries = try await op.call(AccessMethods.listAudit, query).entries
+            func has(_ method: String, _ caller: String, _ status: String, subject: String? = nil) -> Bool {
+                entries.contains { $0.method == method && $0.caller == caller && $0.status == status && (subject == nil || $0.subject == subject) }
+            }
+            #expect(has("AddPrincipal", "operator", "OK", subject: "agent-sa"))
+            #expect(has("ApplyApp", "operator", "OK", subject: "web"))
+            #expect(has("DeleteApp", "operator", "OK", subject: "web"))
+            #expect(has("ApplyApp", "agent-sa", "PERMISSION_DENIED", subject: "web"))
+            #expect(has("Heartbeat", "agent-sa", "PERMISSION_DENIED", subject: "sb"))
+            #expect(has("RegisterNode", "agent-sa", "OK", subject: "sa"))
+            #expect(has("PublishConfig", "operator", "OK", subject: "web"))
+            #expect(has("PublishConfig", "agent-sa", "PERMISSION_DENIED", subject: "web"))
+            #expect(has("AllocateIPs", "scheduler", "OK"))
+            #expect(has("Resolve", "unknown", "UNAUTHENTICATED", subject: "web"))
+            #expect(!entries.contains { $0.method == "Heartbeat" && $0.status == "OK" })
+            let table = try await runProgram(ServiceProcess.binDirectory + "/sigmactl",
+                                             ["audit", "--method", "ApplyApp"] + cluster.sigmactlKeys("operator"))
+            #expect(table.contains("ApplyApp") && table.contains("operator") && table.contains("PERMISSION_DENIED"))
+        }
+    }
+
+    @Test func keysAddedAndRevokedAtRuntimeTakeEffectWithinSeconds() async throws {
+        try await SecureCluster.with { cluster in
+            let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+            let agent = try cluster.client(cluster.scheduler, as: "agent-sb")
+            var beat = Sigma_V1_GetAssignmentsRequest()
+            beat.node = "sb"
+            _ = try await SimulatedAgent("sb", client: agent).register()
+            #expect(await callStatus { _ = try await agent.call(SchedulerMethods.getAssignments, beat) } == .ok)
+
+            // Revoked: its next call on the same connection is refused.
+            let removed = try await runProgram(sigmactl, ["access", "remove", "agent-sb"] + cluster.sigmactlKeys("operator"))
+            #expect(removed.contains("agent-sb revoked"))
+            let refusedIn = try await waitForStatus(.unauthenticated) { _ = try await agent.call(SchedulerMethods.getAssignments, beat) }
+            #expect(refusedIn < .seconds(5))
+            let again = try await runProgram(sigmactl, ["access", "remove", "agent-sb"] + cluster.sigmactlKeys("operator"))
+            #expect(again.contains("nothing removed"))
+
+            // A new operator key: refused at the handshake, then admitted once added.
+            let newcomer = try CurveKeyPair.generate()
+            let path = cluster.folder + "/newcomer.key"
+            FileManager.default.createFile(atPath: path, contents: Data(newcomer.secretFileText.utf8), attributes: [.posixPermissions: 0o600])
+            try newcomer.publicFileText.write(toFile: cluster.folder + "/newcomer.pub", atomically: true, encoding: .utf8)
+            let before = try await runProgramStatus(sigmactl, ["get", "nodes", "--timeout", "2"] + cluster.sigmactlKeys("newcomer"))
+            #expect(before.status != 0)
+            let added = try await runProgram(sigmactl, ["access", "add", cluster.folder + "/newcomer.pub", "--role", "operator"]
+                                                + cluster.sigmactlKeys("operator"))
+            #expect(added.contains("operator/newcomer admitted"))
+            var admitted = false
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !admitted && ContinuousClock.now < deadline {
+                admitted = try await runProgramStatus(sigmactl, ["get", "nodes", "--timeout", "2"] + cluster.sigmactlKeys("newcomer")).status == 0
+            }
+            #expect(admitted)
+            let list = try await runProgram(sigmactl, ["access", "list"] + cluster.sigmactlKeys("newcomer"))
+            #expect(list.contains("newcomer") && list.contains("agent-sa") && !list.contains("agent-sb"))
+
+            // Bad principals are refused with what is wrong.
+            let bad = try await runProgramStatus(sigmactl, ["access", "add", String(repeating: "x", count: 40), "--name", "x",
+                                                            "--role", "agent"] + cluster.sigmactlKeys("operator"))
+            #expect(bad.status != 0 && bad.output.contains("an agent needs the node"))
+        }
+    }
+}
