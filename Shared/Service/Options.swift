@@ -146,9 +146,11 @@ public struct ClientOptions: ParsableArguments, Sendable {
 
     public init() {}
 
-    public func curve() throws -> CurveClientConfiguration? {
-        guard let serverKey = serverKey ?? ServiceOptions.environment("SIGMA_SERVER_KEY") else { return nil }
-        guard let keyPath = clientKey ?? ServiceOptions.environment("SIGMA_CLIENT_KEY") else {
+    /// The client side of CURVE: flags, then `SIGMA_SERVER_KEY`/`SIGMA_CLIENT_KEY`, then (for sigmactl and the
+    /// console) `server-key`/`client-key` of `~/.sigma/config` given as `file`.
+    public func curve(file: [String: String] = [:]) throws -> CurveClientConfiguration? {
+        guard let serverKey = serverKey ?? ServiceOptions.environment("SIGMA_SERVER_KEY") ?? file["server-key"] else { return nil }
+        guard let keyPath = clientKey ?? ServiceOptions.environment("SIGMA_CLIENT_KEY") ?? file["client-key"] else {
             throw ValidationError("--server-key needs --client-key (this client's key pair)")
         }
         return CurveClientConfiguration(keyPair: try CurveKeyPair.load(path: keyPath),
@@ -156,11 +158,11 @@ public struct ClientOptions: ParsableArguments, Sendable {
     }
 
     /// A client for `endpoints` (comma-separated replicas allowed).
-    public func client(endpoints: String, timeout: Duration = .seconds(10), logger: Logger) throws -> RPCClient {
+    public func client(endpoints: String, timeout: Duration = .seconds(10), file: [String: String] = [:], logger: Logger) throws -> RPCClient {
         var configuration = RPCClientConfiguration(
             endpoints: endpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         configuration.defaultTimeout = timeout
-        configuration.curve = try curve()
+        configuration.curve = try curve(file: file)
         return try RPCClient(configuration: configuration, logger: logger)
     }
 }
@@ -194,11 +196,12 @@ public struct EndpointOptions: ParsableArguments, Sendable {
     public func client(_ kind: ServiceKind) throws -> RPCClient {
         var logger = Logger(label: "sigmactl")
         logger.logLevel = .critical
-        return try keys.client(endpoints: endpoints(kind), timeout: .milliseconds(Int(timeout * 1000)), logger: logger)
+        return try keys.client(endpoints: endpoints(kind), timeout: .milliseconds(Int(timeout * 1000)), file: ConfigFile.load(), logger: logger)
     }
 }
 
-/// `~/.sigma/config`: `key = value` lines, e.g. `scheduler = tcp://10.0.0.1:7101,tcp://10.0.0.2:7101`.
+/// `~/.sigma/config`: `key = value` lines, e.g. `scheduler = tcp://10.0.0.1:7101,tcp://10.0.0.2:7101`, and with
+/// CURVE `client-key = PATH` and `server-key = PATH_OR_KEY`.
 public enum ConfigFile {
     public static func load() -> [String: String] {
         let path = (ServiceOptions.environment("HOME") ?? "/root") + "/.sigma/config"
