@@ -1,5 +1,5 @@
 # The two commands of README.md, and their helpers.
-.PHONY: demo down demo-fail-node demo-check console-screenshot test bench fuzz protos build
+.PHONY: demo down demo-fail-node demo-check console-screenshot test bench fuzz chaos protos build
 
 build:
 	scripts/deps
@@ -31,6 +31,10 @@ bench:
 # A million seeded hostile requests to each control-plane service (FUZZ_COUNT, FUZZ_SEED to change).
 fuzz:
 	scripts/fuzz
+
+# Every service killed in turn during a deploy of 200 instances on 3 test hosts (the suite runs it with 50).
+chaos:
+	SIGMA_CHAOS_INSTANCES=$${SIGMA_CHAOS_INSTANCES:-200} scripts/test --filter ChaosTests
 
 protos:
 	scripts/generate-protos

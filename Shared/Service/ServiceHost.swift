@@ -88,6 +88,7 @@ public final class ServiceHost: Sendable {
             endpoint: feed.eventsListen ?? ServiceOptions.environment(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
             curve: feedCurve, admits: subscriptionCheck, logger: logger)
         let advertised = feed.eventsAdvertise ?? ServiceOptions.environment(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
+        logger.info("feed", metadata: ["endpoint": "\(publisher.endpoint)", "advertised": "\(advertised)"])
         return (publisher, advertised)
     }
 

@@ -63,3 +63,52 @@ import TestSupport
         }
     }
 }
+
+@Suite(.serialized) struct FailoverTests {
+    /// A primary/standby pair behind one multi-host URL: the primary dies, the standby is promoted, and every
+    /// service follows by itself; what was acknowledged before (synchronous replication) is all there.
+    @Test func servicesFollowAPromotedStandbyAndNothingAcknowledgedIsLost() async throws {
+        try await withPostgresPair { pair in
+            try await SchedulerCluster.with(discoveries: 1, configs: 1, brokenAfter: 60, databaseURL: pair.url) { cluster in
+                let agents = ["n1", "n2"].map { SimulatedAgent($0, client: cluster.client) }
+                for agent in agents { try await agent.register(idc: "idc-\(agent.name)", cpu: 8000) }
+                agents.forEach { $0.start() }
+                defer { agents.forEach { $0.stop() } }
+                try await cluster.apply("web", replicas: 3, cpu: 100)
+                try await cluster.eventually("web running") { try await cluster.allRunning("web", 3) }
+                let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
+                let published = try await ConfigCenterTests.publish(config, "web", [ConfigCenterTests.file("/etc/web.conf", "v=1")])
+                let before = try await cluster.instances("web")
+
+                try await pair.crashPrimary()
+                try await pair.promoteStandby()
+                var apply = Sigma_V1_ApplyAppRequest()
+                apply.spec.name = "after"
+                apply.spec.image = "oci:/images/after:1"
+                apply.spec.replicas = 2
+                apply.spec.resources.request.cpuMillis = 100
+                apply.spec.resources.request.memoryBytes = 64 << 20
+                try await cluster.eventually("an apply succeeds on the new primary", within: .seconds(60)) {
+                    (try? await cluster.client.call(SchedulerMethods.applyApp, apply, timeout: .seconds(5))) != nil
+                }
+                try await cluster.eventually("its instances run") { try await cluster.allRunning("after", 2) }
+                let discovery = try DiscoveryClient(endpoints: cluster.discoveryEndpoints, timeout: .seconds(5), logger: quietLogger)
+                defer { discovery.close() }
+                try await cluster.eventually("discovery follows the new primary", within: .seconds(30)) {
+                    (try? await discovery.resolve("after").endpoints.count) == 2
+                }
+                // Acknowledged before the failover: the app, its instances with their IPs, the config version.
+                let now = try await cluster.instances("web")
+                #expect(Set(now.map(\.id)) == Set(before.map(\.id)))
+                #expect(Set(now.map(\.ip)) == Set(before.map(\.ip)))
+                var read = Sigma_V1_GetConfigRequest()
+                read.app = "web"
+                #expect(try await config.call(ConfigMethods.get, read).version.version == published.version.version)
+                let ips = now.map(\.ip) + (try await cluster.instances("after")).map(\.ip)
+                #expect(Set(ips).count == 5 && !ips.contains(""))
+                let standby = try await cluster.store.query("SELECT pg_is_in_recovery() AS recovering")
+                #expect(try standby.first?.decode(Bool.self, "recovering") == false)
+            }
+        }
+    }
+}

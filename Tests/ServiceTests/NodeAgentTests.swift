@@ -180,7 +180,7 @@ import TestSupport
     }
 
     @Test func aNodeBackFromBrokenFencesFirst() async throws {
-        try await SchedulerCluster.forAgents(brokenAfter: 1.5) { cluster in
+        try await SchedulerCluster.forAgents(brokenAfter: 3) { cluster in
             try await RealAgent.with(cluster, extra: ["--label", "role=first"]) { agent in
                 try await cluster.apply("single", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
                     Self.service(&spec, script: Self.stayUp)

@@ -25,6 +25,8 @@ struct SchedulerCluster {
     var endpoints: [String] = []
     /// The allocator's.
     var allocatorEndpoint = ""
+    /// Every process of the control plane, the allocator first (a test may kill and restart them).
+    var everyProcess: [ServiceProcess] = []
 
     static func with(
         schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 12, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
@@ -66,6 +68,7 @@ struct SchedulerCluster {
                     var cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
                     cluster.endpoints = endpoints
                     cluster.allocatorEndpoint = allocatorEndpoint
+                    cluster.everyProcess = allocators + all
                     cluster.discoveries = Array(all.dropFirst(schedulers).prefix(discoveries))
                     for process in cluster.discoveries {
                         let endpoint = try await process.endpoint()

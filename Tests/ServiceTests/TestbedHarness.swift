@@ -20,7 +20,7 @@ struct Testbed {
     static let script = packageRoot.path + "/scripts/testbed"
 
     static func with(
-        hosts count: Int, configs: Int = 0, discoveries: Int = 0, brokenAfter: Double = 12, idcs: [String] = ["idc-a"],
+        hosts count: Int, schedulers: Int = 1, configs: Int = 0, discoveries: Int = 0, brokenAfter: Double = 12, idcs: [String] = ["idc-a"],
         _ body: (Testbed, SchedulerCluster) async throws -> Void
     ) async throws {
         let name = "t" + String(UUID().uuidString.prefix(6)).lowercased().filter { $0.isLetter || $0.isNumber }
@@ -29,7 +29,7 @@ struct Testbed {
         let network = try parse(try await runProgram(script, ["up", "\(count)"] + common))
         var bed = Testbed(name: name, subnet: network["subnet"] ?? "", control: network["control"] ?? "")
         try await SchedulerCluster.with(
-            discoveries: discoveries, configs: configs, brokenAfter: brokenAfter, pool: TestSubnets.next() + ".0/24",
+            schedulers: schedulers, discoveries: discoveries, configs: configs, brokenAfter: brokenAfter, pool: TestSubnets.next() + ".0/24",
             extra: ["--heartbeat-interval", "0.2"], host: bed.control
         ) { cluster in
             var arguments = ["up", "\(count)", "--scheduler", cluster.endpoints.joined(separator: ","),

@@ -8,6 +8,8 @@ import Glibc
 /// the test fails. Its log goes to a file that a failing test can print.
 public final class ServiceProcess: @unchecked Sendable {
     public let name: String
+    /// The arguments it was started with (without `--ready-file`).
+    public let arguments: [String]
     public let pid: pid_t
     public let readyFile: String
     public let logFile: String
@@ -20,6 +22,7 @@ public final class ServiceProcess: @unchecked Sendable {
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         name = executable
+        self.arguments = arguments
         let base = NSTemporaryDirectory() + "sigma-\(executable)-\(UUID().uuidString.prefix(8))"
         readyFile = base + ".ready"
         logFile = base + ".log"

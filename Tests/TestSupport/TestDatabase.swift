@@ -167,3 +167,37 @@ public func withPrivatePostgres<T>(_ body: (PrivatePostgres) async throws -> T) 
         throw error
     }
 }
+
+/// A primary and a streaming standby of its own (synchronous: a commit returns once the standby has it), and
+/// the multi-host URL that finds whichever is the primary (`target_session_attrs=read-write`). Both are
+/// stopped and removed even when the test fails.
+public struct PostgresPair: Sendable {
+    public let primary: PrivatePostgres
+    public let standby: PrivatePostgres
+    public let url: String
+
+    /// The primary dies at once (no checkpoint, no goodbye to its clients).
+    public func crashPrimary() async throws { try await runProgram(packageRoot.path + "/scripts/pg", ["crash", primary.directory]) }
+    /// The standby becomes the primary.
+    public func promoteStandby() async throws { try await runProgram(packageRoot.path + "/scripts/pg", ["promote", standby.directory]) }
+}
+
+public func withPostgresPair<T>(_ body: (PostgresPair) async throws -> T) async throws -> T {
+    let base = packageRoot.path + "/.sigma"
+    try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    let folder = base + "/test-pair-" + UUID().uuidString.prefix(8).lowercased()
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    chmod(folder, 0o755)
+    let script = packageRoot.path + "/scripts/pg"
+    defer {
+        for side in ["standby", "primary"] { _ = try? spawnAndWait(script, ["stop", folder + "/" + side]) }
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+    let primaryURL = try await runProgram(script, ["start-sync", folder + "/primary"])
+    let standbyURL = try await runProgram(script, ["standby", folder + "/primary", folder + "/standby"])
+    func address(_ url: String) -> String { String(url.dropFirst("postgresql://postgres@".count).prefix { $0 != "/" }) }
+    let url = "postgresql://postgres@\(address(primaryURL)),\(address(standbyURL))/postgres?target_session_attrs=read-write"
+    return try await body(PostgresPair(
+        primary: PrivatePostgres(directory: folder + "/primary", url: primaryURL),
+        standby: PrivatePostgres(directory: folder + "/standby", url: standbyURL), url: url))
+}
