@@ -52,6 +52,13 @@ public enum CurveKeyFile {
         text.utf8.count == 40
     }
 
+    /// Whether `text` is a 32-byte key in Z85 (40 characters of the Z85 alphabet), as a principal's key must be.
+    public static func isValidZ85Key(_ text: String) -> Bool {
+        isZ85Key(text) && text.utf8.allSatisfy { z85Alphabet.contains($0) }
+    }
+
+    static let z85Alphabet = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#".utf8)
+
     static func fields(path: String) throws -> [String: String] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw RPCConfigurationError("cannot read key file \(path)")

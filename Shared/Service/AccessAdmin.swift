@@ -15,7 +15,7 @@ public enum AccessAdmin {
 
     static func validate(_ principal: Sigma_V1_Principal) throws {
         var problems: [String] = []
-        if principal.publicKey.utf8.count != 40 || zmqZ85Decodes(principal.publicKey) == false {
+        if !CurveKeyFile.isValidZ85Key(principal.publicKey) {
             problems.append("public_key must be a Z85 CURVE public key of 40 characters")
         }
         if principal.name.isEmpty || principal.name.utf8.count > 128 || principal.name.contains(where: { $0.isWhitespace || $0.isNewline }) {
@@ -30,11 +30,6 @@ public enum AccessAdmin {
             problems.append("role must be operator, service or agent (business instances use tokens)")
         }
         if !problems.isEmpty { throw RPCError.invalidArgument(problems.joined(separator: "; ")) }
-    }
-
-    static func zmqZ85Decodes(_ key: String) -> Bool {
-        let alphabet = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
-        return key.allSatisfy { alphabet.contains($0) }
     }
 
     static let columns = "public_key, name, role, coalesce(node, '') AS node, (extract(epoch FROM added_at) * 1000)::bigint AS added_ms"
