@@ -134,7 +134,10 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             let op = try cluster.client(cluster.scheduler, as: "operator")
             let agentA = SimulatedAgent("sa", client: try cluster.client(cluster.scheduler, as: "agent-sa"))
             let registered = try await agentA.register()
-            try await agentA.beat()
+            // It beats all along, as a real agent does: a node left silent for the scheduler's 5 s turns Broken and
+            // its instances are bound again, with new tokens.
+            agentA.start()
+            defer { agentA.stop() }
 
             // Feeds check subscriptions: agent sa follows node sa's assignments; agent sb's subscription to them
             // is refused (it still connects: its key is known).
@@ -203,17 +206,32 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
                 var mine = Sigma_V1_GetAssignmentsRequest()
                 mine.node = "sa"
                 for assignment in try await asA.call(SchedulerMethods.getAssignments, mine).assignments { tokens[assignment.app] = assignment }
-                try await agentA.beat()
                 try await Task.sleep(for: .milliseconds(100))
             }
             let web = tokens["web"]!, db = tokens["db"]!
-            var pushed = 0
-            for await event in own.events {
-                if case .update(_, _, let payload) = event, !payload.isEmpty { pushed += 1 }
-                if pushed == 2 { break }
+            // Both assignments reach agent sa through its feed (in its snapshot or pushed, depending on which came
+            // first; at most 20 s: the subscriber is closed then, which ends the loop); agent sb, subscribed as
+            // long, gets no update at all.
+            let giveUp = Task {
+                try await Task.sleep(for: .seconds(20))
+                own.close()
             }
-            // Both assignments reached agent sa by push; agent sb, subscribed as long, got none of them.
-            try await agentA.beat()
+            var seen = Set<String>()
+            for await event in own.events {
+                switch event {
+                case .snapshot(_, _, let payload):
+                    if let snapshot = try? Sigma_V1_GetAssignmentsResponse(serializedBytes: payload) {
+                        seen.formUnion(snapshot.assignments.map(\.app))
+                    }
+                case .update(_, _, let payload):
+                    if let change = try? Sigma_V1_AssignmentEvent(serializedBytes: payload), !change.removed {
+                        seen.insert(change.assignment.app)
+                    }
+                }
+                if seen.isSuperset(of: ["web", "db"]) { break }
+            }
+            giveUp.cancel()
+            #expect(seen.isSuperset(of: ["web", "db"]))
             foreign.close()
             #expect(await foreignUpdates.value == 0)
             #expect(web.token.count == 64 && db.token.count == 64 && web.token != db.token)
@@ -270,9 +288,7 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             var delete = Sigma_V1_AppRequest()
             delete.name = "web"
             _ = try await op.call(SchedulerMethods.deleteApp, delete)
-            for _ in 0..<20 { try await agentA.beat() }
             let revokedIn = try await waitForStatus(.unauthenticated) {
-                try await agentA.beat()
                 var request = Sigma_V1_ResolveRequest()
                 request.app = "web"
                 _ = try await instance.call(DiscoveryMethods.resolve, request, token: web.token)
