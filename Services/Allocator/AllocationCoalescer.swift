@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Protocol
+import Store
 import Synchronization
 
 /// Merges AllocateIPs calls that arrive together into one database call (group commit): sixteen callers
@@ -85,7 +86,7 @@ final class AllocationCoalescer: Sendable {
             if let merged = try? await allocate(ids, batch[0].pool) {
                 let byInstance = Dictionary(merged.map { ($0.instanceID.lowercased(), $0) }, uniquingKeysWith: { a, _ in a })
                 for waiting in batch {
-                    waiting.continuation.resume(returning: waiting.ids.compactMap { byInstance[$0.uuidString.lowercased()] })
+                    waiting.continuation.resume(returning: waiting.ids.compactMap { byInstance[$0.lowercasedText] })
                 }
                 return
             }

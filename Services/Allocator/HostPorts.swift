@@ -72,7 +72,7 @@ struct HostPorts: Sendable {
             """, node, Self.defaultRange.lowerBound, Self.defaultRange.upperBound)
         guard let range = ranges.first else { throw RPCError.notFound("no node \(node)") }
         guard !(try await tx.query("SELECT 1 FROM instances WHERE id = $1", instance)).isEmpty else {
-            throw RPCError.notFound("no instance \(instance.uuidString.lowercased())")
+            throw RPCError.notFound("no instance \(instance.lowercasedText)")
         }
         // An instance runs on one node: what it holds elsewhere it has moved away from.
         for row in try await tx.query("DELETE FROM host_ports WHERE instance = $1 AND node <> $2 RETURNING node, port", instance, node) {
@@ -98,7 +98,7 @@ struct HostPorts: Sendable {
             ).map { try $0.decode(Int.self, "p") }
             guard picked.count == need else {
                 throw RPCError.resourceExhausted(
-                    "node \(node) has \(picked.count) free host ports in \(first)-\(last); instance \(instance.uuidString.lowercased()) needs \(need)")
+                    "node \(node) has \(picked.count) free host ports in \(first)-\(last); instance \(instance.lowercasedText) needs \(need)")
             }
             try await tx.execute(
                 "INSERT INTO host_ports (node, port, instance) SELECT $1, p, $3 FROM unnest($2::int[]) AS p", node, picked, instance)
@@ -106,7 +106,7 @@ struct HostPorts: Sendable {
         }
         var allocation = Sigma_V1_HostPortAllocation()
         allocation.node = node
-        allocation.instanceID = instance.uuidString.lowercased()
+        allocation.instanceID = instance.lowercasedText
         allocation.ports = ports.sorted().map { UInt32($0) }
         return allocation
     }
@@ -118,7 +118,7 @@ struct HostPorts: Sendable {
         var response = Sigma_V1_ReleaseHostPortsResponse()
         response.released = try Self.group(rows)
         let released = Set(response.released.map(\.instanceID))
-        response.notAllocated = ids.map { $0.uuidString.lowercased() }.filter { !released.contains($0) }
+        response.notAllocated = ids.map { $0.lowercasedText }.filter { !released.contains($0) }
         return response
     }
 

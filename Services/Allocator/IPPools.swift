@@ -66,6 +66,9 @@ struct IPPools: Sendable {
         } catch let error as StoreError where error.sqlState == "23P01" {
             throw RPCError.invalidArgument("pool.cidr: \(cidr) overlaps an existing pool")
         }
+        // A pool adds up to 65,536 rows at once: statistics that know them now, not at autovacuum's next pass,
+        // keep the plans of sigma_allocate_ips (cached per connection) on the indexes.
+        try await store.execute("ANALYZE ip_addresses")
         logger.info("IP pool created", metadata: ["pool": "\(pool.name)", "cidr": "\(cidr)", "reserved": "\(reserved.count)"])
         var response = Sigma_V1_CreateIPPoolResponse()
         response.pool = try await pools(named: pool.name).first ?? pool
@@ -179,7 +182,7 @@ struct IPPools: Sendable {
             return allocation
         }
         let released = Set(response.released.map(\.instanceID))
-        response.notAllocated = ids.map { $0.uuidString.lowercased() }.filter { !released.contains($0) }
+        response.notAllocated = ids.map { $0.lowercasedText }.filter { !released.contains($0) }
         return response
     }
 

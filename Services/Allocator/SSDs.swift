@@ -73,7 +73,7 @@ struct SSDs: Sendable {
     {
         guard !(try await tx.query("SELECT 1 FROM nodes WHERE name = $1", node)).isEmpty else { throw RPCError.notFound("no node \(node)") }
         guard !(try await tx.query("SELECT 1 FROM instances WHERE id = $1", instance)).isEmpty else {
-            throw RPCError.notFound("no instance \(instance.uuidString.lowercased())")
+            throw RPCError.notFound("no instance \(instance.lowercasedText)")
         }
         // An instance runs on one node: what it holds elsewhere it has moved away from (the data stays there).
         for row in try await tx.query(
@@ -97,7 +97,7 @@ struct SSDs: Sendable {
                 """, node, instance, minBytes, need)
             guard taken == need else {
                 throw RPCError.resourceExhausted(
-                    "node \(node) has \(taken) free healthy SSDs of at least \(minBytes) bytes; instance \(instance.uuidString.lowercased()) needs \(need)")
+                    "node \(node) has \(taken) free healthy SSDs of at least \(minBytes) bytes; instance \(instance.lowercasedText) needs \(need)")
             }
         }
         return try await tx.query(Self.select + " WHERE instance = $1 AND node = $2 ORDER BY size_bytes, path", instance, node).map(Self.ssd)
@@ -115,7 +115,7 @@ struct SSDs: Sendable {
         var response = Sigma_V1_ReleaseSSDsResponse()
         response.released = try rows.map(Self.ssd)
         let released = Set(response.released.map(\.instanceID))
-        response.notAllocated = ids.map { $0.uuidString.lowercased() }.filter { !released.contains($0) }
+        response.notAllocated = ids.map { $0.lowercasedText }.filter { !released.contains($0) }
         return response
     }
 

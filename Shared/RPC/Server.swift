@@ -168,19 +168,26 @@ public final class RPCServer: Sendable {
                 reply(identity: identity, requestId: header.requestID, method: header.method,
                       status: outcome.0, message: outcome.1, body: outcome.2, received: received)
             }
-            inFlight.withLock { $0.finish(key) }?.cancel()
+            inFlight.withLock { $0.finish(key) }
         }
-        let running = inFlight.withLock { $0.register(key, task) }
-        guard running, let deadline else { return }
-        let timer = Task { [self] in
-            try? await Task.sleep(until: deadline, clock: .continuous)
-            guard !Task.isCancelled, once.claim() else { return }
-            inFlight.withLock { $0.calls[key]?.task.cancel() }
-            reply(identity: identity, requestId: header.requestID, method: header.method,
-                  status: .deadlineExceeded, message: "deadline of \(header.timeoutMs) ms exceeded",
-                  body: [], received: received)
+        // The deadline is kept by the server loop (it polls until the earliest one): no timer per call.
+        let expiry = deadline.map {
+            InFlightCalls.Expiry(deadline: $0, identity: identity, requestId: header.requestID, method: header.method,
+                                 timeoutMs: header.timeoutMs, received: received, once: once)
         }
-        inFlight.withLock { $0.attachTimer(key, timer) }?.cancel()
+        inFlight.withLock { $0.register(key, task, expiry: expiry) }
+    }
+
+    /// Answers DEADLINE_EXCEEDED for every call whose deadline has passed, and cancels its handler.
+    /// Called by the server loop, which then sends the replies.
+    func expireDeadlines(now: ContinuousClock.Instant = .now) {
+        for call in inFlight.withLock({ $0.expired(now: now) }) {
+            guard let expiry = call.expiry, expiry.once.claim() else { continue }
+            call.task.cancel()
+            reply(identity: expiry.identity, requestId: expiry.requestId, method: expiry.method,
+                  status: .deadlineExceeded, message: "deadline of \(expiry.timeoutMs) ms exceeded",
+                  body: [], received: expiry.received)
+        }
     }
 
     func reply(
@@ -208,40 +215,108 @@ final class ReplyOnce: Sendable {
     func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
 }
 
-/// The calls a server is working on: their tasks (to cancel at shutdown) and deadline timers (to cancel
-/// when the call answers first).
+/// The calls a server is working on: their tasks (to cancel at shutdown) and their deadlines, in a min-heap
+/// the server loop polls until the earliest of.
 struct InFlightCalls {
+    /// What a call's DEADLINE_EXCEEDED reply needs.
+    struct Expiry {
+        let deadline: ContinuousClock.Instant
+        let identity: [UInt8]
+        let requestId: UInt64
+        let method: String
+        let timeoutMs: UInt64
+        let received: ContinuousClock.Instant
+        let once: ReplyOnce
+    }
+
     struct Call {
         let task: Task<Void, Never>
-        var timer: Task<Void, Never>?
+        let expiry: Expiry?
     }
 
     var calls: [UInt64: Call] = [:]
     /// Calls that finished before they were registered (they answered without suspending).
     private var finishedEarly = Set<UInt64>()
+    /// (deadline, key) of calls with a deadline; entries of calls that finished stay until they come up
+    /// (or the heap is rebuilt), and are skipped then.
+    private var deadlines = DeadlineHeap()
 
     var count: Int { calls.count }
 
-    /// Records a started call; false when it has already finished.
-    mutating func register(_ key: UInt64, _ task: Task<Void, Never>) -> Bool {
-        if finishedEarly.remove(key) != nil { return false }
-        calls[key] = Call(task: task)
-        return true
-    }
+    /// The earliest deadline the loop must wake for (perhaps of a call that has finished meanwhile).
+    var nextDeadline: ContinuousClock.Instant? { deadlines.min?.deadline }
 
-    /// Forgets a finished call and returns its timer to cancel.
-    mutating func finish(_ key: UInt64) -> Task<Void, Never>? {
-        guard let call = calls.removeValue(forKey: key) else {
-            finishedEarly.insert(key)
-            return nil
+    /// Records a started call, unless it has already finished.
+    mutating func register(_ key: UInt64, _ task: Task<Void, Never>, expiry: Expiry?) {
+        if finishedEarly.remove(key) != nil { return }
+        calls[key] = Call(task: task, expiry: expiry)
+        guard let expiry else { return }
+        deadlines.insert((expiry.deadline, key))
+        // Mostly finished calls' entries: rebuild from the calls still running.
+        if deadlines.count > 1024 && deadlines.count > 4 * calls.count {
+            deadlines = DeadlineHeap(calls.compactMap { key, call in call.expiry.map { ($0.deadline, key) } })
         }
-        return call.timer
     }
 
-    /// Attaches a deadline timer; returns it back (to cancel) when the call finished meanwhile.
-    mutating func attachTimer(_ key: UInt64, _ timer: Task<Void, Never>) -> Task<Void, Never>? {
-        guard calls[key] != nil else { return timer }
-        calls[key]?.timer = timer
-        return nil
+    /// Forgets a finished call.
+    mutating func finish(_ key: UInt64) {
+        if calls.removeValue(forKey: key) == nil { finishedEarly.insert(key) }
+    }
+
+    /// The running calls whose deadline is at or before `now` (they stay registered until their task ends).
+    mutating func expired(now: ContinuousClock.Instant) -> [Call] {
+        var due: [Call] = []
+        while let top = deadlines.min, top.deadline <= now {
+            deadlines.removeMin()
+            if let call = calls[top.key] { due.append(call) }
+        }
+        return due
+    }
+}
+
+/// A binary min-heap of (deadline, key).
+struct DeadlineHeap {
+    typealias Entry = (deadline: ContinuousClock.Instant, key: UInt64)
+    private var entries: [Entry] = []
+
+    init() {}
+
+    init(_ entries: [Entry]) {
+        self.entries = entries
+        for index in stride(from: entries.count / 2 - 1, through: 0, by: -1) { siftDown(index) }
+    }
+
+    var count: Int { entries.count }
+    var min: Entry? { entries.first }
+
+    mutating func insert(_ entry: Entry) {
+        entries.append(entry)
+        var child = entries.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard entries[child].deadline < entries[parent].deadline else { break }
+            entries.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func removeMin() {
+        guard !entries.isEmpty else { return }
+        entries.swapAt(0, entries.count - 1)
+        entries.removeLast()
+        siftDown(0)
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var parent = start
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < entries.count && entries[left].deadline < entries[smallest].deadline { smallest = left }
+            if right < entries.count && entries[right].deadline < entries[smallest].deadline { smallest = right }
+            guard smallest != parent else { return }
+            entries.swapAt(parent, smallest)
+            parent = smallest
+        }
     }
 }

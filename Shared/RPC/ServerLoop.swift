@@ -70,8 +70,9 @@ final class ServerLoop {
             ]
             if let zap { items.append(pollItem(socket: zap.socket, events: ZMQ_POLLIN)) }
             do {
-                try zmqPoll(&items, timeoutMs: stopDeadline == nil ? -1 : 50)
+                try zmqPoll(&items, timeoutMs: stopDeadline == nil ? msUntilNextDeadline() : 50)
                 if items[0].readable { server.wakeup.drain() }
+                server.expireDeadlines()
                 try flushOutbox()
                 if items[1].readable { try readMonitor() }
                 if items.count > 3 && items[3].readable { try zap?.serve() }
@@ -85,6 +86,15 @@ final class ServerLoop {
             }
         }
         logger.info("stopped", metadata: ["endpoint": "\(boundEndpoint)"])
+    }
+
+    /// How long the loop may wait for a socket: until the earliest deadline of a call (rounded up), or forever.
+    private func msUntilNextDeadline() -> Int {
+        guard let next = server.inFlight.withLock({ $0.nextDeadline }) else { return -1 }
+        let left = next - .now
+        guard left > .zero else { return 0 }
+        let ms = left.components.seconds * 1000 + (left.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int(min(ms, Int64(Int32.max)))
     }
 
     private func flushOutbox() throws {

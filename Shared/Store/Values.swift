@@ -54,7 +54,7 @@ extension Bool: PGEncodable, PGDecodable {
 }
 
 extension UUID: PGEncodable, PGDecodable {
-    public var pgText: String? { uuidString.lowercased() }
+    public var pgText: String? { lowercasedText }
     public init(pgText: String) throws { self = try parse(pgText, UUID.init(uuidString:), "UUID") }
 }
 
@@ -102,6 +102,23 @@ extension Date: PGEncodable, PGDecodable {
 
 extension Optional: PGEncodable where Wrapped: PGEncodable {
     public var pgText: String? { self?.pgText ?? nil }
+}
+
+extension UUID {
+    /// `uuidString.lowercased()` without Foundation's string machinery (PostgreSQL's own form of a uuid).
+    public var lowercasedText: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(36)
+        withUnsafeBytes(of: uuid) { raw in
+            for (index, byte) in raw.enumerated() {
+                if index == 4 || index == 6 || index == 8 || index == 10 { bytes.append(UInt8(ascii: "-")) }
+                bytes.append(digits[Int(byte >> 4)])
+                bytes.append(digits[Int(byte & 0x0f)])
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
 }
 
 private func parse<T>(_ text: String, _ make: (String) -> T?, _ name: String) throws -> T {
@@ -155,11 +172,25 @@ public protocol RowDecodable {
 }
 
 /// A PostgreSQL array in text form, `{"a","b",NULL}`: pass it as one parameter and cast it (`$1::uuid[]`).
+/// Built byte by byte: the allocator and the audit log send arrays of thousands of elements many times a second.
 extension Array: PGEncodable where Element: PGEncodable {
     public var pgText: String? {
-        "{" + map { element -> String in
-            guard let text = element.pgText else { return "NULL" }
-            return "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }.joined(separator: ",") + "}"
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(2 + count * 40)
+        for (index, element) in enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            guard let text = element.pgText else {
+                bytes.append(contentsOf: "NULL".utf8)
+                continue
+            }
+            bytes.append(UInt8(ascii: "\""))
+            for byte in text.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
+            }
+            bytes.append(UInt8(ascii: "\""))
+        }
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Protocol
-import RPC
+@testable import RPC
 import SwiftProtobuf
 import Testing
 
@@ -65,6 +65,54 @@ import Testing
             // The server keeps serving.
             #expect(try await client.call(TestMethods.echo, text("after")).value == "after")
         }
+    }
+
+    /// The server answers DEADLINE_EXCEEDED itself (a bare DEALER has no deadline of its own), the shortest
+    /// deadline first even when a longer one came before it.
+    @Test func serverKeepsEachCallsDeadline() async throws {
+        try await withServer { _, endpoint in
+            let long = try RawDealer(endpoint: endpoint)
+            let short = try RawDealer(endpoint: endpoint)
+            let sleep = try text("20000").serializedBytes() as [UInt8]
+            // 30 s to answer: nothing comes back within 0.3 s.
+            #expect(try await long.exchange([[], try header(method: "Sleep", id: 1, timeoutMs: 30_000), sleep], timeout: .milliseconds(300)) == nil)
+            for id: UInt64 in 2...4 {
+                let frames = try await short.exchange([[], try header(method: "Sleep", id: id, timeoutMs: 150), sleep], timeout: .seconds(10))
+                let reply = try replyHeader(frames)
+                #expect(reply?.status == .deadlineExceeded)
+                #expect(reply?.requestID == id)
+                #expect(reply?.message == "deadline of 150 ms exceeded")
+            }
+            #expect(try await client(endpoint).call(TestMethods.echo, text("after")).value == "after")
+        }
+    }
+
+    @Test func deadlineHeapYieldsInOrder() {
+        var generator = SystemRandomNumberGenerator()
+        let start = ContinuousClock.now
+        var heap = DeadlineHeap()
+        var expected: [ContinuousClock.Instant] = []
+        for key in 0..<500 {
+            let at = start + .milliseconds(Int.random(in: 0..<10_000, using: &generator))
+            heap.insert((at, UInt64(key)))
+            expected.append(at)
+            // Now and then take the smallest out, as the server loop does.
+            if key % 7 == 0, let min = heap.min {
+                #expect(min.deadline == expected.min())
+                expected.remove(at: expected.firstIndex(of: min.deadline)!)
+                heap.removeMin()
+            }
+        }
+        var rebuilt = DeadlineHeap(expected.enumerated().map { ($0.element, UInt64($0.offset)) })
+        var out: [ContinuousClock.Instant] = []
+        while let min = heap.min {
+            out.append(min.deadline)
+            heap.removeMin()
+            #expect(rebuilt.min?.deadline == min.deadline)
+            rebuilt.removeMin()
+        }
+        #expect(out == expected.sorted())
+        #expect(rebuilt.count == 0)
     }
 
     @Test func typedErrorsMapToStatus() async throws {

@@ -75,11 +75,12 @@ func client(_ endpoints: String..., timeout: Duration = .seconds(5)) throws -> R
     return try RPCClient(configuration: configuration, logger: testLogger)
 }
 
-func header(method: String, id: UInt64 = 7, version: UInt32 = sigmaProtocolVersion) throws -> [UInt8] {
+func header(method: String, id: UInt64 = 7, version: UInt32 = sigmaProtocolVersion, timeoutMs: UInt64 = 0) throws -> [UInt8] {
     var header = Sigma_V1_RequestHeader()
     header.protocolVersion = version
     header.method = method
     header.requestID = id
+    header.timeoutMs = timeoutMs
     return try header.serializedBytes()
 }
 

@@ -26,6 +26,25 @@ import TestSupport
         }
     }
 
+    @Test func arrayParametersRoundTripEveryElement() async throws {
+        try await withTestDatabase { db in
+            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            defer { store.shutdown() }
+            let texts: [String?] = ["plain", "", "with \"quotes\"", "back\\slash\\", "{braces}, commas", "NULL", nil,
+                                    "\\\"", "'; DROP TABLE x;--", "\u{1F600} ünï", " spaced "]
+            let rows = try await store.query(
+                "SELECT t.v, t.n FROM unnest($1::text[]) WITH ORDINALITY AS t(v, n) ORDER BY t.n", texts)
+            #expect(rows.count == texts.count)
+            for (row, text) in zip(rows, texts) { #expect(try row.decode(String?.self, "v") == text) }
+            #expect(try await store.query("SELECT cardinality($1::int[]) AS n", [Int]())[0].decode(Int.self, "n") == 0)
+
+            let ids = (0..<50).map { _ in UUID() }
+            for id in ids { #expect(id.lowercasedText == id.uuidString.lowercased()) }
+            let back = try await store.query("SELECT u::text AS u FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n) ORDER BY n", ids)
+            #expect(try back.map { try $0.decode(UUID.self, "u") } == ids)
+        }
+    }
+
     @Test func typedErrorsForBadValues() async throws {
         try await withTestDatabase { db in
             let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)

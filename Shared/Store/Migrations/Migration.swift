@@ -24,6 +24,7 @@ public enum Schema {
         m0010AgentEndpoint,
         m0011EventsRetention,
         m0012Access,
+        m0013AllocateIPsGenericPlans,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
