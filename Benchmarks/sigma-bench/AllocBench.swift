@@ -20,7 +20,14 @@ struct AllocBench: AsyncParsableCommand {
     @Option(help: "Single allocations per caller.") var singles = 250
     @Option(help: "Batches per caller.") var batches = 20
     @Option(help: "Instances per batch.") var batchSize = 100
+    @Option(help: "Rounds the baseline and the single allocations take turns in.") var rounds = 4
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard callers >= 1, singles >= 1, batches >= 1, batchSize >= 1, rounds >= 1 else {
+            throw ValidationError("callers, singles, batches, batch size and rounds must each be at least 1")
+        }
+    }
 
     func run() async throws {
         try output.emit(try await measure())
@@ -48,11 +55,7 @@ struct AllocBench: AsyncParsableCommand {
             singleCount + batchCount
         ).map { try $0.decode(String.self, "id") }
 
-        // Baseline: one plain INSERT per transaction, same callers, same database.
         try await store.execute("CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, instance uuid NOT NULL, at timestamptz DEFAULT now())")
-        let baseline = try await timed(callers: callers, perCaller: singles) { caller, index in
-            try await store.execute("INSERT INTO bench_baseline (instance) VALUES ($1::uuid)", ids[caller * singles + index])
-        }
 
         let allocators = try (0..<2).map { _ in try BenchProcess("sigma-allocator", ["--listen", "tcp://127.0.0.1:*", "--database-url", benchURL, "--db-pool-size", "\(callers)", "--log-level", "error"]) }
         defer { allocators.forEach { $0.stop() } }
@@ -65,17 +68,32 @@ struct AllocBench: AsyncParsableCommand {
         pool.pool.name = "bench"
         pool.pool.cidr = "100.64.0.0/16"
         _ = try await client.call(AllocatorMethods.createIPPool, pool)
+        // As pgbench does before it measures: the rows just made vacuumed and analyzed now, so that autovacuum
+        // does not wake in the middle of one side of the comparison.
+        try await store.execute("VACUUM ANALYZE")
 
-        // The callers run on the client's executor: on this 2-core machine every thread wake the bench saves is
-        // CPU that PostgreSQL and the allocators get.
-        let single = try await withTaskExecutorPreference(client.executor) {
-            try await timed(callers: callers, perCaller: singles) { caller, index in
-                var request = Sigma_V1_AllocateIPsRequest()
-                request.instanceIds = [ids[caller * singles + index]]
-                _ = try await client.call(AllocatorMethods.allocateIPs, request)
-            }
+        // The baseline (one plain INSERT per transaction, same callers, same database) and the single
+        // allocations take turns, a slice of each per round, so that a slow moment of the machine falls on both.
+        var baselineRounds: [Timing] = []
+        var singleRounds: [Timing] = []
+        for round in 0..<rounds {
+            let slice = (singles * round / rounds)..<(singles * (round + 1) / rounds)
+            baselineRounds.append(try await timed(callers: callers, indices: slice) { caller, index in
+                try await store.execute("INSERT INTO bench_baseline (instance) VALUES ($1::uuid)", ids[caller * singles + index])
+            })
+            // The callers run on the client's executor: on this 2-core machine every thread wake the bench saves
+            // is CPU that PostgreSQL and the allocators get.
+            singleRounds.append(try await withTaskExecutorPreference(client.executor) {
+                try await timed(callers: callers, indices: slice) { caller, index in
+                    var request = Sigma_V1_AllocateIPsRequest()
+                    request.instanceIds = [ids[caller * singles + index]]
+                    _ = try await client.call(AllocatorMethods.allocateIPs, request)
+                }
+            })
         }
-        let batched = try await timed(callers: callers, perCaller: batches) { caller, index in
+        let baseline = Timing(combining: baselineRounds)
+        let single = Timing(combining: singleRounds)
+        let batched = try await timed(callers: callers, indices: 0..<batches) { caller, index in
             let start = singleCount + (caller * batches + index) * batchSize
             var request = Sigma_V1_AllocateIPsRequest()
             request.instanceIds = Array(ids[start..<(start + batchSize)])
@@ -96,7 +114,7 @@ struct AllocBench: AsyncParsableCommand {
             Figure(name: "alloc_ip_batch_p99", value: batched.p99 * 1000, unit: "ms", baseline: baseline.p99 * 1000, target: .none),
         ]
         report.notes = [
-            "baseline: one INSERT per transaction (autocommit) from \(callers) callers on the same PostgreSQL, \(singleCount) rows",
+            "baseline: one INSERT per transaction (autocommit) from \(callers) callers on the same PostgreSQL, \(singleCount) rows, in \(rounds) rounds taking turns with the single allocations",
             "single: \(singleCount) AllocateIPs calls of 1 instance; batched: \(callers * batches) calls of \(batchSize); all checked unique afterwards",
         ]
         client.close()
@@ -104,18 +122,36 @@ struct AllocBench: AsyncParsableCommand {
     }
 
     struct Timing {
-        var rate: Double
-        var p99: Double
+        var samples: [Double]
+        var seconds: Double
+
+        var rate: Double { Double(samples.count) / seconds }
+        var p99: Double { percentile(samples.sorted(), 0.99) }
+
+        init(samples: [Double], seconds: Double) {
+            self.samples = samples
+            self.seconds = seconds
+        }
+
+        /// Several timed rounds as one: all their operations over all their time.
+        init(combining rounds: [Timing]) {
+            self.init(samples: rounds.flatMap(\.samples), seconds: rounds.reduce(0) { $0 + $1.seconds })
+        }
     }
 
     /// Runs `body` `perCaller` times in each of `callers` tasks; operations per second and p99 seconds.
     func timed(callers: Int, perCaller: Int, _ body: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Timing {
+        try await timed(callers: callers, indices: 0..<perCaller, body)
+    }
+
+    /// Runs `body(caller, index)` for every index in each of `callers` tasks.
+    func timed(callers: Int, indices: Range<Int>, _ body: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Timing {
         let started = ContinuousClock.now
         let samples = try await withThrowingTaskGroup(of: [Double].self) { group in
             for caller in 0..<callers {
                 group.addTask {
                     var mine: [Double] = []
-                    for index in 0..<perCaller {
+                    for index in indices {
                         let t = ContinuousClock.now
                         try await body(caller, index)
                         let d = ContinuousClock.now - t
@@ -127,8 +163,7 @@ struct AllocBench: AsyncParsableCommand {
             return try await group.reduce(into: [Double]()) { $0 += $1 }
         }
         let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Timing(rate: Double(samples.count) / seconds, p99: percentile(samples.sorted(), 0.99))
+        return Timing(samples: samples, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }
 }
 
