@@ -93,8 +93,10 @@ final class ServerLoop {
         guard let next = server.inFlight.withLock({ $0.nextDeadline }) else { return -1 }
         let left = next - .now
         guard left > .zero else { return 0 }
+        // A deadline days away (a header may ask for any number of milliseconds): wake now and then, recompute.
+        guard left < .seconds(86_400) else { return 86_400_000 }
         let ms = left.components.seconds * 1000 + (left.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return Int(min(ms, Int64(Int32.max)))
+        return Int(ms)
     }
 
     private func flushOutbox() throws {

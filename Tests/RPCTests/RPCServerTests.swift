@@ -83,6 +83,10 @@ import Testing
                 #expect(reply?.requestID == id)
                 #expect(reply?.message == "deadline of 150 ms exceeded")
             }
+            // The largest deadline a header can ask for is kept too (no overflow in the loop's wait).
+            let far = try await short.exchange([[], try header(method: "Sleep", id: 5, timeoutMs: .max), try text("10").serializedBytes()],
+                                               timeout: .seconds(10))
+            #expect(try replyHeader(far)?.status == .ok)
             #expect(try await client(endpoint).call(TestMethods.echo, text("after")).value == "after")
         }
     }
