@@ -45,6 +45,36 @@ import TestSupport
         }
     }
 
+    /// The discovery trigger on `instances` bumps the app's revision for a one-row UPDATE and then, on the same
+    /// connection (whose cached plan the first one made), for an UPDATE of 5,000 rows; its join runs without
+    /// nested loops (migration 14), so the second is linear however small the first was.
+    @Test func discoveryTriggerAfterASmallUpdateHandlesALargeOne() async throws {
+        try await withTestDatabase { db in
+            var configuration = StoreConfiguration(url: db.url)
+            configuration.poolSize = 1
+            let store = Store(configuration: configuration, logger: quietLogger)
+            defer { store.shutdown() }
+            try await store.migrate()
+            let config = try await store.query(
+                "SELECT array_to_string(proconfig, ',') AS c FROM pg_proc WHERE proname = 'sigma_instances_changed'")
+            #expect(try config.first?.decode(String.self, "c") == "enable_nestloop=off")
+            try await store.execute("INSERT INTO apps (name) VALUES ('big'), ('other')")
+            try await store.execute("INSERT INTO instances (app, ordinal) SELECT 'big', g FROM generate_series(0, 4999) g")
+            try await store.execute("INSERT INTO instances (app, ordinal) VALUES ('other', 0)")
+            func revision(_ app: String) async throws -> Int {
+                try await store.query("SELECT revision FROM discovery_index WHERE app = $1", app)[0].decode(Int.self, "revision")
+            }
+            let before = (big: try await revision("big"), other: try await revision("other"))
+            try await store.execute("UPDATE instances SET state = 'Scheduled' WHERE app = 'other'")
+            #expect(try await revision("other") == before.other + 1)
+            #expect(try await store.execute("UPDATE instances SET state = 'Scheduled' WHERE app = 'big'") == 5000)
+            #expect(try await revision("big") == before.big + 1)
+            // A change nobody resolving endpoints sees (the pending reason) bumps nothing.
+            try await store.execute("UPDATE instances SET pending_reason = 'x' WHERE app = 'big'")
+            #expect(try await revision("big") == before.big + 1)
+        }
+    }
+
     @Test func typedErrorsForBadValues() async throws {
         try await withTestDatabase { db in
             let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)

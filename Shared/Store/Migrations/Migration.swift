@@ -25,6 +25,7 @@ public enum Schema {
         m0011EventsRetention,
         m0012Access,
         m0013AllocateIPsGenericPlans,
+        m0014DiscoveryTriggerHashJoin,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
