@@ -86,4 +86,23 @@ struct Testbed {
     func run(inNamespace path: String, _ program: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
         try await runProgramStatus("/usr/bin/nsenter", ["--net=\(path)", program] + arguments)
     }
+
+    /// What the TCP server at `host`:`port` says, asked from test host `index` with busybox nc. Under `timeout`:
+    /// nc's `-w` bounds only the connect, and a connection that stays open and silent (a port whose rules are
+    /// half made) would hang the probe and the retry loop around it.
+    func ask(on index: Int, _ host: String, _ port: String) async throws -> String {
+        try await run(on: index, "/usr/bin/timeout", try Self.askArguments(host, port)).output
+    }
+
+    /// The same, asked from inside an instance's network namespace.
+    func ask(inNamespace path: String, _ host: String, _ port: String) async throws -> String {
+        try await run(inNamespace: path, "/usr/bin/timeout", try Self.askArguments(host, port)).output
+    }
+
+    private static func askArguments(_ host: String, _ port: String) throws -> [String] {
+        guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw TestSetupError("busybox is not installed")
+        }
+        return ["5", busybox, "nc", "-w", "2", host, port]
+    }
 }

@@ -5,8 +5,6 @@ import Testing
 import TestSupport
 
 /// Several test hosts (network namespaces, one sigma-agent each) on this machine, from `scripts/testbed`.
-/// Every probe runs busybox nc under `timeout`: nc's `-w` bounds the connect only, and a connection that stays
-/// open and silent (a port whose rules are half made) would hang the probe and the retry loop around it.
 @Suite(.serialized) struct TestbedTests {
     @Test func hostsRunInstancesAndComeDownClean() async throws {
         let busybox = try #require(["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) })
@@ -29,8 +27,7 @@ import TestSupport
                 let index = Int(instance.node.split(separator: "h").last!)!
                 #expect(instance.hostIp == bed.hosts[index - 1].ip)
                 try await cluster.eventually("\(instance.node)'s instance answers") {
-                    let answer = try await bed.run(on: index, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", instance.ip, "7000"])
-                    return answer.output.contains("spread-\(instance.ordinal)")
+                    try await bed.ask(on: index, instance.ip, "7000").contains("spread-\(instance.ordinal)")
                 }
             }
             // Beyond its node an instance reaches the control plane (masqueraded: the scheduler sends its ZMTP
@@ -73,7 +70,7 @@ import TestSupport
             let neighbours = try #require(Dictionary(grouping: all, by: \.node).values.first { $0.count == 2 })
             let neighbourNamespace = try bed.namespace(of: neighbours[0].id, on: bed.nodes.firstIndex(of: neighbours[0].node)! + 1)
             try await cluster.eventually("instance to instance on one host") {
-                try await bed.run(inNamespace: neighbourNamespace, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", neighbours[1].ip, "7000"]).output
+                try await bed.ask(inNamespace: neighbourNamespace, neighbours[1].ip, "7000")
                     .contains("echo-\(neighbours[1].ordinal)")
             }
             let first = try #require(all.filter { $0.node == bed.nodes[0] }.min { $0.ordinal < $1.ordinal })
@@ -82,11 +79,11 @@ import TestSupport
             let firstNamespace = try bed.namespace(of: first.id, on: 1)
             let secondNamespace = try bed.namespace(of: second.id, on: 2)
             try await cluster.eventually("instance to instance across hosts") {
-                try await bed.run(inNamespace: firstNamespace, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", second.ip, "7000"]).output
+                try await bed.ask(inNamespace: firstNamespace, second.ip, "7000")
                     .contains("echo-\(second.ordinal)")
             }
             try await cluster.eventually("and back") {
-                try await bed.run(inNamespace: secondNamespace, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", first.ip, "7000"]).output
+                try await bed.ask(inNamespace: secondNamespace, first.ip, "7000")
                     .contains("echo-\(first.ordinal)")
             }
 
@@ -97,7 +94,7 @@ import TestSupport
                 return now?.node == bed.nodes[0] && now?.state == "Running" && now?.ip == second.ip
             }
             try await cluster.eventually("the moved instance answers on its old IP") {
-                try await bed.run(inNamespace: firstNamespace, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", second.ip, "7000"]).output
+                try await bed.ask(inNamespace: firstNamespace, second.ip, "7000")
                     .contains("echo-\(second.ordinal)")
             }
         }
@@ -139,7 +136,7 @@ import TestSupport
             }
             let namespace = try bed.namespace(of: before.id, on: other)
             try await cluster.eventually("the new copy serves") {
-                try await bed.run(inNamespace: namespace, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", before.ip, "7000"]).output.contains("cut-0")
+                try await bed.ask(inNamespace: namespace, before.ip, "7000").contains("cut-0")
             }
         }
     }
@@ -168,16 +165,16 @@ import TestSupport
                 let expected = "web-\(instance.ordinal)"
                 // From another host, from the host itself, from an instance on the same host and from itself (hairpin).
                 try await cluster.eventually("\(expected) from another host") {
-                    try await bed.run(on: other, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", instance.hostIp, hostPort]).output.contains(expected)
+                    try await bed.ask(on: other, instance.hostIp, hostPort).contains(expected)
                 }
-                #expect(try await bed.run(on: here, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", instance.hostIp, hostPort]).output.contains(expected))
+                #expect(try await bed.ask(on: here, instance.hostIp, hostPort).contains(expected))
                 // The instance itself, through its own published port (hairpin back out its bridge port, masqueraded).
                 let own = try bed.namespace(of: instance.id, on: here)
-                #expect(try await bed.run(inNamespace: own, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", instance.hostIp, hostPort]).output.contains(expected))
+                #expect(try await bed.ask(inNamespace: own, instance.hostIp, hostPort).contains(expected))
                 let neighbour = instances.first { $0.node == instance.node && $0.id != instance.id }
                 let namespace = try bed.namespace(of: (neighbour ?? instance).id, on: here)
                 if neighbour != nil {
-                    #expect(try await bed.run(inNamespace: namespace, "/usr/bin/timeout", ["5", busybox, "nc", "-w", "2", instance.hostIp, hostPort]).output
+                    #expect(try await bed.ask(inNamespace: namespace, instance.hostIp, hostPort)
                         .contains(expected))
                 }
                 // An instance reaches its node only through what is published: not the agent's own port (the SYN is
