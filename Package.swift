@@ -86,8 +86,10 @@ let package = Package(
         .executableTarget(name: "NodeAgent", dependencies: ["Service", "NodeRuntime"], path: "Services/NodeAgent/Agent"),
         // The agent's runtime (runc, cgroups, images, the node's network); a library so tests drive it directly.
         .target(
-            name: "NodeRuntime", dependencies: ["Core", .product(name: "Logging", package: "swift-log")],
+            name: "NodeRuntime", dependencies: ["Core", "CRootedFS", .product(name: "Logging", package: "swift-log")],
             path: "Services/NodeAgent/Runtime"),
+        // openat2(2) for the runtime: files written into an instance are resolved inside its root.
+        .target(name: "CRootedFS", path: "Services/NodeAgent/CRootedFS"),
         // sigma-monitor, in C: one small process per instance that holds its stdio and records its exit.
         .executableTarget(name: "AgentMonitor", path: "Services/NodeAgent/Monitor"),
         .executableTarget(

@@ -407,6 +407,59 @@ import TestSupport
         }
     }
 
+    /// The root escape of config delivery: an instance that replaced its config folder with a link to a host
+    /// folder, and one that replaced /.sigma (where its startup script goes) and exited. Neither the next config
+    /// version nor the script at the restart lands on the host; the instance is told why.
+    @Test func linksMadeInsideAnInstanceNeverCarryItsFilesOntoTheHost() async throws {
+        let host = NSTemporaryDirectory() + "sigma-escape-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: host, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: host) }
+        try await SchedulerCluster.forAgents(configs: 1) { cluster in
+            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { agent in
+                let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
+                func publish(_ app: String, _ paths: [String], script: String = "") async throws {
+                    var request = Sigma_V1_PublishConfigRequest()
+                    request.app = app
+                    request.files = paths.map { path in
+                        var file = Sigma_V1_ConfigFile()
+                        file.path = path
+                        file.content = Data("pwned\n".utf8)
+                        return file
+                    }
+                    request.script = script
+                    _ = try await config.call(ConfigMethods.publish, request)
+                }
+                try await publish("linker", ["/conf/app.conf"])
+                try await cluster.apply("linker", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "rm -rf /conf; ln -s \(host) /conf; echo linked; " + Self.stayUp)
+                    spec.config.app = "linker"
+                }
+                try await cluster.eventually("Running") { try await cluster.instance("linker")?.state == "Running" }
+                let linker = try #require(try await cluster.instance("linker"))
+                try await cluster.eventually("the link made") { agent.log(of: linker.id).contains("linked") }
+                try await publish("linker", ["/conf/app.conf", "/conf/new/other.conf"])
+                try await cluster.eventually("the new version refused") {
+                    agent.process.log.contains("config change not written") && agent.process.log.contains("symbolic link")
+                }
+                #expect(try await cluster.instance("linker")?.state == "Running")
+
+                // No command: the script runs from /.sigma; the instance swaps that folder for a link and exits.
+                try await publish("swapper", [], script: "rm -rf /.sigma; ln -s \(host) /.sigma; echo swapped; exit 1")
+                try await cluster.apply("swapper", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    spec.image = "host"
+                    spec.config.app = "swapper"
+                }
+                try await cluster.eventually("the restart refused, saying why") {
+                    let instance = try await cluster.instance("swapper")
+                    return instance?.state == "Failed" && instance?.reason.contains("/.sigma is a symbolic link") == true
+                }
+                let swapper = try #require(try await cluster.instance("swapper"))
+                #expect(agent.log(of: swapper.id).contains("swapped"))
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: host) == [])
+    }
+
     @Test func hostModeRefusesConfigUnderTheHostsReadOnlyFolders() async throws {
         try await SchedulerCluster.forAgents(configs: 1) { cluster in
             try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { _ in

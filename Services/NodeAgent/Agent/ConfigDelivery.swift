@@ -40,29 +40,23 @@ struct ConfigDelivery: Sendable {
         }
     }
 
-    /// Writes the files (and the startup script) under `rootfs`, each in place: an existing file keeps its inode,
-    /// so a process holding it open or a bind mount of it sees the new content. In host mode the host's
+    /// Writes the files (and the startup script) under `rootfs`, each in place (an existing file keeps its inode,
+    /// so a process holding it open or a bind mount of it sees the new content) and each resolved inside the
+    /// instance's root, never through a link the instance made (`InstanceFiles`). In host mode the host's
     /// read-only folders cannot hold config files.
     static func write(_ answer: Sigma_V1_FetchConfigResponse, rootfs: String, hostMode: Bool, script: Bool) throws {
         var files = answer.files.map { ($0.path, $0.content, $0.mode == 0 ? 0o644 : Int($0.mode)) }
         if script && !answer.script.isEmpty { files.append((scriptPath, Data(answer.script.utf8), 0o755)) }
         for (path, content, mode) in files {
-            let components = path.split(separator: "/")
-            guard path.hasPrefix("/"), !components.isEmpty, !components.contains(".."), !components.contains(".") else {
-                throw Failure.badPath("\"\(path)\" is not an absolute path inside the instance")
+            do {
+                _ = try InstanceFiles.components(of: path)
+                if hostMode, let folder = InstanceRuntime.hostFolders.first(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+                    throw Failure.badPath("\(path) is under \(folder), the host's read-only view in host mode; use another folder")
+                }
+                try InstanceFiles.write(content, to: path, inRoot: rootfs, mode: mode_t(mode & 0o7777))
+            } catch let refused as InstanceFiles.Refused {
+                throw Failure.badPath(refused.description)
             }
-            if hostMode, let folder = InstanceRuntime.hostFolders.first(where: { path == $0 || path.hasPrefix($0 + "/") }) {
-                throw Failure.badPath("\(path) is under \(folder), the host's read-only view in host mode; use another folder")
-            }
-            let target = rootfs + path
-            try FileManager.default.createDirectory(
-                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode_t(mode))
-            guard fd >= 0 else { throw Failure.badPath("cannot write \(path): \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
-            fchmod(fd, mode_t(mode))
-            let written = content.withUnsafeBytes { bytes in Foundation.write(fd, bytes.baseAddress, bytes.count) }
-            guard written == content.count else { throw Failure.badPath("cannot write \(path): short write") }
         }
     }
 }

@@ -227,7 +227,16 @@ public actor InstanceRuntime {
                 args: command, env: environment, hostname: request.hostname, rootfs: rootfs, readonlyRoot: false,
                 mounts: mounts + request.mounts, cgroupsPath: cgroup.runtimePath, networkNamespace: request.networkNamespace)
             var config = OCIConfig(process)
-            if !defaults.workingDir.isEmpty { config.process.cwd = defaults.workingDir }
+            if !defaults.workingDir.isEmpty {
+                // The image is the instance's: a working folder through /proc (runc before 1.1.12 leaks a host
+                // folder's descriptor there, CVE-2024-21626) or outside the root is refused.
+                let names = defaults.workingDir.split(separator: "/").map(String.init)
+                guard defaults.workingDir.hasPrefix("/"), !names.contains(".."), !["proc", "sys", "dev"].contains(names.first ?? "") else {
+                    throw RuntimeError.startFailed(
+                        id: request.id, reason: "the image's working folder \(defaults.workingDir) is refused: it must be an absolute path outside /proc, /sys and /dev")
+                }
+                config.process.cwd = defaults.workingDir
+            }
             try config.encoded().write(to: URL(fileURLWithPath: directory + "/config.json"))
 
             try await ready?()
