@@ -82,22 +82,14 @@ struct Nodes: Sendable {
         }
     }
 
-    /// Records a heartbeat: utilization, and each instance's state as its agent sees it. Reports of
-    /// instances this node does not own (any more) come back in `stop_instances`.
+    /// Records a heartbeat: utilization, and each instance's state as its agent sees it. An instance on a node
+    /// is (id, generation): every generation the agent still knows may be reported, and an old one never
+    /// conflicts with the new one. A bad entry is refused alone (`refused`); the rest counts, and so does the
+    /// node's liveness — a node turns Suspect or Broken only by silence, never by what it said. Generations this
+    /// node no longer owns that still run come back in `stop`.
     func heartbeat(_ request: Sigma_V1_HeartbeatRequest) async throws -> Sigma_V1_HeartbeatResponse {
         guard !request.node.isEmpty else { throw RPCError.invalidArgument("node: required") }
-        var seen = Set<String>()
-        for status in request.instances {
-            guard UUID(uuidString: status.instanceID) != nil else {
-                throw RPCError.invalidArgument("instances.instance_id: \"\(status.instanceID)\" is not a UUID")
-            }
-            guard seen.insert(status.instanceID.lowercased()).inserted else {
-                throw RPCError.invalidArgument("instances: \(status.instanceID) twice")
-            }
-            guard let state = InstanceState(rawValue: status.state), state != .pending, state != .needMigration else {
-                throw RPCError.invalidArgument("instances.state: \"\(status.state)\" is not a state an agent reports")
-            }
-        }
+        let (accepted, refused) = Self.screen(request.instances)
         return try await store.transaction(isolation: .readCommitted) { tx in
             let rows = try await tx.query(
                 "SELECT state, epoch FROM nodes WHERE name = $1 FOR UPDATE", request.node)
@@ -121,15 +113,50 @@ struct Nodes: Sendable {
             response.health = next.rawValue
             response.epoch = epoch
             response.fence = !fenced && health == .broken || request.epoch > epoch
-            response.stopInstances = try await applyStatuses(tx, node: request.node, request.instances)
+            response.stop = try await applyStatuses(tx, node: request.node, accepted)
+            // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
+            // reported (else they would stop the generation this node does own).
+            let reportedTwice = Dictionary(grouping: accepted, by: { $0.instanceID.lowercased() }).filter { $0.value.count > 1 }
+            response.stopInstances = response.stop.map(\.instanceID).filter { reportedTwice[$0] == nil }
+            response.refused = refused
             return response
         }
     }
 
-    /// Updates the instances this node owns at the reported generation; returns the ids it must stop.
-    private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [String] {
+    /// The states an agent may report of an instance it runs or ran.
+    static let reportable: Set<InstanceState> = [.starting, .running, .succeeded, .failed, .oomKilled, .killed, .terminated]
+
+    /// Splits a heartbeat's entries into those taken and those refused, each refusal saying why.
+    static func screen(_ statuses: [Sigma_V1_InstanceStatus]) -> (accepted: [Sigma_V1_InstanceStatus], refused: [Sigma_V1_RefusedEntry]) {
+        var accepted: [Sigma_V1_InstanceStatus] = []
+        var refused: [Sigma_V1_RefusedEntry] = []
+        var seen = Set<String>()
+        for var status in statuses {
+            var entry = Sigma_V1_RefusedEntry()
+            entry.instanceID = String(status.instanceID.prefix(64))
+            entry.generation = status.generation
+            entry.code = .invalidArgument
+            if UUID(uuidString: status.instanceID) == nil {
+                entry.message = "instance_id: \"\(status.instanceID.prefix(64))\" is not a UUID"
+            } else if InstanceState(rawValue: status.state).map(Self.reportable.contains) != true {
+                entry.message = "state: \"\(status.state.prefix(64))\" is not a state an agent reports (\(Self.reportable.map(\.rawValue).sorted().joined(separator: ", ")))"
+            } else if !seen.insert("\(status.instanceID.lowercased())/\(status.generation)").inserted {
+                entry.message = "generation \(status.generation) of \(status.instanceID) reported twice"
+            } else {
+                status.instanceID = status.instanceID.lowercased()
+                accepted.append(status)
+                continue
+            }
+            refused.append(entry)
+        }
+        return (accepted, refused)
+    }
+
+    /// Updates the instances this node owns at the reported generation. Returns the generations reported that
+    /// it does not own and that still run (to stop); a final report of an old generation only says it is gone.
+    private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {
         guard !statuses.isEmpty else { return [] }
-        let ids = statuses.map { $0.instanceID.lowercased() }
+        let ids = Array(Set(statuses.map(\.instanceID)))
         let owned = try await tx.query(
             "SELECT id::text AS id, generation, state, ready FROM instances WHERE id = ANY($1::uuid[]) AND node = $2 FOR UPDATE",
             ids, node)
@@ -141,17 +168,22 @@ struct Nodes: Sendable {
         }
         // Instances that turn Running and ready: an ordered app's next ordinal may start.
         var nowServing: [String] = []
-        var stop: [String] = []
+        var stop: [Sigma_V1_InstanceRef] = []
         var rows = (ids: [String](), states: [String](), cpu: [Int64](), memory: [Int64](), appliedCPU: [Int64?](),
                     appliedMemory: [Int64?](), codes: [Int](), reasons: [String](), ready: [Bool]())
         var changes: [(id: String, state: InstanceState, detail: String)] = []
         for status in statuses {
-            let id = status.instanceID.lowercased()
+            let id = status.instanceID
+            let reported = InstanceState(rawValue: status.state)!
             guard let known = current[id], known.generation == status.generation else {
-                stop.append(id)
+                if !reported.isFinal {
+                    var ref = Sigma_V1_InstanceRef()
+                    ref.instanceID = id
+                    ref.generation = status.generation
+                    stop.append(ref)
+                }
                 continue
             }
-            let reported = InstanceState(rawValue: status.state)!
             // Starting may have been too short for a heartbeat to see: Scheduled → Running is taken as well.
             let moves = known.state.canMove(to: reported) || (known.state == .scheduled && reported == .running)
             let state = moves ? reported : known.state

@@ -128,9 +128,9 @@ import TestSupport
             status.instanceID = "not-a-uuid"
             status.state = "Running"
             beat.instances = [status]
-            await #expect(throws: RPCError.invalidArgument("instances.instance_id: \"not-a-uuid\" is not a UUID")) {
-                try await cluster.client.call(SchedulerMethods.heartbeat, beat)
-            }
+            // A bad entry is refused alone, never the heartbeat (see badHeartbeatEntriesAreRefusedAlone...).
+            let answer = try await cluster.client.call(SchedulerMethods.heartbeat, beat)
+            #expect(answer.refused.map(\.message) == ["instance_id: \"not-a-uuid\" is not a UUID"])
 
             var register = Sigma_V1_RegisterNodeRequest()
             register.name = "n2"
@@ -197,7 +197,49 @@ import TestSupport
             beat.instances = [status]
             let response = try await cluster.client.call(SchedulerMethods.heartbeat, beat)
             #expect(response.stopInstances == [instance.id])
+            #expect(response.stop.map { "\($0.instanceID)/\($0.generation)" } == ["\(instance.id)/\(instance.generation - 1)"])
             #expect(try await cluster.instances("one")[0].state == "Running")
+        }
+    }
+
+    /// An instance on a node is (id, generation): the old generation's end and the new one in one heartbeat
+    /// never conflict, and bad entries are refused one by one while the rest (and the node's liveness) counts.
+    @Test func badHeartbeatEntriesAreRefusedAloneAndOldGenerationsNeverConflict() async throws {
+        try await SchedulerCluster.with(brokenAfter: 30) { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register()
+            try await cluster.apply("one", replicas: 1, cpu: 100)
+            try await cluster.eventually("Scheduled") { try await cluster.instances("one").first?.state == "Scheduled" }
+            let instance = try await cluster.instances("one")[0]
+            func status(_ id: String, _ generation: Int64, _ state: String) -> Sigma_V1_InstanceStatus {
+                var status = Sigma_V1_InstanceStatus()
+                status.instanceID = id
+                status.generation = generation
+                status.state = state
+                status.ready = true
+                return status
+            }
+            var beat = Sigma_V1_HeartbeatRequest()
+            beat.node = "n1"
+            beat.epoch = 1
+            beat.instances = [
+                status(instance.id, instance.generation - 1, "Terminated"),  // the old generation's end: no conflict
+                status(instance.id.uppercased(), instance.generation, "Running"),
+                status("not-a-uuid", 1, "Running"),
+                status(UUID().uuidString, 1, "Pending"),
+                status(UUID().uuidString, 1, "BogusState"),
+                status(instance.id, instance.generation, "Running"),  // the same generation twice
+            ]
+            let before = try await cluster.node("n1").lastHeartbeatUnixMs
+            let response = try await cluster.client.call(SchedulerMethods.heartbeat, beat)
+            #expect(response.stop.isEmpty && response.stopInstances.isEmpty)
+            #expect(response.refused.map(\.code) == Array(repeating: .invalidArgument, count: 4))
+            let messages = response.refused.map(\.message)
+            #expect(messages[0].contains("not a UUID") && messages[1].contains("\"Pending\" is not a state an agent reports"))
+            #expect(messages[2].contains("\"BogusState\"") && messages[3].contains("reported twice"), "\(messages)")
+            #expect(response.health == "Ready")
+            #expect(try await cluster.instances("one")[0].state == "Running")
+            #expect(try await cluster.node("n1").lastHeartbeatUnixMs >= before)
         }
     }
 

@@ -81,6 +81,8 @@ actor Agent {
     let overlayWakes: AsyncStream<Void>
     /// Instances the scheduler no longer counts as this node's (stale generation): stopped without a report.
     private var disowned: Set<String> = []
+    /// Heartbeat refusals already logged.
+    private var loggedRefusals: Set<String> = []
     /// When each assignment not yet started arrived (for the start latency).
     private var arrivals: [String: ContinuousClock.Instant] = [:]
     /// Every instance's route, by instance id (the overlay's input).
@@ -106,7 +108,10 @@ actor Agent {
     /// The whole desired state (a snapshot): replaces what was known.
     func replaceAssignments(_ assignments: [Sigma_V1_Assignment]) {
         let incoming = Dictionary(assignments.map { ($0.instanceID, $0) }, uniquingKeysWith: { a, b in a.generation >= b.generation ? a : b })
-        for id in desired.keys where incoming[id] == nil { removalReasons[id] = removalReasons[id] ?? "removed" }
+        for (id, known) in desired where incoming[id] == nil {
+            removalReasons[id] = removalReasons[id] ?? "removed"
+            if local[id] == nil { neverStarted(known, reason: removalReasons[id]!) }
+        }
         let now = ContinuousClock.now
         for (id, assignment) in incoming where desired[id]?.generation != assignment.generation { arrivals[id] = now }
         desired = incoming
@@ -120,8 +125,9 @@ actor Agent {
             if let known = desired[id], event.assignment.generation != 0, known.generation > event.assignment.generation {
                 return  // an old generation's removal; the newer one stays
             }
-            desired[id] = nil
+            let known = desired.removeValue(forKey: id)
             removalReasons[id] = event.reason.isEmpty ? "removed" : event.reason
+            if let known, local[id] == nil { neverStarted(known, reason: removalReasons[id]!) }
         } else {
             if let known = desired[id], known.generation > event.assignment.generation { return }
             if desired[id]?.generation != event.assignment.generation { arrivals[id] = .now }
@@ -131,15 +137,42 @@ actor Agent {
         wake.yield()
     }
 
-    /// The scheduler says these instances are no longer this node's (their generation moved on).
-    func disown(_ ids: [String]) {
-        for id in ids {
-            guard let instance = local[id] else { continue }
+    /// The scheduler says these generations are no longer this node's: each is stopped if it is the one that
+    /// runs here (a newer generation of the same instance stays). `ids` are from a scheduler that predates
+    /// generations in its answer: those name whatever generation runs.
+    func disown(_ refs: [Sigma_V1_InstanceRef], ids: [String] = []) {
+        let named = Set(refs.map(\.instanceID))
+        let all = refs.map { ($0.instanceID, $0.generation) }
+            + ids.filter { !named.contains($0) }.compactMap { id in local[id].map { (id, $0.assignment.generation) } }
+        for (id, generation) in all {
+            guard let instance = local[id], instance.assignment.generation == generation else { continue }
             disowned.insert(id)
             if desired[id]?.generation == instance.assignment.generation { desired[id] = nil }
             removalReasons[id] = "fenced: generation \(instance.assignment.generation) is no longer this node's"
         }
         wake.yield()
+    }
+
+    /// Entries of a heartbeat the scheduler refused (each said once in the log; the rest of it counted).
+    func refused(_ entries: [Sigma_V1_RefusedEntry]) {
+        for entry in entries where loggedRefusals.insert("\(entry.instanceID)/\(entry.generation)/\(entry.message)").inserted {
+            logger.warning("heartbeat entry refused", metadata: [
+                "instance": "\(entry.instanceID)", "generation": "\(entry.generation)", "error": "\(entry.message)",
+            ])
+        }
+        if loggedRefusals.count > 10_000 { loggedRefusals.removeAll() }
+    }
+
+    /// An assignment that left before it ever started here (an ordered start still waiting, a delete right after
+    /// the binding): reported Terminated at once, so its instance ends.
+    private func neverStarted(_ assignment: Sigma_V1_Assignment, reason: String) {
+        var status = Sigma_V1_InstanceStatus()
+        status.instanceID = assignment.instanceID
+        status.generation = assignment.generation
+        status.state = InstanceState.terminated.rawValue
+        status.reason = "\(reason) before it started"
+        finished[assignment.instanceID] = status
+        arrivals[assignment.instanceID] = nil
     }
 
     func poke() { wake.yield() }
@@ -560,7 +593,10 @@ actor Agent {
 
     /// A heartbeat carried these finished reports: they need not be sent again.
     func reported(_ statuses: [Sigma_V1_InstanceStatus]) {
-        for status in statuses where status.state == InstanceState.terminated.rawValue { finished[status.instanceID] = nil }
+        for status in statuses where status.state == InstanceState.terminated.rawValue
+            && finished[status.instanceID]?.generation == status.generation {
+            finished[status.instanceID] = nil
+        }
     }
 
     /// For sigmactl and tests: the local view.

@@ -128,7 +128,10 @@ struct AgentLoop: Service {
                 let response = try await scheduler.call(SchedulerMethods.heartbeat, request, timeout: interval * 3)
                 await agent.contact(brokenAfter: brokenAfter)
                 await agent.reported(statuses)
-                if !response.stopInstances.isEmpty { await agent.disown(response.stopInstances) }
+                if !response.stop.isEmpty || !response.stopInstances.isEmpty {
+                    await agent.disown(response.stop, ids: response.stopInstances)
+                }
+                if !response.refused.isEmpty { await agent.refused(response.refused) }
                 if response.fence {
                     logger.notice("fencing: stopping what this node no longer owns", metadata: ["epoch": "\(response.epoch)"])
                     if let snapshot = try? await assignments() {

@@ -381,8 +381,51 @@ public nonisolated struct Sigma_V1_HeartbeatResponse: Sendable {
   /// Stop every instance not in GetAssignments, then heartbeat with `epoch`.
   public var fence: Bool = false
 
-  /// Instances reported with a generation this node no longer owns: stop them.
+  /// Instances reported with a generation this node no longer owns: stop them. Kept for agents that predate
+  /// `stop`; an id is listed here only when no other generation of it was reported in the same heartbeat.
   public var stopInstances: [String] = []
+
+  /// The (instance, generation) pairs reported that this node no longer owns and that still run: stop exactly
+  /// that generation (a newer generation of the same instance on this node stays).
+  public var stop: [Sigma_V1_InstanceRef] = []
+
+  /// Entries refused one by one (not a UUID, a state an agent does not report, the same generation twice); the
+  /// rest of the heartbeat counted, and the node's liveness with it.
+  public var refused: [Sigma_V1_RefusedEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One generation of one instance.
+public nonisolated struct Sigma_V1_InstanceRef: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var instanceID: String = String()
+
+  public var generation: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A heartbeat entry the scheduler did not take, and why.
+public nonisolated struct Sigma_V1_RefusedEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var instanceID: String = String()
+
+  public var generation: Int64 = 0
+
+  public var code: Sigma_V1_StatusCode = .ok
+
+  public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2299,7 +2342,7 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2311,6 +2354,8 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.epoch) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.fence) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.stopInstances) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.stop) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.refused) }()
       default: break
       }
     }
@@ -2329,6 +2374,12 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if !self.stopInstances.isEmpty {
       try visitor.visitRepeatedStringField(value: self.stopInstances, fieldNumber: 4)
     }
+    if !self.stop.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.stop, fieldNumber: 5)
+    }
+    if !self.refused.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.refused, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2337,6 +2388,88 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.epoch != rhs.epoch {return false}
     if lhs.fence != rhs.fence {return false}
     if lhs.stopInstances != rhs.stopInstances {return false}
+    if lhs.stop != rhs.stop {return false}
+    if lhs.refused != rhs.refused {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_InstanceRef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".InstanceRef"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}generation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.generation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 1)
+    }
+    if self.generation != 0 {
+      try visitor.visitSingularInt64Field(value: self.generation, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_InstanceRef, rhs: Sigma_V1_InstanceRef) -> Bool {
+    if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.generation != rhs.generation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_RefusedEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RefusedEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}generation\0\u{1}code\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.generation) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.code) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 1)
+    }
+    if self.generation != 0 {
+      try visitor.visitSingularInt64Field(value: self.generation, fieldNumber: 2)
+    }
+    if self.code != .ok {
+      try visitor.visitSingularEnumField(value: self.code, fieldNumber: 3)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_RefusedEntry, rhs: Sigma_V1_RefusedEntry) -> Bool {
+    if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.generation != rhs.generation {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.message != rhs.message {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
