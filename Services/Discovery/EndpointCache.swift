@@ -39,9 +39,15 @@ final class EndpointCache: Sendable {
 
     /// Reads the app from the database, keeps it if it is newer than what memory holds, wakes the blocking
     /// queries it satisfies and publishes it on the app's topic.
+    /// An app that no longer exists is dropped from memory, said on its topic, and its blocking queries wake
+    /// (they answer NOT_FOUND).
     @discardableResult
     func reload(_ app: String) async throws -> Entry {
-        let loaded = try await load(app)
+        let (loaded, exists) = try await load(app)
+        guard exists else {
+            forget(app, index: loaded.index)
+            throw RPCError.notFound("no app \(app)")
+        }
         if let known = entries.withLock({ $0[app] }), known.index >= loaded.index { return known }
         var answer = Sigma_V1_ResolveResponse()
         answer.app = app
@@ -63,6 +69,17 @@ final class EndpointCache: Sendable {
         return current
     }
 
+    private func forget(_ app: String, index: UInt64) {
+        guard let known = entries.withLock({ $0.removeValue(forKey: app) }) else { return }
+        var answer = Sigma_V1_ResolveResponse()
+        answer.app = app
+        answer.index = max(index, known.index + 1)
+        answer.deleted = true
+        if let payload: [UInt8] = try? answer.serializedBytes() { publisher.publish(topic: FeedTopics.app(app), payload: payload) }
+        waiters.advance(app, to: answer.index)
+        logger.info("app gone", metadata: ["app": "\(app)", "index": "\(answer.index)"])
+    }
+
     /// Reloads every app held in memory (after the LISTEN connection came back: notifications may be lost).
     func reloadAll() async {
         for app in entries.withLock({ Array($0.keys) }) {
@@ -75,7 +92,9 @@ final class EndpointCache: Sendable {
     /// A notification: `app` is at `revision` now.
     func announced(_ app: String, revision: UInt64) async {
         guard let known = entries.withLock({ $0[app]?.index }), known < revision else { return }
-        do { try await reload(app) } catch {
+        do { try await reload(app) } catch let error as RPCError where error.code == .notFound {
+            return  // deleted: dropped and said by reload
+        } catch {
             logger.warning("could not reload an app's endpoints", metadata: ["app": "\(app)", "error": "\(error)"])
         }
     }
@@ -86,14 +105,15 @@ final class EndpointCache: Sendable {
     }
 
     /// The app's index and endpoints, read together in one snapshot.
-    private func load(_ app: String) async throws -> Entry {
+    private func load(_ app: String) async throws -> (entry: Entry, exists: Bool) {
         try await store.transaction(isolation: .repeatableRead) { tx in
             let head = try await tx.query(
                 """
                 SELECT EXISTS (SELECT 1 FROM apps WHERE name = $1 AND NOT deleted) AS known,
                        coalesce((SELECT revision FROM discovery_index WHERE app = $1), 0)::bigint AS revision
                 """, app)[0]
-            guard try head.decode(Bool.self, "known") else { throw RPCError.notFound("no app \(app)") }
+            let revision = UInt64(try head.decode(Int64.self, "revision"))
+            guard try head.decode(Bool.self, "known") else { return (Entry(index: revision, endpoints: []), false) }
             let rows = try await tx.query(
                 """
                 SELECT i.id::text AS id, i.ordinal, i.ip, i.state, i.ready, coalesce(i.node, '') AS node, i.generation,
@@ -105,7 +125,7 @@ final class EndpointCache: Sendable {
                 WHERE i.app = $1 AND i.state <> 'Terminated'
                 ORDER BY i.ordinal
                 """, app)
-            return Entry(index: UInt64(try head.decode(Int64.self, "revision")), endpoints: try rows.map(Self.endpoint))
+            return (Entry(index: revision, endpoints: try rows.map(Self.endpoint)), true)
         }
     }
 

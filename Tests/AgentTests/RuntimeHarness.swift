@@ -50,14 +50,18 @@ func removeEverything(_ runtime: InstanceRuntime) async {
 actor DemoImage {
     static let shared = DemoImage()
     static let directory = NSTemporaryDirectory() + "sigma-demo-image-\(UUID().uuidString.prefix(8))"
-    private var built: String?
+    /// One build however many suites ask at once (an actor is reentrant across the build's await).
+    private var build: Task<String, Error>?
 
     func reference() async throws -> String {
-        if let built { return built }
-        let reference = try await runProgram(packageRoot.path + "/scripts/demo-image", [Self.directory])
-        atexit { try? FileManager.default.removeItem(atPath: DemoImage.directory) }
-        built = reference
-        return reference
+        if let build { return try await build.value }
+        let started = Task {
+            let reference = try await runProgram(packageRoot.path + "/scripts/demo-image", [Self.directory])
+            atexit { try? FileManager.default.removeItem(atPath: DemoImage.directory) }
+            return reference
+        }
+        build = started
+        return try await started.value
     }
 }
 

@@ -119,6 +119,97 @@ import TestSupport
         }
     }
 
+    /// Case 2 of the lifecycle issue: after DeleteApp, Resolve is NOT_FOUND on every replica (bounded wait), a
+    /// blocking query on the app wakes with that answer, and so does an app scaled to 0 before its delete (which
+    /// changes no instance). Applied again, it answers with an index above the deleted one's.
+    @Test func deletedAppsAreGoneFromEveryReplicaAndWakeTheirWaiters() async throws {
+        try await SchedulerCluster.with(discoveries: 2) { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(idc: "idc-a", cpu: 8000)
+            agent.start()
+            defer { agent.stop() }
+            let replicas = try cluster.discoveryEndpoints.map { try SchedulerCluster.rpcClient([$0]) }
+            func delete(_ app: String) async throws {
+                var request = Sigma_V1_AppRequest()
+                request.name = app
+                _ = try await cluster.client.call(SchedulerMethods.deleteApp, request)
+            }
+            func gone(_ app: String) async -> Bool {
+                for replica in replicas {
+                    do {
+                        _ = try await Self.resolve(replica, app)
+                        return false
+                    } catch let error as RPCError where error.code == .notFound {
+                        continue
+                    } catch {
+                        return false
+                    }
+                }
+                return true
+            }
+            try await cluster.apply("zk", replicas: 2, cpu: 100, Self.withPorts)
+            try await cluster.eventually("zk running") { try await cluster.allRunning("zk", 2) }
+            var known: [Sigma_V1_ResolveResponse] = []
+            try await cluster.eventually("both replicas see 2 ready") {
+                known = []
+                for replica in replicas { known.append(try await Self.resolve(replica, "zk", ready: true)) }
+                return known.allSatisfy { $0.endpoints.count == 2 }
+            }
+            // Blocking on the current index on both replicas: the delete wakes them with NOT_FOUND.
+            let waiting = zip(replicas, known).map { replica, answer in
+                Task { () -> RPCError? in
+                    // Woken by each change (the instances turning Terminating first), block again until the app is gone.
+                    var index = answer.index
+                    do {
+                        while true { index = try await Self.resolve(replica, "zk", waitIndex: index, waitMs: 60_000).index }
+                    } catch {
+                        return error as? RPCError
+                    }
+                }
+            }
+            let deletedAt = ContinuousClock.now
+            try await delete("zk")
+            try await cluster.eventually("zk NOT_FOUND on every replica", within: .seconds(10)) { await gone("zk") }
+            for task in waiting { #expect(try await task.value?.code == .notFound) }
+            #expect(ContinuousClock.now - deletedAt < .seconds(10))
+
+            // Scaled to 0 first (an existing app with no instances answers an empty list), then deleted.
+            try await cluster.apply("empty", replicas: 1, cpu: 100)
+            try await cluster.eventually("empty running") { try await cluster.allRunning("empty", 1) }
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "empty"
+            scale.replicas = 0
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            var lastIndex: UInt64 = 0
+            try await cluster.eventually("empty has no endpoints on every replica") {
+                var empty = true
+                for replica in replicas {
+                    let answer = try await Self.resolve(replica, "empty")
+                    empty = empty && answer.endpoints.isEmpty
+                    lastIndex = answer.index
+                }
+                return empty
+            }
+            let blocked = Task { [index = lastIndex, replica = replicas[0]] () -> RPCError? in
+                do {
+                    _ = try await Self.resolve(replica, "empty", waitIndex: index, waitMs: 60_000)
+                    return nil
+                } catch {
+                    return error as? RPCError
+                }
+            }
+            try await delete("empty")
+            try await cluster.eventually("empty NOT_FOUND on every replica", within: .seconds(10)) { await gone("empty") }
+            #expect(try await blocked.value?.code == .notFound)
+
+            // Applied again: found, with an index past the one before the delete.
+            try await cluster.apply("empty", replicas: 1, cpu: 100)
+            try await cluster.eventually("empty back") { try await cluster.allRunning("empty", 1) }
+            let back = try await Self.resolve(replicas[1], "empty")
+            #expect(back.index > lastIndex)
+        }
+    }
+
     @Test func badInputGetsTypedErrors() async throws {
         try await SchedulerCluster.with(discoveries: 1) { cluster in
             let discovery = try SchedulerCluster.rpcClient(cluster.discoveryEndpoints)

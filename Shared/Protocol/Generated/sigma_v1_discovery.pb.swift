@@ -123,6 +123,9 @@ public nonisolated struct Sigma_V1_ResolveResponse: Sendable {
   /// This replica's PUB endpoint; topic "app/<name>/" carries a ResolveResponse (every endpoint) per change.
   public var eventsEndpoint: String = String()
 
+  /// On the feed only: the app was deleted (no endpoints; Resolve answers NOT_FOUND until it is applied again).
+  public var deleted: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -309,7 +312,7 @@ nonisolated extension Sigma_V1_ResolveRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Sigma_V1_ResolveResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ResolveResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{1}index\0\u{1}endpoints\0\u{1}sequence\0\u{3}feed_epoch\0\u{3}events_endpoint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{1}index\0\u{1}endpoints\0\u{1}sequence\0\u{3}feed_epoch\0\u{3}events_endpoint\0\u{1}deleted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -323,6 +326,7 @@ nonisolated extension Sigma_V1_ResolveResponse: SwiftProtobuf.Message, SwiftProt
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.feedEpoch) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.eventsEndpoint) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.deleted) }()
       default: break
       }
     }
@@ -347,6 +351,9 @@ nonisolated extension Sigma_V1_ResolveResponse: SwiftProtobuf.Message, SwiftProt
     if !self.eventsEndpoint.isEmpty {
       try visitor.visitSingularStringField(value: self.eventsEndpoint, fieldNumber: 6)
     }
+    if self.deleted != false {
+      try visitor.visitSingularBoolField(value: self.deleted, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -357,6 +364,7 @@ nonisolated extension Sigma_V1_ResolveResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.sequence != rhs.sequence {return false}
     if lhs.feedEpoch != rhs.feedEpoch {return false}
     if lhs.eventsEndpoint != rhs.eventsEndpoint {return false}
+    if lhs.deleted != rhs.deleted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

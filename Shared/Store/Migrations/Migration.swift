@@ -26,6 +26,7 @@ public enum Schema {
         m0012Access,
         m0013AllocateIPsGenericPlans,
         m0014DiscoveryTriggerHashJoin,
+        m0015DiscoveryFollowsApps,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
