@@ -116,8 +116,8 @@ struct Nodes: Sendable {
             response.stop = try await applyStatuses(tx, node: request.node, accepted)
             // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
             // reported (else they would stop the generation this node does own).
-            let reportedTwice = Dictionary(grouping: accepted, by: { $0.instanceID.lowercased() }).filter { $0.value.count > 1 }
-            response.stopInstances = response.stop.map(\.instanceID).filter { reportedTwice[$0] == nil }
+            let generations = Dictionary(accepted.map { ($0.instanceID, 1) }, uniquingKeysWith: +)
+            response.stopInstances = response.stop.map(\.instanceID).filter { generations[$0] == 1 }
             response.refused = refused
             return response
         }
