@@ -77,3 +77,14 @@ func eventually(_ what: String, within limit: Duration = .seconds(20), _ conditi
 func contents(_ path: String) -> String {
     String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
 }
+
+/// The pids of the sigma-monitor processes whose instance folder is `directory` (read from /proc).
+func monitors(watching directory: String) -> Set<Int32> {
+    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+    return Set(pids.filter { pid in
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard arguments.first?.hasSuffix("sigma-monitor") == true, let flag = arguments.firstIndex(of: "--dir") else { return false }
+        return arguments.indices.contains(flag + 1) && arguments[flag + 1] == directory
+    })
+}

@@ -188,6 +188,28 @@ import Testing
         }
     }
 
+    /// A start over a container of the same id that still runs (an agent that crashed between start and its
+    /// record, then started the instance again): the old run is ended first, and its monitor's ending can't
+    /// be read as the new run's (it was, and the next start killed the live copy: a loop of SIGKILLs).
+    @Test func aStartOverALeftoverRunIsNotEndedByTheOldMonitor() async throws {
+        try await withRuntime { runtime in
+            let command = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"]
+            let first = try await runtime.start(LaunchRequest(id: "again", image: .host, command: command))
+            let directory = runtime.directory(of: "again")
+            let oldMonitors = monitors(watching: directory)
+            #expect(!oldMonitors.isEmpty)
+
+            let second = try await runtime.start(LaunchRequest(id: "again", image: .host, command: command))
+            #expect(second.pid != first.pid)
+            // Once the first run's monitor is gone, whatever it wrote has been written.
+            try await eventually("the first run's monitor ends") { monitors(watching: directory).allSatisfy { !oldMonitors.contains($0) } }
+            #expect(kill(first.pid, 0) != 0)
+            #expect(await runtime.ending(of: "again") == nil)
+            #expect(await runtime.isRunning("again"))
+            #expect(await runtime.stop("again", grace: .seconds(10)) == .exited(0))
+        }
+    }
+
     @Test func imagesRunFromAnOCILayoutCachedByDigest() async throws {
         let image = try ImageReference(parsing: try await DemoImage.shared.reference())
         try await withRuntime { runtime in

@@ -7,7 +7,9 @@
 // `RUNTIME --root DIR run --detach` with the instance's stdout/stderr on pipes, copies both into
 // DIR/console.log (rotated at --log-max-bytes, keeping --log-keep old files), and when the instance's first
 // process ends writes DIR/exit atomically: "exited CODE" or "signaled SIGNAL". The agent reads that file;
-// nothing else about the instance lives in this process.
+// nothing else about the instance lives in this process. The child holds an exclusive flock on
+// DIR/monitor.lock for as long as it lives: a new start waits for it, so an earlier run's ending is never
+// written over the next run's (a second monitor on the same folder refuses to start).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/close_range.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -159,6 +162,13 @@ static int monitor(int report_fd) {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
+    char lock_file[4096];
+    path_in_dir(lock_file, sizeof lock_file, "monitor.lock");
+    int lock = open(lock_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        report(report_fd, "error another monitor still watches %s\n", dir);
+        return 1;
+    }
     open_log();
 
     int out[2], err[2];

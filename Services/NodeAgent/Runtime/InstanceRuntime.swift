@@ -186,6 +186,7 @@ public actor InstanceRuntime {
         let directory = directory(of: request.id)
         let fileManager = FileManager.default
         try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try await endEarlierRun(request.id)
         for stale in ["exit", "pid", "config.json", "launch.json"] { unlink(directory + "/" + stale) }
         let rootfs = directory + "/rootfs"
         unmountRootfs(request.id)
@@ -240,10 +241,6 @@ public actor InstanceRuntime {
             try config.encoded().write(to: URL(fileURLWithPath: directory + "/config.json"))
 
             try await ready?()
-            // A container of the same name left from an earlier run (a crash between start and clean-up).
-            if FileManager.default.fileExists(atPath: runcRoot + "/" + request.id) {
-                _ = try? await Subprocess.run(configuration.runtime, ["--root", runcRoot, "delete", "--force", request.id])
-            }
             let result = try await Subprocess.run(configuration.monitor, [
                 "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", request.id,
                 "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",
@@ -270,6 +267,28 @@ public actor InstanceRuntime {
             // The monitor has not run (or failed): leave the reason where `ending` finds it.
             try? Data("failed \(reason)\n".utf8).write(to: URL(fileURLWithPath: directory + "/exit"))
             throw RuntimeError.startFailed(id: request.id, reason: reason)
+        }
+    }
+
+    /// Ends what an earlier run of `id` left (a crash between start and clean-up, or a start over a live run):
+    /// its container and every process in its cgroup, then waits until its monitor has written its ending and
+    /// gone (it holds `monitor.lock` while it lives), so that ending is never read as the next run's.
+    private func endEarlierRun(_ id: String) async throws {
+        if FileManager.default.fileExists(atPath: runcRoot + "/" + id) {
+            _ = try? await Subprocess.run(configuration.runtime, ["--root", runcRoot, "delete", "--force", id])
+        }
+        for pid in cgroup(of: id).tasks() { kill(pid, SIGKILL) }
+        let lock = open(directory(of: id) + "/monitor.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else {
+            throw RuntimeError.startFailed(id: id, reason: "monitor.lock: \(String(cString: strerror(errno)))")
+        }
+        defer { close(lock) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            guard ContinuousClock.now < deadline else {
+                throw RuntimeError.startFailed(id: id, reason: "the monitor of an earlier run has not ended within 10 s")
+            }
+            try? await Task.sleep(for: .milliseconds(10))
         }
     }
 
