@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 import Protocol
@@ -116,7 +117,8 @@ final class EndpointCache: Sendable {
             guard try head.decode(Bool.self, "known") else { return (Entry(index: revision, endpoints: []), false) }
             let rows = try await tx.query(
                 """
-                SELECT i.id::text AS id, i.ordinal, i.ip, i.state, i.ready, coalesce(i.node, '') AS node, i.generation,
+                SELECT i.id::text AS id, i.ordinal, i.ip, i.state, i.ready, coalesce(i.node, '') AS node, i.generation, i.restarts,
+                       coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
                        coalesce(host(n.host_ip), '') AS host_ip, coalesce(n.idc, '') AS idc, i.host_ports::text AS host_ports,
                        coalesce(r.spec -> 'ports', '[]'::jsonb)::text AS ports
                 FROM instances i
@@ -135,7 +137,10 @@ final class EndpointCache: Sendable {
         endpoint.ordinal = try row.decode(Int32.self, "ordinal")
         endpoint.ip = try row.decode(String.self, "ip")
         endpoint.state = try row.decode(String.self, "state")
-        endpoint.ready = try row.decode(Bool.self, "ready") && endpoint.state == "Running"
+        endpoint.ready = try row.decode(Bool.self, "ready") && endpoint.state == InstanceState.running.rawValue
+        endpoint.stateCode = InstanceState(rawValue: endpoint.state)?.code ?? .instanceStateUnspecified
+        endpoint.restarts = try row.decode(Int32.self, "restarts")
+        endpoint.nextRetryUnixMs = try row.decode(Int64.self, "next_retry_ms")
         endpoint.node = try row.decode(String.self, "node")
         endpoint.generation = try row.decode(Int64.self, "generation")
         endpoint.hostIp = try row.decode(String.self, "host_ip")

@@ -238,7 +238,8 @@ struct Apps: Sendable {
             """
             SELECT a.name, a.spec::text AS spec, a.revision, (extract(epoch FROM a.created_at) * 1000)::bigint AS created_ms,
                    (extract(epoch FROM a.updated_at) * 1000)::bigint AS updated_ms,
-                   coalesce((SELECT jsonb_object_agg(state, n) FROM (SELECT state, count(*) AS n FROM instances WHERE app = a.name GROUP BY state) s), '{}')::text AS states
+                   coalesce((SELECT jsonb_object_agg(state, n) FROM (SELECT state, count(*) AS n FROM instances WHERE app = a.name GROUP BY state) s), '{}')::text AS states,
+                   (SELECT count(*) FROM instances WHERE app = a.name AND state = 'Running' AND ready)::bigint AS ready
             FROM apps a WHERE NOT a.deleted AND ($1 = '' OR a.name = $1) AND ($2 = '' OR a.team = $2) ORDER BY a.name
             """, name, team)
         return try rows.map { row in
@@ -249,6 +250,7 @@ struct Apps: Sendable {
             app.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
             let states = try row.decodeJSON([String: Int].self, "states")
             app.states = states.mapValues { UInt32(clamping: $0) }
+            app.ready = UInt32(clamping: try row.decode(Int64.self, "ready"))
             return app
         }
     }

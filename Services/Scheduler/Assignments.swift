@@ -13,11 +13,12 @@ import Synchronization
 /// pattern's snapshot: the feed's sequence is read first, then the rows, so nothing falls between them.
 enum Assignments {
     static let channel = "sigma_assign"
-    static let runningStates = ["Scheduled", "Starting", "Running"]
+    /// States whose instance is assigned to its node (the agent runs it, or waits to restart it).
+    static let runningStates = InstanceState.names(InstanceState.live)
     /// States whose IP the overlay routes to the instance's node. NeedMigration keeps its route to the node it
     /// leaves until it is bound elsewhere: other nodes then switch from the old node to the new one in one step,
     /// instead of dropping the IP in between (a peer that resolves it in that gap waits a second for ARP to retry).
-    static let routedStates = runningStates + ["NeedMigration"]
+    static let routedStates = InstanceState.names(InstanceState.routed)
 
     static func topic(_ node: String) -> String { FeedTopics.node(node) }
 

@@ -15,7 +15,8 @@ struct Instances: Sendable {
         i.id::text AS id, i.app, i.ordinal, coalesce(i.node, '') AS node, i.state, i.generation, i.revision, i.ip,
         i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
         i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes,
-        i.applied_cpu_millis, i.applied_memory_bytes, i.pending_reason, i.reason, i.exit_code, i.ready,
+        i.applied_cpu_millis, i.applied_memory_bytes, i.pending_reason, i.reason, i.exit_code, i.ready, i.restarts,
+        coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
         (extract(epoch FROM i.created_at) * 1000)::bigint AS created_ms, (extract(epoch FROM i.updated_at) * 1000)::bigint AS updated_ms,
         coalesce(host(n.host_ip), '') AS host_ip
         """
@@ -25,11 +26,11 @@ struct Instances: Sendable {
     static func terminate(_ tx: Transaction, app: String, fromOrdinal: Int, reason: String) async throws {
         let rows = try await tx.query(
             """
-            UPDATE instances SET state = CASE WHEN node IS NULL OR state NOT IN ('Scheduled', 'Starting', 'Running') THEN 'Terminated' ELSE 'Terminating' END,
-                reason = $3, updated_at = now()
+            UPDATE instances SET state = CASE WHEN node IS NULL OR NOT state = ANY($4::text[]) THEN 'Terminated' ELSE 'Terminating' END,
+                reason = $3, ready = false, next_retry_at = NULL, updated_at = now()
             WHERE app = $1 AND ordinal >= $2 AND state NOT IN ('Terminating', 'Terminated')
             RETURNING id::text AS id, coalesce(node, '') AS node, state
-            """, app, fromOrdinal, reason)
+            """, app, fromOrdinal, reason, InstanceState.names(InstanceState.live))
         guard !rows.isEmpty else { return }
         var ids: [String] = []
         var messages: [String] = []
@@ -134,7 +135,7 @@ struct Instances: Sendable {
             guard let row = rows.first else { throw RPCError.notFound("no instance \(request.instanceID)") }
             let state = InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending
             let node = try row.decode(String.self, "node")
-            guard [.scheduled, .starting, .running].contains(state), !node.isEmpty else {
+            guard InstanceState.live.contains(state), !node.isEmpty else {
                 throw RPCError.failedPrecondition("instance \(request.instanceID) is \(state.rawValue), not running on a node")
             }
             if !request.toNode.isEmpty {
@@ -169,6 +170,7 @@ struct Instances: Sendable {
         instance.ordinal = try row.decode(Int32.self, "ordinal")
         instance.node = try row.decode(String.self, "node")
         instance.state = try row.decode(String.self, "state")
+        instance.stateCode = InstanceState(rawValue: instance.state)?.code ?? .instanceStateUnspecified
         instance.generation = try row.decode(Int64.self, "generation")
         instance.revision = try row.decode(Int64.self, "revision")
         instance.ip = try row.decode(String.self, "ip")
@@ -187,6 +189,8 @@ struct Instances: Sendable {
         instance.reason = try row.decode(String.self, "reason")
         instance.exitCode = try row.decode(Int32.self, "exit_code")
         instance.ready = try row.decode(Bool.self, "ready")
+        instance.restarts = try row.decode(Int32.self, "restarts")
+        instance.nextRetryUnixMs = try row.decode(Int64.self, "next_retry_ms")
         instance.createdUnixMs = try row.decode(Int64.self, "created_ms")
         instance.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
         return instance

@@ -22,7 +22,7 @@ struct Nodes: Sendable {
     }
 
     /// States whose instances hold their node's resources (requests, ports, SSDs).
-    static let holdingStates = ["Scheduled", "Starting", "Running", "NeedMigration", "Terminating"]
+    static let holdingStates = InstanceState.names(InstanceState.holding)
 
     func register(_ request: Sigma_V1_RegisterNodeRequest) async throws -> Sigma_V1_RegisterNodeResponse {
         guard Self.isValidNodeName(request.name) else {
@@ -111,6 +111,7 @@ struct Nodes: Sendable {
             }
             var response = Sigma_V1_HeartbeatResponse()
             response.health = next.rawValue
+            response.healthCode = next.code
             response.epoch = epoch
             response.fence = !fenced && health == .broken || request.epoch > epoch
             response.stop = try await applyStatuses(tx, node: request.node, accepted)
@@ -122,9 +123,6 @@ struct Nodes: Sendable {
             return response
         }
     }
-
-    /// The states an agent may report of an instance it runs or ran.
-    static let reportable: Set<InstanceState> = [.starting, .running, .succeeded, .failed, .oomKilled, .killed, .terminated]
 
     /// Splits a heartbeat's entries into those taken and those refused, each refusal saying why.
     static func screen(_ statuses: [Sigma_V1_InstanceStatus]) -> (accepted: [Sigma_V1_InstanceStatus], refused: [Sigma_V1_RefusedEntry]) {
@@ -138,12 +136,15 @@ struct Nodes: Sendable {
             entry.code = .invalidArgument
             if UUID(uuidString: status.instanceID) == nil {
                 entry.message = "instance_id: \"\(status.instanceID.prefix(64))\" is not a UUID"
-            } else if InstanceState(rawValue: status.state).map(Self.reportable.contains) != true {
-                entry.message = "state: \"\(status.state.prefix(64))\" is not a state an agent reports (\(Self.reportable.map(\.rawValue).sorted().joined(separator: ", ")))"
+            } else if InstanceState(name: status.state, code: status.stateCode) == nil {
+                entry.message = "state: \"\(status.state.prefix(64))\" (state_code \(status.stateCode.rawValue)) is not a known state, or the two disagree"
+            } else if let state = InstanceState(name: status.state, code: status.stateCode), !InstanceState.reportable.contains(state) {
+                entry.message = "state: \(state.rawValue) is not a state an agent reports (\(InstanceState.names(InstanceState.reportable).joined(separator: ", ")))"
             } else if !seen.insert("\(status.instanceID.lowercased())/\(status.generation)").inserted {
                 entry.message = "generation \(status.generation) of \(status.instanceID) reported twice"
             } else {
                 status.instanceID = status.instanceID.lowercased()
+                status.state = InstanceState(name: status.state, code: status.stateCode)!.rawValue
                 accepted.append(status)
                 continue
             }
@@ -170,7 +171,8 @@ struct Nodes: Sendable {
         var nowServing: [String] = []
         var stop: [Sigma_V1_InstanceRef] = []
         var rows = (ids: [String](), states: [String](), cpu: [Int64](), memory: [Int64](), appliedCPU: [Int64?](),
-                    appliedMemory: [Int64?](), codes: [Int](), reasons: [String](), ready: [Bool]())
+                    appliedMemory: [Int64?](), codes: [Int](), reasons: [String](), ready: [Bool](), restarts: [Int](),
+                    retries: [Int64]())
         var changes: [(id: String, state: InstanceState, detail: String)] = []
         for status in statuses {
             let id = status.instanceID
@@ -184,9 +186,8 @@ struct Nodes: Sendable {
                 }
                 continue
             }
-            // Starting may have been too short for a heartbeat to see: Scheduled → Running is taken as well.
-            let moves = known.state.canMove(to: reported) || (known.state == .scheduled && reported == .running)
-            let state = moves ? reported : known.state
+            // Only moves an agent's report can make (an instance the scheduler moved or is removing stays so).
+            let state = known.state.canBeReported(as: reported) ? reported : known.state
             rows.ids.append(id)
             rows.states.append(state.rawValue)
             rows.cpu.append(status.usage.cpuMillis)
@@ -195,7 +196,9 @@ struct Nodes: Sendable {
             rows.appliedMemory.append(status.hasAppliedLimit ? status.appliedLimit.memoryBytes : nil)
             rows.codes.append(Int(status.exitCode))
             rows.reasons.append(status.reason)
-            rows.ready.append(status.ready)
+            rows.ready.append(status.ready && state == .running)
+            rows.restarts.append(Int(max(0, status.restarts)))
+            rows.retries.append(state == .backOff ? status.nextRetryUnixMs : 0)
             if state == .running && status.ready && !(known.state == .running && known.ready) { nowServing.append(id) }
             if state != known.state {
                 changes.append((id, state, status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"))
@@ -211,11 +214,14 @@ struct Nodes: Sendable {
                     -- but not a readiness complaint once the instance is ready.
                     reason = CASE WHEN u.reason <> '' THEN u.reason WHEN u.ready AND i.reason LIKE 'not ready: %' THEN ''
                                   ELSE i.reason END,
-                    ready = u.ready, updated_at = now()
-                FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::boolean[])
-                     AS u(id, state, cpu, memory, applied_cpu, applied_memory, code, reason, ready)
+                    ready = u.ready, restarts = u.restarts,
+                    next_retry_at = CASE WHEN u.retry > 0 THEN to_timestamp(u.retry / 1000.0) END, updated_at = now()
+                FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[],
+                            $9::boolean[], $10::int[], $11::bigint[])
+                     AS u(id, state, cpu, memory, applied_cpu, applied_memory, code, reason, ready, restarts, retry)
                 WHERE i.id = u.id
-                """, rows.ids, rows.states, rows.cpu, rows.memory, rows.appliedCPU, rows.appliedMemory, rows.codes, rows.reasons, rows.ready)
+                """, rows.ids, rows.states, rows.cpu, rows.memory, rows.appliedCPU, rows.appliedMemory, rows.codes, rows.reasons,
+                rows.ready, rows.restarts, rows.retries)
         }
         for (state, group) in Dictionary(grouping: changes, by: \.state) {
             try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
@@ -293,6 +299,7 @@ struct Nodes: Sendable {
         node.capacity = Resources(cpuMillis: try row.decode(Int64.self, "cpu_millis"), memoryBytes: try row.decode(Int64.self, "memory_bytes")).wire
         node.diskBytes = try row.decode(Int64.self, "disk_bytes")
         node.health = try row.decode(String.self, "state")
+        node.healthCode = NodeHealth(rawValue: node.health)?.code ?? .nodeHealthUnspecified
         node.cordoned = !(try row.decode(Bool.self, "schedulable"))
         node.draining = try row.decode(Bool.self, "draining")
         node.epoch = try row.decode(Int64.self, "epoch")

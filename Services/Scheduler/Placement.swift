@@ -340,7 +340,8 @@ struct Placement: Sendable {
                     UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
                         token = replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
                         prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
-                        pending_reason = '', target_node = '', ready = false, exit_code = 0, updated_at = now()
+                        pending_reason = '', target_node = '', ready = false, exit_code = 0, restarts = 0, next_retry_at = NULL,
+                        updated_at = now()
                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
                          AS b(id, node, ip, prefix, gateway, ports, ssds)
                     WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')

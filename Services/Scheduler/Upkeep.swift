@@ -82,7 +82,7 @@ struct Upkeep: Sendable {
     private func moveOff(_ tx: Transaction, node: String, reason: String) async throws {
         let moved = try await tx.query(
             """
-            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, updated_at = now()
+            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, next_retry_at = NULL, updated_at = now()
             WHERE node = $1 AND state = ANY($3::text[]) RETURNING id::text AS id
             """, node, reason, Assignments.runningStates)
         let ids = try moved.map { try $0.decode(String.self, "id") }
@@ -104,7 +104,7 @@ struct Upkeep: Sendable {
                 FROM apps a JOIN instances i ON i.app = a.name
                 WHERE NOT a.deleted AND i.revision < a.revision AND i.state NOT IN ('Terminating', 'Terminated')
                   AND NOT EXISTS (SELECT 1 FROM instances t WHERE t.app = a.name
-                                  AND t.state IN ('Pending', 'Scheduled', 'Starting', 'NeedMigration') AND t.revision = a.revision)
+                                  AND t.state IN ('Pending', 'Scheduled', 'Starting', 'BackOff', 'NeedMigration') AND t.revision = a.revision)
                 ORDER BY a.name, i.ordinal
                 """)
             for row in rows {

@@ -6,6 +6,34 @@ public enum NodeHealth: String, Hashable, Sendable, Codable, CaseIterable {
     case suspect = "Suspect"
     case broken = "Broken"
 
+    /// What moves a node's health.
+    public enum Event: String, Sendable, CaseIterable {
+        /// Its heartbeats are late (Suspect) or missing past the Broken threshold.
+        case silence
+        /// A heartbeat arrived from a node that was not Broken.
+        case heartbeat
+        /// A Broken node heartbeats again and has confirmed it stopped what it no longer owns.
+        case fenced
+    }
+
+    public struct Transition: Hashable, Sendable {
+        public let from: NodeHealth
+        public let event: Event
+        public let to: NodeHealth
+    }
+
+    /// Every move there is (the database refuses any other, migration 16). Only silence makes a node Suspect
+    /// or Broken, never what it said.
+    public static let transitions: [Transition] = [
+        Transition(from: .ready, event: .silence, to: .suspect),
+        Transition(from: .ready, event: .silence, to: .broken),
+        Transition(from: .suspect, event: .silence, to: .broken),
+        Transition(from: .suspect, event: .heartbeat, to: .ready),
+        Transition(from: .broken, event: .fenced, to: .ready),
+    ]
+
+    public func canMove(to next: NodeHealth) -> Bool { Self.transitions.contains { $0.from == self && $0.to == next } }
+
     /// When a node turns Suspect and Broken after its last heartbeat.
     public struct Thresholds: Hashable, Sendable {
         public var suspectAfter: Double

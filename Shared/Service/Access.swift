@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 import Protocol
@@ -258,9 +259,8 @@ public final class AccessControl: Service, Sendable {
         do {
             rows = try await store.query(
                 """
-                SELECT id::text AS id, app FROM instances
-                WHERE token = $1 AND state IN ('Scheduled', 'Starting', 'Running', 'NeedMigration', 'Terminating')
-                """, token)
+                SELECT id::text AS id, app FROM instances WHERE token = $1 AND state = ANY($2::text[])
+                """, token, InstanceState.names(InstanceState.tokenValid))
         } catch {
             throw RPCError.unavailable("cannot check the instance token: \(error)")
         }

@@ -6,18 +6,30 @@ import Testing
         (InstanceState.pending, InstanceState.scheduled, true),
         (.scheduled, .starting, true),
         (.starting, .running, true),
+        (.scheduled, .running, true),
         (.running, .needMigration, true),
+        (.scheduled, .needMigration, true),
+        (.backOff, .needMigration, true),
         (.needMigration, .scheduled, true),
         (.running, .oomKilled, true),
+        (.running, .backOff, true),
+        (.backOff, .starting, true),
+        (.backOff, .running, true),
         (.starting, .failed, true),
         (.scheduled, .failed, true),
         (.scheduled, .succeeded, true),
         (.running, .terminating, true),
+        (.backOff, .terminating, true),
         (.terminating, .terminated, true),
+        (.needMigration, .terminated, true),
         (.pending, .running, false),
+        (.pending, .backOff, false),
         (.succeeded, .running, false),
+        (.failed, .backOff, false),
         (.terminated, .terminating, false),
         (.needMigration, .running, false),
+        (.terminating, .running, false),
+        (.running, .terminated, false),
     ])
     func transitions(from: InstanceState, to: InstanceState, allowed: Bool) {
         #expect(from.canMove(to: to) == allowed)
@@ -25,5 +37,44 @@ import Testing
 
     @Test func finalStates() {
         #expect(InstanceState.allCases.filter(\.isFinal) == [.succeeded, .failed, .oomKilled, .killed, .terminated])
+    }
+
+    /// The table's shape: one event per move, every state reachable from Pending, Terminated reachable from
+    /// every state (every Terminating ends), and nothing leaves Terminated.
+    @Test func theTableIsWhole() {
+        let pairs = InstanceState.transitions.map { "\($0.from)>\($0.to)" }
+        #expect(Set(pairs).count == pairs.count)
+        func reachable(from start: InstanceState) -> Set<InstanceState> {
+            var seen: Set<InstanceState> = [start], queue = [start]
+            while let state = queue.popLast() {
+                for move in InstanceState.transitions where move.from == state && seen.insert(move.to).inserted { queue.append(move.to) }
+            }
+            return seen
+        }
+        #expect(reachable(from: .pending) == Set(InstanceState.allCases))
+        for state in InstanceState.allCases { #expect(reachable(from: state).contains(.terminated), "\(state) never ends") }
+        #expect(!InstanceState.transitions.contains { $0.from == .terminated })
+        for event in InstanceState.Event.allCases { #expect(InstanceState.transitions.contains { $0.event == event }, "\(event) moves nothing") }
+    }
+
+    /// An agent's report makes only the agent's moves: a late Terminated does not end an instance the
+    /// scheduler is moving (it would be deleted, and its new copy never placed).
+    @Test func reportsMakeOnlyTheAgentsMoves() {
+        #expect(!InstanceState.needMigration.canBeReported(as: .terminated))
+        #expect(!InstanceState.pending.canBeReported(as: .terminated))
+        #expect(!InstanceState.running.canBeReported(as: .needMigration))
+        #expect(InstanceState.terminating.canBeReported(as: .terminated))
+        #expect(InstanceState.running.canBeReported(as: .backOff))
+        #expect(InstanceState.scheduled.canBeReported(as: .running))
+        #expect(InstanceState.backOff.canBeReported(as: .failed))
+    }
+
+    @Test func theSetsFollowTheLifecycle() {
+        #expect(InstanceState.live == [.scheduled, .starting, .running, .backOff])
+        #expect(InstanceState.holding.isSuperset(of: InstanceState.live))
+        #expect(InstanceState.holding.isDisjoint(with: InstanceState.endings.union([.pending, .terminated])))
+        #expect(InstanceState.tokenValid.contains(.backOff))
+        #expect(InstanceState.names([.running, .pending]) == ["Pending", "Running"])
+        for state in InstanceState.reportable { #expect(InstanceState.transitions.contains { $0.to == state && InstanceState.reportedEvents.contains($0.event) }) }
     }
 }

@@ -97,4 +97,53 @@ import TestSupport
             }
         }
     }
+
+    /// Case 3: a command that exits 1 at once is BackOff, not Running: in the instance (with its restarts, last
+    /// exit and next retry), in the app's READY count, in `sigmactl get`, and in Discovery.
+    @Test func aCrashLoopIsBackOffNotRunning() async throws {
+        try await SchedulerCluster.forAgents(discoveries: 1) { cluster in
+            try await RealAgent.with(cluster, extra: ["--restart-backoff", "10"]) { agent in
+                try await cluster.apply("steady", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    NodeAgentTests.service(&spec, script: Self.stayUp)
+                }
+                try await cluster.apply("crashing", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    NodeAgentTests.service(&spec, script: "echo crashing; exit 1")
+                }
+                try await cluster.eventually("the crash loop in BackOff") {
+                    let instance = try await cluster.instance("crashing")
+                    return instance?.state == "BackOff" && instance?.restarts == 1 && instance?.exitCode == 1
+                        && instance?.reason.contains("restarting after exit 1") == true && (instance?.nextRetryUnixMs ?? 0) > 0
+                }
+                try await cluster.eventually("steady Running") { try await cluster.allRunning("steady", 1) }
+                let crashing = try #require(try await cluster.instance("crashing"))
+                #expect(crashing.stateCode == .instanceStateBackOff && !crashing.ready)
+                let apps = try await cluster.client.call(SchedulerMethods.listApps, .init()).apps
+                #expect(apps.first { $0.spec.name == "crashing" }?.ready == 0)
+                #expect(apps.first { $0.spec.name == "crashing" }?.states["BackOff"] == 1)
+                #expect(apps.first { $0.spec.name == "steady" }?.ready == 1)
+
+                let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+                let scheduler = ["--scheduler", cluster.endpoints.joined(separator: ",")]
+                let table = try await runProgram(sigmactl, ["get", "apps"] + scheduler)
+                let row = try #require(table.split(separator: "\n").first { $0.hasPrefix("crashing ") })
+                #expect(row.split(separator: " ", omittingEmptySubsequences: true)[3] == "0/1", "\(table)")
+                let instances = try await runProgram(sigmactl, ["get", "instances", "--app", "crashing"] + scheduler)
+                #expect(instances.contains("BackOff") && instances.contains("RESTARTS"), "\(instances)")
+
+                let discovery = try SchedulerCluster.rpcClient(cluster.discoveryEndpoints)
+                try await cluster.eventually("Discovery says BackOff") {
+                    var request = Sigma_V1_ResolveRequest()
+                    request.app = "crashing"
+                    let endpoint = try await discovery.call(DiscoveryMethods.resolve, request).endpoints.first
+                    return endpoint?.state == "BackOff" && endpoint?.stateCode == .instanceStateBackOff && endpoint?.ready == false
+                        && endpoint?.restarts == 1
+                }
+                var readyOnly = Sigma_V1_ResolveRequest()
+                readyOnly.app = "crashing"
+                readyOnly.readyOnly = true
+                #expect(try await discovery.call(DiscoveryMethods.resolve, readyOnly).endpoints.isEmpty)
+                #expect(agent.log(of: crashing.id).contains("crashing"))
+            }
+        }
+    }
 }

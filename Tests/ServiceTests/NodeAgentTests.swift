@@ -130,9 +130,10 @@ import TestSupport
                     let hog = try await cluster.instance("hog")
                     return hog?.state == "OOMKilled" && hog?.reason == "OOMKilled" && hog?.exitCode == 137
                 }
-                try await cluster.eventually("the flaky one restarted, still Running") {
+                try await cluster.eventually("the flaky one restarted: Running again or waiting to (BackOff)") {
                     let flaky = try await cluster.instance("flaky")
-                    return flaky?.state == "Running" && (flaky?.reason.contains("exit 1") ?? false)
+                    return ["Running", "BackOff"].contains(flaky?.state) && (flaky?.reason.contains("exit 1") ?? false)
+                        && (flaky?.restarts ?? 0) >= 1
                 }
                 // sigmactl logs finds the node's agent through the scheduler; -f ends when the instance has ended.
                 let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
@@ -142,10 +143,12 @@ import TestSupport
                 #expect(try await runProgram(sigmactl, ["logs", "--tail", "4", "job-0"] + scheduler) == "ing")
                 let flaky = try #require(try await agent.localInstances().first { $0.app == "flaky" })
                 #expect(flaky.restarts >= 1)
-                // A missing image fails the instance with the reason; the agent carries on.
+                // A missing image fails the start with the reason; with restart policy Never that is final, and
+                // the agent carries on.
                 try await cluster.apply("noimage", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
                     spec.image = "oci:/nonexistent/sigma-image:1"
                     spec.command = ["/bin/true"]
+                    spec.restartPolicy = "Never"
                 }
                 try await cluster.eventually("the bad image's instance Failed") {
                     let instance = try await cluster.instance("noimage")
@@ -449,9 +452,9 @@ import TestSupport
                     spec.image = "host"
                     spec.config.app = "swapper"
                 }
-                try await cluster.eventually("the restart refused, saying why") {
+                try await cluster.eventually("the restart refused, saying why, and retried by its policy") {
                     let instance = try await cluster.instance("swapper")
-                    return instance?.state == "Failed" && instance?.reason.contains("/.sigma is a symbolic link") == true
+                    return instance?.state == "BackOff" && instance?.reason.contains("/.sigma is a symbolic link") == true
                 }
                 let swapper = try #require(try await cluster.instance("swapper"))
                 #expect(agent.log(of: swapper.id).contains("swapped"))
@@ -460,25 +463,43 @@ import TestSupport
         #expect(try FileManager.default.contentsOfDirectory(atPath: host) == [])
     }
 
-    @Test func hostModeRefusesConfigUnderTheHostsReadOnlyFolders() async throws {
+    /// Issue 17, case 5: a failed start follows the restart policy (BackOff, counted, retried), and a fixed
+    /// config version retries it at once: same instance, same IP, no scaling 0 → 1.
+    @Test func aFailedStartBacksOffAndANewConfigVersionRetriesItAtOnce() async throws {
         try await SchedulerCluster.forAgents(configs: 1) { cluster in
-            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { _ in
+            // A first wait of 10 s: the retry that follows the new version can only be the one it caused.
+            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0], "--restart-backoff", "10"]) { agent in
                 let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
-                var request = Sigma_V1_PublishConfigRequest()
-                request.app = "etc"
-                var file = Sigma_V1_ConfigFile()
-                file.path = "/etc/etc-app.conf"
-                file.content = Data("x\n".utf8)
-                request.files = [file]
-                _ = try await config.call(ConfigMethods.publish, request)
+                func publish(_ path: String) async throws {
+                    var request = Sigma_V1_PublishConfigRequest()
+                    request.app = "etc"
+                    var file = Sigma_V1_ConfigFile()
+                    file.path = path
+                    file.content = Data("x\n".utf8)
+                    request.files = [file]
+                    _ = try await config.call(ConfigMethods.publish, request)
+                }
+                try await publish("/etc/etc-app.conf")
                 try await cluster.apply("etc", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
-                    Self.service(&spec, script: Self.stayUp)
+                    Self.service(&spec, script: "cat /conf/etc-app.conf; " + Self.stayUp)
                     spec.config.app = "etc"
                 }
-                try await cluster.eventually("Failed, saying why") {
+                try await cluster.eventually("BackOff, saying why, retried") {
                     let instance = try await cluster.instance("etc")
-                    return instance?.state == "Failed" && instance?.reason.contains("read-only view in host mode") == true
+                    return instance?.state == "BackOff" && instance?.reason.contains("read-only view in host mode") == true
+                        && instance?.restarts == 1 && (instance?.nextRetryUnixMs ?? 0) > Int64(Date().timeIntervalSince1970 * 1000)
                 }
+                let failing = try #require(try await cluster.instance("etc"))
+                #expect(failing.stateCode == .instanceStateBackOff && !failing.ready)
+                #expect(try await cluster.client.call(SchedulerMethods.listApps, .init()).apps.first { $0.spec.name == "etc" }?.ready == 0)
+
+                try await publish("/conf/etc-app.conf")
+                try await cluster.eventually("Running with the fixed version") { try await cluster.instance("etc")?.state == "Running" }
+                let running = try #require(try await cluster.instance("etc"))
+                #expect(running.id == failing.id && running.ip == failing.ip && running.generation == failing.generation)
+                #expect(running.nextRetryUnixMs == 0)
+                #expect(agent.process.log.contains("new config version: retrying now"))
+                try await cluster.eventually("the fixed file read") { agent.log(of: running.id).contains("x") }
             }
         }
     }

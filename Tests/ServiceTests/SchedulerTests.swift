@@ -230,13 +230,18 @@ import TestSupport
                 status(UUID().uuidString, 1, "BogusState"),
                 status(instance.id, instance.generation, "Running"),  // the same generation twice
             ]
+            // The enum beside the string must name the same state.
+            var disagreeing = status(UUID().uuidString, 1, "Running")
+            disagreeing.stateCode = .instanceStateFailed
+            beat.instances.append(disagreeing)
             let before = try await cluster.node("n1").lastHeartbeatUnixMs
             let response = try await cluster.client.call(SchedulerMethods.heartbeat, beat)
             #expect(response.stop.isEmpty && response.stopInstances.isEmpty)
-            #expect(response.refused.map(\.code) == Array(repeating: .invalidArgument, count: 4))
+            #expect(response.refused.map(\.code) == Array(repeating: .invalidArgument, count: 5))
             let messages = response.refused.map(\.message)
-            #expect(messages[0].contains("not a UUID") && messages[1].contains("\"Pending\" is not a state an agent reports"))
+            #expect(messages[0].contains("not a UUID") && messages[1].contains("state: Pending is not a state an agent reports"))
             #expect(messages[2].contains("\"BogusState\"") && messages[3].contains("reported twice"), "\(messages)")
+            #expect(messages[4].contains("(state_code 7) is not a known state, or the two disagree"), "\(messages)")
             #expect(response.health == "Ready")
             #expect(try await cluster.instances("one")[0].state == "Running")
             #expect(try await cluster.node("n1").lastHeartbeatUnixMs >= before)

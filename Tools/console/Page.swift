@@ -48,7 +48,7 @@ enum Page {
       .app { margin-bottom:14px; }
       .app h3 { margin:0 0 4px; font-size:14px; }
       .app h3 span { color:var(--muted); font-weight:400; font-size:12px; margin-left:8px; }
-      .state-Running { color:var(--used); } .state-Failed, .state-OOMKilled, .state-Killed { color:var(--bad); }
+      .state-Running { color:var(--used); } .state-BackOff, .state-Failed, .state-OOMKilled, .state-Killed { color:var(--bad); }
       .state-Pending, .state-NeedMigration { color:var(--warn); }
       .empty { color:var(--muted); }
       .error { color:var(--bad); }
@@ -142,10 +142,10 @@ enum Page {
         const name = a.spec?.name || "";
         const states = Object.entries(a.states || {}).map(([s, n]) => `${n} ${s}`).join(", ");
         const instances = (byApp[name] || []).sort((x, y) => num(x.ordinal) - num(y.ordinal));
-        return `<div class="app" data-app="${esc(name)}"><h3>${esc(name)}<span>revision ${num(a.revision)} · ${num(a.spec?.replicas)} replicas · ${esc(states)}</span></h3>
-          <table><tr><th>instance</th><th>state</th><th>ready</th><th>IP</th><th>node</th><th>host ports</th><th>reason</th></tr>` +
+        return `<div class="app" data-app="${esc(name)}"><h3>${esc(name)}<span>revision ${num(a.revision)} · ${num(a.ready)}/${num(a.spec?.replicas)} ready · ${esc(states)}</span></h3>
+          <table><tr><th>instance</th><th>state</th><th>restarts</th><th>ready</th><th>IP</th><th>node</th><th>host ports</th><th>reason</th></tr>` +
           instances.map((i) => `<tr data-instance="${esc(name)}-${num(i.ordinal)}"><td>${esc(name)}-${num(i.ordinal)}</td>
-            <td class="state-${esc(i.state)}">${esc(i.state)}</td><td>${i.ready ? "yes" : "no"}</td><td>${esc(i.ip)}</td><td>${esc(i.node)}</td>
+            <td class="state-${esc(i.state)}">${esc(i.state)}</td><td>${num(i.restarts)}</td><td>${i.ready ? "yes" : "no"}</td><td>${esc(i.ip)}</td><td>${esc(i.node)}</td>
             <td>${Object.entries(i.hostPorts || {}).map(([p, n]) => `${esc(p)}:${num(n)}`).join(" ")}</td>
             <td class="reason">${esc(i.reason || i.pendingReason || "")}</td></tr>`).join("") + `</table></div>`;
       }).join("") : `<div class="empty">no apps</div>`;

@@ -116,8 +116,7 @@ struct GetCommand: AsyncParsableCommand {
             let apps = try await client.call(SchedulerMethods.listApps, .init()).apps
             if output.isStructured { return try printMessages(apps, as: output) }
             printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES"] : []), apps.map { app in
-                let running = app.states["Running"] ?? 0
-                return [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(running)/\(app.spec.replicas)", app.spec.image]
+                [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(app.ready)/\(app.spec.replicas)", app.spec.image]
                     + (output == .wide ? ["\(Resources(wire: app.spec.resources.request))", "\(Resources(wire: app.spec.resources.limit))",
                                           app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
             })
@@ -127,9 +126,10 @@ struct GetCommand: AsyncParsableCommand {
             request.node = node
             let instances = try await client.call(SchedulerMethods.listInstances, request).instances
             if output.isStructured { return try printMessages(instances, as: output) }
-            printTable(["NAME", "STATE", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
+            printTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
                        instances.map { instance in
-                           [instanceName(instance), coloured(instance.state), instance.node.isEmpty ? "-" : instance.node, instance.ip.isEmpty ? "-" : instance.ip,
+                           [instanceName(instance), coloured(instance.state), "\(instance.restarts)", instance.node.isEmpty ? "-" : instance.node,
+                            instance.ip.isEmpty ? "-" : instance.ip,
                             instance.hostPorts.isEmpty ? "-" : instance.hostPorts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
                             instance.pendingReason.isEmpty ? (instance.reason.isEmpty ? "-" : instance.reason) : instance.pendingReason]
                                + (output == .wide ? [instance.id, "\(instance.generation)", "\(instance.revision)"] : [])

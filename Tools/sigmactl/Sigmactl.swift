@@ -57,7 +57,7 @@ func coloured(_ state: String) -> String {
     switch state.split(separator: ",").first.map(String.init) ?? state {
     case "Running", "Ready", "HEALTHY", "Succeeded": code = "32"
     case "Pending", "Scheduled", "Starting", "Suspect", "NeedMigration", "Terminating", "UNHEALTHY": code = "33"
-    case "Failed", "OOMKilled", "Killed", "Broken", "UNREACHABLE": code = "31"
+    case "BackOff", "Failed", "OOMKilled", "Killed", "Broken", "UNREACHABLE": code = "31"
     default: return state
     }
     return "\u{1B}[\(code)m\(state)\u{1B}[0m"

@@ -4,6 +4,7 @@ import Logging
 import NodeRuntime
 import Protocol
 import RPC
+import Service
 
 /// How the agent behaves; flags of `sigma-agent`.
 struct AgentSettings: Sendable {
@@ -295,6 +296,7 @@ actor Agent {
 
     private func start(_ assignment: Sigma_V1_Assignment) async {
         let id = assignment.instanceID
+        var fetched: Sigma_V1_FetchConfigResponse?
         do {
             // The network is wired while the runtime prepares the bundle; runc runs once both are done.
             var wiring: Task<InstanceNetwork, Error>?
@@ -310,7 +312,6 @@ actor Agent {
                 namespace = network.namespacePath(for: id)
             }
             // Config first: a ConfigCenter out of reach is retried with back-off, like a crash.
-            var fetched: Sigma_V1_FetchConfigResponse?
             if assignment.spec.hasConfig {
                 do {
                     fetched = try await config.fetch(app: assignment.app, instance: id)
@@ -362,11 +363,23 @@ actor Agent {
             }
             logger.warning("could not start", metadata: ["instance": "\(id)", "reason": "\(reason)"])
             await network.detach(id)
-            guard var instance = local[id] else { return }
-            instance.phase = .ended
-            instance.lastEnding = .failed(reason)
-            local[id] = instance
+            guard let instance = local[id], instance.assignment.generation == assignment.generation else { return }
+            // A failed start is an ending like any other: the restart policy decides, with back-off; a new
+            // config version retries at once (the watch), a new revision comes as a new generation.
+            handleEnding(id, .failed(reason))
+            if let fetched, case .backoff = local[id]?.phase {
+                watchConfig(id, generation: assignment.generation, app: assignment.app, version: fetched.version)
+            }
         }
+    }
+
+    /// A new config version arrived for an instance waiting to restart: it starts again now, with it.
+    func retryNow(_ id: String, generation: Int64) {
+        guard var instance = local[id], instance.assignment.generation == generation, case .backoff = instance.phase else { return }
+        instance.phase = .backoff(until: .now)
+        local[id] = instance
+        logger.info("new config version: retrying now", metadata: ["instance": "\(id)"])
+        poke()
     }
 
     /// Host network mode: each port of the spec is published at the node's IP and the port the Allocator gave it.
@@ -543,6 +556,7 @@ actor Agent {
             var status = Sigma_V1_InstanceStatus()
             status.instanceID = id
             status.generation = instance.assignment.generation
+            status.restarts = Int32(clamping: instance.restarts)
             switch instance.phase {
             case .starting:
                 status.state = InstanceState.starting.rawValue
@@ -559,9 +573,10 @@ actor Agent {
                 status.state = InstanceState.running.rawValue
                 status.reason = instance.endNote ?? "self-fenced"
             case .backoff(let until):
-                // Still Running for the scheduler (finals are final); the reason says it waits to restart.
-                status.state = InstanceState.running.rawValue
+                status.state = InstanceState.backOff.rawValue
                 let wait = max(.zero, until - now)
+                status.nextRetryUnixMs = Int64((Date().timeIntervalSince1970 + Double(wait.components.seconds)) * 1000)
+                    + wait.components.attoseconds / 1_000_000_000_000_000
                 status.reason = "back-off \(Int(wait.components.seconds))s restarting after \(instance.lastEnding.map { "\($0)" } ?? "an ending") (\(instance.restarts) restart(s))"
                 status.exitCode = instance.lastEnding?.exitCode ?? 0
             case .ended:
@@ -570,6 +585,7 @@ actor Agent {
                 status.exitCode = ending.exitCode
                 status.reason = instance.endNote.map { "\($0): \(ending)" } ?? "\(ending)"
             }
+            status.stateCode = InstanceState(rawValue: status.state)?.code ?? .instanceStateUnspecified
             if let problem = instance.limitProblem { status.reason += (status.reason.isEmpty ? "" : "; ") + problem }
             if usage, case .running = instance.phase, let reading = await runtime.reading(id) {
                 status.usage.memoryBytes = reading.memoryBytes

@@ -87,6 +87,11 @@ extension Agent {
     /// A new config version for a running instance; false when the instance is gone (the watch ends).
     func configChanged(_ id: String, generation: Int64, _ answer: Sigma_V1_FetchConfigResponse) async -> Bool {
         guard let instance = local[id], instance.assignment.generation == generation else { return false }
+        if case .backoff = instance.phase {
+            // Waiting to restart (a crash loop, a failed start): the next start fetches this version.
+            retryNow(id, generation: generation)
+            return true
+        }
         do {
             try ConfigDelivery.write(answer, rootfs: runtime.directory(of: id) + "/rootfs",
                                      hostMode: instance.assignment.spec.image == "host", script: false)

@@ -70,6 +70,13 @@ public nonisolated struct Sigma_V1_Endpoint: Sendable {
 
   public var generation: Int64 = 0
 
+  public var stateCode: Sigma_V1_InstanceStateCode = .instanceStateUnspecified
+
+  /// Restarts its agent counted; with state BackOff, `next_retry_unix_ms` says when it starts again.
+  public var restarts: Int32 = 0
+
+  public var nextRetryUnixMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -182,7 +189,7 @@ nonisolated extension Sigma_V1_EndpointPort: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Sigma_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}ordinal\0\u{1}ip\0\u{1}ports\0\u{3}host_ip\0\u{1}state\0\u{1}ready\0\u{1}node\0\u{1}idc\0\u{1}generation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}ordinal\0\u{1}ip\0\u{1}ports\0\u{3}host_ip\0\u{1}state\0\u{1}ready\0\u{1}node\0\u{1}idc\0\u{1}generation\0\u{3}state_code\0\u{1}restarts\0\u{3}next_retry_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -200,6 +207,9 @@ nonisolated extension Sigma_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._M
       case 8: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.idc) }()
       case 10: try { try decoder.decodeSingularInt64Field(value: &self.generation) }()
+      case 11: try { try decoder.decodeSingularEnumField(value: &self.stateCode) }()
+      case 12: try { try decoder.decodeSingularInt32Field(value: &self.restarts) }()
+      case 13: try { try decoder.decodeSingularInt64Field(value: &self.nextRetryUnixMs) }()
       default: break
       }
     }
@@ -236,6 +246,15 @@ nonisolated extension Sigma_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.generation != 0 {
       try visitor.visitSingularInt64Field(value: self.generation, fieldNumber: 10)
     }
+    if self.stateCode != .instanceStateUnspecified {
+      try visitor.visitSingularEnumField(value: self.stateCode, fieldNumber: 11)
+    }
+    if self.restarts != 0 {
+      try visitor.visitSingularInt32Field(value: self.restarts, fieldNumber: 12)
+    }
+    if self.nextRetryUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.nextRetryUnixMs, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -250,6 +269,9 @@ nonisolated extension Sigma_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.node != rhs.node {return false}
     if lhs.idc != rhs.idc {return false}
     if lhs.generation != rhs.generation {return false}
+    if lhs.stateCode != rhs.stateCode {return false}
+    if lhs.restarts != rhs.restarts {return false}
+    if lhs.nextRetryUnixMs != rhs.nextRetryUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

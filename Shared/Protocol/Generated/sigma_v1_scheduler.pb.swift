@@ -203,6 +203,11 @@ public nonisolated struct Sigma_V1_Node: @unchecked Sendable {
     set {_uniqueStorage()._agentEndpoint = newValue}
   }
 
+  public var healthCode: Sigma_V1_NodeHealthCode {
+    get {_storage._healthCode}
+    set {_uniqueStorage()._healthCode = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -331,6 +336,15 @@ public nonisolated struct Sigma_V1_InstanceStatus: Sendable {
   /// Readiness check passing.
   public var ready: Bool = false
 
+  /// The state as an enum; when set, it must name the same state as `state` (else the entry is refused).
+  public var stateCode: Sigma_V1_InstanceStateCode = .instanceStateUnspecified
+
+  /// Restarts since the instance last ran long enough (its back-off starts over then).
+  public var restarts: Int32 = 0
+
+  /// BackOff: when the agent starts it again.
+  public var nextRetryUnixMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -392,6 +406,8 @@ public nonisolated struct Sigma_V1_HeartbeatResponse: Sendable {
   /// Entries refused one by one (not a UUID, a state an agent does not report, the same generation twice); the
   /// rest of the heartbeat counted, and the node's liveness with it.
   public var refused: [Sigma_V1_RefusedEntry] = []
+
+  public var healthCode: Sigma_V1_NodeHealthCode = .nodeHealthUnspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -958,6 +974,9 @@ public nonisolated struct Sigma_V1_App: Sendable {
   /// Instances per state, e.g. {"Running": 3, "Pending": 1}.
   public var states: Dictionary<String,UInt32> = [:]
 
+  /// Instances Running with their readiness check passing (BackOff, Starting and the rest are not).
+  public var ready: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1352,6 +1371,23 @@ public nonisolated struct Sigma_V1_Instance: @unchecked Sendable {
   public var hostIp: String {
     get {_storage._hostIp}
     set {_uniqueStorage()._hostIp = newValue}
+  }
+
+  public var stateCode: Sigma_V1_InstanceStateCode {
+    get {_storage._stateCode}
+    set {_uniqueStorage()._stateCode = newValue}
+  }
+
+  /// Restarts its agent counted (a crash loop shows here and in state BackOff).
+  public var restarts: Int32 {
+    get {_storage._restarts}
+    set {_uniqueStorage()._restarts = newValue}
+  }
+
+  /// BackOff: when its agent starts it again; 0 otherwise.
+  public var nextRetryUnixMs: Int64 {
+    get {_storage._nextRetryUnixMs}
+    set {_uniqueStorage()._nextRetryUnixMs = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1902,7 +1938,7 @@ nonisolated extension Sigma_V1_NodeUsage: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_ip\0\u{1}region\0\u{1}idc\0\u{1}isp\0\u{1}labels\0\u{1}capacity\0\u{3}disk_bytes\0\u{1}health\0\u{1}cordoned\0\u{1}draining\0\u{3}last_heartbeat_unix_ms\0\u{1}requested\0\u{1}limits\0\u{1}usage\0\u{1}instances\0\u{1}epoch\0\u{3}agent_endpoint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_ip\0\u{1}region\0\u{1}idc\0\u{1}isp\0\u{1}labels\0\u{1}capacity\0\u{3}disk_bytes\0\u{1}health\0\u{1}cordoned\0\u{1}draining\0\u{3}last_heartbeat_unix_ms\0\u{1}requested\0\u{1}limits\0\u{1}usage\0\u{1}instances\0\u{1}epoch\0\u{3}agent_endpoint\0\u{3}health_code\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1923,6 +1959,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
     var _instances: UInt32 = 0
     var _epoch: Int64 = 0
     var _agentEndpoint: String = String()
+    var _healthCode: Sigma_V1_NodeHealthCode = .nodeHealthUnspecified
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1951,6 +1988,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
       _instances = source._instances
       _epoch = source._epoch
       _agentEndpoint = source._agentEndpoint
+      _healthCode = source._healthCode
     }
   }
 
@@ -1987,6 +2025,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
         case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._instances) }()
         case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._epoch) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._agentEndpoint) }()
+        case 19: try { try decoder.decodeSingularEnumField(value: &_storage._healthCode) }()
         default: break
         }
       }
@@ -2053,6 +2092,9 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
       if !_storage._agentEndpoint.isEmpty {
         try visitor.visitSingularStringField(value: _storage._agentEndpoint, fieldNumber: 18)
       }
+      if _storage._healthCode != .nodeHealthUnspecified {
+        try visitor.visitSingularEnumField(value: _storage._healthCode, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2080,6 +2122,7 @@ nonisolated extension Sigma_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
         if _storage._instances != rhs_storage._instances {return false}
         if _storage._epoch != rhs_storage._epoch {return false}
         if _storage._agentEndpoint != rhs_storage._agentEndpoint {return false}
+        if _storage._healthCode != rhs_storage._healthCode {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2224,7 +2267,7 @@ nonisolated extension Sigma_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Sigma_V1_InstanceStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InstanceStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}generation\0\u{1}state\0\u{1}usage\0\u{3}applied_limit\0\u{3}exit_code\0\u{1}reason\0\u{1}ready\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}generation\0\u{1}state\0\u{1}usage\0\u{3}applied_limit\0\u{3}exit_code\0\u{1}reason\0\u{1}ready\0\u{3}state_code\0\u{1}restarts\0\u{3}next_retry_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2240,6 +2283,9 @@ nonisolated extension Sigma_V1_InstanceStatus: SwiftProtobuf.Message, SwiftProto
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      case 9: try { try decoder.decodeSingularEnumField(value: &self.stateCode) }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.restarts) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.nextRetryUnixMs) }()
       default: break
       }
     }
@@ -2274,6 +2320,15 @@ nonisolated extension Sigma_V1_InstanceStatus: SwiftProtobuf.Message, SwiftProto
     if self.ready != false {
       try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 8)
     }
+    if self.stateCode != .instanceStateUnspecified {
+      try visitor.visitSingularEnumField(value: self.stateCode, fieldNumber: 9)
+    }
+    if self.restarts != 0 {
+      try visitor.visitSingularInt32Field(value: self.restarts, fieldNumber: 10)
+    }
+    if self.nextRetryUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.nextRetryUnixMs, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2286,6 +2341,9 @@ nonisolated extension Sigma_V1_InstanceStatus: SwiftProtobuf.Message, SwiftProto
     if lhs.exitCode != rhs.exitCode {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.ready != rhs.ready {return false}
+    if lhs.stateCode != rhs.stateCode {return false}
+    if lhs.restarts != rhs.restarts {return false}
+    if lhs.nextRetryUnixMs != rhs.nextRetryUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2342,7 +2400,7 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0\u{3}health_code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2356,6 +2414,7 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.stopInstances) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.stop) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.refused) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.healthCode) }()
       default: break
       }
     }
@@ -2380,6 +2439,9 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if !self.refused.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.refused, fieldNumber: 6)
     }
+    if self.healthCode != .nodeHealthUnspecified {
+      try visitor.visitSingularEnumField(value: self.healthCode, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2390,6 +2452,7 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.stopInstances != rhs.stopInstances {return false}
     if lhs.stop != rhs.stop {return false}
     if lhs.refused != rhs.refused {return false}
+    if lhs.healthCode != rhs.healthCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3356,7 +3419,7 @@ nonisolated extension Sigma_V1_ReloadAction: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Sigma_V1_App: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".App"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{1}revision\0\u{3}created_unix_ms\0\u{3}updated_unix_ms\0\u{1}states\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{1}revision\0\u{3}created_unix_ms\0\u{3}updated_unix_ms\0\u{1}states\0\u{1}ready\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3369,6 +3432,7 @@ nonisolated extension Sigma_V1_App: SwiftProtobuf.Message, SwiftProtobuf._Messag
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.updatedUnixMs) }()
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &self.states) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.ready) }()
       default: break
       }
     }
@@ -3394,6 +3458,9 @@ nonisolated extension Sigma_V1_App: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if !self.states.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: self.states, fieldNumber: 5)
     }
+    if self.ready != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ready, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3403,6 +3470,7 @@ nonisolated extension Sigma_V1_App: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
     if lhs.updatedUnixMs != rhs.updatedUnixMs {return false}
     if lhs.states != rhs.states {return false}
+    if lhs.ready != rhs.ready {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3922,7 +3990,7 @@ nonisolated extension Sigma_V1_ListQuotasResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Instance"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{1}ordinal\0\u{1}node\0\u{1}state\0\u{1}generation\0\u{1}ip\0\u{3}host_ports\0\u{3}ssd_paths\0\u{1}resources\0\u{3}applied_limit\0\u{3}pending_reason\0\u{1}reason\0\u{3}exit_code\0\u{1}ready\0\u{3}created_unix_ms\0\u{3}updated_unix_ms\0\u{1}revision\0\u{3}host_ip\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{1}ordinal\0\u{1}node\0\u{1}state\0\u{1}generation\0\u{1}ip\0\u{3}host_ports\0\u{3}ssd_paths\0\u{1}resources\0\u{3}applied_limit\0\u{3}pending_reason\0\u{1}reason\0\u{3}exit_code\0\u{1}ready\0\u{3}created_unix_ms\0\u{3}updated_unix_ms\0\u{1}revision\0\u{3}host_ip\0\u{3}state_code\0\u{1}restarts\0\u{3}next_retry_unix_ms\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -3944,6 +4012,9 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
     var _updatedUnixMs: Int64 = 0
     var _revision: Int64 = 0
     var _hostIp: String = String()
+    var _stateCode: Sigma_V1_InstanceStateCode = .instanceStateUnspecified
+    var _restarts: Int32 = 0
+    var _nextRetryUnixMs: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3973,6 +4044,9 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
       _updatedUnixMs = source._updatedUnixMs
       _revision = source._revision
       _hostIp = source._hostIp
+      _stateCode = source._stateCode
+      _restarts = source._restarts
+      _nextRetryUnixMs = source._nextRetryUnixMs
     }
   }
 
@@ -4010,6 +4084,9 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
         case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._updatedUnixMs) }()
         case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._revision) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._hostIp) }()
+        case 20: try { try decoder.decodeSingularEnumField(value: &_storage._stateCode) }()
+        case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._restarts) }()
+        case 22: try { try decoder.decodeSingularInt64Field(value: &_storage._nextRetryUnixMs) }()
         default: break
         }
       }
@@ -4079,6 +4156,15 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
       if !_storage._hostIp.isEmpty {
         try visitor.visitSingularStringField(value: _storage._hostIp, fieldNumber: 19)
       }
+      if _storage._stateCode != .instanceStateUnspecified {
+        try visitor.visitSingularEnumField(value: _storage._stateCode, fieldNumber: 20)
+      }
+      if _storage._restarts != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._restarts, fieldNumber: 21)
+      }
+      if _storage._nextRetryUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._nextRetryUnixMs, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4107,6 +4193,9 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
         if _storage._updatedUnixMs != rhs_storage._updatedUnixMs {return false}
         if _storage._revision != rhs_storage._revision {return false}
         if _storage._hostIp != rhs_storage._hostIp {return false}
+        if _storage._stateCode != rhs_storage._stateCode {return false}
+        if _storage._restarts != rhs_storage._restarts {return false}
+        if _storage._nextRetryUnixMs != rhs_storage._nextRetryUnixMs {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -27,6 +27,7 @@ public enum Schema {
         m0013AllocateIPsGenericPlans,
         m0014DiscoveryTriggerHashJoin,
         m0015DiscoveryFollowsApps,
+        m0016LifecycleMoves,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
