@@ -93,6 +93,7 @@ struct ConfigSets: Sendable {
         let instances = try Self.instanceIDs(request.grayInstances)
         let json = try Self.encode(request.files)
         let version = try await store.transaction(isolation: .serializable) { tx -> Int64 in
+            try await Self.refuseReadOnlyPaths(tx, app: request.app, files: request.files)
             let version = try await tx.query(
                 """
                 INSERT INTO config_versions (app, version, files, script, author, message, checksum)
@@ -117,6 +118,20 @@ struct ConfigSets: Sendable {
         response.version = try await get(request.app, version: version).version
         response.release = try await release(request.app)
         return response
+    }
+
+    /// An app that runs in host mode sees its node's /bin, /etc, /usr ... read-only: a file there could never be
+    /// written, and every start would fail. Refused here, when it is published, not at the start.
+    static func refuseReadOnlyPaths(_ tx: Transaction, app: String, files: [Sigma_V1_ConfigFile]) async throws {
+        let blocked = files.compactMap { file in AppSpec.readOnlyHostFolder(of: file.path).map { (file.path, $0) } }
+        guard let (path, folder) = blocked.first else { return }
+        let hostMode = try await tx.query(
+            """
+            SELECT 1 FROM apps WHERE name = $1 AND NOT deleted AND spec->>'image' = $2 AND jsonb_typeof(spec->'config') = 'object'
+            """, app, AppSpec.hostImage)
+        guard !hostMode.isEmpty else { return }
+        throw RPCError.invalidArgument(
+            "files.path: \(path) is under \(folder), which app \(app) (image host) sees read-only; use another folder (e.g. /conf)")
     }
 
     func rollback(_ request: Sigma_V1_RollbackConfigRequest) async throws -> Sigma_V1_PublishConfigResponse {

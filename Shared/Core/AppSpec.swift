@@ -208,3 +208,15 @@ public struct ConfigReference: Hashable, Sendable, Codable {
         self.version = version
     }
 }
+
+extension AppSpec {
+    /// The image name that runs an instance on a read-only view of its node's own folders.
+    public static let hostImage = "host"
+    /// The node's folders a `host` image sees, read-only: no config file can be written under them.
+    public static let hostModeFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"]
+
+    /// The host folder `path` is under, when an instance in host mode could not hold a file there.
+    public static func readOnlyHostFolder(of path: String) -> String? {
+        hostModeFolders.first { path == $0 || path.hasPrefix($0 + "/") }
+    }
+}

@@ -16,13 +16,13 @@ struct HarnessError: Error, CustomStringConvertible {
 
 /// A runtime of a test's own: its own state folder, runc root and cgroup parent ("sigma-test/<id>"), all
 /// removed afterwards, also when the test fails.
-func withRuntime<T>(logMaxBytes: Int64 = 10 << 20, _ body: (InstanceRuntime) async throws -> T) async throws -> T {
+func withRuntime<T>(logMaxBytes: Int64 = 10 << 20, initProgram: String? = nil, _ body: (InstanceRuntime) async throws -> T) async throws -> T {
     let id = String(UUID().uuidString.prefix(8)).lowercased()
     let state = NSTemporaryDirectory() + "sigma-runtime-\(id)"
     guard let runc = Subprocess.find("runc") else { throw HarnessError("runc is not installed (scripts/deps installs it)") }
     let configuration = RuntimeConfiguration(
         runtime: runc, monitor: ServiceProcess.binDirectory + "/sigma-monitor", stateDirectory: state,
-        cgroupParent: "sigma-test/\(id)", logMaxBytes: logMaxBytes, logKeep: 2)
+        cgroupParent: "sigma-test/\(id)", logMaxBytes: logMaxBytes, logKeep: 2, initProgram: initProgram)
     let runtime = try InstanceRuntime(configuration: configuration, logger: quietLogger)
     do {
         let result = try await body(runtime)

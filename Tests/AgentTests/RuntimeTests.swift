@@ -37,6 +37,38 @@ import Testing
         }
     }
 
+    /// Issue 17, case 6: with an init as PID 1, a command with no SIGTERM handler ends at SIGTERM (not after
+    /// the grace period, by SIGKILL), its exit code says so, and orphans are reaped instead of left as zombies.
+    @Test func anInitAsPID1PassesSignalsOnAndReapsOrphans() async throws {
+        guard let tini = Subprocess.find("tini-static") else { throw HarnessError("tini-static is not installed (scripts/deps installs tini)") }
+        // The subshell exits at once, before the exec: its `sleep 0.05` is orphaned to PID 1 and ends later.
+        let command = ["/bin/sh", "-c", "(sleep 0.05 &); exec /bin/sleep 1000"]
+        func children(_ pid: Int32) -> [Int32] {
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int32($0) }
+        }
+        func isSleeper(_ pid: Int32) -> Bool {
+            (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) == "/bin/sleep\u{0}1000\u{0}"
+        }
+        func isZombie(_ pid: Int32) -> Bool { (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.contains(") Z ") == true }
+        try await withRuntime(initProgram: tini) { runtime in
+            let record = try await runtime.start(LaunchRequest(id: "plain", image: .host, command: command))
+            // The init's only child is the command: the orphan it was given has been reaped.
+            try await eventually("the orphan reaped") {
+                let under = children(record.pid)
+                return under.count == 1 && isSleeper(under[0])
+            }
+            let ending = await runtime.stop("plain", grace: .seconds(60))
+            #expect(ending == .exited(128 + SIGTERM))
+            #expect(ending.state == "Failed")
+        }
+        // Without one, the same orphan stays a zombie under `sleep`, which never waits.
+        try await withRuntime { runtime in
+            let record = try await runtime.start(LaunchRequest(id: "plain", image: .host, command: command))
+            try await eventually("a zombie") { isSleeper(record.pid) && children(record.pid).contains(where: isZombie) }
+            #expect(await runtime.stop("plain", grace: .milliseconds(100)) == .signaled(SIGKILL))
+        }
+    }
+
     @Test func exitCodesAreKept() async throws {
         try await withRuntime { runtime in
             try await runtime.start(LaunchRequest(id: "job", image: .host, command: ["/bin/sh", "-c", "echo failing >&2; exit 3"]))

@@ -146,4 +146,27 @@ import TestSupport
             }
         }
     }
+
+    /// Case 6: the command runs under an init, so a stop's SIGTERM reaches a command with no handler of its
+    /// own: a delete with a 60 s grace period ends it at once (it was SIGKILLed after the whole grace period).
+    @Test func aStopDoesNotWaitOutTheGracePeriod() async throws {
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster) { agent in
+                try await cluster.apply("sleeper", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    spec.image = "host"
+                    spec.command = ["/bin/sleep", "1000"]
+                    spec.lifecycle.stopGracePeriodSeconds = 60
+                }
+                try await cluster.eventually("Running") { try await cluster.allRunning("sleeper", 1) }
+                let local = try #require(try await agent.localInstances().first)
+                #expect((try? String(contentsOfFile: "/proc/\(local.pid)/cmdline", encoding: .utf8))?.hasPrefix("/.sigma-init") == true)
+                var delete = Sigma_V1_AppRequest()
+                delete.name = "sleeper"
+                _ = try await cluster.client.call(SchedulerMethods.deleteApp, delete)
+                // Well inside the 60 s grace period.
+                try await cluster.eventually("gone", within: .seconds(20)) { try await cluster.instances("sleeper").isEmpty }
+                #expect(agent.process.log.contains("exit 143"), "\(agent.process.log.suffix(2000))")
+            }
+        }
+    }
 }

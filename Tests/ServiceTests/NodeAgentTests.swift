@@ -493,6 +493,13 @@ import TestSupport
                 #expect(failing.stateCode == .instanceStateBackOff && !failing.ready)
                 #expect(try await cluster.client.call(SchedulerMethods.listApps, .init()).apps.first { $0.spec.name == "etc" }?.ready == 0)
 
+                // Now that a host-mode app takes this config, a path it could never hold is refused at publish.
+                do {
+                    try await publish("/usr/share/etc-app.conf")
+                    Issue.record("a config file under /usr was published for a host-mode app")
+                } catch let error as RPCError {
+                    #expect(error.code == .invalidArgument && error.message.contains("/usr/share/etc-app.conf is under /usr"), "\(error)")
+                }
                 try await publish("/conf/etc-app.conf")
                 try await cluster.eventually("Running with the fixed version") { try await cluster.instance("etc")?.state == "Running" }
                 let running = try #require(try await cluster.instance("etc"))

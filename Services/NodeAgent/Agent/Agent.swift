@@ -324,7 +324,7 @@ actor Agent {
                 }
             }
             var request = try LaunchPlan.request(
-                assignment, node: settings.node, configVersion: fetched?.version, ssdMounts: try ssdMounts(assignment))
+                assignment, node: settings.node, configVersion: fetched?.version, ssdMounts: try await ssdMounts(assignment))
             request.networkNamespace = namespace
             // No command in the spec: the startup script from the ConfigCenter runs (else the image's own).
             let useScript = request.command.isEmpty && request.args.isEmpty && !(fetched?.script.isEmpty ?? true)
@@ -344,7 +344,11 @@ actor Agent {
                 throw error
             }
             let attached = try? await wiring?.value
-            guard var instance = local[id], instance.assignment.generation == assignment.generation else { return }
+            guard var instance = local[id], instance.assignment.generation == assignment.generation else {
+                // Stopped while it started (deleted, fenced): what just started must not run on unowned.
+                if local[id] == nil { await discardStarted(assignment) }
+                return
+            }
             instance.phase = .running(since: .now)
             instance.pid = record.pid
             instance.network = attached
@@ -371,6 +375,18 @@ actor Agent {
                 watchConfig(id, generation: assignment.generation, app: assignment.app, version: fetched.version)
             }
         }
+    }
+
+    /// Ends and removes a start that completed after its instance was stopped here.
+    private func discardStarted(_ assignment: Sigma_V1_Assignment) async {
+        let id = assignment.instanceID
+        logger.info("stopped while starting; discarding the start", metadata: ["instance": "\(id)"])
+        _ = await runtime.stop(id, grace: .zero)
+        guard local[id] == nil else { return }  // started again meanwhile: that start ended this run already
+        await runtime.cleanUp(id, removeFolder: true)
+        await hostPorts.unpublish(instance: id)
+        await network.detach(id)
+        releaseSSDs(assignment)
     }
 
     /// A new config version arrived for an instance waiting to restart: it starts again now, with it.
@@ -400,19 +416,24 @@ actor Agent {
 
     /// The SSDs the Allocator gave the instance, at the spec's mount path: a directory is bind-mounted, a
     /// block device mounted first under the agent's state folder.
-    private func ssdMounts(_ assignment: Sigma_V1_Assignment) throws -> [OCIConfig.Mount] {
+    private func ssdMounts(_ assignment: Sigma_V1_Assignment) async throws -> [OCIConfig.Mount] {
         guard !assignment.ssds.isEmpty else { return [] }
         let base = assignment.spec.ssd.mountPath.isEmpty ? "/data" : assignment.spec.ssd.mountPath
-        return try assignment.ssds.enumerated().map { index, ssd in
+        var mounts: [OCIConfig.Mount] = []
+        for (index, ssd) in assignment.ssds.enumerated() {
             let destination = index == 0 ? base : "\(base)\(index)"
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: ssd.path, isDirectory: &isDirectory) else {
                 throw RuntimeError.startFailed(id: assignment.instanceID, reason: "SSD \(ssd.path) is missing on this node")
             }
-            if isDirectory.boolValue { return OCIConfig.Mount.bind(ssd.path, at: destination, writable: true) }
-            return OCIConfig.Mount(destination: destination, type: "bind", source: try mountDevice(ssd.path),
-                                   options: ["rbind", "nosuid", "nodev", "rw"])
+            if isDirectory.boolValue {
+                mounts.append(OCIConfig.Mount.bind(ssd.path, at: destination, writable: true))
+            } else {
+                mounts.append(OCIConfig.Mount(destination: destination, type: "bind", source: try await mountDevice(ssd.path),
+                                              options: ["rbind", "nosuid", "nodev", "rw"]))
+            }
         }
+        return mounts
     }
 
     /// Where a device SSD is mounted on the node while an instance uses it.
@@ -430,12 +451,13 @@ actor Agent {
         }
     }
 
-    private func mountDevice(_ device: String) throws -> String {
+    /// `mount` runs off the actor (Subprocess waits on a thread of its own), so a slow device holds up nothing else.
+    private func mountDevice(_ device: String) async throws -> String {
         let target = deviceMountPoint(device)
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
         let mounted = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(" \(target) ") ?? false
         if !mounted {
-            let result = try Subprocess.runBlocking("/bin/mount", [device, target])
+            let result = try await Subprocess.run("/bin/mount", [device, target])
             guard result.succeeded else {
                 throw RuntimeError.startFailed(id: device, reason: "cannot mount SSD \(device): \(result.errors)")
             }
@@ -443,21 +465,26 @@ actor Agent {
         return target
     }
 
+    /// Only the limit fields are written back, and only to the same generation still here: the actor runs
+    /// other work across each await (a fence, a stop), and a copy taken before one would bring it back.
     private func applyLimits(_ id: String) async {
-        guard var instance = local[id] else { return }
+        guard let instance = local[id] else { return }
+        let generation = instance.assignment.generation
         let limits = LaunchPlan.limits(instance.assignment, node: settings.node)
+        let applied: CgroupLimits?, problem: String?
         do {
-            let reading = try await runtime.update(id, limits: limits)
-            instance.applied = reading.applied
-            instance.limitProblem = nil
+            applied = try await runtime.update(id, limits: limits).applied
+            problem = nil
             logger.info("limits changed live", metadata: ["instance": "\(id)", "cpu": "\(limits.cpuLimitMillis)m",
                                                           "memory": "\(limits.memoryLimitBytes)"])
         } catch {
-            instance.limitProblem = "\(error)"
-            instance.applied = await runtime.reading(id)?.applied
+            problem = "\(error)"
+            applied = await runtime.reading(id)?.applied
             logger.warning("limit change refused", metadata: ["instance": "\(id)", "error": "\(error)"])
         }
-        local[id] = instance
+        guard local[id]?.assignment.generation == generation else { return }
+        local[id]?.applied = applied
+        local[id]?.limitProblem = problem
     }
 
     /// Stops an instance and removes what it used. With `report`, its end goes into the next heartbeat.

@@ -80,6 +80,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "The per-instance monitor (default: sigma-monitor next to this executable).")
     var monitor: String?
 
+    @Option(help: "A static init run as every instance's PID 1 (signals reach the app, orphans are reaped): default tini-static (apt-get install tini); \"none\" runs the command itself as PID 1.")
+    var initProgram: String = "tini-static"
+
     @Option(help: "Linux bridge of the node-local network (at most 15 characters).")
     var bridge: String = "sigma0"
 
@@ -139,9 +142,16 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError("the OCI runtime \"\(runtimeName)\" was not found: install runc (apt-get install runc) or pass --runtime PATH")
         }
         let monitorPath = monitor ?? (Self.executableDirectory() + "/sigma-monitor")
+        var initPath: String?
+        if initProgram != "none" {
+            guard let found = Subprocess.find(initProgram) else {
+                throw ValidationError("the instances' init \"\(initProgram)\" was not found: install tini (apt-get install tini) or pass --init-program none")
+            }
+            initPath = found
+        }
         let configuration = RuntimeConfiguration(
             runtime: runtimePath, monitor: monitorPath, stateDirectory: state, cgroupRoot: cgroupRoot,
-            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep)
+            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep, initProgram: initPath)
         let instanceRuntime: InstanceRuntime
         do {
             instanceRuntime = try InstanceRuntime(configuration: configuration, logger: logger)

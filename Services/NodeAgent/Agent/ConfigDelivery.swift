@@ -50,7 +50,7 @@ struct ConfigDelivery: Sendable {
         for (path, content, mode) in files {
             do {
                 _ = try InstanceFiles.components(of: path)
-                if hostMode, let folder = InstanceRuntime.hostFolders.first(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+                if hostMode, let folder = AppSpec.readOnlyHostFolder(of: path) {
                     throw Failure.badPath("\(path) is under \(folder), the host's read-only view in host mode; use another folder")
                 }
                 try InstanceFiles.write(content, to: path, inRoot: rootfs, mode: mode_t(mode & 0o7777))

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 
@@ -15,9 +16,14 @@ public struct RuntimeConfiguration: Sendable {
     public var cgroupParent: String
     public var logMaxBytes: Int64
     public var logKeep: Int
+    /// A static init (Debian's tini-static) run as every instance's PID 1 in front of its command: it forwards
+    /// signals to the command's process group and reaps orphans. Nil runs the command itself as PID 1 (which
+    /// ignores every signal it has no handler for, SIGTERM included).
+    public var initProgram: String?
 
     public init(runtime: String, monitor: String, stateDirectory: String, cgroupRoot: String = "/sys/fs/cgroup",
-                cgroupVersion: CgroupVersion? = nil, cgroupParent: String, logMaxBytes: Int64 = 10 << 20, logKeep: Int = 3) {
+                cgroupVersion: CgroupVersion? = nil, cgroupParent: String, logMaxBytes: Int64 = 10 << 20, logKeep: Int = 3,
+                initProgram: String? = nil) {
         self.runtime = runtime
         self.monitor = monitor
         self.stateDirectory = stateDirectory
@@ -26,6 +32,7 @@ public struct RuntimeConfiguration: Sendable {
         self.cgroupParent = cgroupParent
         self.logMaxBytes = logMaxBytes
         self.logKeep = logKeep
+        self.initProgram = initProgram
     }
 }
 
@@ -149,8 +156,11 @@ public actor InstanceRuntime {
     let logger: Logger
     var records: [String: LaunchRecord] = [:]
 
+    /// Where the init is bound (read-only) inside every instance.
+    public static let initPath = "/.sigma-init"
+
     /// The read-only host folders a `host` image sees.
-    public static let hostFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"]
+    public static let hostFolders = AppSpec.hostModeFolders
 
     public init(configuration: RuntimeConfiguration, logger: Logger) throws {
         guard access(configuration.runtime, X_OK) == 0 else {
@@ -158,6 +168,9 @@ public actor InstanceRuntime {
         }
         guard access(configuration.monitor, X_OK) == 0 else {
             throw RuntimeError.missingProgram("sigma-monitor", configuration.monitor)
+        }
+        if let initProgram = configuration.initProgram, access(initProgram, X_OK) != 0 {
+            throw RuntimeError.missingProgram("the instances' init (tini-static)", initProgram)
         }
         self.configuration = configuration
         self.logger = logger
@@ -207,10 +220,16 @@ public actor InstanceRuntime {
                 try mountOverlay(lower: image.rootfs, directory: directory)
                 overlay = true
             }
-            let command = (request.command.isEmpty ? defaults.entrypoint : request.command)
+            var command = (request.command.isEmpty ? defaults.entrypoint : request.command)
                 + (request.args.isEmpty && request.command.isEmpty ? defaults.cmd : request.args)
             guard !command.isEmpty else {
                 throw RuntimeError.startFailed(id: request.id, reason: "no command: the spec gives none and the image has none")
+            }
+            if let initProgram = configuration.initProgram {
+                // -g: a signal goes to the command's whole process group; the command's own exit code is the
+                // init's (a command ended by signal N exits 128+N).
+                mounts.append(.bind(initProgram, at: Self.initPath, writable: false))
+                command = [Self.initPath, "-g", "--"] + command
             }
             var environment: [String: String] = [:]
             for entry in defaults.env {
