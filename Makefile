@@ -1,5 +1,5 @@
 # The two commands of README.md, and their helpers.
-.PHONY: demo down demo-fail-node demo-check console-screenshot test bench fuzz chaos protos build
+.PHONY: demo down demo-fail-node demo-check console-screenshot test bench fuzz chaos soak protos build
 
 build:
 	scripts/deps
@@ -35,6 +35,11 @@ fuzz:
 # Every service killed in turn during a deploy of 200 instances on 3 test hosts (the suite runs it with 50).
 chaos:
 	SIGMA_CHAOS_INSTANCES=$${SIGMA_CHAOS_INSTANCES:-200} scripts/test --filter ChaosTests
+
+# The model test long: 2,000 seeded operations on 3 test hosts, or 60 minutes, whichever comes first (the suite
+# runs 100); SIGMA_MODEL_SEED repeats a run.
+soak:
+	SIGMA_MODEL_STEPS=$${SIGMA_MODEL_STEPS:-2000} SIGMA_MODEL_MINUTES=$${SIGMA_MODEL_MINUTES:-60} scripts/test --filter ModelTests
 
 protos:
 	scripts/generate-protos

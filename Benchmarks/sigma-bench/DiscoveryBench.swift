@@ -19,6 +19,7 @@ struct DiscoveryBench: AsyncParsableCommand {
     @Option(help: "Connections they share (each an RPCClient with its own socket thread).") var connections = 1
     @Option(help: "Seconds the throughput run lasts.") var seconds = 3.0
     @Option(help: "Instances of the looked-up app.") var instances = 10
+    @Option(help: "Apps deleted one by one for the delete → NOT_FOUND figure.") var deletes = 20
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
@@ -71,6 +72,9 @@ struct DiscoveryBench: AsyncParsableCommand {
             _ = try await pool[caller % pool.count].resolve("bench")
         }
 
+        let latencies = try await deleteLatencies(store, client)
+        let gone = latencies.gone.sorted(), changed = latencies.changed.sorted()
+
         var report = Report(title: "sigma-bench discovery")
         report.figures = [
             Figure(name: "discovery_lookup_p50_1_client", value: percentile(samples, 0.5), unit: "µs",
@@ -81,13 +85,61 @@ struct DiscoveryBench: AsyncParsableCommand {
                    baseline: percentile(raw, 0.99), target: .maxValue(500)),
             Figure(name: "discovery_lookups_\(clients)_clients", value: rate, unit: "lookups/s", baseline: rawRate,
                    target: .minValue(30_000)),
+            Figure(name: "discovery_delete_to_not_found_p50", value: percentile(gone, 0.5), unit: "ms",
+                   baseline: percentile(changed, 0.5), target: .maxValue(1000)),
+            Figure(name: "discovery_delete_to_not_found_max", value: gone.max() ?? 0, unit: "ms",
+                   baseline: changed.max() ?? 0, target: .maxValue(1000)),
         ]
         report.notes = [
             "1 client: a loop of lookups on the client's executor (withTaskExecutorPreference(client.executor)); _from_pool: the same loop resumed on Swift's cooperative pool, two thread hand-offs more",
             "lookups through DiscoveryClient (it skips decoding an answer identical to its last one); an app of \(instances) instances (answer \(answerBytes) bytes) served from memory; baseline: raw libzmq REQ/REP over loopback with a \(answerBytes)-byte payload, \(calls) round trips",
             "throughput: \(clients) concurrent callers over \(connections) connections for \(seconds) s; its baseline is the raw loop's rate with one caller",
+            "delete: \(deletes) apps of 3 instances, each with a blocking query waiting on it; from the commit of the delete to the query waking with NOT_FOUND; baseline: the same wait woken by a change of one of the app's instances",
         ]
         return report
+    }
+
+    /// Milliseconds from an app's delete to its blocking query's NOT_FOUND, and from an instance change to the
+    /// same query's answer, `deletes` times each.
+    func deleteLatencies(_ store: Store, _ client: DiscoveryClient) async throws -> (gone: [Double], changed: [Double]) {
+        var gone: [Double] = [], changed: [Double] = []
+        for round in 0..<deletes {
+            let name = "gone-\(round)"
+            let spec = #"{"name":"\#(name)"}"#
+            try await store.execute("INSERT INTO apps (name, spec) VALUES ($1, $2::jsonb)", name, spec)
+            try await store.execute("INSERT INTO app_revisions (app, revision, spec) VALUES ($1, 1, $2::jsonb)", name, spec)
+            try await store.execute(
+                """
+                INSERT INTO instances (app, ordinal, node, state, generation, ip, ready)
+                SELECT $1, g, 'node-' || g, 'Running', 1, '100.65.' || $2::int || '.' || (g + 2), true FROM generate_series(0, 2) g
+                """, name, round)
+            let known = try await client.resolve(name)
+            // The waiter is asked first; a moment later the change is committed and the clock starts.
+            let change = Task { try await client.waitForChange(name, after: known.index, timeout: .seconds(10)) }
+            try await Task.sleep(for: .milliseconds(50))
+            var started = ContinuousClock.now
+            try await store.execute("UPDATE instances SET ready = false WHERE app = $1 AND ordinal = 0", name)
+            let after = try await change.value
+            changed.append(milliseconds(ContinuousClock.now - started))
+            let deleted = Task { () -> Bool in
+                do {
+                    _ = try await client.waitForChange(name, after: after.index, timeout: .seconds(10))
+                    return false
+                } catch let error as RPCError where error.code == .notFound {
+                    return true
+                }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            started = ContinuousClock.now
+            try await store.execute("UPDATE apps SET deleted = true WHERE name = $1", name)
+            guard try await deleted.value else { throw ValidationError("\(name): its blocking query did not end NOT_FOUND") }
+            gone.append(milliseconds(ContinuousClock.now - started))
+        }
+        return (gone, changed)
+    }
+
+    func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 
     /// An app with `instances` Running instances on as many nodes, as the scheduler leaves them.

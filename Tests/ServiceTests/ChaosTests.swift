@@ -95,20 +95,7 @@ import TestSupport
             try await progress(first * 3 / 4)
 
             // An agent: killed, and started again in its host with the same flags (it adopts its instances).
-            let pidFile = "/run/sigma-testbed/\(bed.name)/h2/agent.pid"
-            let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
-            let commandLine = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))
-                .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            kill(pid, SIGKILL)
-            let agent = Process()
-            agent.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-            agent.arguments = ["--net=/run/netns/\(bed.name)-h2"] + commandLine
-            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: "/run/sigma-testbed/\(bed.name)/h2/agent.log"))
-            log.seekToEndOfFile()
-            agent.standardOutput = log
-            agent.standardError = log
-            try agent.run()
-            try "\(agent.processIdentifier)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            try bed.restartAgent(host: 2)
 
             try await progress(total)
             let instances = try await cluster.instances("chaos")

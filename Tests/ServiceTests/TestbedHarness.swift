@@ -72,6 +72,27 @@ struct Testbed {
         try await runProgram(Self.script, ["kill", "\(index)", "--name", name, "--bin", ServiceProcess.binDirectory])
     }
 
+    /// Kills host `index`'s agent (SIGKILL) and starts it again in its host with the same flags; it re-adopts
+    /// the instances that kept running meanwhile.
+    func restartAgent(host index: Int) throws {
+        let pidFile = "/run/sigma-testbed/\(name)/h\(index)/agent.pid"
+        guard let pid = Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestSetupError("no agent pid in \(pidFile)")
+        }
+        let commandLine = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))
+            .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        Foundation.kill(pid, SIGKILL)
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        agent.arguments = ["--net=/run/netns/\(name)-h\(index)"] + commandLine
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: "/run/sigma-testbed/\(name)/h\(index)/agent.log"))
+        log.seekToEndOfFile()
+        agent.standardOutput = log
+        agent.standardError = log
+        try agent.run()
+        try "\(agent.processIdentifier)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+    }
+
     /// The network namespace of an instance running on host `index`.
     func namespace(of instance: String, on index: Int) throws -> String {
         try NodeNetwork(bridge: "sigma0", node: "\(name)-h\(index)").namespacePath(for: instance)
