@@ -78,6 +78,13 @@ import TestSupport
                 }
                 converged += 1
             }
+            // No agent ever tried a move its own lifecycle does not have (it logs each one it refuses).
+            for index in 1...bed.hosts.count {
+                let log = (try? String(contentsOfFile: "/run/sigma-testbed/\(bed.name)/h\(index)/agent.log", encoding: .utf8)) ?? ""
+                for line in log.split(separator: "\n") where line.contains("refused a move of the agent's lifecycle") {
+                    Issue.record("seed \(seed): h\(index) \(line)")
+                }
+            }
             let summary = Operation.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", ")
             print("model test: seed \(seed), \(step) steps, \(converged) converged with every invariant; operations: \(summary)")
         }

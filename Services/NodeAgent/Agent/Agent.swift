@@ -32,6 +32,17 @@ struct LocalInstance: Sendable {
         case ended
         /// Stopped by its own node: the control plane was out of reach too long (self-fencing apps).
         case selfFenced
+
+        /// The phase of the agent's lifecycle (Shared/Core's `AgentPhase`, which says which moves exist).
+        var kind: AgentPhase {
+            switch self {
+            case .starting: .starting
+            case .running: .running
+            case .backoff: .backOff
+            case .ended: .ended
+            case .selfFenced: .selfFenced
+            }
+        }
     }
 
     var assignment: Sigma_V1_Assignment
@@ -54,6 +65,15 @@ struct LocalInstance: Sendable {
     var configVersion: Int64?
 
     var lifecycle: Lifecycle { assignment.spec.hasLifecycle ? Lifecycle(wire: assignment.spec.lifecycle) : Lifecycle() }
+
+    /// Moves to `next` when the agent's lifecycle has that move (`AgentPhase.transitions`); otherwise nothing
+    /// changes and the answer is false (the caller logs it: a bug, never a state to act on).
+    @discardableResult
+    mutating func move(to next: Phase) -> Bool {
+        guard phase.kind.canMove(to: next.kind) else { return false }
+        phase = next
+        return true
+    }
 }
 
 /// The node agent's state: what the scheduler wants here (assignments) against what runs (the runtime), with
@@ -210,7 +230,7 @@ actor Agent {
             var instance = LocalInstance(assignment: assignment, phase: .running(since: .now), pid: found.record.pid)
             instance.applied = await runtime.reading(id)?.applied
             if let ending = found.ending {
-                instance.phase = .ended
+                // It ended while no agent watched: as a running instance's ending, the policy decides.
                 instance.lastEnding = ending
                 local[id] = instance
                 handleEnding(id, ending)
@@ -280,7 +300,7 @@ actor Agent {
         for assignment in starts where local[assignment.instanceID] == nil {
             local[assignment.instanceID] = LocalInstance(assignment: assignment, phase: .starting)
         }
-        for assignment in starts { if case .backoff = local[assignment.instanceID]?.phase { local[assignment.instanceID]?.phase = .starting } }
+        for assignment in starts { if case .backoff = local[assignment.instanceID]?.phase { move(assignment.instanceID, to: .starting) } }
         await withTaskGroup(of: Void.self) { group in
             var running = 0
             for assignment in starts {
@@ -349,7 +369,7 @@ actor Agent {
                 if local[id] == nil { await discardStarted(assignment) }
                 return
             }
-            instance.phase = .running(since: .now)
+            guard instance.move(to: .running(since: .now)) else { return refused(id, instance.phase, .running(since: .now)) }
             instance.pid = record.pid
             instance.network = attached
             instance.applied = request.limits
@@ -391,9 +411,8 @@ actor Agent {
 
     /// A new config version arrived for an instance waiting to restart: it starts again now, with it.
     func retryNow(_ id: String, generation: Int64) {
-        guard var instance = local[id], instance.assignment.generation == generation, case .backoff = instance.phase else { return }
-        instance.phase = .backoff(until: .now)
-        local[id] = instance
+        guard let instance = local[id], instance.assignment.generation == generation, case .backoff = instance.phase else { return }
+        move(id, to: .backoff(until: .now))
         logger.info("new config version: retrying now", metadata: ["instance": "\(id)"])
         poke()
     }
@@ -549,17 +568,29 @@ actor Agent {
             let delay = backOff(&instance)
             logger.info("ended; restarting", metadata: ["instance": "\(id)", "ending": "\(ending)", "in": "\(delay)"])
         } else {
-            instance.phase = .ended
+            guard instance.move(to: .ended) else { return refused(id, instance.phase, .ended) }
             logger.info("ended", metadata: ["instance": "\(id)", "ending": "\(ending)"])
         }
         local[id] = instance
+    }
+
+    /// Moves a local instance to `next` if the agent's lifecycle allows it.
+    func move(_ id: String, to next: LocalInstance.Phase) {
+        guard var instance = local[id] else { return }
+        guard instance.move(to: next) else { return refused(id, instance.phase, next) }
+        local[id] = instance
+    }
+
+    /// A move the agent's lifecycle does not have: nothing changes, and it is logged (it is a bug).
+    func refused(_ id: String, _ from: LocalInstance.Phase, _ to: LocalInstance.Phase) {
+        logger.error("refused a move of the agent's lifecycle", metadata: ["instance": "\(id)", "from": "\(from.kind)", "to": "\(to.kind)"])
     }
 
     /// Counts a restart and waits before it: the first wait `restartBackoff`, doubling up to `restartBackoffLimit`.
     private func backOff(_ instance: inout LocalInstance) -> Duration {
         let delay = min(settings.restartBackoff * (1 << min(instance.restarts, 20)), settings.restartBackoffLimit)
         instance.restarts += 1
-        instance.phase = .backoff(until: .now + delay)
+        if !instance.move(to: .backoff(until: .now + delay)) { refused(instance.assignment.instanceID, instance.phase, .backoff(until: .now)) }
         return delay
     }
 
@@ -597,7 +628,8 @@ actor Agent {
                     status.reason += (status.reason.isEmpty ? "" : "; ") + "not ready: \(instance.probes.readinessDetail)"
                 }
             case .selfFenced:
-                status.state = InstanceState.running.rawValue
+                // Stopped, and started again once the control plane answers: it waits, as a back-off does.
+                status.state = InstanceState.backOff.rawValue
                 status.reason = instance.endNote ?? "self-fenced"
             case .backoff(let until):
                 status.state = InstanceState.backOff.rawValue

@@ -113,7 +113,7 @@ extension Agent {
         lastContact = .now
         if let brokenAfter { self.brokenAfter = brokenAfter }
         for (id, instance) in local where instance.phase == .selfFenced {
-            local[id]?.phase = .backoff(until: .now)
+            move(id, to: .backoff(until: .now))
             logger.notice("control plane back; a self-fenced instance may start again", metadata: ["instance": "\(id)"])
         }
     }
@@ -130,7 +130,11 @@ extension Agent {
             let ending = await runtime.stop(id, grace: grace(instance.assignment))
             guard var current = local[id] else { continue }
             current.killing = false
-            current.phase = .selfFenced
+            guard current.move(to: .selfFenced) else {
+                local[id]?.killing = false
+                refused(id, current.phase, .selfFenced)
+                continue
+            }
             current.lastEnding = ending
             current.endNote = "self-fenced: no control plane for \(silent)s"
             local[id] = current
