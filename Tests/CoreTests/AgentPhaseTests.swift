@@ -15,14 +15,8 @@ import Testing
     }
 
     @Test func thePhasesAreWhole() {
-        func reachable(from start: AgentPhase) -> Set<AgentPhase> {
-            var seen: Set<AgentPhase> = [start], queue = [start]
-            while let phase = queue.popLast() {
-                for move in AgentPhase.transitions where move.from == phase && seen.insert(move.to).inserted { queue.append(move.to) }
-            }
-            return seen
-        }
-        #expect(reachable(from: .starting) == Set(AgentPhase.allCases))
+        let moves = AgentPhase.transitions.map { (from: $0.from, to: $0.to) }
+        #expect(reachable(from: AgentPhase.starting, moves) == Set(AgentPhase.allCases))
         #expect(!AgentPhase.transitions.contains { $0.from == .ended })
         #expect(!AgentPhase.ended.canMove(to: .starting) && AgentPhase.backOff.canMove(to: .backOff))
         #expect(!AgentPhase.selfFenced.canMove(to: .running))
