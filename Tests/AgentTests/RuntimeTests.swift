@@ -41,8 +41,10 @@ import Testing
     /// the grace period, by SIGKILL), its exit code says so, and orphans are reaped instead of left as zombies.
     @Test func anInitAsPID1PassesSignalsOnAndReapsOrphans() async throws {
         guard let tini = Subprocess.find("tini-static") else { throw HarnessError("tini-static is not installed (scripts/deps installs tini)") }
-        // The subshell exits at once, before the exec: its `sleep 0.05` is orphaned to PID 1 and ends later.
-        let command = ["/bin/sh", "-c", "(sleep 0.05 &); exec /bin/sleep 1000"]
+        // The subshell exits at once: its loop is orphaned to PID 1 and ends only once the shell has become
+        // `sleep` (exec'd), so the shell can't have reaped it first whatever the machine's load.
+        let command = ["/bin/sh", "-c",
+                       "p=$$; (while [ \"$(cat /proc/$p/comm)\" != sleep ]; do sleep 0.01; done &); exec /bin/sleep 1000"]
         func children(_ pid: Int32) -> [Int32] {
             ((try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int32($0) }
         }

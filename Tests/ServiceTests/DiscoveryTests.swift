@@ -190,10 +190,12 @@ import TestSupport
                 }
                 return empty
             }
-            let blocked = Task { [index = lastIndex, replica = replicas[0]] () -> RPCError? in
+            // Blocking on replica 0 from its own index; a later change of the scaled-down instance (its record
+            // going away after Terminating) may wake it first with the still empty list: block again.
+            let blocked = Task { [replica = replicas[0]] () -> RPCError? in
                 do {
-                    _ = try await Self.resolve(replica, "empty", waitIndex: index, waitMs: 60_000)
-                    return nil
+                    var index = try await Self.resolve(replica, "empty").index
+                    while true { index = try await Self.resolve(replica, "empty", waitIndex: index, waitMs: 60_000).index }
                 } catch {
                     return error as? RPCError
                 }
