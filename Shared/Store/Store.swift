@@ -48,6 +48,10 @@ public final class Store: Sendable {
         var free: [Int]
         var waiters: [(id: UInt64, continuation: CheckedContinuation<Int, Error>)] = []
         var nextWaiter: UInt64 = 0
+        /// Waiters whose timer may fire before they are queued, and those whose timer did: a waiter queued
+        /// after its own deadline fails at once instead of waiting for a free connection without a bound.
+        var queuing: Set<UInt64> = []
+        var expired: Set<UInt64> = []
         var closed = false
     }
 
@@ -154,20 +158,30 @@ public final class Store: Sendable {
 
         let waiterId = pool.withLock { state -> UInt64 in
             state.nextWaiter += 1
+            state.queuing.insert(state.nextWaiter)
             return state.nextWaiter
         }
         let timeout = configuration.acquireTimeout
-        let timer = Task { [self] in
-            try await Task.sleep(for: timeout)
+        let timedOut = StoreError(.unavailable, "no database connection free within \(timeout)")
+        // The timer runs on a Dispatch queue, not in the task pool: a pool kept busy elsewhere must not stretch
+        // the bound.
+        let timer = DispatchWorkItem { [self] in
             let waiter = pool.withLock { state -> CheckedContinuation<Int, Error>? in
+                if state.queuing.contains(waiterId) {
+                    state.expired.insert(waiterId)
+                    return nil
+                }
                 guard let position = state.waiters.firstIndex(where: { $0.id == waiterId }) else { return nil }
                 return state.waiters.remove(at: position).continuation
             }
-            waiter?.resume(throwing: StoreError(.unavailable, "no database connection free within \(timeout)"))
+            waiter?.resume(throwing: timedOut)
         }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout.timeInterval, execute: timer)
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
             let outcome = pool.withLock { state -> Result<Int, Error>? in
+                state.queuing.remove(waiterId)
+                if state.expired.remove(waiterId) != nil { return .failure(timedOut) }
                 if state.closed { return .failure(StoreError(.unavailable, "store is shut down")) }
                 if let index = state.free.popLast() { return .success(index) }
                 state.waiters.append((waiterId, continuation))
@@ -213,5 +227,13 @@ public struct Transaction: Sendable {
     @discardableResult
     public func execute(_ sql: String, _ parameters: PGEncodable?...) async throws -> Int {
         try await worker.run { try $0.execute(sql, parameters).affected }
+    }
+}
+
+extension Duration {
+    /// Seconds, as Dispatch counts them.
+    var timeInterval: TimeInterval {
+        let (seconds, attoseconds) = components
+        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }
 }
