@@ -14,15 +14,24 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A runtime of a test's own: its own state folder, runc root and cgroup parent ("sigma-test/<id>"), all
-/// removed afterwards, also when the test fails.
-func withRuntime<T>(logMaxBytes: Int64 = 10 << 20, initProgram: String? = nil, _ body: (InstanceRuntime) async throws -> T) async throws -> T {
+/// The seccomp profile the agent reads by default (scripts/deps installs it).
+func systemSeccompProfile() throws -> SeccompProfile {
+    try SeccompProfile.load(path: "/usr/share/containers/seccomp.json")
+}
+
+/// A runtime of a test's own: its own state folder, runc root and cgroup parent ("sigma-test-<id>", its own
+/// from the top, so no test removes a parent another is creating a cgroup in), all removed afterwards, also
+/// when the test fails.
+
+func withRuntime<T>(logMaxBytes: Int64 = 10 << 20, initProgram: String? = nil, seccomp: Bool = true,
+                    _ body: (InstanceRuntime) async throws -> T) async throws -> T {
     let id = String(UUID().uuidString.prefix(8)).lowercased()
     let state = NSTemporaryDirectory() + "sigma-runtime-\(id)"
     guard let runc = Subprocess.find("runc") else { throw HarnessError("runc is not installed (scripts/deps installs it)") }
     let configuration = RuntimeConfiguration(
         runtime: runc, monitor: ServiceProcess.binDirectory + "/sigma-monitor", stateDirectory: state,
-        cgroupParent: "sigma-test/\(id)", logMaxBytes: logMaxBytes, logKeep: 2, initProgram: initProgram)
+        cgroupParent: "sigma-test-\(id)", logMaxBytes: logMaxBytes, logKeep: 2, initProgram: initProgram,
+        seccomp: seccomp ? try systemSeccompProfile() : nil)
     let runtime = try InstanceRuntime(configuration: configuration, logger: quietLogger)
     do {
         let result = try await body(runtime)
@@ -41,7 +50,6 @@ func removeEverything(_ runtime: InstanceRuntime) async {
     // The test's cgroup parent, in every controller.
     let parent = Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: configuration.cgroupParent)
     parent.remove()
-    Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: "sigma-test").remove()
     try? FileManager.default.removeItem(atPath: configuration.stateDirectory)
 }
 

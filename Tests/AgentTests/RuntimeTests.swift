@@ -71,6 +71,29 @@ import Testing
         }
     }
 
+    /// Isolation I, item 2: an instance runs under the seccomp profile resolved for its capabilities. It has no
+    /// CAP_SYS_ADMIN, so a user namespace (where it would get one) and every mount are refused; what an
+    /// ordinary service does (fork, threads through clone3's fallback, sockets) still works.
+    @Test func seccompRefusesNamespacesAndMounts() async throws {
+        let probe = """
+            grep '^Seccomp:' /proc/self/status
+            unshare -Urm sh -c 'mount -t tmpfs none /dev/shm && echo MOUNTED'; echo "unshare exit $?"
+            unshare -n true; echo "netns exit $?"
+            ( echo forked ) & wait
+            """
+        try await withRuntime { runtime in
+            try await runtime.start(LaunchRequest(id: "probe", image: .host, command: ["/bin/sh", "-c", probe]))
+            _ = try #require(await runtime.waitForEnding("probe", within: .seconds(20)))
+            let log = try contents(runtime.logFile(of: "probe"))
+            #expect(log.contains("Seccomp:\t2"), "\(log)")
+            #expect(!log.contains("MOUNTED"), "\(log)")
+            #expect(log.contains("unshare exit 1"), "\(log)")
+            #expect(log.contains("Operation not permitted"), "\(log)")
+            #expect(log.contains("netns exit 1"), "\(log)")
+            #expect(log.contains("forked"), "\(log)")
+        }
+    }
+
     @Test func exitCodesAreKept() async throws {
         try await withRuntime { runtime in
             try await runtime.start(LaunchRequest(id: "job", image: .host, command: ["/bin/sh", "-c", "echo failing >&2; exit 3"]))

@@ -83,6 +83,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A static init run as every instance's PID 1 (signals reach the app, orphans are reaped): default tini-static (apt-get install tini); \"none\" runs the command itself as PID 1.")
     var initProgram: String = "tini-static"
 
+    @Option(help: "The seccomp profile every instance runs under, resolved for its capabilities (Docker's and podman's format): default the containers project's /usr/share/containers/seccomp.json (apt-get install golang-github-containers-common); \"none\" runs instances without a filter.")
+    var seccompProfile: String = "/usr/share/containers/seccomp.json"
+
     @Option(help: "Linux bridge of the node-local network (at most 15 characters).")
     var bridge: String = "sigma0"
 
@@ -149,9 +152,18 @@ struct AgentCommand: AsyncParsableCommand {
             }
             initPath = found
         }
+        var seccomp: SeccompProfile?
+        if seccompProfile != "none" {
+            do {
+                seccomp = try SeccompProfile.load(path: seccompProfile)
+            } catch {
+                throw ValidationError("\(error): install golang-github-containers-common, pass another --seccomp-profile, or --seccomp-profile none")
+            }
+        }
         let configuration = RuntimeConfiguration(
             runtime: runtimePath, monitor: monitorPath, stateDirectory: state, cgroupRoot: cgroupRoot,
-            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep, initProgram: initPath)
+            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep, initProgram: initPath,
+            seccomp: seccomp)
         let instanceRuntime: InstanceRuntime
         do {
             instanceRuntime = try InstanceRuntime(configuration: configuration, logger: logger)

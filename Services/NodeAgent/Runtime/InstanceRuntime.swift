@@ -20,10 +20,13 @@ public struct RuntimeConfiguration: Sendable {
     /// signals to the command's process group and reaps orphans. Nil runs the command itself as PID 1 (which
     /// ignores every signal it has no handler for, SIGTERM included).
     public var initProgram: String?
+    /// The seccomp profile every instance runs under, resolved for its capabilities; nil runs them all
+    /// without a filter.
+    public var seccomp: SeccompProfile?
 
     public init(runtime: String, monitor: String, stateDirectory: String, cgroupRoot: String = "/sys/fs/cgroup",
                 cgroupVersion: CgroupVersion? = nil, cgroupParent: String, logMaxBytes: Int64 = 10 << 20, logKeep: Int = 3,
-                initProgram: String? = nil) {
+                initProgram: String? = nil, seccomp: SeccompProfile? = nil) {
         self.runtime = runtime
         self.monitor = monitor
         self.stateDirectory = stateDirectory
@@ -33,6 +36,7 @@ public struct RuntimeConfiguration: Sendable {
         self.logMaxBytes = logMaxBytes
         self.logKeep = logKeep
         self.initProgram = initProgram
+        self.seccomp = seccomp
     }
 }
 
@@ -49,10 +53,12 @@ public struct LaunchRequest: Sendable {
     public var limits: CgroupLimits
     public var mounts: [OCIConfig.Mount]
     public var networkNamespace: String?
+    /// Runs without the seccomp filter (an app whose team the operator allows `seccomp: unconfined`).
+    public var unconfined: Bool
 
     public init(id: String, image: ImageReference, command: [String] = [], args: [String] = [], env: [String: String] = [:],
                 hostname: String? = nil, limits: CgroupLimits = CgroupLimits(), mounts: [OCIConfig.Mount] = [],
-                networkNamespace: String? = nil) {
+                networkNamespace: String? = nil, unconfined: Bool = false) {
         self.id = id
         self.image = image
         self.command = command
@@ -62,6 +68,7 @@ public struct LaunchRequest: Sendable {
         self.limits = limits
         self.mounts = mounts
         self.networkNamespace = networkNamespace
+        self.unconfined = unconfined
     }
 }
 
@@ -247,6 +254,9 @@ public actor InstanceRuntime {
                 args: command, env: environment, hostname: request.hostname, rootfs: rootfs, readonlyRoot: false,
                 mounts: mounts + request.mounts, cgroupsPath: cgroup.runtimePath, networkNamespace: request.networkNamespace)
             var config = OCIConfig(process)
+            if !request.unconfined {
+                config.linux.seccomp = configuration.seccomp?.resolved(capabilities: Set(config.process.capabilities.bounding))
+            }
             if !defaults.workingDir.isEmpty {
                 // The image is the instance's: a working folder through /proc (runc before 1.1.12 leaks a host
                 // folder's descriptor there, CVE-2024-21626) or outside the root is refused.

@@ -68,6 +68,45 @@ public struct OCIConfig: Codable, Sendable {
         public var namespaces: [Namespace]
         public var maskedPaths: [String]
         public var readonlyPaths: [String]
+        /// Nil runs the instance without a filter (an app allowed `seccomp: unconfined`).
+        public var seccomp: Seccomp?
+    }
+
+    /// `linux.seccomp`: what the runtime turns into the instance's filter.
+    public struct Seccomp: Codable, Sendable, Equatable {
+        public var defaultAction: String
+        public var defaultErrnoRet: UInt32?
+        public var architectures: [String]
+        public var syscalls: [SeccompRule]
+    }
+
+    public struct SeccompRule: Codable, Sendable, Equatable {
+        public var names: [String]
+        public var action: String
+        public var errnoRet: UInt32?
+        public var args: [SeccompArgument]?
+
+        public init(names: [String], action: String, errnoRet: UInt32?, args: [SeccompArgument]?) {
+            self.names = names
+            self.action = action
+            self.errnoRet = errnoRet
+            self.args = args
+        }
+    }
+
+    /// One condition on a call's argument; for SCMP_CMP_MASKED_EQ, `(argument & value) == valueTwo`.
+    public struct SeccompArgument: Codable, Sendable, Equatable {
+        public var index: UInt
+        public var value: UInt64
+        public var valueTwo: UInt64?
+        public var op: String
+
+        public init(index: UInt, value: UInt64, valueTwo: UInt64?, op: String) {
+            self.index = index
+            self.value = value
+            self.valueTwo = valueTwo
+            self.op = op
+        }
     }
 
     public struct Resources: Codable, Sendable {
@@ -164,7 +203,8 @@ extension OCIConfig {
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                 "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
             ],
-            readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"])
+            readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            seccomp: nil)
     }
 
     public func encoded() throws -> Data {
