@@ -73,6 +73,95 @@ func tcpExchange(_ host: String, _ port: UInt16) -> String? {
         }
     }
 
+    /// Isolation I, item 5: what leaves an instance's port carries its own IP and MAC or is dropped at the
+    /// bridge: a forged source (an address the instance added to itself), IPv6 (which the node's `ip` filter
+    /// would not see), and any datagram to the overlay's VXLAN port (another node would take it for a frame of
+    /// the overlay). Its own traffic still goes through.
+    @Test func anInstanceSendsOnlyAsItself() async throws {
+        let listener = """
+            import os, socket, threading
+            seen = []
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("0.0.0.0", 4789))
+            def receive():
+                while True:
+                    seen.append(udp.recvfrom(100)[1][0])
+            threading.Thread(target=receive, daemon=True).start()
+            def serve(family, port):
+                s = socket.socket(family, socket.SOCK_STREAM)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+                s.listen(16)
+                while True:
+                    c, a = s.accept()
+                    data = c.recv(100)
+                    c.sendall(("from " + a[0] + " udp " + ",".join(seen) + "\\n").encode())
+                    c.close()
+                    if data.startswith(b"quit"):
+                        os._exit(0)
+            threading.Thread(target=serve, args=(socket.AF_INET6, 7001), daemon=True).start()
+            serve(socket.AF_INET, 7000)
+            """
+        let connector = """
+            import socket, sys
+            source, target, port, message = sys.argv[1:5]
+            family = socket.AF_INET6 if ":" in target else socket.AF_INET
+            address = socket.getaddrinfo(target, int(port), family, socket.SOCK_STREAM)[0][4]
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.settimeout(1.5)
+            if source != "-":
+                s.bind((source, 0))
+            try:
+                s.connect(address)
+                s.sendall(message.encode())
+                print(s.recv(200).decode().strip())
+            except Exception as e:
+                print("failed", e)
+            """
+        guard let python = Subprocess.find("python3") else { throw HarnessError("python3 is not installed") }
+        let ip = Subprocess.find("ip") ?? "/usr/sbin/ip"
+        try await withNodeNetwork { network, subnet in
+            let hostPorts = HostPorts(bridge: await network.bridge, hostIP: "\(subnet).1")
+            defer { Task { await hostPorts.removeTable() } }
+            let a = "\(subnet).21", b = "\(subnet).22", forged = "\(subnet).250"
+            let first = try await network.attach("spoof-a", ip: a, prefixLength: 24, gateway: "\(subnet).1")
+            let second = try await network.attach("spoof-b", ip: b, prefixLength: 24, gateway: "\(subnet).1")
+            defer { Task { await network.detach("spoof-a"); await network.detach("spoof-b") } }
+            for (id, attached) in [("spoof-a", first), ("spoof-b", second)] {
+                try await hostPorts.guardInstance(id, interface: attached.hostInterface, ip: attached.ip, mac: NodeNetwork.mac(for: attached.ip))
+            }
+            func inA(_ arguments: [String]) async throws -> String {
+                try await Subprocess.run(ip, ["netns", "exec", first.namespace] + arguments, timeout: .seconds(10)).output
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            func call(from source: String, _ target: String, _ port: Int, _ message: String = "hi") async throws -> String {
+                try await inA([python, "-c", connector, source, target, "\(port)", message])
+            }
+            let serving = Task {
+                try await Subprocess.run(ip, ["netns", "exec", second.namespace, python, "-c", listener], timeout: .seconds(120))
+            }
+            defer { serving.cancel() }
+            try await eventually("the listener") { try await call(from: "-", b, 7000).hasPrefix("from \(a)") }
+
+            _ = try await Subprocess.check(ip, ["-n", first.namespace, "addr", "add", "\(forged)/32", "dev", "eth0"])
+            #expect(try await call(from: forged, b, 7000).hasPrefix("failed"))
+            _ = try await inA([python, "-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('\(b)', 4789))"])
+            // B's IPv6 link-local address (once out of duplicate address detection).
+            var linkLocal = ""
+            try await eventually("B's link-local address") {
+                let shown = try await Subprocess.check(ip, ["-n", second.namespace, "-6", "-o", "addr", "show", "dev", "eth0"])
+                guard !shown.contains("tentative"), let range = shown.range(of: "fe80::[0-9a-f:]+", options: .regularExpression) else { return false }
+                linkLocal = String(shown[range])
+                return true
+            }
+            #expect(try await call(from: "-", "\(linkLocal)%eth0", 7001).hasPrefix("failed"))
+            // Its own traffic goes through, and B saw no datagram on the overlay's port.
+            #expect(try await call(from: "-", b, 7000, "quit") == "from \(a) udp")
+            _ = try await serving.value
+        }
+    }
+
     @Test func badAddressesAndBridgeNamesAreRefused() async throws {
         #expect(throws: NetworkError.self) { try NodeNetwork(bridge: "a-name-longer-than-15") }
         #expect(throws: NetworkError.self) { try NodeNetwork(bridge: "br 0") }

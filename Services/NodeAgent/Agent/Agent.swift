@@ -417,11 +417,17 @@ actor Agent {
         poke()
     }
 
-    /// Host network mode: each port of the spec is published at the node's IP and the port the Allocator gave it.
+    /// The node's rules for the instance before it runs: its port's guard, and in host network mode each port of
+    /// the spec published at the node's IP and the port the Allocator gave it.
     func publishPorts(_ assignment: Sigma_V1_Assignment) async throws {
         // Every instance: the node's filter and egress rules are in place before it runs.
-        if !assignment.ip.isEmpty { try await hostPorts.setUp() }
-        guard assignment.spec.network == "host", !assignment.ip.isEmpty else { return }
+        guard !assignment.ip.isEmpty else { return }
+        try await hostPorts.setUp()
+        // Only its own IP and MAC leave its port (no spoofing, no IPv6, nothing to the overlay's port).
+        try await hostPorts.guardInstance(
+            assignment.instanceID, interface: network.names(for: assignment.instanceID).hostInterface, ip: assignment.ip,
+            mac: NodeNetwork.mac(for: assignment.ip))
+        guard assignment.spec.network == "host" else { return }
         for port in assignment.spec.ports {
             guard let hostPort = assignment.hostPorts[port.name] else { continue }
             let mapping = PortMapping(

@@ -33,11 +33,17 @@ public actor HostPorts {
     let nft: String
     var ready = false
     var mappings: [PortMapping: [Int32]] = [:]
+    /// The overlay's VXLAN port, which no instance may send to (a datagram to another node's would be taken
+    /// for a frame of the overlay, with any source inside).
+    let overlayPort: Int
+    /// Each guarded instance's bridge port, IP and MAC (the `own` set's element).
+    var guarded: [String: String] = [:]
 
-    public init(bridge: String, hostIP: String, nft: String = "nft") {
+    public init(bridge: String, hostIP: String, overlayPort: Int = 4789, nft: String = "nft") {
         table = "sigma_" + bridge.replacingOccurrences(of: "-", with: "_")
         self.bridge = bridge
         self.hostIP = hostIP
+        self.overlayPort = overlayPort
         self.nft = Subprocess.find(nft) ?? Subprocess.find("/usr/sbin/nft") ?? nft
     }
 
@@ -78,6 +84,24 @@ public actor HostPorts {
                     iifname "\(bridge)" drop
                 }
             }
+            table bridge \(table)
+            delete table bridge \(table)
+            table bridge \(table) {
+                set ports {
+                    type ifname
+                }
+                set own {
+                    type ifname . ipv4_addr . ether_addr
+                }
+                chain prerouting {
+                    type filter hook prerouting priority filter; policy accept;
+                    iifname != @ports accept
+                    udp dport \(overlayPort) drop
+                    ether type ip iifname . ip saddr . ether saddr @own accept
+                    ether type arp iifname . arp saddr ip . arp saddr ether @own accept
+                    drop
+                }
+            }
 
             """
         try await run(script)
@@ -111,8 +135,9 @@ public actor HostPorts {
         return warning
     }
 
-    /// Removes every mapping of `instance` and lets its ports go.
+    /// Removes every mapping and the guard of `instance` and lets its ports go.
     public func unpublish(instance: String) async {
+        await unguard(instance: instance)
         var addresses = Set<String>()
         for (mapping, held) in mappings where mapping.instance == instance {
             _ = try? await run("delete element ip \(table) published { \(mapping.transport) . \(mapping.hostPort) }\n")
@@ -127,9 +152,36 @@ public actor HostPorts {
 
     public func published() -> [PortMapping] { Array(mappings.keys) }
 
-    /// Removes the table (a decommissioned node, and an agent starting over).
+    /// Lets frames from the instance's bridge port `interface` through only with its own IP and MAC (IPv4 and
+    /// ARP; nothing else: no IPv6, no other ether type) and none to the overlay's port. Done before the instance
+    /// runs. (The bridge family has no match on the bridge here (no `meta ibrname`), so the rules name this
+    /// node's instance ports: several agents may share one network namespace, each with its own bridge.)
+    public func guardInstance(_ instance: String, interface: String, ip: String, mac: String) async throws {
+        try await setUp()
+        let element = "\(interface) . \(ip) . \(mac)"
+        if guarded[instance] == element { return }
+        await unguard(instance: instance)
+        try await run("""
+            add element bridge \(table) ports { \(interface) }
+            add element bridge \(table) own { \(element) }
+
+            """)
+        guarded[instance] = element
+    }
+
+    /// Removes the instance's guard (its port is gone with its namespace).
+    public func unguard(instance: String) async {
+        guard let element = guarded.removeValue(forKey: instance) else { return }
+        let interface = element.prefix { $0 != " " }
+        _ = try? await run("delete element bridge \(table) ports { \(interface) }\n")
+        _ = try? await run("delete element bridge \(table) own { \(element) }\n")
+    }
+
+    /// Removes the tables (a decommissioned node, and an agent starting over).
     public func removeTable() async {
         _ = try? await Subprocess.run(nft, ["delete", "table", "ip", table])
+        _ = try? await Subprocess.run(nft, ["delete", "table", "bridge", table])
+        guarded = [:]
         for held in mappings.values { held.forEach { close($0) } }
         mappings = [:]
         ready = false

@@ -155,9 +155,10 @@ public struct InstanceProcess: Sendable {
 }
 
 extension OCIConfig {
-    /// Docker's default capability set: enough for ordinary services, none that reach the host.
-    static let defaultCapabilities = [
-        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    /// Docker's default capability set less CAP_NET_RAW (raw and packet sockets forge any source): enough for
+    /// ordinary services, none that reach the host.
+    public static let defaultCapabilities = [
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
         "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
         "CAP_AUDIT_WRITE",
     ]
