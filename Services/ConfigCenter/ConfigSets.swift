@@ -56,7 +56,7 @@ struct ConfigSets: Sendable {
 
     static func encode(_ files: [Sigma_V1_ConfigFile]) throws -> String {
         let objects: [[String: Any]] = files.map {
-            ["path": $0.path, "content": $0.content.base64EncodedString(), "mode": $0.mode == 0 ? 0o644 : $0.mode, "secret": $0.secret, "raw": $0.raw]
+            ["path": $0.path, "content": $0.content.base64EncodedString(), "mode": $0.mode != 0 ? $0.mode : $0.secret ? 0o400 : 0o644, "secret": $0.secret, "raw": $0.raw]
         }
         return String(decoding: try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys]), as: UTF8.self)
     }
@@ -87,7 +87,7 @@ struct ConfigSets: Sendable {
     // MARK: writing
 
     func publish(_ request: Sigma_V1_PublishConfigRequest) async throws -> Sigma_V1_PublishConfigResponse {
-        guard AppSpec.isValidName(request.app) else { throw RPCError.invalidArgument("app: \"\(request.app)\" is not an app name") }
+        guard AppSpec.isValidName(request.app) else { throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name") }
         try Self.validate(request.files, script: request.script)
         let gray = !request.grayOrdinals.isEmpty || !request.grayInstances.isEmpty
         let instances = try Self.instanceIDs(request.grayInstances)

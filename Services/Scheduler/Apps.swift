@@ -256,7 +256,7 @@ struct Apps: Sendable {
     }
 
     func setQuota(_ quota: Sigma_V1_Quota) async throws -> Sigma_V1_Quota {
-        guard AppSpec.isValidName(quota.team) else { throw RPCError.invalidArgument("quota.team: \"\(quota.team)\" is not a team name") }
+        guard AppSpec.isValidName(quota.team) else { throw RPCError.invalidArgument("quota.team: \(quota.team.quotedForError) is not a team name") }
         guard quota.requests.cpuMillis >= 0, quota.requests.memoryBytes >= 0 else {
             throw RPCError.invalidArgument("quota.requests: must not be negative")
         }

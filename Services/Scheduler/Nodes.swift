@@ -26,7 +26,7 @@ struct Nodes: Sendable {
 
     func register(_ request: Sigma_V1_RegisterNodeRequest) async throws -> Sigma_V1_RegisterNodeResponse {
         guard Self.isValidNodeName(request.name) else {
-            throw RPCError.invalidArgument("name: \"\(request.name)\" is not a node name (lowercase letters, digits, '.' and '-', at most 253)")
+            throw RPCError.invalidArgument("name: \(request.name.quotedForError) is not a node name (lowercase letters, digits, '.' and '-', at most 253)")
         }
         guard IPv4Address(request.hostIp) != nil else { throw RPCError.invalidArgument("host_ip: \"\(request.hostIp)\" is not an IPv4 address") }
         guard request.capacity.cpuMillis >= 0, request.capacity.memoryBytes >= 0, request.diskBytes >= 0 else {

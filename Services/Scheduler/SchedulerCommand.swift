@@ -38,6 +38,9 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Hours events are kept (sigmactl get events, describe); older ones are deleted. 0 keeps them all.")
     var eventsRetention: Double = 168
 
+    @Option(help: "Hours audit log entries are kept (sigmactl audit); older ones are deleted. 0 keeps them all.")
+    var auditRetention: Double = 720
+
     func validate() throws {
         guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
             throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
@@ -46,6 +49,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             throw ValidationError("need --lease-duration >= 0.3 and 0 < --pass-interval < --lease-duration")
         }
         guard eventsRetention >= 0 else { throw ValidationError("--events-retention: hours, 0 or more") }
+        guard auditRetention >= 0 else { throw ValidationError("--audit-retention: hours, 0 or more") }
     }
 
     func run() async throws {
@@ -134,7 +138,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let leader = Leader(
             store: store, lease: lease,
             upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds,
-                           eventsRetention: eventsRetention * 3600, logger: logger),
+                           eventsRetention: eventsRetention * 3600, auditRetention: auditRetention * 3600, logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)

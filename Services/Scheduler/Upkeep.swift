@@ -15,6 +15,8 @@ struct Upkeep: Sendable {
     let thresholds: NodeHealth.Thresholds
     /// Seconds events are kept; 0 keeps them all.
     let eventsRetention: Double
+    /// Seconds audit log entries are kept; 0 keeps them all.
+    var auditRetention: Double = 0
     let logger: Logger
 
     static func millis(_ seconds: Double) -> Int64 { Int64(seconds * 1000) }
@@ -50,7 +52,7 @@ struct Upkeep: Sendable {
         }
     }
 
-    /// Events older than the retention go, at most 10,000 a pass (a long backlog drains over a few passes
+    /// Events (and audit log entries) older than their retention go, at most 10,000 of each a pass (a long backlog drains over a few passes
     /// without holding up placement).
     func pruneEvents() async throws {
         guard eventsRetention > 0 else { return }
@@ -61,6 +63,14 @@ struct Upkeep: Sendable {
             RETURNING id
             """, Self.millis(eventsRetention))
         if !pruned.isEmpty { logger.info("events past their retention deleted", metadata: ["count": "\(pruned.count)"]) }
+        guard auditRetention > 0 else { return }
+        let audit = try await store.query(
+            """
+            DELETE FROM audit_log WHERE id IN (
+                SELECT id FROM audit_log WHERE at < now() - $1 * interval '1 millisecond' ORDER BY at LIMIT 10000)
+            RETURNING id
+            """, Self.millis(auditRetention))
+        if !audit.isEmpty { logger.info("audit log entries past their retention deleted", metadata: ["count": "\(audit.count)"]) }
     }
 
     /// Instances running on draining nodes move elsewhere.

@@ -58,8 +58,8 @@ public struct AppSpec: Hashable, Sendable, Codable {
         func check(_ ok: Bool, _ field: String, _ reason: String) {
             if !ok { problems.append(SpecProblem(field: field, reason: reason)) }
         }
-        check(Self.isValidName(name), "name", "\"\(name)\" is not a name (lowercase letters, digits and '-', 1-63 characters, starting with a letter)")
-        check(team.isEmpty || Self.isValidName(team), "team", "\"\(team)\" is not a name (lowercase letters, digits and '-')")
+        check(Self.isValidName(name), "name", "\(name.quotedForError) is not a name (lowercase letters, digits and '-', 1-63 characters, starting with a letter)")
+        check(team.isEmpty || Self.isValidName(team), "team", "\(team.quotedForError) is not a name (lowercase letters, digits and '-')")
         check(!image.isEmpty, "image", "required (oci:PATH:TAG, docker-archive:PATH, docker://REF or host)")
         check(replicas >= 0, "replicas", "must not be negative")
         check(replicas <= 100_000, "replicas", "at most 100000")
@@ -79,7 +79,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         var numbers = Set<String>()
         for (index, port) in ports.enumerated() {
             let field = "ports[\(index)]"
-            check(Self.isValidName(port.name), "\(field).name", "\"\(port.name)\" is not a port name")
+            check(Self.isValidName(port.name), "\(field).name", "\(port.name.quotedForError) is not a port name")
             check(names.insert(port.name).inserted, "\(field).name", "\"\(port.name)\" used twice")
             check((1...65535).contains(port.containerPort), "\(field).containerPort", "\(port.containerPort) is not a port (1-65535)")
             check(numbers.insert("\(port.containerPort)/\(port.protocol.rawValue)").inserted, "\(field).containerPort", "\(port.containerPort)/\(port.protocol.rawValue) used twice")
@@ -91,7 +91,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         }
         if let lifecycle { problems += lifecycle.problems() }
         if let config {
-            check(config.app.isEmpty || Self.isValidName(config.app), "config.app", "\"\(config.app)\" is not an app name")
+            check(config.app.isEmpty || Self.isValidName(config.app), "config.app", "\(config.app.quotedForError) is not an app name")
             check(config.version >= 0, "config.version", "must not be negative (0 means the latest)")
         }
         return problems
@@ -218,5 +218,15 @@ extension AppSpec {
     /// The host folder `path` is under, when an instance in host mode could not hold a file there.
     public static func readOnlyHostFolder(of path: String) -> String? {
         hostModeFolders.first { path == $0 || path.hasPrefix($0 + "/") }
+    }
+}
+
+extension String {
+    /// The string in quotes for an error message, at most 64 characters of it (then "…" and its length):
+    /// a caller's input never comes back whole.
+    public var quotedForError: String {
+        let limit = 64
+        guard count > limit else { return "\"\(self)\"" }
+        return "\"\(prefix(limit))…\" (\(count) characters)"
     }
 }

@@ -190,6 +190,16 @@ public final class RPCServer: Sendable {
         }
     }
 
+    /// The longest reason a reply carries: a caller's input quoted in it (a 4 MiB name) never comes back whole.
+    static let maxMessageCharacters = 1000
+
+    static func bounded(_ message: String) -> String {
+        guard message.utf8.count > maxMessageCharacters else { return message }
+        let count = message.count
+        guard count > maxMessageCharacters else { return message }
+        return String(message.prefix(maxMessageCharacters)) + "… (cut at \(maxMessageCharacters) of \(count) characters)"
+    }
+
     func reply(
         identity: [UInt8], requestId: UInt64, method: String, status: StatusCode, message: String,
         body: [UInt8], received: ContinuousClock.Instant
@@ -198,7 +208,7 @@ public final class RPCServer: Sendable {
         header.protocolVersion = sigmaProtocolVersion
         header.requestID = requestId
         header.status = status
-        header.message = message
+        header.message = Self.bounded(message)
         let headerBytes: [UInt8] = (try? header.serializedBytes()) ?? []
         enqueueReply([identity, [], headerBytes, body])
         if let observer {

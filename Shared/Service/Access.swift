@@ -152,7 +152,18 @@ public final class AccessControl: Service, Sendable {
         var principals: [String: Principal] = [:]
         var loaded = false
         var tokens: [String: (principal: Principal, until: ContinuousClock.Instant)] = [:]
+        /// Tokens found invalid, until when that answer stands without a lookup (a token never becomes valid
+        /// later: each is issued before its instance can use it).
+        var refusedTokens: [String: ContinuousClock.Instant] = [:]
+        /// Refused calls per caller key in the current second.
+        var refusals: [String: (second: ContinuousClock.Instant, count: Int)] = [:]
     }
+
+    /// How long an invalid token is refused from memory.
+    static let refusedTokenLifetime: Duration = .seconds(5)
+    /// Refused calls a key may make in a second; beyond, its calls are refused without a lookup until the
+    /// second is over.
+    static let refusalsPerSecond = 10
     private let known = Mutex(Known())
 
     init(kind: ServiceKind, store: Store, curve: CurveServerConfiguration?, bootstrap: [String: String],
@@ -254,7 +265,16 @@ public final class AccessControl: Service, Sendable {
     /// new one) and for at most `tokenLifetime` after it ends.
     func instance(token: String) async throws -> Principal {
         let now = ContinuousClock.now
-        if let cached = known.withLock({ $0.tokens[token] }), cached.until > now { return cached.principal }
+        let invalid = RPCError.unauthenticated("the instance token is not valid (its instance ended, or was bound again)")
+        // Issued tokens are 64 lowercase hex digits: anything else is refused without a lookup.
+        guard token.utf8.count == 64, token.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { throw invalid }
+        let cached = known.withLock { known -> (Principal?, Bool) in
+            if let hit = known.tokens[token], hit.until > now { return (hit.principal, false) }
+            if let until = known.refusedTokens[token], until > now { return (nil, true) }
+            return (nil, false)
+        }
+        if let principal = cached.0 { return principal }
+        if cached.1 { throw invalid }
         let rows: [Row]
         do {
             rows = try await store.query(
@@ -265,7 +285,12 @@ public final class AccessControl: Service, Sendable {
             throw RPCError.unavailable("cannot check the instance token: \(error)")
         }
         guard let row = rows.first else {
-            throw RPCError.unauthenticated("the instance token is not valid (its instance ended, or was bound again)")
+            known.withLock { known in
+                if known.refusedTokens.count > 100_000 { known.refusedTokens = known.refusedTokens.filter { $0.value > now } }
+                if known.refusedTokens.count > 100_000 { known.refusedTokens = [:] }
+                known.refusedTokens[token] = now + Self.refusedTokenLifetime
+            }
+            throw invalid
         }
         let id = try row.decode(String.self, "id")
         let principal = Principal(name: "instance/\(id)", role: .instance, instanceID: id, app: try row.decode(String.self, "app"))
@@ -313,6 +338,34 @@ public final class AccessControl: Service, Sendable {
         }
     }
 
+    /// A key refused `refusalsPerSecond` times in this second is refused again at once (RESOURCE_EXHAUSTED),
+    /// without a lookup: a flood of made-up tokens costs the database nothing past that.
+    func checkRefusalRate(_ key: String?) throws {
+        guard let key else { return }
+        let now = ContinuousClock.now
+        let over = known.withLock { known -> Bool in
+            guard let window = known.refusals[key], now - window.second < .seconds(1) else { return false }
+            return window.count >= Self.refusalsPerSecond
+        }
+        if over {
+            throw RPCError.resourceExhausted("too many refused calls from key \(key.prefix(12))…; wait a second before calling again")
+        }
+    }
+
+    func countRefusal(_ key: String?) {
+        guard let key else { return }
+        let now = ContinuousClock.now
+        known.withLock { known in
+            if known.refusals.count > 100_000 { known.refusals = known.refusals.filter { now - $0.value.second < .seconds(1) } }
+            if known.refusals.count > 100_000 { known.refusals = [:] }
+            if let window = known.refusals[key], now - window.second < .seconds(1) {
+                known.refusals[key] = (window.second, window.count + 1)
+            } else {
+                known.refusals[key] = (now, 1)
+            }
+        }
+    }
+
     /// Stands in front of every method: names the caller, refuses what it may not do, records writes and
     /// refusals in the audit log.
     func gate(method: String, body: [UInt8], context: RequestContext, next: RPCHandlers.Next) async throws -> [UInt8] {
@@ -323,9 +376,11 @@ public final class AccessControl: Service, Sendable {
         let (subject, instance) = rule?.subject?(body) ?? ("", "")
         var known: Principal?
         do {
+            try checkRefusalRate(context.peerKey)
             known = try await identify(context)
             try await authorize(known!, method: method, rule: rule, subject: subject, instance: instance)
         } catch let error as RPCError {
+            countRefusal(context.peerKey)
             audit.record(service: kind, method: method, caller: known, key: context.peerKey, status: error.code,
                          subject: subject.isEmpty ? instance : subject, message: error.message)
             throw error
@@ -348,8 +403,11 @@ public final class AccessControl: Service, Sendable {
 
 /// The audit log: who called which write method, when, about what, and how it ended. Entries are written in
 /// batches a few times a second (one INSERT each), so auditing costs the calls no round trip; an entry
-/// made in the last fraction of a second before a crash can be lost. At most 50,000 wait; beyond that new
-/// ones are counted and dropped (a flood of refused calls cannot exhaust memory).
+/// made in the last fraction of a second before a crash can be lost. Repeats within a batch are folded into
+/// one entry with their count (`repeats`): the same call by the same caller with the same outcome, and for
+/// callers nobody knows the same refusal from any key (the entry keeps the first key and says how many there
+/// were). At most 50,000 distinct entries wait; beyond that new ones are counted and dropped. The scheduler
+/// prunes entries past `--audit-retention`.
 public final class AuditLog: Service, Sendable {
     struct Entry: Sendable {
         var service: String
@@ -360,12 +418,25 @@ public final class AuditLog: Service, Sendable {
         var status: String
         var subject: String
         var message: String
+        var repeats = 1
+        var keys: Set<String> = []
+
+        /// What makes two entries one: everything but the key of an unknown caller (who picks keys freely).
+        var fold: [String] {
+            [service, method, caller, role, caller == "unknown" ? "" : key, status, subject, message]
+        }
+    }
+
+    struct Pending {
+        var entries: [Entry] = []
+        var index: [[String]: Int] = [:]
+        var dropped = 0
     }
 
     let store: Store
     let logger: Logger
     let interval: Duration
-    private let pending = Mutex<(entries: [Entry], dropped: Int)>(([], 0))
+    private let pending = Mutex(Pending())
     private let capacity = 50_000
 
     init(store: Store, logger: Logger, interval: Duration = .milliseconds(200)) {
@@ -376,12 +447,24 @@ public final class AuditLog: Service, Sendable {
 
     func record(service: ServiceKind, method: String, caller: Principal?, key: String?, status: StatusCode,
                 subject: String, message: String) {
-        let entry = Entry(
+        var entry = Entry(
             service: service.rawValue, method: String(method.prefix(200)),
             caller: caller?.name ?? (key == nil ? "anonymous" : "unknown"), role: caller?.role.rawValue ?? "",
             key: key ?? "", status: status.name, subject: String(subject.prefix(200)), message: String(message.prefix(500)))
         pending.withLock { pending in
-            if pending.entries.count >= capacity { pending.dropped += 1 } else { pending.entries.append(entry) }
+            let fold = entry.fold
+            if let at = pending.index[fold] {
+                pending.entries[at].repeats += 1
+                if pending.entries[at].keys.count < 10_000 { pending.entries[at].keys.insert(entry.key) }
+                return
+            }
+            guard pending.entries.count < capacity else {
+                pending.dropped += 1
+                return
+            }
+            entry.keys = [entry.key]
+            pending.index[fold] = pending.entries.count
+            pending.entries.append(entry)
         }
     }
 
@@ -396,23 +479,40 @@ public final class AuditLog: Service, Sendable {
     /// Writes what is waiting; kept for the next try when the database does not take it.
     public func flush() async {
         let (entries, dropped) = pending.withLock { pending in
-            defer { pending = ([], 0) }
-            return pending
+            defer { pending = Pending() }
+            return (pending.entries.map { entry -> Entry in
+                var entry = entry
+                if entry.keys.count > 1 { entry.message = String((entry.message + " (from \(entry.keys.count) keys)").prefix(500)) }
+                return entry
+            }, pending.dropped)
         }
         if dropped > 0 { logger.error("audit log overflowed; entries dropped", metadata: ["dropped": "\(dropped)"]) }
         guard !entries.isEmpty else { return }
         do {
             _ = try await store.execute(
                 """
-                INSERT INTO audit_log (service, method, caller, role, caller_key, status, subject, message)
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                INSERT INTO audit_log (service, method, caller, role, caller_key, status, subject, message, repeats)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                     $9::int[])
                 """, entries.map(\.service), entries.map(\.method), entries.map(\.caller), entries.map(\.role),
-                entries.map(\.key), entries.map(\.status), entries.map(\.subject), entries.map(\.message))
+                entries.map(\.key), entries.map(\.status), entries.map(\.subject), entries.map(\.message), entries.map(\.repeats))
         } catch {
             pending.withLock { pending in
-                let room = max(0, capacity - pending.entries.count)
-                pending.entries.insert(contentsOf: entries.prefix(room), at: 0)
-                pending.dropped += entries.count - min(room, entries.count)
+                // Kept for the next try, before what came since (folded again on the way back in).
+                let newer = pending.entries
+                pending = Pending(dropped: pending.dropped)
+                for entry in entries + newer {
+                    let fold = entry.fold
+                    if let at = pending.index[fold] {
+                        pending.entries[at].repeats += entry.repeats
+                        pending.entries[at].keys.formUnion(entry.keys)
+                    } else if pending.entries.count < capacity {
+                        pending.index[fold] = pending.entries.count
+                        pending.entries.append(entry)
+                    } else {
+                        pending.dropped += entry.repeats
+                    }
+                }
             }
             logger.warning("cannot write the audit log yet; kept for the next try", metadata: ["entries": "\(entries.count)", "error": "\(error)"])
         }

@@ -90,7 +90,7 @@ public enum AccessAdmin {
         let rows = try await store.query(
             """
             SELECT id, (extract(epoch FROM at) * 1000)::bigint AS at_ms, service, method, caller, role, caller_key, status,
-                   subject, message
+                   subject, message, repeats
             FROM audit_log
             WHERE ($1 = '' OR caller = $1) AND ($2 = '' OR method = $2) AND ($3 = 0 OR id < $3)
             ORDER BY id DESC LIMIT $4
@@ -108,6 +108,7 @@ public enum AccessAdmin {
             entry.status = try row.decode(String.self, "status")
             entry.subject = try row.decode(String.self, "subject")
             entry.message = try row.decode(String.self, "message")
+            entry.repeats = UInt32(clamping: try row.decode(Int64.self, "repeats"))
             return entry
         }
         return response

@@ -321,6 +321,65 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
         }
     }
 
+    /// Isolation I, item 8: refusals are cheap. 3,000 calls with made-up tokens from one key: past a few per
+    /// second the key is refused without a lookup (RESOURCE_EXHAUSTED), the audit log folds the repeats into a
+    /// few entries that still count every call, and a long name comes back as a short prefix.
+    @Test func refusalsAreCheapAndFoldedInTheAuditLog() async throws {
+        try await SecureCluster.with { cluster in
+            let stranger = try cluster.client(cluster.discovery, as: "stranger")
+            let started = ContinuousClock.now
+            var statuses: [StatusCode: Int] = [:]
+            for _ in 0..<60 {
+                let batch = await withTaskGroup(of: StatusCode.self) { group in
+                    for _ in 0..<50 {
+                        group.addTask {
+                            var request = Sigma_V1_ResolveRequest()
+                            request.app = "web"
+                            let token = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
+                            return await callStatus { _ = try await stranger.call(DiscoveryMethods.resolve, request, token: token) }
+                        }
+                    }
+                    return await group.reduce(into: [StatusCode]()) { $0.append($1) }
+                }
+                for status in batch { statuses[status, default: 0] += 1 }
+            }
+            let elapsed = ContinuousClock.now - started
+            print("3000 calls with made-up tokens refused in \(elapsed): \(statuses)")
+            #expect(statuses.values.reduce(0, +) == 3000)
+            #expect(Set(statuses.keys).isSubset(of: [.unauthenticated, .resourceExhausted]), "\(statuses)")
+            #expect((statuses[.resourceExhausted] ?? 0) > 0, "the key was never slowed: \(statuses)")
+
+            // Every refusal is counted in a handful of entries.
+            let op = try cluster.client(cluster.scheduler, as: "operator")
+            var query = Sigma_V1_ListAuditRequest()
+            query.limit = 10_000
+            query.caller = "unknown"
+            var entries: [Sigma_V1_AuditEntry] = []
+            let deadline = ContinuousClock.now + .seconds(20)
+            while true {
+                entries = try await op.call(AccessMethods.listAudit, query).entries.filter { $0.method == "Resolve" }
+                if entries.reduce(0, { $0 + Int($1.repeats) }) >= 3000 || ContinuousClock.now > deadline { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(entries.reduce(0) { $0 + Int($1.repeats) } == 3000)
+            #expect(entries.count < 200, "\(entries.count) entries for 3000 refusals")
+            #expect(entries.contains { $0.repeats > 1 })
+
+            // A name of a MiB comes back as its first characters, not whole.
+            var long = Sigma_V1_ResolveRequest()
+            long.app = String(repeating: "x", count: 1 << 20)
+            let discovery = try cluster.client(cluster.discovery, as: "operator")
+            do {
+                _ = try await discovery.call(DiscoveryMethods.resolve, long)
+                Issue.record("a 1 MiB app name was accepted")
+            } catch let error as RPCError {
+                #expect(error.code == .invalidArgument)
+                #expect(error.message.count < 200, "\(error.message.count) characters")
+                #expect(error.message.contains("(1048576 characters)"))
+            }
+        }
+    }
+
     @Test func keysAddedAndRevokedAtRuntimeTakeEffectWithinSeconds() async throws {
         try await SecureCluster.with { cluster in
             let sigmactl = ServiceProcess.binDirectory + "/sigmactl"

@@ -257,6 +257,46 @@ import TestSupport
         }
     }
 
+    /// Isolation I, item 7: an SSD keeps its instance's data across that instance's restarts, and is wiped
+    /// before another app's instance gets it (the probe: a "fresh" SSD showed the previous app's database files).
+    @Test func anSSDIsWipedBeforeAnotherAppGetsIt() async throws {
+        let ssd = NSTemporaryDirectory() + "sigma-ssd-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: ssd, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: ssd) }
+        let script = "if [ -e /data/db/table ]; then echo FOUND $(cat /data/db/table); else echo EMPTY; fi; "
+            + "mkdir -p /data/db && echo $SIGMA_APP > /data/db/table; ln -sf /etc/passwd /data/link; \(Self.stayUp)"
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster, extra: ["--ssd", "\(ssd):10Gi:test-nvme"]) { agent in
+                func run(_ app: String) async throws -> String {
+                    try await cluster.apply(app, replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                        Self.service(&spec, script: script)
+                        spec.ssd.count = 1
+                        spec.ssd.mountPath = "/data"
+                    }
+                    try await cluster.eventually("\(app) running") { try await cluster.instance(app)?.state == "Running" }
+                    return try #require(try await cluster.instance(app)).id
+                }
+                let first = try await run("mariadb")
+                try await cluster.eventually("its table written") { agent.log(of: first).contains("EMPTY") && FileManager.default.fileExists(atPath: ssd + "/db/table") }
+                // Its own restart finds its data.
+                let pid = try #require(try await agent.localInstances().first?.pid)
+                kill(pid_t(pid), SIGKILL)
+                try await cluster.eventually("restarted with its data") { agent.log(of: first).contains("FOUND mariadb") }
+                var delete = Sigma_V1_AppRequest()
+                delete.name = "mariadb"
+                _ = try await cluster.client.call(SchedulerMethods.deleteApp, delete)
+                try await cluster.eventually("mariadb gone") { try await agent.localInstances().isEmpty }
+                // Another app's instance on the same SSD: nothing of the previous one, and the host's file
+                // behind the previous tenant's link untouched.
+                let second = try await run("other")
+                try await cluster.eventually("other's first output") { agent.log(of: second).contains("EMPTY") || agent.log(of: second).contains("FOUND") }
+                #expect(agent.log(of: second).contains("EMPTY"))
+                #expect(!agent.log(of: second).contains("FOUND"))
+                #expect(FileManager.default.fileExists(atPath: "/etc/passwd"))
+            }
+        }
+    }
+
     /// The instance's own root folder (host mode: writable, empty but for what it made), seen from the node.
     static func rootfs(_ agent: RealAgent, _ instance: String) -> String { "\(agent.state)/instances/\(instance)/rootfs" }
 
@@ -406,6 +446,54 @@ import TestSupport
                 #expect(local.configVersion == 2)
                 #expect(try String(contentsOfFile: Self.rootfs(agent, instance.id) + "/app/app.conf", encoding: .utf8)
                     == "ordinal=0 version=2 changed\n")
+            }
+        }
+    }
+
+    /// Isolation I, item 6: what an instance is given stays its own on the node. Its folder (bundle with
+    /// SIGMA_TOKEN, config, log) is 0700, the bundle 0600, a secret config file 0400 and a plain one 0644; a
+    /// local user other than root reads none of them.
+    @Test func anInstancesSecretsOnDiskAreItsOwn() async throws {
+        guard let setpriv = Subprocess.find("setpriv") else { throw TestSetupError("setpriv is not installed (util-linux)") }
+        try await SchedulerCluster.forAgents(configs: 1) { cluster in
+            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { agent in
+                let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
+                var request = Sigma_V1_PublishConfigRequest()
+                request.app = "vault"
+                request.files = [("/conf/password", true), ("/conf/app.conf", false)].map { path, secret in
+                    var file = Sigma_V1_ConfigFile()
+                    file.path = path
+                    file.content = Data("s3cret\n".utf8)
+                    file.secret = secret
+                    return file
+                }
+                request.author = "test"
+                _ = try await config.call(ConfigMethods.publish, request)
+                try await cluster.apply("vault", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    spec.image = "host"
+                    spec.command = ["/bin/sleep", "1000"]
+                    spec.config.app = "vault"
+                }
+                try await cluster.eventually("Running") { try await cluster.instance("vault")?.state == "Running" }
+                let instance = try #require(try await cluster.instance("vault"))
+                let rootfs = Self.rootfs(agent, instance.id)
+                let folder = (rootfs as NSString).deletingLastPathComponent
+                func mode(_ path: String) throws -> Int {
+                    var info = stat()
+                    guard lstat(path, &info) == 0 else { throw TestSetupError("\(path): \(String(cString: strerror(errno)))") }
+                    return Int(info.st_mode & 0o7777)
+                }
+                #expect(try mode(folder) == 0o700)
+                #expect(try mode("\(agent.state)/instances") == 0o700)
+                #expect(try mode(folder + "/config.json") == 0o600)
+                #expect(try String(contentsOfFile: folder + "/config.json", encoding: .utf8).contains("SIGMA_TOKEN="))
+                #expect(try mode(rootfs + "/conf/password") == 0o400)
+                #expect(try mode(rootfs + "/conf/app.conf") == 0o644)
+                for path in [folder + "/config.json", folder + "/console.log", rootfs + "/conf/password"] {
+                    let read = try await Subprocess.run(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/cat", path])
+                    #expect(!read.succeeded, "nobody read \(path)")
+                    #expect(!read.output.contains("s3cret") && !read.output.contains("SIGMA_TOKEN"))
+                }
             }
         }
     }

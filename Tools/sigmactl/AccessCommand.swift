@@ -82,9 +82,9 @@ struct AuditCommand: AsyncParsableCommand {
         request.limit = limit
         let entries = try await endpoints.client(.scheduler).call(AccessMethods.listAudit, request).entries
         if output.isStructured { return try printMessages(entries, as: output) }
-        printTable(["TIME", "SERVICE", "METHOD", "CALLER", "ROLE", "SUBJECT", "STATUS", "MESSAGE"], entries.map {
+        printTable(["TIME", "SERVICE", "METHOD", "CALLER", "ROLE", "SUBJECT", "STATUS", "CALLS", "MESSAGE"], entries.map {
             [timestamp($0.atUnixMs), $0.service, $0.method, $0.caller, $0.role.isEmpty ? "-" : $0.role,
-             $0.subject.isEmpty ? "-" : $0.subject, $0.status, $0.message]
+             $0.subject.isEmpty ? "-" : $0.subject, $0.status, "\(max($0.repeats, 1))", $0.message]
         })
     }
 }

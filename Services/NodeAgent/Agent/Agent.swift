@@ -451,12 +451,16 @@ actor Agent {
             guard FileManager.default.fileExists(atPath: ssd.path, isDirectory: &isDirectory) else {
                 throw RuntimeError.startFailed(id: assignment.instanceID, reason: "SSD \(ssd.path) is missing on this node")
             }
-            if isDirectory.boolValue {
-                mounts.append(OCIConfig.Mount.bind(ssd.path, at: destination, writable: true))
-            } else {
-                mounts.append(OCIConfig.Mount(destination: destination, type: "bind", source: try await mountDevice(ssd.path),
-                                              options: ["rbind", "nosuid", "nodev", "rw"]))
+            let source = isDirectory.boolValue ? ssd.path : try await mountDevice(ssd.path)
+            // Another instance's data never reaches this one: an SSD changing hands is wiped first.
+            let owners = SSDOwners(stateDirectory: runtime.configuration.stateDirectory)
+            let previous = owners.owner(of: ssd.path)
+            if try await owners.claim(ssd.path, contents: source, for: assignment.instanceID) {
+                logger.notice("SSD wiped for its new instance", metadata: [
+                    "ssd": "\(ssd.path)", "instance": "\(assignment.instanceID)", "previous": "\(previous ?? "")"])
             }
+            mounts.append(OCIConfig.Mount(destination: destination, type: "bind", source: source,
+                                          options: ["rbind", "nosuid", "nodev", "rw"]))
         }
         return mounts
     }

@@ -45,7 +45,8 @@ struct ConfigDelivery: Sendable {
     /// instance's root, never through a link the instance made (`InstanceFiles`). In host mode the host's
     /// read-only folders cannot hold config files.
     static func write(_ answer: Sigma_V1_FetchConfigResponse, rootfs: String, hostMode: Bool, script: Bool) throws {
-        var files = answer.files.map { ($0.path, $0.content, $0.mode == 0 ? 0o644 : Int($0.mode)) }
+        // A mode left out is 0644, 0400 for a secret (its owner only; every instance runs as root today).
+        var files = answer.files.map { ($0.path, $0.content, $0.mode != 0 ? Int($0.mode) : $0.secret ? 0o400 : 0o644) }
         if script && !answer.script.isEmpty { files.append((scriptPath, Data(answer.script.utf8), 0o755)) }
         for (path, content, mode) in files {
             do {

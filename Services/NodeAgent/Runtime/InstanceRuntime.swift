@@ -182,6 +182,8 @@ public actor InstanceRuntime {
         self.configuration = configuration
         self.logger = logger
         try FileManager.default.createDirectory(atPath: configuration.stateDirectory + "/instances", withIntermediateDirectories: true)
+        // An instance's folder holds its token (config.json), its config and its log: the node's root only.
+        chmod(configuration.stateDirectory + "/instances", 0o700)
         try FileManager.default.createDirectory(atPath: configuration.stateDirectory + "/runc", withIntermediateDirectories: true)
         images = try ImageStore(directory: configuration.stateDirectory + "/images")
     }
@@ -206,6 +208,7 @@ public actor InstanceRuntime {
         let directory = directory(of: request.id)
         let fileManager = FileManager.default
         try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o700)
         try await endEarlierRun(request.id)
         for stale in ["exit", "pid", "config.json", "launch.json"] { unlink(directory + "/" + stale) }
         let rootfs = directory + "/rootfs"
@@ -267,7 +270,7 @@ public actor InstanceRuntime {
                 }
                 config.process.cwd = defaults.workingDir
             }
-            try config.encoded().write(to: URL(fileURLWithPath: directory + "/config.json"))
+            try Self.writePrivately(try config.encoded(), to: directory + "/config.json")
 
             try await ready?()
             let result = try await Subprocess.run(configuration.monitor, [
@@ -283,7 +286,7 @@ public actor InstanceRuntime {
                 id: request.id, pid: pid, imageDigest: digest, overlay: overlay,
                 startedUnixMs: Int64(Date().timeIntervalSince1970 * 1000), labels: labels)
             let encoder = JSONEncoder()
-            try encoder.encode(record).write(to: URL(fileURLWithPath: directory + "/launch.json"), options: .atomic)
+            try Self.writePrivately(try encoder.encode(record), to: directory + "/launch.json")
             records[request.id] = record
             return record
         } catch {
@@ -296,6 +299,21 @@ public actor InstanceRuntime {
             // The monitor has not run (or failed): leave the reason where `ending` finds it.
             try? Data("failed \(reason)\n".utf8).write(to: URL(fileURLWithPath: directory + "/exit"))
             throw RuntimeError.startFailed(id: request.id, reason: reason)
+        }
+    }
+
+    /// Writes `data` to `path` readable by its owner only (0600), atomically: a temporary file renamed over it.
+    static func writePrivately(_ data: Data, to path: String) throws {
+        let temporary = path + ".tmp"
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw RuntimeError.startFailed(id: path, reason: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == data.count, fchmod(fd, 0o600) == 0, rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw RuntimeError.startFailed(id: path, reason: "cannot write \(path): \(reason)")
         }
     }
 

@@ -173,6 +173,10 @@ public nonisolated struct Sigma_V1_AuditEntry: Sendable {
 
   public var message: String = String()
 
+  /// How many identical calls this entry stands for (repeats within a fraction of a second are folded; for a
+  /// caller nobody knows, from any key: the message then says how many keys). 1 for a single call.
+  public var repeats: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -454,7 +458,7 @@ nonisolated extension Sigma_V1_ListPrincipalsResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Sigma_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}at_unix_ms\0\u{1}service\0\u{1}method\0\u{1}caller\0\u{1}role\0\u{3}caller_key\0\u{1}status\0\u{1}subject\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}at_unix_ms\0\u{1}service\0\u{1}method\0\u{1}caller\0\u{1}role\0\u{3}caller_key\0\u{1}status\0\u{1}subject\0\u{1}message\0\u{1}repeats\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -472,6 +476,7 @@ nonisolated extension Sigma_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf.
       case 8: try { try decoder.decodeSingularStringField(value: &self.status) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.subject) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.repeats) }()
       default: break
       }
     }
@@ -508,6 +513,9 @@ nonisolated extension Sigma_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 10)
     }
+    if self.repeats != 0 {
+      try visitor.visitSingularUInt32Field(value: self.repeats, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -522,6 +530,7 @@ nonisolated extension Sigma_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.status != rhs.status {return false}
     if lhs.subject != rhs.subject {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.repeats != rhs.repeats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -38,7 +38,7 @@ public nonisolated struct Sigma_V1_ConfigFile: Sendable {
 
   public var content: Data = Data()
 
-  /// File mode, e.g. 0644 (420); 0 means 0644.
+  /// File mode, e.g. 0644 (420); 0 means 0644, or 0400 for a secret file.
   public var mode: UInt32 = 0
 
   /// Never shown by Get, History or Diff (nor by sigmactl or the console); only delivered by Fetch.

@@ -28,6 +28,7 @@ public enum Schema {
         m0014DiscoveryTriggerHashJoin,
         m0015DiscoveryFollowsApps,
         m0016LifecycleMoves,
+        m0017AuditRepeats,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
