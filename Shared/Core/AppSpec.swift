@@ -212,12 +212,33 @@ public struct ConfigReference: Hashable, Sendable, Codable {
 extension AppSpec {
     /// The image name that runs an instance on a read-only view of its node's own folders.
     public static let hostImage = "host"
-    /// The node's folders a `host` image sees, read-only: no config file can be written under them.
-    public static let hostModeFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"]
+    /// The node's folders a `host` image sees, read-only all the way down: no config file can be written under them.
+    public static let hostModeFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr"]
+    /// What of the node's /etc a `host` image sees, read-only (paths below /etc; `java-*` is every folder so
+    /// named): what programs need and nothing secret — no shadow, no keys, no /etc/ssl/private. The rest of its
+    /// /etc is its own and writable: passwd and group (the node's system accounts, no people), hosts (its own
+    /// name), hostname and resolv.conf are made for it.
+    public static let hostModeEtc = [
+        "alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version", "ethertypes", "gai.conf",
+        "host.conf", "inputrc", "java-*", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "login.defs", "magic",
+        "magic.mime", "mime.types", "networks", "nsswitch.conf", "os-release", "perl", "protocols", "python3", "rpc",
+        "services", "shells", "ssl/certs", "ssl/openssl.cnf", "terminfo", "timezone", "xattr.conf",
+    ]
 
-    /// The host folder `path` is under, when an instance in host mode could not hold a file there.
+    /// The read-only host path `path` is under (a folder, or an entry of /etc), when an instance in host mode
+    /// could not hold a file there.
     public static func readOnlyHostFolder(of path: String) -> String? {
-        hostModeFolders.first { path == $0 || path.hasPrefix($0 + "/") }
+        if let folder = hostModeFolders.first(where: { path == $0 || path.hasPrefix($0 + "/") }) { return folder }
+        guard path.hasPrefix("/etc/") else { return nil }
+        let below = String(path.dropFirst(5))
+        for entry in hostModeEtc {
+            if entry == "java-*" {
+                if below.hasPrefix("java-") { return "/etc/" + (below.split(separator: "/").first.map(String.init) ?? below) }
+            } else if below == entry || below.hasPrefix(entry + "/") {
+                return "/etc/" + entry
+            }
+        }
+        return nil
     }
 }
 

@@ -94,6 +94,57 @@ import Testing
         }
     }
 
+    /// Isolation I, item 4: an instance on the host's own folders (`image: host`) sees none of the host's /etc
+    /// but an allow-list of harmless files: no shadow, no keys kept under /etc; its passwd, group, hosts and
+    /// resolv.conf are its own. The host's folders are read-only all the way down (a write under a mount below
+    /// /usr fails too), and it has writable /tmp, /var and /run of its own.
+    @Test func hostModeSeesNoneOfTheHostsSecrets() async throws {
+        let id = String(UUID().uuidString.prefix(8)).lowercased()
+        let submount = "/usr/local/sigma-test-\(id)", secrets = "/etc/sigma-test-\(id)"
+        try FileManager.default.createDirectory(atPath: submount, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: secrets, withIntermediateDirectories: true)
+        defer {
+            umount2(submount, Int32(MNT_DETACH))
+            rmdir(submount)
+            try? FileManager.default.removeItem(atPath: secrets)
+        }
+        try Data("secret-key = stolen\n".utf8).write(to: URL(fileURLWithPath: secrets + "/cluster.key"))
+        _ = try await Subprocess.check(Subprocess.find("mount") ?? "/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", submount])
+        let probe = """
+            cat /etc/shadow; echo "shadow $?"
+            cat /etc/gshadow; echo "gshadow $?"
+            cat \(secrets)/cluster.key; echo "keys $?"
+            touch \(submount)/planted; echo "submount $?"
+            touch /usr/planted; echo "usr $?"
+            for d in /tmp /var/tmp /run; do touch $d/mine && echo "writable $d"; done
+            echo "hosts:"; cat /etc/hosts
+            echo "passwd:"; cat /etc/passwd
+            ls -d /etc/ssl /etc/alternatives /etc/ld.so.cache
+            """
+        try await withRuntime { runtime in
+            try await runtime.start(LaunchRequest(
+                id: "host", image: .host, command: ["/bin/sh", "-c", probe], env: ["SIGMA_INSTANCE_IP": "100.64.9.9"], hostname: "web-0"))
+            _ = try #require(await runtime.waitForEnding("host", within: .seconds(20)))
+            let log = try contents(runtime.logFile(of: "host"))
+            for refused in ["shadow 1", "gshadow 1", "keys 1", "submount 1", "usr 1"] {
+                #expect(log.contains(refused), "\(refused): \(log)")
+            }
+            #expect(!log.contains("stolen"))
+            #expect(!FileManager.default.fileExists(atPath: submount + "/planted"))
+            for folder in ["/tmp", "/var/tmp", "/run"] { #expect(log.contains("writable \(folder)"), "\(log)") }
+            let hosts = log.components(separatedBy: "hosts:\n").last?.components(separatedBy: "passwd:").first ?? ""
+            #expect(hosts.contains("100.64.9.9\tweb-0"), "\(hosts)")
+            let passwd = log.components(separatedBy: "passwd:\n").last ?? ""
+            #expect(passwd.hasPrefix("root:x:0:0:"), "\(passwd)")
+            // System accounts (packages run as their own users), no people: no uid from 1000 to 65533.
+            for line in passwd.split(separator: "\n") where line.split(separator: ":").count > 2 {
+                let uid = Int(line.split(separator: ":")[2]) ?? 0
+                #expect(uid < 1000 || uid >= 65534, "\(line)")
+            }
+            #expect(log.contains("/etc/ssl") && log.contains("/etc/ld.so.cache"), "\(log)")
+        }
+    }
+
     @Test func exitCodesAreKept() async throws {
         try await withRuntime { runtime in
             try await runtime.start(LaunchRequest(id: "job", image: .host, command: ["/bin/sh", "-c", "echo failing >&2; exit 3"]))

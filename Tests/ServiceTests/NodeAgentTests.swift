@@ -567,7 +567,7 @@ import TestSupport
                     request.files = [file]
                     _ = try await config.call(ConfigMethods.publish, request)
                 }
-                try await publish("/etc/etc-app.conf")
+                try await publish("/etc/ssl/certs/etc-app.conf")
                 try await cluster.apply("etc", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
                     Self.service(&spec, script: "cat /conf/etc-app.conf; " + Self.stayUp)
                     spec.config.app = "etc"

@@ -22,25 +22,8 @@ public enum InstanceFiles {
     public static func write(_ content: Data, to path: String, inRoot root: String, mode: mode_t,
                              owner: (uid: uid_t, gid: gid_t)? = nil, folderMode: mode_t = 0o755) throws {
         let names = try components(of: path)
-        let rootFD = open(root, SIGMA_O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
-        guard rootFD >= 0 else { throw Refused(path: path, reason: "the instance's root \(root): \(errorText())") }
-        var folder = rootFD
+        let folder = try openFolders(names.dropLast(), of: path, inRoot: root, mode: folderMode, owner: owner)
         defer { close(folder) }
-        var walked = ""
-        for name in names.dropLast() {
-            walked += "/" + name
-            var next = openFolder(folder, name)
-            if next < 0 && errno == ENOENT {
-                if mkdirat(folder, name, folderMode) != 0 && errno != EEXIST {
-                    throw Refused(path: path, reason: "cannot make \(walked): \(errorText())")
-                }
-                if let owner { fchownat(folder, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
-                next = openFolder(folder, name)
-            }
-            guard next >= 0 else { throw Refused(path: path, reason: "\(walked) \(obstacle(errno))") }
-            close(folder)
-            folder = next
-        }
         let flags = O_WRONLY | O_CREAT | O_NOCTTY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW
         let fd = sigma_openat2(folder, names[names.count - 1], UInt64(flags), UInt64(mode), resolve)
         guard fd >= 0 else { throw Refused(path: path, reason: "\(path) \(obstacle(errno))") }
@@ -61,6 +44,66 @@ public enum InstanceFiles {
                 offset += written
             }
         }
+    }
+
+    /// Makes the folder `path` (and those above it) under `root` if missing, each resolved like a file's, and
+    /// gives the last one `mode` (e.g. 01777 for /tmp).
+    public static func makeFolder(_ path: String, inRoot root: String, mode: mode_t) throws {
+        let names = try components(of: path)
+        let parent = try openFolders(names.dropLast(), of: path, inRoot: root, mode: 0o755, owner: nil)
+        defer { close(parent) }
+        let folder = try openFolders(names.suffix(1), of: path, inRoot: root, mode: mode, owner: nil, from: parent)
+        defer { close(folder) }
+        // An O_PATH descriptor can't be chmod-ed; /proc/self/fd names the very folder opened, not a path.
+        guard chmod("/proc/self/fd/\(folder)", mode) == 0 else { throw Refused(path: path, reason: "chmod: \(errorText())") }
+    }
+
+    /// Makes `path` under `root` a symbolic link to `target` (replacing a file or link there; never a folder),
+    /// its folders resolved like a file's.
+    public static func link(_ target: String, at path: String, inRoot root: String) throws {
+        let names = try components(of: path)
+        let folder = try openFolders(names.dropLast(), of: path, inRoot: root, mode: 0o755, owner: nil)
+        defer { close(folder) }
+        let name = names[names.count - 1]
+        if unlinkat(folder, name, 0) != 0 && errno != ENOENT {
+            throw Refused(path: path, reason: "\(path) \(obstacle(errno))")
+        }
+        guard symlinkat(target, folder, name) == 0 else { throw Refused(path: path, reason: "symlink: \(errorText())") }
+    }
+
+    /// Opens (making what is missing) the folders `names` below `root` (or below `start`), one at a time,
+    /// refusing links, mount points and anything not a folder; the caller closes the descriptor returned.
+    private static func openFolders(_ names: ArraySlice<String>, of path: String, inRoot root: String, mode: mode_t,
+                                    owner: (uid: uid_t, gid: gid_t)?, from start: Int32? = nil) throws -> Int32 {
+        var folder: Int32
+        if let start {
+            folder = dup(start)
+        } else {
+            folder = open(root, SIGMA_O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+            guard folder >= 0 else { throw Refused(path: path, reason: "the instance's root \(root): \(errorText())") }
+        }
+        // What is walked so far, for the reasons: the names before `names` when starting below the root.
+        var walked = start == nil ? "" : path.split(separator: "/").dropLast(names.count).map { "/" + $0 }.joined()
+        for name in names {
+            walked += "/" + name
+            var next = openFolder(folder, name)
+            if next < 0 && errno == ENOENT {
+                if mkdirat(folder, name, mode) != 0 && errno != EEXIST {
+                    close(folder)
+                    throw Refused(path: path, reason: "cannot make \(walked): \(errorText())")
+                }
+                if let owner { fchownat(folder, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
+                next = openFolder(folder, name)
+            }
+            guard next >= 0 else {
+                let code = errno
+                close(folder)
+                throw Refused(path: path, reason: "\(walked) \(obstacle(code))")
+            }
+            close(folder)
+            folder = next
+        }
+        return folder
     }
 
     /// The names of an absolute path inside the instance; refused when it is not one (empty, relative, `.`, `..`).

@@ -166,9 +166,6 @@ public actor InstanceRuntime {
     /// Where the init is bound (read-only) inside every instance.
     public static let initPath = "/.sigma-init"
 
-    /// The read-only host folders a `host` image sees.
-    public static let hostFolders = AppSpec.hostModeFolders
-
     public init(configuration: RuntimeConfiguration, logger: Logger) throws {
         guard access(configuration.runtime, X_OK) == 0 else {
             throw RuntimeError.missingProgram("the OCI runtime (runc)", configuration.runtime)
@@ -221,8 +218,11 @@ public actor InstanceRuntime {
         var overlay = false
         do {
             if request.image == .host {
-                mounts = Self.hostFolders.filter { fileManager.fileExists(atPath: $0) }
-                    .map { OCIConfig.Mount.bind($0, at: $0, writable: false) }
+                do {
+                    mounts = try HostMode.prepare(rootfs: rootfs, hostname: request.hostname, ip: request.env["SIGMA_INSTANCE_IP"])
+                } catch let refused as InstanceFiles.Refused {
+                    throw RuntimeError.startFailed(id: request.id, reason: "host mode: \(refused)")
+                }
             } else {
                 let image = try await images.unpack(request.image)
                 digest = image.digest
