@@ -20,6 +20,8 @@ public struct AppSpec: Hashable, Sendable, Codable {
     public var config: ConfigReference?
     /// Grace period, probes, self-fencing, config reload; nil = the defaults (older revisions have none).
     public var lifecycle: Lifecycle?
+    /// Who the instance runs as; nil = the image's user (root for `host`).
+    public var security: SecurityContext?
 
     public init(
         name: String, team: String = "", image: String = "", command: [String] = [], args: [String] = [],
@@ -27,7 +29,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         nodeSelector: LabelSelector = .init(), spread: SpreadPolicy = .init(), idcAffinity: IDCAffinity = .init(),
         network: NetworkMode = .overlay, ports: [ContainerPort] = [], ssd: SSDRequest? = nil,
         startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil,
-        lifecycle: Lifecycle? = nil
+        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil
     ) {
         self.name = name
         self.team = team
@@ -47,6 +49,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         self.restartPolicy = restartPolicy
         self.config = config
         self.lifecycle = lifecycle
+        self.security = security
     }
 
     /// Host ports each instance needs on its node: one per container port in host network mode.
@@ -90,6 +93,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
             check(ssd.mountPath.hasPrefix("/") && !ssd.mountPath.split(separator: "/").contains(".."), "ssd.mountPath", "\"\(ssd.mountPath)\" is not an absolute path")
         }
         if let lifecycle { problems += lifecycle.problems() }
+        if let security { problems += security.problems() }
         if let config {
             check(config.app.isEmpty || Self.isValidName(config.app), "config.app", "\(config.app.quotedForError) is not an app name")
             check(config.version >= 0, "config.version", "must not be negative (0 means the latest)")
@@ -106,6 +110,38 @@ public struct AppSpec: Hashable, Sendable, Codable {
     static func isValidEnvName(_ name: String) -> Bool {
         guard let first = name.first, first.isASCII, first.isLetter || first == "_" else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+    }
+}
+
+/// Who an app's instances run as. `user` is `UID[:GID]` or `NAME[:GROUP]` (names from the image's /etc/passwd
+/// and /etc/group); empty keeps the image's own user (its `User`, else root). With `runAsNonRoot` an instance
+/// that would run as uid 0 does not start, and says why.
+public struct SecurityContext: Hashable, Sendable, Codable {
+    public var user: String
+    public var runAsNonRoot: Bool
+
+    public init(user: String = "", runAsNonRoot: Bool = false) {
+        self.user = user
+        self.runAsNonRoot = runAsNonRoot
+    }
+
+    /// `UID[:GID]` or `NAME[:GROUP]`: each part a number or a name of letters, digits, '_', '-' and '.'.
+    public static func isValidUser(_ text: String) -> Bool {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count) else { return false }
+        return parts.allSatisfy { part in
+            guard let first = part.first, part.count <= 32 else { return false }
+            if part.allSatisfy(\.isNumber) { return UInt32(part) != nil }
+            return first.isASCII && (first.isLetter || first == "_")
+                && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }
+        }
+    }
+
+    func problems() -> [SpecProblem] {
+        guard user.isEmpty || Self.isValidUser(user) else {
+            return [SpecProblem(field: "security.user", reason: "\(user.quotedForError) is not UID[:GID] or NAME[:GROUP]")]
+        }
+        return []
     }
 }
 

@@ -19,6 +19,7 @@ import Yams
 /// ports: [{name: mysql, containerPort: 3306}]
 /// ssd: {count: 1, minBytes: 100Gi, mountPath: /var/lib/mysql}
 /// startup: ordered
+/// security: {user: "1000:1000", runAsNonRoot: true}
 /// ```
 public enum AppManifest {
     public struct ParseError: Error, CustomStringConvertible, Equatable {
@@ -198,7 +199,7 @@ public enum AppManifest {
         mutating func app(_ document: Node) -> AppSpec {
             let fields = mapping(document, "", keys: [
                 "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
-                "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle",
+                "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle", "security",
             ])
             if case .mapping = document {} else { return AppSpec(name: "") }
             var spec = AppSpec(name: string(fields["name"], "name"))
@@ -248,6 +249,11 @@ public enum AppManifest {
                 spec.config = ConfigReference(app: string(config["app"], "config.app"), version: Int64(int(config["version"], "config.version")))
             }
             if let node = fields["lifecycle"] { spec.lifecycle = lifecycle(node) }
+            if let node = fields["security"] {
+                let security = mapping(node, "security", keys: ["user", "runAsNonRoot"])
+                spec.security = SecurityContext(
+                    user: string(security["user"], "security.user"), runAsNonRoot: bool(security["runAsNonRoot"], "security.runAsNonRoot"))
+            }
             return spec
         }
 

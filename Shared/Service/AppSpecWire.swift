@@ -65,7 +65,8 @@ extension AppSpec {
             startup: parse(wire.startup, "startup", default: .parallel, all: StartupOrder.allCases),
             restartPolicy: parse(wire.restartPolicy, "restartPolicy", default: .always, all: RestartPolicy.allCases),
             config: wire.hasConfig ? ConfigReference(app: wire.config.app, version: wire.config.version) : nil,
-            lifecycle: wire.hasLifecycle ? Lifecycle(wire: wire.lifecycle) : nil)
+            lifecycle: wire.hasLifecycle ? Lifecycle(wire: wire.lifecycle) : nil,
+            security: wire.hasSecurity ? SecurityContext(user: wire.security.user, runAsNonRoot: wire.security.runAsNonRoot) : nil)
         return (spec, problems + spec.problems())
     }
 
@@ -111,6 +112,10 @@ extension AppSpec {
             wire.config.version = config.version
         }
         if let lifecycle { wire.lifecycle = lifecycle.wire }
+        if let security {
+            wire.security.user = security.user
+            wire.security.runAsNonRoot = security.runAsNonRoot
+        }
         return wire
     }
 }

@@ -145,7 +145,7 @@ extension InstanceFilesTests {
             let root = runtime.directory(of: "escape") + "/rootfs"
             let request = LaunchRequest(id: "escape", image: .ociLayout(path: layout, tag: "escape"), command: ["/bin/sh", "-c", "sleep 60"])
             let failure = await #expect(throws: RuntimeError.self) {
-                try await runtime.start(request) {
+                try await runtime.start(request) { _ in
                     #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/conf")) == scene.host)
                     try InstanceFiles.write(Data("pwned\n".utf8), to: "/conf/app.conf", inRoot: root, mode: 0o644)
                 }

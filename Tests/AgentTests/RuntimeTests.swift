@@ -145,6 +145,43 @@ import Testing
         }
     }
 
+    /// Isolation I, item 3: the image's USER is honoured (it ran as root), the request's user overrides it (by
+    /// number or by the image's names), and runAsNonRoot refuses uid 0 with the reason.
+    @Test func theImagesUserIsHonouredAndRootCanBeRefused() async throws {
+        guard let umoci = Subprocess.find("umoci") else { throw HarnessError("umoci is not installed") }
+        let demo = try ImageReference(parsing: try await DemoImage.shared.reference())
+        guard case .ociLayout(let demoPath, let tag) = demo else { throw HarnessError("the demo image is not an OCI layout") }
+        let layout = NSTemporaryDirectory() + "sigma-user-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: layout) }
+        try await Subprocess.check("/bin/cp", ["-a", demoPath, layout])
+        try await Subprocess.check(umoci, ["config", "--image", "\(layout):\(tag)", "--tag", "user", "--config.user", "1000:1000"])
+        let withUser = ImageReference.ociLayout(path: layout, tag: "user")
+        try await withRuntime { runtime in
+            func identity(_ id: String, _ image: ImageReference, user: String = "") async throws -> String {
+                var request = LaunchRequest(id: id, image: image, command: ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g)"])
+                request.user = user
+                try await runtime.start(request)
+                _ = try #require(await runtime.waitForEnding(id, within: .seconds(20)))
+                return contents(runtime.logFile(of: id)).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let fromImage = try await identity("image-user", withUser)
+            #expect(fromImage == "uid=1000 gid=1000")
+            #expect(await runtime.user(of: "image-user") == InstanceUser(uid: 1000, gid: 1000))
+            let byNumber = try await identity("number", withUser, user: "2000:3000")
+            #expect(byNumber == "uid=2000 gid=3000")
+            let byName = try await identity("by-name", demo, user: "root")
+            #expect(byName == "uid=0 gid=0")
+            var refused = LaunchRequest(id: "non-root", image: demo, command: ["/bin/true"])
+            refused.runAsNonRoot = true
+            let failure = await #expect(throws: RuntimeError.self) { try await runtime.start(refused) }
+            #expect("\(failure.map { "\($0)" } ?? "")".contains("runAsNonRoot: it would run as root"))
+            var unknown = LaunchRequest(id: "unknown", image: demo, command: ["/bin/true"])
+            unknown.user = "postgres"
+            let missing = await #expect(throws: RuntimeError.self) { try await runtime.start(unknown) }
+            #expect("\(missing.map { "\($0)" } ?? "")".contains("user \"postgres\" is not in the instance's /etc/passwd"))
+        }
+    }
+
     @Test func exitCodesAreKept() async throws {
         try await withRuntime { runtime in
             try await runtime.start(LaunchRequest(id: "job", image: .host, command: ["/bin/sh", "-c", "echo failing >&2; exit 3"]))

@@ -498,6 +498,45 @@ import TestSupport
         }
     }
 
+    /// Isolation I, item 3, through a real agent: `security.user` runs the instance as that user, its config
+    /// files (a secret 0400 among them) are its own, and `runAsNonRoot` without a user refuses root, saying why.
+    @Test func anAppRunsAsItsUserAndOwnsItsFiles() async throws {
+        try await SchedulerCluster.forAgents(configs: 1) { cluster in
+            try await RealAgent.with(cluster, extra: ["--config", cluster.configEndpoints[0]]) { agent in
+                let config = try SchedulerCluster.rpcClient(cluster.configEndpoints)
+                var request = Sigma_V1_PublishConfigRequest()
+                request.app = "svc"
+                var file = Sigma_V1_ConfigFile()
+                file.path = "/conf/secret/password"
+                file.content = Data("hunter2\n".utf8)
+                file.secret = true
+                request.files = [file]
+                _ = try await config.call(ConfigMethods.publish, request)
+                try await cluster.apply("svc", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: "echo uid=$(id -u); cat /conf/secret/password; \(Self.stayUp)")
+                    spec.config.app = "svc"
+                    spec.security.user = "1000:1000"
+                }
+                try await cluster.eventually("Running") { try await cluster.instance("svc")?.state == "Running" }
+                let instance = try #require(try await cluster.instance("svc"))
+                try await cluster.eventually("its output") { agent.log(of: instance.id).contains("hunter2") }
+                #expect(agent.log(of: instance.id).contains("uid=1000"))
+                var facts = stat()
+                #expect(lstat(Self.rootfs(agent, instance.id) + "/conf/secret/password", &facts) == 0)
+                #expect(facts.st_uid == 1000 && facts.st_gid == 1000 && facts.st_mode & 0o777 == 0o400)
+
+                try await cluster.apply("rooted", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: Self.stayUp)
+                    spec.security.runAsNonRoot = true
+                }
+                try await cluster.eventually("refused, saying why") {
+                    let refused = try await cluster.instance("rooted")
+                    return refused?.state == "BackOff" && refused?.reason.contains("runAsNonRoot") == true
+                }
+            }
+        }
+    }
+
     /// The root escape of config delivery: an instance that replaced its config folder with a link to a host
     /// folder, and one that replaced /.sigma (where its startup script goes) and exited. Neither the next config
     /// version nor the script at the restart lands on the host; the instance is told why.

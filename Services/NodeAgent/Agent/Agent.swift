@@ -353,9 +353,14 @@ actor Agent {
             let hostMode = assignment.spec.image == "host"
             let record: LaunchRecord
             do {
-                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring, fetched, self] in
+                let ssdSources = request.mounts.map(\.source)
+                record = try await runtime.start(request, labels: LaunchPlan.labels(assignment)) { [wiring, fetched, self] user in
                     _ = try await wiring?.value
-                    if let fetched { try ConfigDelivery.write(fetched, rootfs: rootfs, hostMode: hostMode, script: useScript) }
+                    if let fetched {
+                        try ConfigDelivery.write(fetched, rootfs: rootfs, hostMode: hostMode, script: useScript, owner: user)
+                    }
+                    // Its SSDs' top folders are its user's (the contents are what it wrote).
+                    if user.uid != 0 { for source in ssdSources { chown(source, user.uid, user.gid) } }
                     try await self.publishPorts(assignment)
                 }
             } catch {

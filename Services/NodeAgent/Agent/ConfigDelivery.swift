@@ -44,7 +44,9 @@ struct ConfigDelivery: Sendable {
     /// so a process holding it open or a bind mount of it sees the new content) and each resolved inside the
     /// instance's root, never through a link the instance made (`InstanceFiles`). In host mode the host's
     /// read-only folders cannot hold config files.
-    static func write(_ answer: Sigma_V1_FetchConfigResponse, rootfs: String, hostMode: Bool, script: Bool) throws {
+    /// The files and folders made are `owner`'s (the instance's user), so a secret 0400 is readable by it alone.
+    static func write(_ answer: Sigma_V1_FetchConfigResponse, rootfs: String, hostMode: Bool, script: Bool,
+                      owner: InstanceUser = .root) throws {
         // A mode left out is 0644, 0400 for a secret (its owner only; every instance runs as root today).
         var files = answer.files.map { ($0.path, $0.content, $0.mode != 0 ? Int($0.mode) : $0.secret ? 0o400 : 0o644) }
         if script && !answer.script.isEmpty { files.append((scriptPath, Data(answer.script.utf8), 0o755)) }
@@ -54,7 +56,8 @@ struct ConfigDelivery: Sendable {
                 if hostMode, let folder = AppSpec.readOnlyHostFolder(of: path) {
                     throw Failure.badPath("\(path) is under \(folder), the host's read-only view in host mode; use another folder")
                 }
-                try InstanceFiles.write(content, to: path, inRoot: rootfs, mode: mode_t(mode & 0o7777))
+                try InstanceFiles.write(content, to: path, inRoot: rootfs, mode: mode_t(mode & 0o7777),
+                                        owner: owner.uid == 0 && owner.gid == 0 ? nil : (owner.uid, owner.gid))
             } catch let refused as InstanceFiles.Refused {
                 throw Failure.badPath(refused.description)
             }
@@ -95,7 +98,8 @@ extension Agent {
         }
         do {
             try ConfigDelivery.write(answer, rootfs: runtime.directory(of: id) + "/rootfs",
-                                     hostMode: instance.assignment.spec.image == "host", script: false)
+                                     hostMode: instance.assignment.spec.image == "host", script: false,
+                                     owner: await runtime.user(of: id))
             local[id]?.configVersion = answer.version
             logger.info("config written", metadata: ["instance": "\(id)", "version": "\(answer.version)"])
         } catch {

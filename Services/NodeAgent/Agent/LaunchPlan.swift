@@ -20,11 +20,14 @@ enum LaunchPlan {
                         ssdMounts: [OCIConfig.Mount]) throws -> LaunchRequest {
         let spec = assignment.spec
         let image = try ImageReference(parsing: spec.image)
-        return LaunchRequest(
+        var request = LaunchRequest(
             id: assignment.instanceID, image: image, command: spec.command, args: spec.args,
             env: environment(assignment, node: node, configVersion: configVersion),
             hostname: "\(assignment.app)-\(assignment.ordinal)", limits: limits(assignment, node: node),
             mounts: ssdMounts, networkNamespace: nil)
+        request.user = spec.security.user
+        request.runAsNonRoot = spec.security.runAsNonRoot
+        return request
     }
 
     static func limits(_ assignment: Sigma_V1_Assignment, node: NodeContext) -> CgroupLimits {

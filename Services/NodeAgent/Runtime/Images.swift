@@ -68,6 +68,8 @@ public struct ImageDefaults: Sendable, Equatable, Codable {
     public var cmd: [String] = []
     public var env: [String] = []
     public var workingDir: String = ""
+    /// The image's `User` (`UID[:GID]` or `NAME[:GROUP]`); empty: root.
+    public var user: String = ""
 }
 
 /// An unpacked image: a read-only root filesystem shared by every instance of it.
@@ -211,7 +213,8 @@ public actor ImageStore {
         let settings = image["config"] as? [String: Any] ?? [:]
         return ImageDefaults(
             entrypoint: settings["Entrypoint"] as? [String] ?? [], cmd: settings["Cmd"] as? [String] ?? [],
-            env: settings["Env"] as? [String] ?? [], workingDir: settings["WorkingDir"] as? String ?? "")
+            env: settings["Env"] as? [String] ?? [], workingDir: settings["WorkingDir"] as? String ?? "",
+            user: settings["User"] as? String ?? "")
     }
 }
 

@@ -58,6 +58,28 @@ public enum InstanceFiles {
         guard chmod("/proc/self/fd/\(folder)", mode) == 0 else { throw Refused(path: path, reason: "chmod: \(errorText())") }
     }
 
+    /// The contents of the regular file `path` under `root` (at most `limit` bytes), resolved like a file the
+    /// agent writes; nil when it is missing or refused (a link, not a regular file, too long).
+    public static func read(_ path: String, inRoot root: String, limit: Int = 1 << 20) -> Data? {
+        guard let names = try? components(of: path),
+              let folder = try? openFolders(names.dropLast(), of: path, inRoot: root, mode: 0, owner: nil, create: false) else { return nil }
+        defer { close(folder) }
+        let fd = sigma_openat2(folder, names[names.count - 1], UInt64(O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW), 0, resolve)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var facts = stat()
+        guard fstat(fd, &facts) == 0, facts.st_mode & S_IFMT == S_IFREG, facts.st_size <= limit else { return nil }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while data.count <= limit {
+            let n = Foundation.read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        return data.count <= limit ? data : nil
+    }
+
     /// Makes `path` under `root` a symbolic link to `target` (replacing a file or link there; never a folder),
     /// its folders resolved like a file's.
     public static func link(_ target: String, at path: String, inRoot root: String) throws {
@@ -74,7 +96,7 @@ public enum InstanceFiles {
     /// Opens (making what is missing) the folders `names` below `root` (or below `start`), one at a time,
     /// refusing links, mount points and anything not a folder; the caller closes the descriptor returned.
     private static func openFolders(_ names: ArraySlice<String>, of path: String, inRoot root: String, mode: mode_t,
-                                    owner: (uid: uid_t, gid: gid_t)?, from start: Int32? = nil) throws -> Int32 {
+                                    owner: (uid: uid_t, gid: gid_t)?, from start: Int32? = nil, create: Bool = true) throws -> Int32 {
         var folder: Int32
         if let start {
             folder = dup(start)
@@ -87,7 +109,7 @@ public enum InstanceFiles {
         for name in names {
             walked += "/" + name
             var next = openFolder(folder, name)
-            if next < 0 && errno == ENOENT {
+            if next < 0 && errno == ENOENT && create {
                 if mkdirat(folder, name, mode) != 0 && errno != EEXIST {
                     close(folder)
                     throw Refused(path: path, reason: "cannot make \(walked): \(errorText())")

@@ -55,6 +55,10 @@ public struct LaunchRequest: Sendable {
     public var networkNamespace: String?
     /// Runs without the seccomp filter (an app whose team the operator allows `seccomp: unconfined`).
     public var unconfined: Bool
+    /// `UID[:GID]` or `NAME[:GROUP]`; empty: the image's `User` (root when it has none, and for `host`).
+    public var user: String = ""
+    /// Refuses to start as uid 0.
+    public var runAsNonRoot = false
 
     public init(id: String, image: ImageReference, command: [String] = [], args: [String] = [], env: [String: String] = [:],
                 hostname: String? = nil, limits: CgroupLimits = CgroupLimits(), mounts: [OCIConfig.Mount] = [],
@@ -148,6 +152,8 @@ public struct LaunchRecord: Codable, Sendable, Equatable {
     public var startedUnixMs: Int64
     /// Free-form facts the agent keeps with the instance (its generation, revision, ...).
     public var labels: [String: String]
+    /// Who it runs as (nil in records written before users: root).
+    public var user: InstanceUser? = nil
 }
 
 /// One instance found on disk (after an agent restart): still running, or ended while nobody watched.
@@ -193,6 +199,9 @@ public actor InstanceRuntime {
         Cgroup(root: configuration.cgroupRoot, version: configuration.cgroupVersion, path: configuration.cgroupParent + "/" + id)
     }
 
+    /// Who the instance runs as (root when it is unknown here, or its record predates users).
+    public func user(of id: String) -> InstanceUser { records[id]?.user ?? .root }
+
     /// The instance's console log (stdout and stderr, rotated by the monitor).
     public nonisolated func logFile(of id: String) -> String { directory(of: id) + "/console.log" }
 
@@ -201,7 +210,7 @@ public actor InstanceRuntime {
     /// bundle is prepared and before the runtime runs it (the agent wires the network meanwhile).
     @discardableResult
     public func start(_ request: LaunchRequest, labels: [String: String] = [:],
-                      ready: (@Sendable () async throws -> Void)? = nil) async throws -> LaunchRecord {
+                      ready: (@Sendable (InstanceUser) async throws -> Void)? = nil) async throws -> LaunchRecord {
         let directory = directory(of: request.id)
         let fileManager = FileManager.default
         try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -257,6 +266,19 @@ public actor InstanceRuntime {
                 args: command, env: environment, hostname: request.hostname, rootfs: rootfs, readonlyRoot: false,
                 mounts: mounts + request.mounts, cgroupsPath: cgroup.runtimePath, networkNamespace: request.networkNamespace)
             var config = OCIConfig(process)
+            // The spec's user, else the image's, resolved in the instance's own /etc.
+            let wanted = request.user.isEmpty ? defaults.user : request.user
+            let user: InstanceUser
+            do {
+                user = try InstanceUser.resolve(wanted, rootfs: rootfs)
+            } catch {
+                throw RuntimeError.startFailed(id: request.id, reason: "\(error)")
+            }
+            if request.runAsNonRoot && user.uid == 0 {
+                throw RuntimeError.startFailed(
+                    id: request.id, reason: "runAsNonRoot: it would run as root (uid 0\(wanted.isEmpty ? ", the image's user" : " from \"\(wanted)\"")); set security.user to another uid")
+            }
+            config.process.user = OCIConfig.User(uid: user.uid, gid: user.gid)
             if !request.unconfined {
                 config.linux.seccomp = configuration.seccomp?.resolved(capabilities: Set(config.process.capabilities.bounding))
             }
@@ -272,7 +294,7 @@ public actor InstanceRuntime {
             }
             try Self.writePrivately(try config.encoded(), to: directory + "/config.json")
 
-            try await ready?()
+            try await ready?(user)
             let result = try await Subprocess.run(configuration.monitor, [
                 "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", request.id,
                 "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",
@@ -284,7 +306,7 @@ public actor InstanceRuntime {
             }
             let record = LaunchRecord(
                 id: request.id, pid: pid, imageDigest: digest, overlay: overlay,
-                startedUnixMs: Int64(Date().timeIntervalSince1970 * 1000), labels: labels)
+                startedUnixMs: Int64(Date().timeIntervalSince1970 * 1000), labels: labels, user: user)
             let encoder = JSONEncoder()
             try Self.writePrivately(try encoder.encode(record), to: directory + "/launch.json")
             records[request.id] = record

@@ -23,6 +23,11 @@ public struct OCIConfig: Codable, Sendable {
     public struct User: Codable, Sendable {
         public var uid: UInt32 = 0
         public var gid: UInt32 = 0
+
+        public init(uid: UInt32 = 0, gid: UInt32 = 0) {
+            self.uid = uid
+            self.gid = gid
+        }
     }
 
     public struct Capabilities: Codable, Sendable {

@@ -860,11 +860,37 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
   /// Clears the value of `lifecycle`. Subsequent reads from it will return its default value.
   public mutating func clearLifecycle() {_uniqueStorage()._lifecycle = nil}
 
+  /// Unset: the image's own user (root for "host").
+  public var security: Sigma_V1_Security {
+    get {_storage._security ?? Sigma_V1_Security()}
+    set {_uniqueStorage()._security = newValue}
+  }
+  /// Returns true if `security` has been explicitly set.
+  public var hasSecurity: Bool {_storage._security != nil}
+  /// Clears the value of `security`. Subsequent reads from it will return its default value.
+  public mutating func clearSecurity() {_uniqueStorage()._security = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Sigma_V1_Security: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "UID[:GID]" or "NAME[:GROUP]" (names from the image's /etc/passwd and /etc/group); empty: the image's user.
+  public var user: String = String()
+
+  /// An instance that would run as uid 0 does not start (its reason says why).
+  public var runAsNonRoot: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Sigma_V1_Lifecycle: Sendable {
@@ -3079,7 +3105,7 @@ nonisolated extension Sigma_V1_ConfigReference: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3101,6 +3127,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _restartPolicy: String = String()
     var _config: Sigma_V1_ConfigReference? = nil
     var _lifecycle: Sigma_V1_Lifecycle? = nil
+    var _security: Sigma_V1_Security? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3130,6 +3157,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       _restartPolicy = source._restartPolicy
       _config = source._config
       _lifecycle = source._lifecycle
+      _security = source._security
     }
   }
 
@@ -3167,6 +3195,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._restartPolicy) }()
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._config) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._lifecycle) }()
+        case 20: try { try decoder.decodeSingularMessageField(value: &_storage._security) }()
         default: break
         }
       }
@@ -3236,6 +3265,9 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       try { if let v = _storage._lifecycle {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
       } }()
+      try { if let v = _storage._security {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3264,10 +3296,46 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._restartPolicy != rhs_storage._restartPolicy {return false}
         if _storage._config != rhs_storage._config {return false}
         if _storage._lifecycle != rhs_storage._lifecycle {return false}
+        if _storage._security != rhs_storage._security {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_Security: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Security"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{3}run_as_non_root\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.runAsNonRoot) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 1)
+    }
+    if self.runAsNonRoot != false {
+      try visitor.visitSingularBoolField(value: self.runAsNonRoot, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_Security, rhs: Sigma_V1_Security) -> Bool {
+    if lhs.user != rhs.user {return false}
+    if lhs.runAsNonRoot != rhs.runAsNonRoot {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
