@@ -9,7 +9,7 @@ import TestSupport
     @Test func hostsRunInstancesAndComeDownClean() async throws {
         let busybox = try #require(["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) })
         var name = ""
-        try await Testbed.with(hosts: 2, idcs: ["idc-a", "idc-b"]) { bed, cluster in
+        try await Testbed.with(hosts: 2, configs: 1, discoveries: 1, idcs: ["idc-a", "idc-b"]) { bed, cluster in
             name = bed.name
             try await cluster.eventually("both hosts registered with their underlay address") {
                 let nodes = try await cluster.client.call(SchedulerMethods.listNodes, .init()).nodes
@@ -30,17 +30,26 @@ import TestSupport
                     try await bed.ask(on: index, instance.ip, "7000").contains("spread-\(instance.ordinal)")
                 }
             }
-            // Beyond its node an instance reaches the control plane (masqueraded: the scheduler sends its ZMTP
-            // greeting at once), but not its own node's agent.
-            let scheduler = cluster.endpoints[0].split(separator: ":").last.map(String.init) ?? ""
+            // Beyond its node an instance reaches of the control plane Discovery and the config center only
+            // (masqueraded: each sends its ZMTP greeting at once): not the scheduler, its feed or the allocator,
+            // not its own node's agent, and not another node's but at host ports.
+            func port(_ endpoint: String) -> String { endpoint.split(separator: ":").last.map(String.init) ?? "" }
             let namespace = try bed.namespace(of: instances[0].id, on: Int(instances[0].node.split(separator: "h").last!)!)
-            let greeting = try await bed.run(inNamespace: namespace, "/usr/bin/python3", [
-                "-c", "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2); s.settimeout(2); print(len(s.recv(10)))",
-                bed.control, scheduler])
-            #expect(greeting.status == 0 && greeting.output.hasPrefix("10"), "\(greeting.output)")
-            let agentPort = String(bed.hosts[Int(instances[0].node.split(separator: "h").last!)! - 1].agent.split(separator: ":").last!)
-            let probe = try await bed.run(inNamespace: namespace, "/usr/bin/timeout", ["2", busybox, "nc", instances[0].hostIp, agentPort])
-            #expect(probe.status != 0)
+            func greeted(_ host: String, _ port: String) async throws -> Bool {
+                let answer = try await bed.run(inNamespace: namespace, "/usr/bin/python3", [
+                    "-c", "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 1.5); s.settimeout(1.5); print(len(s.recv(10)))",
+                    host, port])
+                return answer.status == 0 && answer.output.hasPrefix("10")
+            }
+            #expect(try await greeted(bed.control, port(cluster.discoveryEndpoints[0])))
+            #expect(try await greeted(bed.control, port(cluster.configEndpoints[0])))
+            #expect(try await !greeted(bed.control, port(cluster.endpoints[0])), "the scheduler")
+            #expect(try await !greeted(bed.control, port(cluster.allocatorEndpoint)), "the allocator")
+            let ownHost = Int(instances[0].node.split(separator: "h").last!)!
+            let other = bed.hosts[ownHost == 1 ? 1 : 0]
+            #expect(try await !greeted(instances[0].hostIp, port(bed.hosts[ownHost - 1].agent)), "its own node's agent")
+            // (once the routes have told its node where the other's instance runs)
+            try await cluster.eventually("another node's agent out of reach") { try await !greeted(other.ip, port(other.agent)) }
             // sigmactl logs finds each host's agent on its underlay address.
             let log = try await runProgram(ServiceProcess.binDirectory + "/sigmactl", [
                 "logs", "spread-0", "--scheduler", cluster.endpoints.joined(separator: ","),
@@ -144,7 +153,7 @@ import TestSupport
     @Test func hostPortsReachInstancesFromEveryWhereAndReplicasShareAContainerPort() async throws {
         let busybox = try #require(["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) })
         let nft = try #require(["/usr/sbin/nft", "/sbin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) })
-        try await Testbed.with(hosts: 2, idcs: ["idc-a", "idc-b"]) { bed, cluster in
+        try await Testbed.with(hosts: 2, configs: 1, discoveries: 1, idcs: ["idc-a", "idc-b"]) { bed, cluster in
             // Three replicas on two hosts: two share a host, and both listen on container port 7000.
             try await cluster.apply("web", replicas: 3, cpu: 100, memory: 16 << 20) { spec in
                 spec.image = "host"

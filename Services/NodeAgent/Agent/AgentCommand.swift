@@ -86,6 +86,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "The seccomp profile every instance runs under, resolved for its capabilities (Docker's and podman's format): default the containers project's /usr/share/containers/seccomp.json (apt-get install golang-github-containers-common); \"none\" runs instances without a filter.")
     var seccompProfile: String = "/usr/share/containers/seccomp.json"
 
+    @Option(name: .customLong("control-plane"), help: "Another control-plane host (its allocator, its database): instances reach it not at all, as they reach the scheduler's; repeat for more. The hosts of --scheduler, --discovery and --config are known already.")
+    var controlPlane: [String] = []
+
     @Option(help: "Linux bridge of the node-local network (at most 15 characters).")
     var bridge: String = "sigma0"
 
@@ -182,12 +185,18 @@ struct AgentCommand: AsyncParsableCommand {
         settings.restartBackoff = .milliseconds(Int64(restartBackoff * 1000))
         let configEndpoints = config ?? ServiceOptions.environment(ServiceKind.config.endpointVariable) ?? ServiceKind.config.defaultEndpoint
         let configClient = try client.client(endpoints: configEndpoints, timeout: .seconds(5), logger: logger)
-        let agent = Agent(settings: settings, runtime: instanceRuntime, network: network,
-                          config: ConfigDelivery(client: configClient), hostPorts: HostPorts(bridge: bridge, hostIP: nodeIP),
-                          logger: logger)
-
         let endpoints = scheduler ?? ServiceOptions.environment(ServiceKind.scheduler.endpointVariable)
             ?? ServiceKind.scheduler.defaultEndpoint
+        // Instances reach the control plane's hosts only at Discovery and the config center, and any node only
+        // at its host ports.
+        let services = Self.addresses(context.discovery) + Self.addresses(configEndpoints)
+        let controlHosts = Set(services.map(\.host) + Self.addresses(endpoints).map(\.host) + controlPlane.flatMap { Self.addresses($0.hasPrefix("tcp://") ? $0 : "tcp://\($0):0").map(\.host) })
+        let reach = HostPorts.Reach(
+            controlHosts: controlHosts.sorted(), services: services, hostPorts: try Self.hostPortRange(portRange))
+        let agent = Agent(settings: settings, runtime: instanceRuntime, network: network,
+                          config: ConfigDelivery(client: configClient), hostPorts: HostPorts(bridge: bridge, hostIP: nodeIP, reach: reach),
+                          logger: logger)
+
         let schedulerClient = try client.client(endpoints: endpoints, timeout: .seconds(5), logger: logger)
         let registration = try registrationRequest(name: nodeName, hostIP: nodeIP, stateDirectory: state)
         let loop = AgentLoop(
@@ -243,15 +252,44 @@ struct AgentCommand: AsyncParsableCommand {
             request.labels[parts[0]] = parts[1]
         }
         request.ssds = try ssds.map(Self.ssd)
-        if let portRange {
-            let parts = portRange.split(separator: "-").compactMap { UInt32($0) }
-            guard parts.count == 2, parts[0] <= parts[1], parts[1] <= 65535 else {
-                throw ValidationError("--port-range \"\(portRange)\": use FIRST-LAST, within 1-65535")
-            }
-            request.portRange.firstPort = parts[0]
-            request.portRange.lastPort = parts[1]
+        if portRange != nil {
+            let range = try Self.hostPortRange(portRange)
+            request.portRange.firstPort = UInt32(range.lowerBound)
+            request.portRange.lastPort = UInt32(range.upperBound)
         }
         return request
+    }
+
+    /// `--port-range FIRST-LAST` (default 20000-32767, the scheduler's).
+    static func hostPortRange(_ text: String?) throws -> ClosedRange<Int> {
+        guard let text else { return 20000...32767 }
+        let parts = text.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] >= 1, parts[0] <= parts[1], parts[1] <= 65535 else {
+            throw ValidationError("--port-range \"\(text)\": use FIRST-LAST, within 1-65535")
+        }
+        return parts[0]...parts[1]
+    }
+
+    /// The IPv4 addresses and ports of comma-separated `tcp://HOST:PORT` endpoints (names resolved now; a
+    /// wildcard or unresolvable host is left out).
+    static func addresses(_ endpoints: String) -> [(host: String, port: Int)] {
+        endpoints.split(separator: ",").compactMap { endpoint -> (String, Int)? in
+            let text = endpoint.trimmingCharacters(in: .whitespaces)
+            guard text.hasPrefix("tcp://"), let colon = text.lastIndex(of: ":") else { return nil }
+            let host = String(text[text.index(text.startIndex, offsetBy: 6)..<colon])
+            guard let port = Int(text[text.index(after: colon)...]) else { return nil }
+            if IPv4Address(host) != nil { return (host, port) }
+            var hints = addrinfo()
+            hints.ai_family = AF_INET
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var found: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(host, nil, &hints, &found) == 0, let first = found else { return nil }
+            defer { freeaddrinfo(found) }
+            var address = first.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+            var printed = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+            inet_ntop(AF_INET, &address, &printed, socklen_t(INET_ADDRSTRLEN))
+            return (String(cString: printed), port)
+        }
     }
 
     static func ssd(_ text: String) throws -> Sigma_V1_SSD {

@@ -47,7 +47,10 @@ extension Agent {
         for await _ in overlayWakes {
             if Task.isCancelled { break }
             do {
-                try await network.program(remote: remoteRoutes())
+                let remote = remoteRoutes()
+                try await network.program(remote: remote)
+                // The nodes of those instances: an instance reaches them only at host ports.
+                try await hostPorts.setNodes(Set(remote.values))
             } catch {
                 logger.warning("overlay entries not programmed; retrying", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: .seconds(1))

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// One published port: host IP:`hostPort` → instance IP:`containerPort`.
@@ -38,12 +39,33 @@ public actor HostPorts {
     let overlayPort: Int
     /// Each guarded instance's bridge port, IP and MAC (the `own` set's element).
     var guarded: [String: String] = [:]
+    /// What instances may reach of the control plane and of other nodes.
+    public let reach: Reach
+    /// Other nodes' underlay addresses, as last set (`setNodes`), and as the table holds them.
+    var nodes: Set<String> = []
+    var appliedNodes: Set<String> = []
+    var settingUp: Task<Void, Error>?
 
-    public init(bridge: String, hostIP: String, overlayPort: Int = 4789, nft: String = "nft") {
+    /// The control plane's hosts, of which instances reach only Discovery and the config center (`services`,
+    /// TCP), and the host-port range, the only ports instances reach on any node (published ports).
+    public struct Reach: Sendable, Equatable {
+        public var controlHosts: [String]
+        public var services: [String]  // "address . port"
+        public var hostPorts: ClosedRange<Int>
+
+        public init(controlHosts: [String] = [], services: [(host: String, port: Int)] = [], hostPorts: ClosedRange<Int> = 20000...32767) {
+            self.controlHosts = controlHosts.filter { IPv4Address($0) != nil }
+            self.services = services.filter { IPv4Address($0.host) != nil }.map { "\($0.host) . \($0.port)" }
+            self.hostPorts = hostPorts
+        }
+    }
+
+    public init(bridge: String, hostIP: String, overlayPort: Int = 4789, reach: Reach = Reach(), nft: String = "nft") {
         table = "sigma_" + bridge.replacingOccurrences(of: "-", with: "_")
         self.bridge = bridge
         self.hostIP = hostIP
         self.overlayPort = overlayPort
+        self.reach = reach
         self.nft = Subprocess.find(nft) ?? Subprocess.find("/usr/sbin/nft") ?? nft
     }
 
@@ -52,6 +74,18 @@ public actor HostPorts {
     /// after `removeTable`.
     public func setUp() async throws {
         guard !ready else { return }
+        // One set-up at a time: a second made while the first ran would delete what was added in between.
+        if let settingUp { return try await settingUp.value }
+        let task = Task { try await self.makeTables() }
+        settingUp = task
+        defer { settingUp = nil }
+        try await task.value
+        ready = true
+        try await syncNodes()
+    }
+
+    private func makeTables() async throws {
+        appliedNodes = nodes
         try? Data("1\n".utf8).write(to: URL(fileURLWithPath: "/proc/sys/net/ipv4/ip_forward"))
         let script = """
             table ip \(table)
@@ -83,6 +117,27 @@ public actor HostPorts {
                     iifname "\(bridge)" ct status dnat accept
                     iifname "\(bridge)" drop
                 }
+                set control {
+                    type ipv4_addr
+                    \(Self.elements(reach.controlHosts))
+                }
+                set services {
+                    type ipv4_addr . inet_service
+                    \(Self.elements(reach.services))
+                }
+                set nodes {
+                    type ipv4_addr
+                    \(Self.elements(Array(appliedNodes.union([hostIP])).sorted()))
+                }
+                chain forward {
+                    type filter hook forward priority filter; policy accept;
+                    iifname != "\(bridge)" accept
+                    ct state established,related accept
+                    ip daddr . tcp dport @services accept
+                    ip daddr @control counter drop
+                    ip daddr @nodes meta l4proto { tcp, udp } th dport \(reach.hostPorts.lowerBound)-\(reach.hostPorts.upperBound) counter accept
+                    ip daddr @nodes counter drop
+                }
             }
             table bridge \(table)
             delete table bridge \(table)
@@ -96,16 +151,15 @@ public actor HostPorts {
                 chain prerouting {
                     type filter hook prerouting priority filter; policy accept;
                     iifname != @ports accept
-                    udp dport \(overlayPort) drop
-                    ether type ip iifname . ip saddr . ether saddr @own accept
                     ether type arp iifname . arp saddr ip . arp saddr ether @own accept
-                    drop
+                    ether type != ip drop
+                    iifname . ip saddr . ether saddr != @own drop
+                    udp dport \(overlayPort) drop
                 }
             }
 
             """
         try await run(script)
-        ready = true
     }
 
     /// Publishes `mapping`: holds the port (when something else holds it already, the DNAT entry still wins for
@@ -167,6 +221,30 @@ public actor HostPorts {
 
             """)
         guarded[instance] = element
+    }
+
+    /// The other nodes' underlay addresses (from the routes): instances reach them only on host ports.
+    public func setNodes(_ addresses: Set<String>) async throws {
+        nodes = addresses.filter { IPv4Address($0) != nil }
+        try await syncNodes()
+    }
+
+    /// Writes `nodes` into the table when they differ from what it holds (before the set-up, it writes them).
+    private func syncNodes() async throws {
+        while ready, appliedNodes != nodes {
+            let wanted = nodes
+            try await run("""
+                flush set ip \(table) nodes
+                add element ip \(table) nodes { \(Array(wanted.union([hostIP])).sorted().joined(separator: ", ")) }
+
+                """)
+            appliedNodes = wanted
+        }
+    }
+
+    /// `elements = { a, b }`, or nothing for an empty set.
+    static func elements(_ values: [String]) -> String {
+        values.isEmpty ? "" : "elements = { \(values.joined(separator: ", ")) }"
     }
 
     /// Removes the instance's guard (its port is gone with its namespace).
