@@ -52,6 +52,7 @@ struct Apps: Sendable {
                 revision = try row.decode(Int64.self, "revision") + 1
             }
             try await checkQuota(tx, spec)
+            try await checkPolicy(tx, spec)
             if let previous, Self.template(previous) == Self.template(spec), previous.resources != spec.resources {
                 try await checkRequestsFit(tx, app: spec.name, from: previous.resources.request, to: spec.resources.request)
             }
@@ -116,6 +117,42 @@ struct Apps: Sendable {
         let largest = Resources(cpuMillis: try row.decode(Int64.self, "cpu"), memoryBytes: try row.decode(Int64.self, "memory"))
         throw RPCError.invalidArgument(
             "spec.resources.request: \(request) is more than any node has (largest: \(largest)); no instance could ever be placed")
+    }
+
+    /// What needs an operator's leave: seccomp Unconfined only for a team allowed it.
+    private func checkPolicy(_ tx: Transaction, _ spec: AppSpec) async throws {
+        guard spec.security?.seccomp == .unconfined else { return }
+        let rows = try await tx.query("SELECT allow_seccomp_unconfined FROM team_policies WHERE team = $1", spec.team)
+        guard try rows.first?.decode(Bool.self, "allow_seccomp_unconfined") == true else {
+            throw RPCError.permissionDenied(
+                "spec.security.seccomp: Unconfined needs an operator's leave for team \(spec.team.isEmpty ? "(none)" : spec.team) "
+                    + "(sigmactl policy \(spec.team.isEmpty ? "TEAM" : spec.team) --allow-seccomp-unconfined)")
+        }
+    }
+
+    func setTeamPolicy(_ policy: Sigma_V1_TeamPolicy) async throws -> Sigma_V1_TeamPolicy {
+        guard AppSpec.isValidName(policy.team) else {
+            throw RPCError.invalidArgument("policy.team: \(policy.team.quotedForError) is not a team name")
+        }
+        if policy.allowSeccompUnconfined {
+            try await store.execute(
+                """
+                INSERT INTO team_policies (team, allow_seccomp_unconfined) VALUES ($1, true)
+                ON CONFLICT (team) DO UPDATE SET allow_seccomp_unconfined = true
+                """, policy.team)
+        } else {
+            try await store.execute("DELETE FROM team_policies WHERE team = $1", policy.team)
+        }
+        return policy
+    }
+
+    func teamPolicies() async throws -> [Sigma_V1_TeamPolicy] {
+        try await store.query("SELECT team, allow_seccomp_unconfined FROM team_policies ORDER BY team").map { row in
+            var policy = Sigma_V1_TeamPolicy()
+            policy.team = try row.decode(String.self, "team")
+            policy.allowSeccompUnconfined = try row.decode(Bool.self, "allow_seccomp_unconfined")
+            return policy
+        }
     }
 
     /// A team's summed requests (replicas × request over its apps) stay within its quota.

@@ -109,6 +109,16 @@ struct SchedulerCommand: AsyncParsableCommand {
             response.quota = try await apps.setQuota(request.quota)
             return response
         }
+        handlers.register(SchedulerMethods.setTeamPolicy) { request, _ in
+            var response = Sigma_V1_SetTeamPolicyResponse()
+            response.policy = try await apps.setTeamPolicy(request.policy)
+            return response
+        }
+        handlers.register(SchedulerMethods.listTeamPolicies) { _, _ in
+            var response = Sigma_V1_ListTeamPoliciesResponse()
+            response.policies = try await apps.teamPolicies()
+            return response
+        }
         handlers.register(SchedulerMethods.listQuotas) { _, _ in
             var response = Sigma_V1_ListQuotasResponse()
             response.quotas = try await apps.quotas()

@@ -116,13 +116,32 @@ public struct AppSpec: Hashable, Sendable, Codable {
 /// Who an app's instances run as. `user` is `UID[:GID]` or `NAME[:GROUP]` (names from the image's /etc/passwd
 /// and /etc/group); empty keeps the image's own user (its `User`, else root). With `runAsNonRoot` an instance
 /// that would run as uid 0 does not start, and says why.
+/// `seccomp`: `RuntimeDefault` (the node's profile) or `Unconfined`, which the scheduler accepts only for a
+/// team an operator allows it (`SetTeamPolicy`).
 public struct SecurityContext: Hashable, Sendable, Codable {
     public var user: String
     public var runAsNonRoot: Bool
+    public var seccomp: SeccompMode
 
-    public init(user: String = "", runAsNonRoot: Bool = false) {
+    public enum SeccompMode: String, Hashable, Sendable, Codable, CaseIterable {
+        case runtimeDefault = "RuntimeDefault"
+        case unconfined = "Unconfined"
+    }
+
+    public init(user: String = "", runAsNonRoot: Bool = false, seccomp: SeccompMode = .runtimeDefault) {
         self.user = user
         self.runAsNonRoot = runAsNonRoot
+        self.seccomp = seccomp
+    }
+
+    enum CodingKeys: String, CodingKey { case user, runAsNonRoot, seccomp }
+
+    /// Revisions stored before `seccomp` existed read as RuntimeDefault.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        user = try container.decodeIfPresent(String.self, forKey: .user) ?? ""
+        runAsNonRoot = try container.decodeIfPresent(Bool.self, forKey: .runAsNonRoot) ?? false
+        seccomp = try container.decodeIfPresent(SeccompMode.self, forKey: .seccomp) ?? .runtimeDefault
     }
 
     /// `UID[:GID]` or `NAME[:GROUP]`: each part a number or a name of letters, digits, '_', '-' and '.'.

@@ -250,9 +250,10 @@ public enum AppManifest {
             }
             if let node = fields["lifecycle"] { spec.lifecycle = lifecycle(node) }
             if let node = fields["security"] {
-                let security = mapping(node, "security", keys: ["user", "runAsNonRoot"])
+                let security = mapping(node, "security", keys: ["user", "runAsNonRoot", "seccomp"])
                 spec.security = SecurityContext(
-                    user: string(security["user"], "security.user"), runAsNonRoot: bool(security["runAsNonRoot"], "security.runAsNonRoot"))
+                    user: string(security["user"], "security.user"), runAsNonRoot: bool(security["runAsNonRoot"], "security.runAsNonRoot"),
+                    seccomp: choice(security["seccomp"], "security.seccomp", default: .runtimeDefault))
             }
             return spec
         }

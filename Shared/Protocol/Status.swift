@@ -124,6 +124,8 @@ public enum SchedulerMethods {
     public static let rolloutUndo = RPCMethod<Sigma_V1_RolloutUndoRequest, Sigma_V1_AppResponse>("RolloutUndo", idempotent: false)
     public static let setQuota = RPCMethod<Sigma_V1_SetQuotaRequest, Sigma_V1_SetQuotaResponse>("SetQuota", idempotent: true)
     public static let listQuotas = RPCMethod<Sigma_V1_ListQuotasRequest, Sigma_V1_ListQuotasResponse>("ListQuotas", idempotent: true)
+    public static let setTeamPolicy = RPCMethod<Sigma_V1_SetTeamPolicyRequest, Sigma_V1_SetTeamPolicyResponse>("SetTeamPolicy", idempotent: true)
+    public static let listTeamPolicies = RPCMethod<Sigma_V1_ListTeamPoliciesRequest, Sigma_V1_ListTeamPoliciesResponse>("ListTeamPolicies", idempotent: true)
 
     public static let listInstances = RPCMethod<Sigma_V1_ListInstancesRequest, Sigma_V1_ListInstancesResponse>("ListInstances", idempotent: true)
     public static let getInstance = RPCMethod<Sigma_V1_GetInstanceRequest, Sigma_V1_GetInstanceResponse>("GetInstance", idempotent: true)

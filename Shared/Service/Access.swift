@@ -84,6 +84,8 @@ public struct AccessPolicy: Sendable {
             policy.allow(SchedulerMethods.rolloutUndo, [], write: true, subject: { $0.name })
             policy.allow(SchedulerMethods.setQuota, [], write: true, subject: { $0.quota.team })
             policy.allow(SchedulerMethods.listQuotas, staff)
+            policy.allow(SchedulerMethods.setTeamPolicy, [], write: true, subject: { $0.policy.team })
+            policy.allow(SchedulerMethods.listTeamPolicies, staff)
             policy.allow(SchedulerMethods.listInstances, staff)
             policy.allow(SchedulerMethods.getInstance, staff)
             policy.allow(SchedulerMethods.updateResources, [], write: true, subject: { $0.app }, instance: { $0.instanceID })

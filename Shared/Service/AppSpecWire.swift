@@ -66,7 +66,11 @@ extension AppSpec {
             restartPolicy: parse(wire.restartPolicy, "restartPolicy", default: .always, all: RestartPolicy.allCases),
             config: wire.hasConfig ? ConfigReference(app: wire.config.app, version: wire.config.version) : nil,
             lifecycle: wire.hasLifecycle ? Lifecycle(wire: wire.lifecycle) : nil,
-            security: wire.hasSecurity ? SecurityContext(user: wire.security.user, runAsNonRoot: wire.security.runAsNonRoot) : nil)
+            security: wire.hasSecurity
+                ? SecurityContext(
+                    user: wire.security.user, runAsNonRoot: wire.security.runAsNonRoot,
+                    seccomp: parse(wire.security.seccomp, "security.seccomp", default: .runtimeDefault, all: SecurityContext.SeccompMode.allCases))
+                : nil)
         return (spec, problems + spec.problems())
     }
 
@@ -115,6 +119,7 @@ extension AppSpec {
         if let security {
             wire.security.user = security.user
             wire.security.runAsNonRoot = security.runAsNonRoot
+            wire.security.seccomp = security.seccomp.rawValue
         }
         return wire
     }

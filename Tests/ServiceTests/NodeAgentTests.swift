@@ -537,6 +537,47 @@ import TestSupport
         }
     }
 
+    /// Isolation I, item 2: every instance runs under the node's seccomp filter; `security.seccomp: Unconfined`
+    /// is refused at apply unless an operator allows the team, and then runs without one.
+    @Test func seccompIsTheDefaultAndUnconfinedNeedsTheTeamsLeave() async throws {
+        try await SchedulerCluster.forAgents { cluster in
+            try await RealAgent.with(cluster) { agent in
+                let probe = "grep '^Seccomp:' /proc/self/status; \(Self.stayUp)"
+                try await cluster.apply("filtered", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
+                    Self.service(&spec, script: probe)
+                    spec.team = "dba"
+                }
+                func unconfined(_ spec: inout Sigma_V1_AppSpec) {
+                    Self.service(&spec, script: probe)
+                    spec.team = "dba"
+                    spec.security.seccomp = "Unconfined"
+                }
+                do {
+                    try await cluster.apply("raw", replicas: 1, cpu: 100, memory: 16 << 20, unconfined)
+                    Issue.record("Unconfined was applied without the team's leave")
+                } catch let error as RPCError {
+                    #expect(error.code == .permissionDenied && error.message.contains("sigmactl policy dba --allow-seccomp-unconfined"), "\(error)")
+                }
+                var allow = Sigma_V1_SetTeamPolicyRequest()
+                allow.policy.team = "dba"
+                allow.policy.allowSeccompUnconfined = true
+                _ = try await cluster.client.call(SchedulerMethods.setTeamPolicy, allow)
+                try await cluster.apply("raw", replicas: 1, cpu: 100, memory: 16 << 20, unconfined)
+                try await cluster.eventually("both Running") {
+                    let first = try await cluster.instance("filtered")?.state, second = try await cluster.instance("raw")?.state
+                    return first == "Running" && second == "Running"
+                }
+                let filtered = try #require(try await cluster.instance("filtered")), raw = try #require(try await cluster.instance("raw"))
+                try await cluster.eventually("both printed their filter") {
+                    agent.log(of: filtered.id).contains("Seccomp:") && agent.log(of: raw.id).contains("Seccomp:")
+                }
+                #expect(agent.log(of: filtered.id).contains("Seccomp:\t2"))
+                #expect(agent.log(of: raw.id).contains("Seccomp:\t0"))
+                #expect(try await cluster.client.call(SchedulerMethods.listTeamPolicies, .init()).policies.map(\.team) == ["dba"])
+            }
+        }
+    }
+
     /// The root escape of config delivery: an instance that replaced its config folder with a link to a host
     /// folder, and one that replaced /.sigma (where its startup script goes) and exited. Neither the next config
     /// version nor the script at the restart lands on the host; the instance is told why.

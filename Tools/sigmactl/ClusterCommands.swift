@@ -433,6 +433,41 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 }
 
+/// `sigmactl policy TEAM [--allow-seccomp-unconfined | --deny-seccomp-unconfined]`.
+struct PolicyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy", abstract: "Show or change what a team's apps may do beyond the defaults (seccomp Unconfined).")
+    @Argument(help: "Team.") var team: String
+    @Flag(help: "Let the team's apps run without the seccomp filter (security.seccomp: Unconfined).")
+    var allowSeccompUnconfined = false
+    @Flag(help: "Take that leave back (apps already applied keep running until their next apply).")
+    var denySeccompUnconfined = false
+    @OptionGroup var endpoints: EndpointOptions
+
+    func validate() throws {
+        if allowSeccompUnconfined && denySeccompUnconfined {
+            throw ValidationError("give --allow-seccomp-unconfined or --deny-seccomp-unconfined, not both")
+        }
+    }
+
+    func run() async throws {
+        let seccompUnconfined: Bool? = allowSeccompUnconfined ? true : denySeccompUnconfined ? false : nil
+        let client = try endpoints.client(.scheduler)
+        var policy = try await client.call(SchedulerMethods.listTeamPolicies, .init()).policies.first { $0.team == team } ?? {
+            var none = Sigma_V1_TeamPolicy()
+            none.team = team
+            return none
+        }()
+        if let seccompUnconfined {
+            var request = Sigma_V1_SetTeamPolicyRequest()
+            request.policy = policy
+            request.policy.allowSeccompUnconfined = seccompUnconfined
+            policy = try await client.call(SchedulerMethods.setTeamPolicy, request).policy
+        }
+        print("team \(team): seccomp Unconfined \(policy.allowSeccompUnconfined ? "allowed" : "not allowed")")
+    }
+}
+
 /// `sigmactl quota TEAM --cpu N --memory SIZE`.
 struct QuotaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "quota", abstract: "Cap a team's summed requests (0 and 0 remove the cap).")

@@ -27,6 +27,8 @@ enum LaunchPlan {
             mounts: ssdMounts, networkNamespace: nil)
         request.user = spec.security.user
         request.runAsNonRoot = spec.security.runAsNonRoot
+        // The scheduler took Unconfined only for a team an operator allows it.
+        request.unconfined = spec.security.seccomp == SecurityContext.SeccompMode.unconfined.rawValue
         return request
     }
 

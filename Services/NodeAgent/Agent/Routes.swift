@@ -49,7 +49,9 @@ extension Agent {
             do {
                 let remote = remoteRoutes()
                 try await network.program(remote: remote)
-                // The nodes of those instances: an instance reaches them only at host ports.
+                // The nodes of those instances: the only senders of overlay frames it takes, and what an
+                // instance reaches of them is their host ports.
+                if !remote.isEmpty { try await hostPorts.setUp() }
                 try await hostPorts.setNodes(Set(remote.values))
             } catch {
                 logger.warning("overlay entries not programmed; retrying", metadata: ["error": "\(error)"])

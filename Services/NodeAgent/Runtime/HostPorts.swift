@@ -97,6 +97,18 @@ public actor HostPorts {
                 set itself {
                     type ipv4_addr . ipv4_addr
                 }
+                set control {
+                    type ipv4_addr
+                    \(Self.elements(reach.controlHosts))
+                }
+                set services {
+                    type ipv4_addr . inet_service
+                    \(Self.elements(reach.services))
+                }
+                set nodes {
+                    type ipv4_addr
+                    \(Self.elements(Array(appliedNodes.union([hostIP])).sorted()))
+                }
                 chain prerouting {
                     type nat hook prerouting priority dstnat; policy accept;
                     ip daddr \(hostIP) dnat ip to meta l4proto . th dport map @published
@@ -113,21 +125,10 @@ public actor HostPorts {
                 }
                 chain input {
                     type filter hook input priority filter; policy accept;
+                    udp dport \(overlayPort) ip saddr != @nodes counter drop
                     iifname "\(bridge)" ct state established,related accept
                     iifname "\(bridge)" ct status dnat accept
                     iifname "\(bridge)" drop
-                }
-                set control {
-                    type ipv4_addr
-                    \(Self.elements(reach.controlHosts))
-                }
-                set services {
-                    type ipv4_addr . inet_service
-                    \(Self.elements(reach.services))
-                }
-                set nodes {
-                    type ipv4_addr
-                    \(Self.elements(Array(appliedNodes.union([hostIP])).sorted()))
                 }
                 chain forward {
                     type filter hook forward priority filter; policy accept;

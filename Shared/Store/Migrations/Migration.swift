@@ -29,6 +29,7 @@ public enum Schema {
         m0015DiscoveryFollowsApps,
         m0016LifecycleMoves,
         m0017AuditRepeats,
+        m0018TeamPolicies,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
