@@ -155,7 +155,7 @@ public actor HostPorts {
                     ether type arp iifname . arp saddr ip . arp saddr ether @own accept
                     ether type != ip drop
                     iifname . ip saddr . ether saddr != @own drop
-                    udp dport \(overlayPort) drop
+                    udp dport \(overlayPort) counter drop
                 }
             }
 
