@@ -52,25 +52,23 @@ struct Upkeep: Sendable {
         }
     }
 
-    /// Events (and audit log entries) older than their retention go, at most 10,000 of each a pass (a long backlog drains over a few passes
-    /// without holding up placement).
+    /// Events and audit log entries older than their retention go, at most 10,000 of each a pass (a long
+    /// backlog drains over a few passes without holding up placement).
     func pruneEvents() async throws {
-        guard eventsRetention > 0 else { return }
+        try await prune("events", olderThan: eventsRetention, what: "events")
+        try await prune("audit_log", olderThan: auditRetention, what: "audit log entries")
+    }
+
+    /// `table` is one of the two above (a name, never input); `retention` 0 keeps everything.
+    private func prune(_ table: String, olderThan retention: Double, what: String) async throws {
+        guard retention > 0 else { return }
         let pruned = try await store.query(
             """
-            DELETE FROM events WHERE id IN (
-                SELECT id FROM events WHERE at < now() - $1 * interval '1 millisecond' ORDER BY at LIMIT 10000)
+            DELETE FROM \(table) WHERE id IN (
+                SELECT id FROM \(table) WHERE at < now() - $1 * interval '1 millisecond' ORDER BY at LIMIT 10000)
             RETURNING id
-            """, Self.millis(eventsRetention))
-        if !pruned.isEmpty { logger.info("events past their retention deleted", metadata: ["count": "\(pruned.count)"]) }
-        guard auditRetention > 0 else { return }
-        let audit = try await store.query(
-            """
-            DELETE FROM audit_log WHERE id IN (
-                SELECT id FROM audit_log WHERE at < now() - $1 * interval '1 millisecond' ORDER BY at LIMIT 10000)
-            RETURNING id
-            """, Self.millis(auditRetention))
-        if !audit.isEmpty { logger.info("audit log entries past their retention deleted", metadata: ["count": "\(audit.count)"]) }
+            """, Self.millis(retention))
+        if !pruned.isEmpty { logger.info("\(what) past their retention deleted", metadata: ["count": "\(pruned.count)"]) }
     }
 
     /// Instances running on draining nodes move elsewhere.

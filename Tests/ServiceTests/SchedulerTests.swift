@@ -6,19 +6,29 @@ import TestSupport
 
 /// sigma-scheduler through the real executables (scheduler, allocator) and PostgreSQL, with simulated agents.
 @Suite(.serialized) struct SchedulerTests {
-    /// Events live for --events-retention hours: older ones are deleted by the active scheduler's passes.
+    /// Events live for --events-retention hours and audit log entries for --audit-retention: older ones are
+    /// deleted by the active scheduler's passes.
     @Test func eventsPastTheirRetentionAreDeleted() async throws {
-        try await SchedulerCluster.with(extra: ["--events-retention", "1"]) { cluster in
+        try await SchedulerCluster.with(extra: ["--events-retention", "1", "--audit-retention", "3"]) { cluster in
             try await cluster.store.execute(
                 """
                 INSERT INTO events (kind, name, reason, message, at) VALUES
                     ('node', 'old', 'Ready', 'two hours ago', now() - interval '2 hours'),
                     ('node', 'new', 'Ready', 'a minute ago', now() - interval '1 minute')
                 """)
-            try await cluster.eventually("the old event deleted") {
-                try await cluster.store.query("SELECT 1 FROM events WHERE name = 'old'").isEmpty
+            try await cluster.store.execute(
+                """
+                INSERT INTO audit_log (service, method, caller, role, caller_key, status, subject, message, at) VALUES
+                    ('scheduler', 'ApplyApp', 'old', 'operator', '', 'OK', 'web', '', now() - interval '4 hours'),
+                    ('scheduler', 'ApplyApp', 'new', 'operator', '', 'OK', 'web', '', now() - interval '2 hours')
+                """)
+            try await cluster.eventually("the old event and audit entry deleted") {
+                let events = try await cluster.store.query("SELECT 1 FROM events WHERE name = 'old'")
+                let audit = try await cluster.store.query("SELECT 1 FROM audit_log WHERE caller = 'old'")
+                return events.isEmpty && audit.isEmpty
             }
             #expect(try await cluster.store.query("SELECT 1 FROM events WHERE name = 'new'").count == 1)
+            #expect(try await cluster.store.query("SELECT 1 FROM audit_log WHERE caller = 'new'").count == 1)
         }
     }
 
