@@ -274,10 +274,12 @@ extension AppSpec {
     /// /etc is its own and writable: passwd and group (the node's system accounts, no people), hosts (its own
     /// name), hostname and resolv.conf are made for it.
     public static let hostModeEtc = [
-        "alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version", "ethertypes", "gai.conf",
+        "alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version", "default", "ethertypes", "gai.conf",
         "host.conf", "inputrc", "java-*", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "login.defs", "magic",
         "magic.mime", "mime.types", "networks", "nsswitch.conf", "os-release", "perl", "protocols", "python3", "rpc",
         "services", "shells", "ssl/certs", "ssl/openssl.cnf", "terminfo", "timezone", "xattr.conf",
+        // Packages' own settings that hold nothing secret (not /etc/mysql: debian.cnf has the node's password).
+        "zookeeper",
     ]
 
     /// The read-only host path `path` is under (a folder, or an entry of /etc), when an instance in host mode
