@@ -44,6 +44,31 @@ enum Assignments {
     }
 
     /// Every bound instance of `app` (after a live change of its resources).
+    /// A fresh token for an instance bound on `request.node` at `request.generation`: 256 random bits as 64 hex
+    /// digits, of which the database keeps only the SHA-256; the one before is revoked.
+    static func issueToken(_ store: Store, _ request: Sigma_V1_IssueTokenRequest) async throws -> String {
+        guard UUID(uuidString: request.instanceID) != nil else {
+            throw RPCError.invalidArgument("instance_id: \(request.instanceID.quotedForError) is not a UUID")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let token = (0..<4).map { _ in
+            let word = generator.next() as UInt64
+            let hex = String(word, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
+        let rows = try await store.query(
+            """
+            UPDATE instances SET token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')
+            WHERE id = $2::uuid AND node = $3 AND generation = $4 AND state = ANY($5::text[])
+            RETURNING id
+            """, token, request.instanceID, request.node, request.generation, InstanceState.names(InstanceState.tokenValid))
+        guard !rows.isEmpty else {
+            throw RPCError.failedPrecondition(
+                "instance \(request.instanceID) is not bound on node \(request.node.quotedForError) at generation \(request.generation)")
+        }
+        return token
+    }
+
     static func notifyApp(_ tx: Transaction, app: String) async throws {
         try await tx.execute(
             "SELECT pg_notify($1, node || ' ' || id::text) FROM instances WHERE app = $2 AND node IS NOT NULL AND state = ANY($3::text[])",
@@ -69,7 +94,7 @@ enum Assignments {
     static let select = """
         SELECT i.id::text AS id, i.app, i.ordinal, i.generation, i.revision, coalesce(i.node, '') AS node, i.state, i.ip,
                coalesce((SELECT host(n.host_ip) FROM nodes n WHERE n.name = i.node), '') AS host_ip,
-               i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds, coalesce(i.token, '') AS token,
+               i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
                (r.spec->>'startup' IS DISTINCT FROM 'ordered' OR i.ordinal = 0 OR EXISTS (
                    SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready)) AS may_start
@@ -115,7 +140,6 @@ enum Assignments {
         assignment.hostPorts = ports.mapValues { UInt32(clamping: $0) }
         assignment.ssds = try decodeSSDs(try row.decode(String.self, "ssds"))
         assignment.mayStart = try row.decode(Bool.self, "may_start")
-        assignment.token = try row.decode(String.self, "token")
         assignment.resources.request = Resources(
             cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
         assignment.resources.limit = Resources(

@@ -338,7 +338,7 @@ struct Placement: Sendable {
                 """
                 WITH bound AS (
                     UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
-                        token = replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
+                        token_hash = NULL,
                         prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
                         pending_reason = '', target_node = '', ready = false, exit_code = 0, restarts = 0, next_retry_at = NULL,
                         updated_at = now()

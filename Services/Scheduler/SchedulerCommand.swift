@@ -133,6 +133,11 @@ struct SchedulerCommand: AsyncParsableCommand {
         handlers.register(SchedulerMethods.getInstance) { request, _ in try await instances.get(request) }
         handlers.register(SchedulerMethods.updateResources) { request, _ in try await instances.updateResources(request, apps: apps) }
         handlers.register(SchedulerMethods.migrateInstance) { request, _ in try await instances.migrate(request) }
+        handlers.register(SchedulerMethods.issueToken) { request, _ in
+            var response = Sigma_V1_IssueTokenResponse()
+            response.token = try await Assignments.issueToken(store, request)
+            return response
+        }
         handlers.register(SchedulerMethods.getAssignments) { request, _ in
             try await Assignments.snapshot(store: store, node: request.node, publisher: publisher)
         }

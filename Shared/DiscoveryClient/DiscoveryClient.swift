@@ -41,13 +41,16 @@ public final class DiscoveryClient: Sendable {
     let cacheFile: String?
     let timeout: Duration
     private let token: String
+    /// A file holding the current token (SIGMA_TOKEN_FILE), read at every call: it outlives the token given
+    /// at start (a restarted agent issues a new one and rewrites only the file).
+    private let tokenFile: String?
     /// The last answer per question, as bytes and decoded: an unchanged answer (the usual case) is neither
     /// decoded nor written to the cache file again.
     private let last = Mutex<[String: (bytes: [UInt8], answer: Sigma_V1_ResolveResponse)]>([:])
 
     public init(
         endpoints: [String], cacheFile: String? = nil, curve: CurveClientConfiguration? = nil, token: String = "",
-        timeout: Duration = .seconds(3), logger: Logger = Logger(label: "sigma.discovery-client")
+        tokenFile: String? = nil, timeout: Duration = .seconds(3), logger: Logger = Logger(label: "sigma.discovery-client")
     ) throws {
         var configuration = RPCClientConfiguration(endpoints: endpoints)
         configuration.defaultTimeout = timeout
@@ -56,10 +59,18 @@ public final class DiscoveryClient: Sendable {
         self.cacheFile = cacheFile
         self.timeout = timeout
         self.token = token
+        self.tokenFile = tokenFile
+    }
+
+    /// The token to send: the file's when there is one, else the one given.
+    var currentToken: String {
+        guard let tokenFile, let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else { return token }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return trimmed.isEmpty ? token : trimmed
     }
 
     /// The client a business instance makes from what its agent gave it: SIGMA_DISCOVERY (the replicas),
-    /// SIGMA_TOKEN (who it is) and, when the control plane runs CURVE, SIGMA_SERVER_KEY (the instance then
+    /// SIGMA_TOKEN_FILE and SIGMA_TOKEN (who it is) and, when the control plane runs CURVE, SIGMA_SERVER_KEY (the instance then
     /// connects with a key pair of its own making; the token, not the key, names it).
     public static func fromEnvironment(
         _ environment: [String: String] = ProcessInfo.processInfo.environment, cacheFile: String? = nil,
@@ -74,7 +85,8 @@ public final class DiscoveryClient: Sendable {
         }
         return try DiscoveryClient(
             endpoints: endpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, cacheFile: cacheFile,
-            curve: curve, token: environment["SIGMA_TOKEN"] ?? "", timeout: timeout, logger: logger)
+            curve: curve, token: environment["SIGMA_TOKEN"] ?? "", tokenFile: environment["SIGMA_TOKEN_FILE"], timeout: timeout,
+            logger: logger)
     }
 
     public func close() { client.close() }
@@ -123,7 +135,7 @@ public final class DiscoveryClient: Sendable {
         do {
             let bytes = try await client.callRaw(
                 method: DiscoveryMethods.resolve.name, body: try request.serializedBytes(), idempotent: true,
-                timeout: timeout + (wait ?? .zero), token: token)
+                timeout: timeout + (wait ?? .zero), token: currentToken)
             let key = "\(app)?\(filter.cacheKey)"
             let answer: Sigma_V1_ResolveResponse
             if let known = last.withLock({ $0[key] }), known.bytes == bytes {

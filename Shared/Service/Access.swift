@@ -68,6 +68,7 @@ public struct AccessPolicy: Sendable {
             // not audited (a node's changes of health are events).
             policy.allow(SchedulerMethods.heartbeat, agents, scope: .node, subject: { $0.node })
             policy.allow(SchedulerMethods.getAssignments, agents, scope: .node, subject: { $0.node })
+            policy.allow(SchedulerMethods.issueToken, agents, scope: .node, subject: { $0.node })
             policy.allow(SchedulerMethods.getRoutes, agents)
             for method in [SchedulerMethods.cordonNode, SchedulerMethods.uncordonNode, SchedulerMethods.drainNode,
                            SchedulerMethods.removeNode] {
@@ -281,7 +282,8 @@ public final class AccessControl: Service, Sendable {
         do {
             rows = try await store.query(
                 """
-                SELECT id::text AS id, app FROM instances WHERE token = $1 AND state = ANY($2::text[])
+                SELECT id::text AS id, app FROM instances
+                WHERE token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex') AND state = ANY($2::text[])
                 """, token, InstanceState.names(InstanceState.tokenValid))
         } catch {
             throw RPCError.unavailable("cannot check the instance token: \(error)")

@@ -234,7 +234,26 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             #expect(seen.isSuperset(of: ["web", "db"]))
             foreign.close()
             #expect(await foreignUpdates.value == 0)
-            #expect(web.token.count == 64 && db.token.count == 64 && web.token != db.token)
+            // Assignments carry no token: the agent asks for one, for instances on its own node only; the
+            // database keeps its SHA-256, and a new one revokes the one before.
+            func issue(_ assignment: Sigma_V1_Assignment, as client: RPCClient, node: String = "sa") async throws -> String {
+                var request = Sigma_V1_IssueTokenRequest()
+                request.node = node
+                request.instanceID = assignment.instanceID
+                request.generation = assignment.generation
+                return try await client.call(SchedulerMethods.issueToken, request).token
+            }
+            #expect(web.token.isEmpty && db.token.isEmpty)
+            let first = try await issue(web, as: asA)
+            let webToken = try await issue(web, as: asA), dbToken = try await issue(db, as: asA)
+            #expect(webToken.count == 64 && dbToken.count == 64 && webToken != dbToken && webToken != first)
+            let asB = try cluster.client(cluster.scheduler, as: "agent-sb")
+            #expect(await callStatus { _ = try await issue(web, as: asB, node: "sb") } == .failedPrecondition)
+            #expect(await callStatus { _ = try await issue(web, as: asB) } == .permissionDenied)
+            let stored = try await cluster.store.query(
+                "SELECT token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex') AS hashed FROM instances WHERE id = $2::uuid",
+                webToken, web.instanceID)
+            #expect(try stored.first?.decode(Bool.self, "hashed") == true)
 
             // A business instance (a key nobody knows) proves itself with its token: its own app only.
             let instance = try cluster.client(cluster.discovery, as: "instance-web")
@@ -243,8 +262,9 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
                 request.app = app
                 return await callStatus { _ = try await instance.call(DiscoveryMethods.resolve, request, token: token) }
             }
-            #expect(await resolve("web", token: web.token) == .ok)
-            #expect(await resolve("db", token: web.token) == .permissionDenied)
+            #expect(await resolve("web", token: webToken) == .ok)
+            #expect(await resolve("web", token: first) == .unauthenticated)
+            #expect(await resolve("db", token: webToken) == .permissionDenied)
             #expect(await resolve("web", token: "") == .unauthenticated)
             #expect(await resolve("web", token: String(repeating: "0", count: 64)) == .unauthenticated)
             #expect(await resolve("web", token: "' OR 1=1 --") == .unauthenticated)
@@ -253,17 +273,17 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             getWeb.app = "web"
             var getDB = getWeb
             getDB.app = "db"
-            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.get, getDB, token: web.token) } == .permissionDenied)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.get, getDB, token: webToken) } == .permissionDenied)
             var fetchOwn = Sigma_V1_FetchConfigRequest()
             fetchOwn.app = "web"
             fetchOwn.instanceID = web.instanceID
-            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.publish, .init(), token: web.token) } == .permissionDenied)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.publish, .init(), token: webToken) } == .permissionDenied)
             var fetchOther = fetchOwn
             fetchOther.instanceID = db.instanceID
-            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.fetch, fetchOther, token: web.token) } == .permissionDenied)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.fetch, fetchOther, token: webToken) } == .permissionDenied)
             // ... and reaches neither the scheduler nor the allocator at all.
             let instanceAtScheduler = try cluster.client(cluster.scheduler, as: "instance-web", timeout: .seconds(2))
-            #expect(await callStatus { _ = try await instanceAtScheduler.call(SchedulerMethods.listApps, .init(), token: web.token) } == .unauthenticated)
+            #expect(await callStatus { _ = try await instanceAtScheduler.call(SchedulerMethods.listApps, .init(), token: webToken) } == .unauthenticated)
 
             // Agents fetch configs only for instances on their node.
             var publish = Sigma_V1_PublishConfigRequest()
@@ -273,8 +293,8 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             file.content = Data("port = 8080\n".utf8)
             publish.files = [file]
             _ = try await cluster.client(cluster.config, as: "operator").call(ConfigMethods.publish, publish)
-            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.fetch, fetchOwn, token: web.token) } == .ok)
-            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.get, getWeb, token: web.token) } == .ok)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.fetch, fetchOwn, token: webToken) } == .ok)
+            #expect(await callStatus { _ = try await configAsInstance.call(ConfigMethods.get, getWeb, token: webToken) } == .ok)
             let configAsA = try cluster.client(cluster.config, as: "agent-sa")
             let configAsB = try cluster.client(cluster.config, as: "agent-sb")
             #expect(await callStatus { _ = try await configAsA.call(ConfigMethods.fetch, fetchOwn) } == .ok)
@@ -291,10 +311,10 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             let revokedIn = try await waitForStatus(.unauthenticated) {
                 var request = Sigma_V1_ResolveRequest()
                 request.app = "web"
-                _ = try await instance.call(DiscoveryMethods.resolve, request, token: web.token)
+                _ = try await instance.call(DiscoveryMethods.resolve, request, token: webToken)
             }
             #expect(revokedIn < .seconds(15))
-            #expect(await resolve("db", token: db.token) == .ok)
+            #expect(await resolve("db", token: dbToken) == .ok)
 
             // The audit log has the writes and the refusals, with who made them.
             try await Task.sleep(for: .milliseconds(500))

@@ -167,9 +167,28 @@ import TestSupport
                 }
                 try await cluster.eventually("Running") { try await cluster.allRunning("steady", 1) }
                 let before = try #require(try await agent.localInstances().first)
+                // Its token: in the environment and in /.sigma/token (its own only); the database holds a hash.
+                let tokenFile = Self.rootfs(agent, before.instanceID) + "/.sigma/token"
+                let issued = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(issued.count == 64)
+                var facts = stat()
+                #expect(lstat(tokenFile, &facts) == 0 && facts.st_mode & 0o777 == 0o400)
+                func valid(_ token: String) async throws -> Bool {
+                    try await !cluster.store.query(
+                        "SELECT 1 FROM instances WHERE token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')", token).isEmpty
+                }
+                #expect(try await valid(issued))
                 await agent.crash()
                 try await agent.restart()
                 try await cluster.eventually("the instance taken over") { try await !agent.localInstances().isEmpty }
+                // A fresh token in the file, the one before revoked.
+                try await cluster.eventually("a fresh token") {
+                    let now = (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                    return now.count == 64 && now != issued
+                }
+                let renewed = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(try await valid(renewed))
+                #expect(try await !valid(issued))
                 let after = try #require(try await agent.localInstances().first)
                 #expect(after.instanceID == before.instanceID)
                 #expect(after.pid == before.pid)

@@ -6,7 +6,7 @@
 Waits (a blocking query, woken by Discovery when the app changes) until APP has at least N Running endpoints,
 then prints them as JSON: [{"ordinal", "ip", "node", "idc", "host_ip", "ports": {name: [container, host]}}].
 ENDPOINTS (comma-separated replicas) default to $SIGMA_DISCOVERY, which the node agent sets in every
-instance, with $SIGMA_TOKEN (who the instance is) and, when the control plane runs CURVE, $SIGMA_SERVER_KEY. Exit status 0 with the peers; 1 when they were not all there in time; 2 when no replica answered
+instance, with $SIGMA_TOKEN_FILE or $SIGMA_TOKEN (who the instance is) and, when the control plane runs CURVE, $SIGMA_SERVER_KEY. Exit status 0 with the peers; 1 when they were not all there in time; 2 when no replica answered
 or one refused (the status is printed on stderr).
 
 It speaks docs/protocol.md directly: a DEALER socket, frames [b"", RequestHeader, ResolveRequest], and a
@@ -112,7 +112,8 @@ class Discovery:
     def resolve(self, app, ready_only, wait_index, wait_ms):
         self.next_id += 1
         timeout_ms = wait_ms + 5000
-        header = encode([(1, 1), (2, "Resolve"), (3, self.next_id), (4, timeout_ms)] + ([(5, self.token)] if self.token else []))
+        token = current_token(self.token)
+        header = encode([(1, 1), (2, "Resolve"), (3, self.next_id), (4, timeout_ms)] + ([(5, token)] if token else []))
         body = encode([(1, app), (2, ready_only), (5, wait_index), (6, wait_ms)])
         self.socket.send_multipart([b"", header, body])
         deadline = time.monotonic() + timeout_ms / 1000 + 1
@@ -140,6 +141,16 @@ def endpoint(raw):
         ports[text(p, 1)] = [number(p, 2), number(p, 4)]
     return {"ordinal": number(e, 2, signed=True), "ip": text(e, 3), "node": text(e, 8), "idc": text(e, 9),
             "host_ip": text(e, 5), "state": text(e, 6), "ready": bool(number(e, 7)), "ports": ports}
+
+
+def current_token(given):
+    """The token in $SIGMA_TOKEN_FILE (read at every call: a restarted agent rewrites it), else the one given."""
+    path = os.environ.get("SIGMA_TOKEN_FILE", "")
+    try:
+        with open(path) as f:
+            return f.read().strip() or given
+    except OSError:
+        return given
 
 
 def main():

@@ -111,6 +111,16 @@ actor Agent {
     /// The last answer from the scheduler, and how long a silence makes a node Broken (self-fencing).
     var lastContact = ContinuousClock.now
     var brokenAfter: Duration?
+    /// Asks the scheduler for an instance's fresh token (IssueToken); nil: instances get none.
+    var issueToken: (@Sendable (_ instance: String, _ generation: Int64) async throws -> String)?
+
+    /// Where an instance finds its current token (also in SIGMA_TOKEN at its start; a restarted agent
+    /// issues a fresh one and rewrites only this file).
+    static let tokenPath = "/.sigma/token"
+
+    func useTokens(_ issue: @escaping @Sendable (_ instance: String, _ generation: Int64) async throws -> String) {
+        issueToken = issue
+    }
 
     init(settings: AgentSettings, runtime: InstanceRuntime, network: NodeNetwork, config: ConfigDelivery, hostPorts: HostPorts,
          logger: Logger) {
@@ -237,6 +247,7 @@ actor Agent {
             } else {
                 logger.info("re-adopted", metadata: ["instance": "\(id)", "pid": "\(found.record.pid)"])
                 local[id] = instance
+                await reissueToken(assignment)
                 do {
                     try await publishPorts(assignment)
                 } catch {
@@ -343,9 +354,27 @@ actor Agent {
                     return
                 }
             }
+            // Its token, fresh (the database keeps only a hash); the scheduler out of reach is retried like config.
+            var issued: String?
+            if let issueToken {
+                do {
+                    issued = try await issueToken(id, assignment.generation)
+                } catch {
+                    wiring?.cancel()
+                    _ = try? await wiring?.value
+                    await network.detach(id)
+                    retryLater(id, generation: assignment.generation, reason: "cannot get the instance's token: \(error)")
+                    return
+                }
+            }
             var request = try LaunchPlan.request(
                 assignment, node: settings.node, configVersion: fetched?.version, ssdMounts: try await ssdMounts(assignment))
             request.networkNamespace = namespace
+            let token = issued
+            if let token {
+                request.env["SIGMA_TOKEN"] = token
+                request.env["SIGMA_TOKEN_FILE"] = Self.tokenPath
+            }
             // No command in the spec: the startup script from the ConfigCenter runs (else the image's own).
             let useScript = request.command.isEmpty && request.args.isEmpty && !(fetched?.script.isEmpty ?? true)
             if useScript { request.command = ["/bin/sh", ConfigDelivery.scriptPath] }
@@ -359,6 +388,7 @@ actor Agent {
                     if let fetched {
                         try ConfigDelivery.write(fetched, rootfs: rootfs, hostMode: hostMode, script: useScript, owner: user)
                     }
+                    if let token { try Self.writeToken(token, rootfs: rootfs, owner: user) }
                     // Its SSDs' top folders are its user's (the contents are what it wrote).
                     if user.uid != 0 { for source in ssdSources { chown(source, user.uid, user.gid) } }
                     try await self.publishPorts(assignment)
@@ -399,6 +429,25 @@ actor Agent {
             if let fetched, case .backoff = local[id]?.phase {
                 watchConfig(id, generation: assignment.generation, app: assignment.app, version: fetched.version)
             }
+        }
+    }
+
+    /// The token file, its user's alone (0400), written inside the instance's root like its config.
+    static func writeToken(_ token: String, rootfs: String, owner: InstanceUser) throws {
+        try InstanceFiles.write(Data((token + "\n").utf8), to: tokenPath, inRoot: rootfs, mode: 0o400,
+                                owner: owner.uid == 0 && owner.gid == 0 ? nil : (owner.uid, owner.gid))
+    }
+
+    /// A re-adopted instance's token is issued again (the agent never had it on disk) and its file rewritten;
+    /// the one before stops working.
+    private func reissueToken(_ assignment: Sigma_V1_Assignment) async {
+        guard let issueToken else { return }
+        let id = assignment.instanceID
+        do {
+            let token = try await issueToken(id, assignment.generation)
+            try Self.writeToken(token, rootfs: runtime.directory(of: id) + "/rootfs", owner: await runtime.user(of: id))
+        } catch {
+            logger.warning("the re-adopted instance's token was not renewed", metadata: ["instance": "\(id)", "error": "\(error)"])
         }
     }
 

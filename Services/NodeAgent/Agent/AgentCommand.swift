@@ -198,6 +198,13 @@ struct AgentCommand: AsyncParsableCommand {
                           logger: logger)
 
         let schedulerClient = try client.client(endpoints: endpoints, timeout: .seconds(5), logger: logger)
+        await agent.useTokens { [nodeName] instance, generation in
+            var request = Sigma_V1_IssueTokenRequest()
+            request.node = nodeName
+            request.instanceID = instance
+            request.generation = generation
+            return try await schedulerClient.call(SchedulerMethods.issueToken, request).token
+        }
         let registration = try registrationRequest(name: nodeName, hostIP: nodeIP, stateDirectory: state)
         let loop = AgentLoop(
             agent: agent, scheduler: schedulerClient, registration: registration, stateDirectory: state,

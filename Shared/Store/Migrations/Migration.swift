@@ -30,6 +30,7 @@ public enum Schema {
         m0016LifecycleMoves,
         m0017AuditRepeats,
         m0018TeamPolicies,
+        m0019TokenHashes,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
