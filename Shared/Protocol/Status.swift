@@ -79,6 +79,10 @@ public struct RPCMethod<Request: SwiftProtobuf.Message & Sendable, Response: Swi
 public enum CommonMethods {
     public static let health = RPCMethod<Sigma_V1_HealthRequest, Sigma_V1_HealthResponse>("Health", idempotent: true)
     public static let metrics = RPCMethod<Sigma_V1_MetricsRequest, Sigma_V1_MetricsResponse>("Metrics", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [health.name, metrics.name]
 }
 
 /// Methods of sigma-allocator.
@@ -102,6 +106,14 @@ public enum AllocatorMethods {
     public static let listSSDs = RPCMethod<Sigma_V1_ListSSDsRequest, Sigma_V1_ListSSDsResponse>("ListSSDs", idempotent: true)
     public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
         "ListIPAllocations", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [
+        createIPPool.name, listIPPools.name, allocateIPs.name, releaseIPs.name, reclaim.name, setNodePortRange.name,
+        allocateHostPorts.name, releaseHostPorts.name, listHostPorts.name, reportSSDs.name, allocateSSDs.name,
+        releaseSSDs.name, listSSDs.name, listIPAllocations.name,
+    ]
 }
 
 /// Methods of sigma-scheduler.
@@ -135,11 +147,25 @@ public enum SchedulerMethods {
     public static let getAssignments = RPCMethod<Sigma_V1_GetAssignmentsRequest, Sigma_V1_GetAssignmentsResponse>("GetAssignments", idempotent: true)
     public static let getRoutes = RPCMethod<Sigma_V1_GetRoutesRequest, Sigma_V1_GetRoutesResponse>("GetRoutes", idempotent: true)
     public static let listEvents = RPCMethod<Sigma_V1_ListEventsRequest, Sigma_V1_ListEventsResponse>("ListEvents", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [
+        registerNode.name, heartbeat.name, cordonNode.name, uncordonNode.name, drainNode.name, removeNode.name,
+        listNodes.name, getPool.name, applyApp.name, getApp.name, listApps.name, deleteApp.name, scaleApp.name,
+        rolloutHistory.name, rolloutUndo.name, setQuota.name, listQuotas.name, setTeamPolicy.name,
+        listTeamPolicies.name, listInstances.name, getInstance.name, updateResources.name, migrateInstance.name,
+        issueToken.name, getAssignments.name, getRoutes.name, listEvents.name,
+    ]
 }
 
 /// Methods of sigma-discovery.
 public enum DiscoveryMethods {
     public static let resolve = RPCMethod<Sigma_V1_ResolveRequest, Sigma_V1_ResolveResponse>("Resolve", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [resolve.name]
 }
 
 /// Methods of sigma-config.
@@ -153,6 +179,13 @@ public enum ConfigMethods {
     public static let promote = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("PromoteConfig", idempotent: false)
     public static let abandon = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("AbandonConfig", idempotent: false)
     public static let fetch = RPCMethod<Sigma_V1_FetchConfigRequest, Sigma_V1_FetchConfigResponse>("FetchConfig", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [
+        publish.name, get.name, history.name, diff.name, rollback.name, gray.name, promote.name, abandon.name,
+        fetch.name,
+    ]
 }
 
 /// Methods of sigma-agent (each agent serves its own node).
@@ -160,6 +193,10 @@ public enum AgentMethods {
     public static let readLogs = RPCMethod<Sigma_V1_ReadLogsRequest, Sigma_V1_ReadLogsResponse>("ReadLogs", idempotent: true)
     public static let listLocalInstances = RPCMethod<Sigma_V1_ListLocalInstancesRequest, Sigma_V1_ListLocalInstancesResponse>(
         "ListLocalInstances", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [readLogs.name, listLocalInstances.name]
 }
 
 /// Access control, served by sigma-scheduler (operators only).
@@ -170,6 +207,10 @@ public enum AccessMethods {
     public static let listPrincipals = RPCMethod<Sigma_V1_ListPrincipalsRequest, Sigma_V1_ListPrincipalsResponse>(
         "ListPrincipals", idempotent: true)
     public static let listAudit = RPCMethod<Sigma_V1_ListAuditRequest, Sigma_V1_ListAuditResponse>("ListAudit", idempotent: true)
+
+    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// checked against (MethodRegistryTests reads this file to keep the list whole).
+    public static let all: [String] = [addPrincipal.name, removePrincipal.name, listPrincipals.name, listAudit.name]
 }
 
 /// The topics of the push feeds. Each ends where a name ends (`node/<name>/`), because ZeroMQ matches

@@ -132,6 +132,10 @@ public struct AccessPolicy: Sendable {
     }
 
     func rule(_ method: String) -> Rule? { rules[method] }
+
+    /// Whether the policy names `method` (every method a service serves should be named, operators-only
+    /// ones too, so that its writes are audited).
+    public func names(_ method: String) -> Bool { rules[method] != nil }
 }
 
 /// The principals a service knows (from the database, refreshed every second, and the bootstrap keys of

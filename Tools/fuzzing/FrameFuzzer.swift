@@ -20,16 +20,10 @@ public struct FrameFuzzer {
     let methods: [String]
     var nextID: UInt64 = 1
 
-    /// Every method any Sigma service serves; a service answers the others UNIMPLEMENTED.
-    public static let knownMethods = [
-        "Health", "Metrics", "CreateIPPool", "ListIPPools", "AllocateIPs", "ReleaseIPs", "Reclaim", "SetNodePortRange",
-        "AllocateHostPorts", "ReleaseHostPorts", "ListHostPorts", "ReportSSDs", "AllocateSSDs", "ReleaseSSDs", "ListSSDs",
-        "ListIPAllocations", "RegisterNode", "Heartbeat", "CordonNode", "UncordonNode", "DrainNode", "RemoveNode", "ListNodes",
-        "GetPool", "ApplyApp", "GetApp", "ListApps", "DeleteApp", "ScaleApp", "RolloutHistory", "RolloutUndo", "SetQuota",
-        "ListQuotas", "ListInstances", "GetInstance", "UpdateResources", "MigrateInstance", "GetAssignments", "GetRoutes",
-        "ListEvents", "Resolve", "PublishConfig", "GetConfig", "ConfigHistory", "DiffConfig", "RollbackConfig", "GrayConfig",
-        "PromoteConfig", "AbandonConfig", "FetchConfig", "ReadLogs", "ListLocalInstances",
-    ]
+    /// Every method any Sigma service serves (the registries in Shared/Protocol/Status.swift); a service answers
+    /// the others UNIMPLEMENTED.
+    public static let knownMethods = CommonMethods.all + AllocatorMethods.all + SchedulerMethods.all + DiscoveryMethods.all
+        + ConfigMethods.all + AgentMethods.all + AccessMethods.all
 
     static let hostileStrings: [String] = [
         "", "web", "n1", "default", "100.64.0.0/16", "'; DROP TABLE instances; --", "\" OR 1=1 --", "%s%s%n%x",
