@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 import Protocol
@@ -10,7 +11,7 @@ struct HostPorts: Sendable {
     let store: Store
     let logger: Logger
 
-    static let defaultRange: ClosedRange<Int> = 20000...32767
+    static let defaultRange = HostPortRange.default
     static let maxPerInstance = 64
 
     func setRange(_ range: Sigma_V1_PortRange) async throws -> Sigma_V1_PortRange {

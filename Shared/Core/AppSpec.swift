@@ -234,7 +234,10 @@ public struct SSDRequest: Hashable, Sendable, Codable {
     public var minBytes: Int64
     public var mountPath: String
 
-    public init(count: Int = 1, minBytes: Int64 = 0, mountPath: String = "/data") {
+    /// Where an instance's first SSD is mounted when the spec doesn't say.
+    public static let defaultMountPath = "/data"
+
+    public init(count: Int = 1, minBytes: Int64 = 0, mountPath: String = SSDRequest.defaultMountPath) {
         self.count = count
         self.minBytes = minBytes
         self.mountPath = mountPath
@@ -297,6 +300,11 @@ extension AppSpec {
         }
         return nil
     }
+}
+
+/// The host ports a node gives instances when its agent names no range (`--port-range`).
+public enum HostPortRange {
+    public static let `default`: ClosedRange<Int> = 20000...32767
 }
 
 extension String {

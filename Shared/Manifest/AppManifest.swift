@@ -240,7 +240,7 @@ public enum AppManifest {
                 let ssd = mapping(node, "ssd", keys: ["count", "minBytes", "mountPath"])
                 spec.ssd = SSDRequest(
                     count: int(ssd["count"], "ssd.count", default: 1), minBytes: bytes(ssd["minBytes"], "ssd.minBytes"),
-                    mountPath: string(ssd["mountPath"], "ssd.mountPath", default: "/data"))
+                    mountPath: string(ssd["mountPath"], "ssd.mountPath", default: SSDRequest.defaultMountPath))
             }
             spec.startup = choice(fields["startup"], "startup", default: .parallel)
             spec.restartPolicy = choice(fields["restartPolicy"], "restartPolicy", default: .always)

@@ -61,7 +61,7 @@ extension AppSpec {
             idcAffinity: IDCAffinity(required: wire.requiredIdcs, preferred: wire.preferredIdcs),
             network: parse(wire.network, "network", default: .overlay, all: NetworkMode.allCases),
             ports: ports,
-            ssd: wire.hasSsd ? SSDRequest(count: Int(wire.ssd.count), minBytes: Int64(clamping: wire.ssd.minBytes), mountPath: wire.ssd.mountPath.isEmpty ? "/data" : wire.ssd.mountPath) : nil,
+            ssd: wire.hasSsd ? SSDRequest(count: Int(wire.ssd.count), minBytes: Int64(clamping: wire.ssd.minBytes), mountPath: wire.ssd.mountPath.isEmpty ? SSDRequest.defaultMountPath : wire.ssd.mountPath) : nil,
             startup: parse(wire.startup, "startup", default: .parallel, all: StartupOrder.allCases),
             restartPolicy: parse(wire.restartPolicy, "restartPolicy", default: .always, all: RestartPolicy.allCases),
             config: wire.hasConfig ? ConfigReference(app: wire.config.app, version: wire.config.version) : nil,

@@ -497,7 +497,7 @@ actor Agent {
     /// block device mounted first under the agent's state folder.
     private func ssdMounts(_ assignment: Sigma_V1_Assignment) async throws -> [OCIConfig.Mount] {
         guard !assignment.ssds.isEmpty else { return [] }
-        let base = assignment.spec.ssd.mountPath.isEmpty ? "/data" : assignment.spec.ssd.mountPath
+        let base = assignment.spec.ssd.mountPath.isEmpty ? SSDRequest.defaultMountPath : assignment.spec.ssd.mountPath
         var mounts: [OCIConfig.Mount] = []
         for (index, ssd) in assignment.ssds.enumerated() {
             let destination = index == 0 ? base : "\(base)\(index)"

@@ -269,7 +269,7 @@ struct AgentCommand: AsyncParsableCommand {
 
     /// `--port-range FIRST-LAST` (default 20000-32767, the scheduler's).
     static func hostPortRange(_ text: String?) throws -> ClosedRange<Int> {
-        guard let text else { return 20000...32767 }
+        guard let text else { return HostPortRange.default }
         let parts = text.split(separator: "-").compactMap { Int($0) }
         guard parts.count == 2, parts[0] >= 1, parts[0] <= parts[1], parts[1] <= 65535 else {
             throw ValidationError("--port-range \"\(text)\": use FIRST-LAST, within 1-65535")

@@ -53,7 +53,7 @@ public actor HostPorts {
         public var services: [String]  // "address . port"
         public var hostPorts: ClosedRange<Int>
 
-        public init(controlHosts: [String] = [], services: [(host: String, port: Int)] = [], hostPorts: ClosedRange<Int> = 20000...32767) {
+        public init(controlHosts: [String] = [], services: [(host: String, port: Int)] = [], hostPorts: ClosedRange<Int> = HostPortRange.default) {
             self.controlHosts = controlHosts.filter { IPv4Address($0) != nil }
             self.services = services.filter { IPv4Address($0.host) != nil }.map { "\($0.host) . \($0.port)" }
             self.hostPorts = hostPorts
