@@ -130,7 +130,7 @@ let package = Package(
 
         // Tests (Swift Testing).
         .testTarget(name: "CoreTests", dependencies: ["Core", "Manifest"], path: "Tests/CoreTests"),
-        .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol", "CZeroMQ"], path: "Tests/RPCTests"),
+        .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Core", "Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
             name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "NodeRuntime", "TestSupport", "Fuzzing"],
