@@ -159,7 +159,10 @@ import TestSupport
                 }
                 try await cluster.eventually("Running") { try await cluster.allRunning("sleeper", 1) }
                 let local = try #require(try await agent.localInstances().first)
-                #expect((try? String(contentsOfFile: "/proc/\(local.pid)/cmdline", encoding: .utf8))?.hasPrefix("/.sigma-init") == true)
+                // (runc returns once the container's process is started; its exec of the init may follow a moment later)
+                try await cluster.eventually("the init as PID 1") {
+                    (try? String(contentsOfFile: "/proc/\(local.pid)/cmdline", encoding: .utf8))?.hasPrefix("/.sigma-init") == true
+                }
                 var delete = Sigma_V1_AppRequest()
                 delete.name = "sleeper"
                 _ = try await cluster.client.call(SchedulerMethods.deleteApp, delete)
