@@ -439,6 +439,21 @@ public final class AuditLog: Service, Sendable {
         var entries: [Entry] = []
         var index: [[String]: Int] = [:]
         var dropped = 0
+
+        /// Folds `entry` into the one it repeats, or queues it while there is room (else counts it dropped).
+        /// At most 10,000 keys are kept per entry (they are only counted).
+        mutating func add(_ entry: Entry, capacity: Int) {
+            let fold = entry.fold
+            if let at = index[fold] {
+                entries[at].repeats += entry.repeats
+                if entries[at].keys.count < 10_000 { entries[at].keys.formUnion(entry.keys) }
+            } else if entries.count < capacity {
+                index[fold] = entries.count
+                entries.append(entry)
+            } else {
+                dropped += entry.repeats
+            }
+        }
     }
 
     let store: Store
@@ -459,21 +474,8 @@ public final class AuditLog: Service, Sendable {
             service: service.rawValue, method: String(method.prefix(200)),
             caller: caller?.name ?? (key == nil ? "anonymous" : "unknown"), role: caller?.role.rawValue ?? "",
             key: key ?? "", status: status.name, subject: String(subject.prefix(200)), message: String(message.prefix(500)))
-        pending.withLock { pending in
-            let fold = entry.fold
-            if let at = pending.index[fold] {
-                pending.entries[at].repeats += 1
-                if pending.entries[at].keys.count < 10_000 { pending.entries[at].keys.insert(entry.key) }
-                return
-            }
-            guard pending.entries.count < capacity else {
-                pending.dropped += 1
-                return
-            }
-            entry.keys = [entry.key]
-            pending.index[fold] = pending.entries.count
-            pending.entries.append(entry)
-        }
+        entry.keys = [entry.key]
+        pending.withLock { $0.add(entry, capacity: capacity) }
     }
 
     public func run() async throws {
@@ -509,18 +511,7 @@ public final class AuditLog: Service, Sendable {
                 // Kept for the next try, before what came since (folded again on the way back in).
                 let newer = pending.entries
                 pending = Pending(dropped: pending.dropped)
-                for entry in entries + newer {
-                    let fold = entry.fold
-                    if let at = pending.index[fold] {
-                        pending.entries[at].repeats += entry.repeats
-                        pending.entries[at].keys.formUnion(entry.keys)
-                    } else if pending.entries.count < capacity {
-                        pending.index[fold] = pending.entries.count
-                        pending.entries.append(entry)
-                    } else {
-                        pending.dropped += entry.repeats
-                    }
-                }
+                for entry in entries + newer { pending.add(entry, capacity: capacity) }
             }
             logger.warning("cannot write the audit log yet; kept for the next try", metadata: ["entries": "\(entries.count)", "error": "\(error)"])
         }

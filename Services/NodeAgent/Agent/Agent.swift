@@ -508,10 +508,9 @@ actor Agent {
             let source = isDirectory.boolValue ? ssd.path : try await mountDevice(ssd.path)
             // Another instance's data never reaches this one: an SSD changing hands is wiped first.
             let owners = SSDOwners(stateDirectory: runtime.configuration.stateDirectory)
-            let previous = owners.owner(of: ssd.path)
-            if try await owners.claim(ssd.path, contents: source, for: assignment.instanceID) {
+            if let previous = try await owners.claim(ssd.path, contents: source, for: assignment.instanceID) {
                 logger.notice("SSD wiped for its new instance", metadata: [
-                    "ssd": "\(ssd.path)", "instance": "\(assignment.instanceID)", "previous": "\(previous ?? "")"])
+                    "ssd": "\(ssd.path)", "instance": "\(assignment.instanceID)", "previous": "\(previous)"])
             }
             mounts.append(OCIConfig.Mount(destination: destination, type: "bind", source: source,
                                           options: ["rbind", "nosuid", "nodev", "rw"]))

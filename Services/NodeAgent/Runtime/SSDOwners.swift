@@ -34,11 +34,12 @@ public struct SSDOwners: Sendable {
     /// Hands `ssd` to `instance`: unless `instance` was the last to use it, everything in `contents` (the
     /// folder holding the SSD's files: the directory itself, or where the device is mounted) is removed first
     /// (without following links, without crossing into other filesystems). An SSD with no record (the first
-    /// use, or one used before the agent kept records) is taken as it is. Returns whether it was wiped.
+    /// use, or one used before the agent kept records) is taken as it is. Returns the instance it was wiped
+    /// of, nil when it was not wiped.
     @discardableResult
-    public func claim(_ ssd: String, contents: String, for instance: String) async throws -> Bool {
+    public func claim(_ ssd: String, contents: String, for instance: String) async throws -> String? {
         let previous = owner(of: ssd)
-        var wiped = false
+        var wiped: String?
         if let previous, previous != instance {
             let entries = try FileManager.default.contentsOfDirectory(atPath: contents)
             if !entries.isEmpty {
@@ -46,7 +47,7 @@ public struct SSDOwners: Sendable {
                     Subprocess.find("rm") ?? "/bin/rm", ["-rf", "--one-file-system", "--"] + entries.map { contents + "/" + $0 })
                 guard result.succeeded else { throw Failure.wipe(ssd, result.errors.trimmingCharacters(in: .whitespacesAndNewlines)) }
             }
-            wiped = true
+            wiped = previous
         }
         if previous != instance {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
