@@ -64,26 +64,48 @@ let package = Package(
             name: "DiscoveryClient",
             dependencies: ["Protocol", "RPC", .product(name: "Logging", package: "swift-log")],
             path: "Shared/DiscoveryClient"),
+        // What every client of the services links (sigmactl, the console, the agent): where the services are,
+        // CURVE keys, the spec and state converters between Core and the wire, log format. No store.
         .target(
-            name: "Service",
+            name: "ClientKit",
             dependencies: [
-                "Core", "Protocol", "RPC", "Store",
+                "Core", "Protocol", "RPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Shared/ClientKit"),
+        // What every service that serves is made of (the agent too): the RPC server, Health, Metrics, shutdown.
+        .target(
+            name: "Hosting",
+            dependencies: [
+                "ClientKit", "Protocol", "RPC",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            path: "Shared/Service"),
+            path: "Shared/Hosting"),
+        // The control-plane host: Hosting plus the store (required), migrations, access control and the audit log.
+        // Only the four control-plane services link it, and with it libpq.
+        .target(
+            name: "ControlPlane",
+            dependencies: [
+                "ClientKit", "Core", "Hosting", "Protocol", "RPC", "Store",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Shared/ControlPlane"),
 
         // Services: each imports the shared libraries, never another service.
         .executableTarget(
             name: "Scheduler",
-            dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            dependencies: ["ControlPlane", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Services/Scheduler"),
         .executableTarget(
             name: "Allocator",
-            dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            dependencies: ["ControlPlane", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Services/Allocator"),
-        .executableTarget(name: "NodeAgent", dependencies: ["Service", "NodeRuntime"], path: "Services/NodeAgent/Agent"),
+        .executableTarget(name: "NodeAgent", dependencies: ["ClientKit", "Hosting", "NodeRuntime"], path: "Services/NodeAgent/Agent"),
         // The agent's runtime (runc, cgroups, images, the node's network); a library so tests drive it directly.
         .target(
             name: "NodeRuntime", dependencies: ["Core", "CRootedFS", .product(name: "Logging", package: "swift-log")],
@@ -95,18 +117,18 @@ let package = Package(
         .executableTarget(
             name: "ConfigCenter",
             dependencies: [
-                "Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "ControlPlane", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
             path: "Services/ConfigCenter"),
         .executableTarget(
             name: "Discovery",
-            dependencies: ["Service", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            dependencies: ["ControlPlane", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Services/Discovery"),
         .executableTarget(
             name: "sigmactl",
             dependencies: [
-                "Service", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "ClientKit", "Manifest", "DiscoveryClient", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Yams", package: "Yams"),
             ],
             path: "Tools/sigmactl"),
@@ -114,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "Console",
             dependencies: [
-                "Service", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "ClientKit", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -125,7 +147,11 @@ let package = Package(
             name: "SigmaFuzz", dependencies: ["Fuzzing", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tools/fuzz"),
         .executableTarget(
-            name: "SigmaBench", dependencies: ["Core", "Service", "DiscoveryClient", "NodeRuntime", "CZeroMQ"],
+            name: "SigmaBench",
+            dependencies: [
+                "Core", "Store", "DiscoveryClient", "NodeRuntime", "CZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/sigma-bench"),
 
         // Tests (Swift Testing).
@@ -133,7 +159,7 @@ let package = Package(
         .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Core", "Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
-            name: "ServiceTests", dependencies: ["Service", "DiscoveryClient", "NodeRuntime", "TestSupport", "Fuzzing"],
+            name: "ServiceTests", dependencies: ["ControlPlane", "DiscoveryClient", "NodeRuntime", "TestSupport", "Fuzzing"],
             path: "Tests/ServiceTests"),
         .testTarget(name: "AgentTests", dependencies: ["NodeRuntime", "TestSupport"], path: "Tests/AgentTests"),
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),

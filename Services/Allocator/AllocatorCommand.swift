@@ -1,7 +1,9 @@
 import ArgumentParser
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 
 /// `sigma-allocator`: Sigma's allocator: instance IPs, host ports and SSDs, each exactly once.
 @main
@@ -11,13 +13,14 @@ struct AllocatorCommand: AsyncParsableCommand {
         abstract: "Sigma's allocator: instance IPs, host ports and SSDs, each exactly once.")
 
     @OptionGroup var options: ServiceOptions
+    @OptionGroup var database: DatabaseOptions
 
     @Option(help: "Seconds between sweeps that release what deleted instances still hold.")
     var reclaimInterval: Double = 60
 
     func run() async throws {
-        let host = try ServiceHost(kind: .allocator, options: options)
-        let pools = IPPools(store: host.store!, logger: host.logger)
+        let host = try ControlPlaneHost(kind: .allocator, options: options, database: database)
+        let pools = IPPools(store: host.store, logger: host.logger)
         var handlers = RPCHandlers()
         handlers.register(AllocatorMethods.createIPPool) { request, _ in try await pools.create(request.pool) }
         handlers.register(AllocatorMethods.listIPPools) { _, _ in try await pools.list() }
@@ -27,7 +30,7 @@ struct AllocatorCommand: AsyncParsableCommand {
             return response
         }
         handlers.register(AllocatorMethods.releaseIPs) { request, _ in try await pools.release(request) }
-        let ports = HostPorts(store: host.store!, logger: host.logger)
+        let ports = HostPorts(store: host.store, logger: host.logger)
         handlers.register(AllocatorMethods.setNodePortRange) { request, _ in
             var response = Sigma_V1_SetNodePortRangeResponse()
             response.range = try await ports.setRange(request.range)
@@ -40,7 +43,7 @@ struct AllocatorCommand: AsyncParsableCommand {
         }
         handlers.register(AllocatorMethods.releaseHostPorts) { request, _ in try await ports.release(request.instanceIds) }
         handlers.register(AllocatorMethods.listHostPorts) { request, _ in try await ports.list(node: request.node, instance: request.instanceID) }
-        let ssds = SSDs(store: host.store!, logger: host.logger)
+        let ssds = SSDs(store: host.store, logger: host.logger)
         handlers.register(AllocatorMethods.reportSSDs) { request, _ in
             var response = Sigma_V1_ReportSSDsResponse()
             response.ssds = try await ssds.report(node: request.node, request.ssds)

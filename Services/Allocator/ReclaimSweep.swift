@@ -1,6 +1,8 @@
 import Logging
 import Protocol
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import ServiceLifecycle
 
 /// Every `interval`, releases what deleted instances still hold. Every replica sweeps; the statement skips

@@ -2,7 +2,9 @@ import ArgumentParser
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import ServiceLifecycle
 import Store
 
@@ -15,12 +17,13 @@ struct ConfigCommand: AsyncParsableCommand {
         abstract: "Sigma's config center: versioned config files and startup scripts, gray release, push.")
 
     @OptionGroup var options: ServiceOptions
+    @OptionGroup var database: DatabaseOptions
 
     @OptionGroup var feed: FeedOptions
 
     func run() async throws {
-        let host = try ServiceHost(kind: .config, options: options)
-        let store = host.store!
+        let host = try ControlPlaneHost(kind: .config, options: options, database: database)
+        let store = host.store
         let (publisher, advertised) = try host.publisher(feed)
         let sets = ConfigSets(store: store, logger: host.logger)
         let waiters = RevisionWaiters()

@@ -4,7 +4,9 @@ import Logging
 import Mustache
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import Store
 
 /// `FetchConfig`: what one instance should run — the gray version if it is one of the gray instances, else the

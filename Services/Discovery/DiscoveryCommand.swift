@@ -2,7 +2,9 @@ import ArgumentParser
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import ServiceLifecycle
 import Store
 
@@ -14,17 +16,18 @@ struct DiscoveryCommand: AsyncParsableCommand {
         abstract: "Sigma's discovery: the endpoints of each app, with a blocking watch, served from memory.")
 
     @OptionGroup var options: ServiceOptions
+    @OptionGroup var database: DatabaseOptions
 
     @OptionGroup var feed: FeedOptions
 
     func run() async throws {
-        let host = try ServiceHost(kind: .discovery, options: options)
+        let host = try ControlPlaneHost(kind: .discovery, options: options, database: database)
         let (publisher, advertised) = try host.publisher(feed)
-        let cache = EndpointCache(store: host.store!, publisher: publisher, eventsEndpoint: advertised, logger: host.logger)
+        let cache = EndpointCache(store: host.store, publisher: publisher, eventsEndpoint: advertised, logger: host.logger)
         let resolver = Resolver(cache: cache, eventsEndpoint: advertised)
         var handlers = RPCHandlers()
         handlers.registerEncoded(DiscoveryMethods.resolve) { request, context in try await resolver.resolveEncoded(request, context: context) }
-        try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store!, cache: cache)])
+        try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store, cache: cache)])
     }
 }
 

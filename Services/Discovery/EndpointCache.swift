@@ -3,7 +3,9 @@ import Foundation
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import Store
 import Synchronization
 

@@ -2,7 +2,9 @@ import Core
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 
 /// `Resolve`: an app's endpoints, filtered, with its index; a blocking query when `wait_index` is set.
 struct Resolver: Sendable {

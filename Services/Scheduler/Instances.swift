@@ -3,7 +3,9 @@ import Foundation
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import Store
 
 /// Instances: listing and describing (with events), termination, live resource updates, manual migration.

@@ -2,7 +2,9 @@ import ArgumentParser
 import Core
 import Protocol
 import RPC
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 
 /// `sigma-scheduler`: Sigma's scheduler: nodes, apps, instances, placement, failure detection and migration.
 /// Every replica serves the API and publishes assignments; the holder of the lease also places and heals.
@@ -13,6 +15,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         abstract: "Sigma's scheduler: nodes, apps, instances, placement, failure detection and migration.")
 
     @OptionGroup var options: ServiceOptions
+    @OptionGroup var database: DatabaseOptions
     @OptionGroup var client: ClientOptions
 
     @Option(help: "Allocator endpoints, comma-separated. [SIGMA_ALLOCATOR]")
@@ -53,10 +56,10 @@ struct SchedulerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let host = try ServiceHost(kind: .scheduler, options: options)
-        let store = host.store!
+        let host = try ControlPlaneHost(kind: .scheduler, options: options, database: database)
+        let store = host.store
         let logger = host.logger
-        let allocatorEndpoints = allocator ?? ServiceOptions.environment(ServiceKind.allocator.endpointVariable)
+        let allocatorEndpoints = allocator ?? environmentValue(ServiceKind.allocator.endpointVariable)
             ?? ServiceKind.allocator.defaultEndpoint
         let allocatorClient = try client.client(endpoints: allocatorEndpoints, timeout: .seconds(10), logger: logger)
         let (publisher, advertised) = try host.publisher(feed)

@@ -1,7 +1,9 @@
 import Foundation
 import Fuzzing
 import Protocol
-import Service
+import ClientKit
+import ControlPlane
+import Hosting
 import Testing
 import TestSupport
 

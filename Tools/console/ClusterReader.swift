@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
 import SwiftProtobuf
 import Synchronization
 

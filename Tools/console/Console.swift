@@ -5,7 +5,7 @@ import Logging
 import NIOCore
 import Protocol
 import RPC
-import Service
+import ClientKit
 import SwiftProtobuf
 
 /// `sigma-console`: the operators' web page. It reads the cluster through the same RPCs as sigmactl and serves
@@ -32,13 +32,13 @@ struct ConsoleCommand: AsyncParsableCommand {
 
     func run() async throws {
         var logger = Logger(label: "sigma.console")
-        logger.logLevel = Logger.Level(rawValue: logLevel ?? ServiceOptions.environment("SIGMA_LOG_LEVEL") ?? "info") ?? .info
-        let address = http ?? ServiceOptions.environment("SIGMA_CONSOLE_LISTEN") ?? "127.0.0.1:8080"
+        logger.logLevel = Logger.Level(rawValue: logLevel ?? environmentValue("SIGMA_LOG_LEVEL") ?? "info") ?? .info
+        let address = http ?? environmentValue("SIGMA_CONSOLE_LISTEN") ?? "127.0.0.1:8080"
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
             throw ValidationError("--http \"\(address)\": expected HOST:PORT")
         }
         let host = String(address[..<colon])
-        let credential = try Self.credential(credentialFile ?? ServiceOptions.environment("SIGMA_CONSOLE_CREDENTIAL_FILE"))
+        let credential = try Self.credential(credentialFile ?? environmentValue("SIGMA_CONSOLE_CREDENTIAL_FILE"))
         guard credential != nil || Self.isLoopback(host) else {
             throw ValidationError("the console binds \(host), beyond the loopback: give it an operator credential (--credential-file)")
         }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Protocol
 import RPC
-import Service
+import ClientKit
 
 /// `sigmactl access add|remove|list`: the principals every control-plane service admits, by CURVE key.
 struct AccessCommand: AsyncParsableCommand {

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
 
 /// `sigmactl alloc ...`: what the allocator has handed out, and its pools.
 struct AllocCommand: AsyncParsableCommand {

@@ -4,7 +4,7 @@ import Foundation
 import Manifest
 import Protocol
 import RPC
-import Service
+import ClientKit
 import SwiftProtobuf
 
 /// `sigmactl apply -f app.yaml`: creates or updates apps, then waits until their instances run.

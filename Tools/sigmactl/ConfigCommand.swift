@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Protocol
 import RPC
-import Service
+import ClientKit
 
 /// `sigmactl config ...`: an app's config files and startup script on sigma-config. Secret files are never shown.
 struct ConfigCommand: AsyncParsableCommand {

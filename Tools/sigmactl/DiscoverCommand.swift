@@ -3,7 +3,7 @@ import DiscoveryClient
 import Foundation
 import Protocol
 import RPC
-import Service
+import ClientKit
 import SwiftProtobuf
 
 /// `sigmactl discover APP [--wait]`: an app's endpoints as Discovery serves them to its peers.

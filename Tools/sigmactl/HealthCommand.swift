@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import Protocol
 import RPC
-import Service
+import ClientKit
 
 /// `sigmactl health`: calls `Health` on all five services and prints one table.
 /// Exits 1 when any service is unreachable or unhealthy.

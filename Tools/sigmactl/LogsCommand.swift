@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Protocol
 import RPC
-import Service
+import ClientKit
 
 /// `sigmactl logs INSTANCE [-f]`: an instance's console log (stdout and stderr), read from the agent of the
 /// node it runs on (found through the scheduler, or given with --agent).

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Protocol
-import Service
+import ClientKit
 
 /// `sigmactl metrics SERVICE`: request counts and latencies per method.
 struct MetricsCommand: AsyncParsableCommand {

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RPC
-import Service
+import ClientKit
 import Yams
 
 /// `sigmactl`: the operator's command line, with kubectl habits.

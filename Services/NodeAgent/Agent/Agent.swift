@@ -4,7 +4,8 @@ import Logging
 import NodeRuntime
 import Protocol
 import RPC
-import Service
+import ClientKit
+import Hosting
 
 /// How the agent behaves; flags of `sigma-agent`.
 struct AgentSettings: Sendable {

@@ -5,7 +5,8 @@ import Logging
 import NodeRuntime
 import Protocol
 import RPC
-import Service
+import ClientKit
+import Hosting
 import ServiceLifecycle
 
 /// `sigma-agent`: runs on every server, as root. It never touches PostgreSQL; it talks to the scheduler.
@@ -140,10 +141,10 @@ struct AgentCommand: AsyncParsableCommand {
         let logger = host.logger
         let nodeName = try resolvedName()
         let nodeIP = try resolvedHostIP()
-        let state = stateDir ?? ServiceOptions.environment("SIGMA_AGENT_STATE") ?? "/var/lib/sigma/agent"
+        let state = stateDir ?? environmentValue("SIGMA_AGENT_STATE") ?? "/var/lib/sigma/agent"
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
 
-        let runtimeName = runtime ?? ServiceOptions.environment("SIGMA_RUNTIME") ?? "runc"
+        let runtimeName = runtime ?? environmentValue("SIGMA_RUNTIME") ?? "runc"
         guard let runtimePath = Subprocess.find(runtimeName) else {
             throw ValidationError("the OCI runtime \"\(runtimeName)\" was not found: install runc (apt-get install runc) or pass --runtime PATH")
         }
@@ -178,14 +179,14 @@ struct AgentCommand: AsyncParsableCommand {
         await network.configureOverlay(vni: vni, localIP: nodeIP)
         let context = NodeContext(
             name: nodeName, hostIP: nodeIP,
-            discovery: discovery ?? ServiceOptions.environment(ServiceKind.discovery.endpointVariable) ?? ServiceKind.discovery.defaultEndpoint,
+            discovery: discovery ?? environmentValue(ServiceKind.discovery.endpointVariable) ?? ServiceKind.discovery.defaultEndpoint,
             pidsLimit: pidsLimit, serverKey: try client.curve()?.serverPublicKey)
         var settings = AgentSettings(node: context)
         settings.stopGrace = .milliseconds(Int64(stopGrace * 1000))
         settings.restartBackoff = .milliseconds(Int64(restartBackoff * 1000))
-        let configEndpoints = config ?? ServiceOptions.environment(ServiceKind.config.endpointVariable) ?? ServiceKind.config.defaultEndpoint
+        let configEndpoints = config ?? environmentValue(ServiceKind.config.endpointVariable) ?? ServiceKind.config.defaultEndpoint
         let configClient = try client.client(endpoints: configEndpoints, timeout: .seconds(5), logger: logger)
-        let endpoints = scheduler ?? ServiceOptions.environment(ServiceKind.scheduler.endpointVariable)
+        let endpoints = scheduler ?? environmentValue(ServiceKind.scheduler.endpointVariable)
             ?? ServiceKind.scheduler.defaultEndpoint
         // Instances reach the control plane's hosts only at Discovery and the config center, and any node only
         // at its host ports.
@@ -227,13 +228,13 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     func resolvedName() throws -> String {
-        let name = (self.name ?? ServiceOptions.environment("SIGMA_NODE_NAME") ?? ProcessInfo.processInfo.hostName).lowercased()
+        let name = (self.name ?? environmentValue("SIGMA_NODE_NAME") ?? ProcessInfo.processInfo.hostName).lowercased()
         guard !name.isEmpty else { throw ValidationError("--name: required (the host name is empty)") }
         return name
     }
 
     func resolvedHostIP() throws -> String {
-        if let given = hostIP ?? ServiceOptions.environment("SIGMA_HOST_IP") {
+        if let given = hostIP ?? environmentValue("SIGMA_HOST_IP") {
             guard IPv4Address(given) != nil else { throw ValidationError("--host-ip: \"\(given)\" is not an IPv4 address") }
             return given
         }
@@ -248,7 +249,7 @@ struct AgentCommand: AsyncParsableCommand {
         request.name = name
         request.hostIp = hostIP
         request.region = region
-        request.idc = idc ?? ServiceOptions.environment("SIGMA_IDC") ?? ""
+        request.idc = idc ?? environmentValue("SIGMA_IDC") ?? ""
         request.isp = isp
         request.capacity.cpuMillis = facts.cpuMillis
         request.capacity.memoryBytes = facts.memoryBytes

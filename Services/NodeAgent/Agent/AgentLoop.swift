@@ -3,7 +3,8 @@ import Logging
 import NodeRuntime
 import Protocol
 import RPC
-import Service
+import ClientKit
+import Hosting
 import ServiceLifecycle
 
 /// The agent's conversation with the scheduler: register, take the snapshot of its assignments and re-adopt

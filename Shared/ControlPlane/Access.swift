@@ -1,5 +1,7 @@
 import Core
+import ClientKit
 import Foundation
+import Hosting
 import Logging
 import Protocol
 import RPC

@@ -1,13 +1,10 @@
 import Foundation
 import Logging
+import ClientKit
 import Protocol
 import RPC
 import ServiceLifecycle
-import Store
 import Synchronization
-
-/// The version every Sigma executable reports.
-public let sigmaVersion = "0.1.0"
 
 /// One thing a service needs to work (the database, the scheduler), checked on every `Health` call.
 public struct HealthCheck: Sendable {
@@ -20,24 +17,20 @@ public struct HealthCheck: Sendable {
     }
 }
 
-/// What every Sigma executable is made of: logging, the RPC server with `Health` and `Metrics`, the
-/// store and its migrations (control plane only), and graceful shutdown on SIGTERM/SIGINT.
+/// What every Sigma executable that serves is made of: logging, the RPC server with `Health` and `Metrics`,
+/// and graceful shutdown on SIGTERM/SIGINT. The agent runs on this alone; the control-plane services wrap it in
+/// `ControlPlaneHost`, which adds the store, its migrations, access control and the audit log.
 public final class ServiceHost: Sendable {
     public let kind: ServiceKind
     public let options: ServiceOptions
     public let logger: Logger
-    /// The database; nil for the agent, which never connects to PostgreSQL.
-    public let store: Store?
     public let metrics = MethodMetricsRegistry()
     /// The endpoint this service serves on, once it does.
     public let bound = BoundEndpoint()
     let startedAt = ContinuousClock.now
-    let schema = SchemaState()
-    /// CURVE of this service's sockets, when on.
-    let curve: CurveServerConfiguration?
-    /// Who may call what (control-plane services), and the audit log of write calls.
-    public let access: AccessControl?
-    public let audit: AuditLog?
+    /// CURVE of this service's sockets, when on, and the named keys of `--curve-allow`.
+    package let curve: CurveServerConfiguration?
+    package let curveBootstrap: [String: String]
 
     public init(kind: ServiceKind, options: ServiceOptions) throws {
         self.kind = kind
@@ -46,50 +39,9 @@ public final class ServiceHost: Sendable {
         var logger = Logger(label: "sigma.\(kind.rawValue)")
         logger[metadataKey: "service"] = "\(kind.rawValue)"
         self.logger = logger
-        if kind.usesDatabase {
-            var configuration = StoreConfiguration(url: try options.resolvedDatabaseURL())
-            configuration.poolSize = options.resolvedPoolSize
-            configuration.applicationName = "sigma-\(kind.rawValue)"
-            store = Store(configuration: configuration, logger: logger)
-        } else {
-            store = nil
-        }
         let curve = try options.resolvedCurve(kind)
         self.curve = curve?.configuration
-        if let store {
-            let audit = AuditLog(store: store, logger: logger)
-            self.audit = audit
-            access = AccessControl(kind: kind, store: store, curve: curve?.configuration, bootstrap: curve?.bootstrap ?? [:],
-                                   audit: audit, logger: logger)
-        } else {
-            audit = nil
-            access = nil
-        }
-    }
-
-    /// With access control on, who may follow which topic of the feed.
-    var subscriptionCheck: (@Sendable (String, String?) -> Bool)? {
-        guard let access, access.enforcing else { return nil }
-        return { topic, key in access.admitsSubscription(topic: topic, key: key) }
-    }
-
-    /// CURVE of the push feed: the service's key pair; known principals only (no token-bearing strangers).
-    var feedCurve: CurveServerConfiguration? {
-        guard let curve else { return nil }
-        guard let list = access?.feedAllowList else { return curve }
-        return CurveServerConfiguration(keyPair: curve.keyPair, allowList: list)
-    }
-
-    /// This service's push feed: a PUB socket on `--events-listen`, else on the endpoint in
-    /// `SIGMA_<SERVICE>_EVENTS`, else on the default; CURVE as the service's own sockets. The endpoint clients
-    /// are told to subscribe at is `--events-advertise` when given, else the one bound.
-    public func publisher(_ feed: FeedOptions) throws -> (publisher: Publisher, advertised: String) {
-        let publisher = try Publisher(
-            endpoint: feed.eventsListen ?? ServiceOptions.environment(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
-            curve: feedCurve, admits: subscriptionCheck, logger: logger)
-        let advertised = feed.eventsAdvertise ?? ServiceOptions.environment(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
-        logger.info("feed", metadata: ["endpoint": "\(publisher.endpoint)", "advertised": "\(advertised)"])
-        return (publisher, advertised)
+        curveBootstrap = curve?.bootstrap ?? [:]
     }
 
     /// Serves `handlers` plus `Health` and `Metrics` next to `services` until SIGTERM/SIGINT.
@@ -97,33 +49,26 @@ public final class ServiceHost: Sendable {
         handlers: RPCHandlers = RPCHandlers(), checks: [HealthCheck] = [], role: @autoclosure @escaping @Sendable () -> String = "active",
         services: [any Service] = []
     ) async throws {
+        try await serve(handlers: handlers, checks: checks, role: role, services: services.map { .init(service: $0) })
+    }
+
+    /// `run`, with `gate` in front of every method (Health and Metrics too) and `services` configured as given.
+    package func serve(
+        handlers: RPCHandlers, checks: [HealthCheck], role: @escaping @Sendable () -> String,
+        services: [ServiceGroupConfiguration.ServiceConfiguration],
+        gate: (@Sendable (String, [UInt8], RequestContext, RPCHandlers.Next) async throws -> [UInt8])? = nil
+    ) async throws {
         var handlers = handlers
-        let allChecks = (store.map { [databaseCheck($0)] } ?? []) + checks
-        handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: allChecks, role: role()) }
+        handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: checks, role: role()) }
         handlers.register(CommonMethods.metrics) { [self] _, _ in metrics.snapshot(service: kind.rawValue) }
-        if let access {
-            handlers.guardAll { method, body, context, next in
-                try await access.gate(method: method, body: body, context: context, next: next)
-            }
-        }
+        if let gate { handlers.guardAll(with: gate) }
         let server = RPCServer(configuration: try options.serverConfiguration(kind, curve: curve), handlers: handlers,
                                logger: logger, observer: metrics.observer)
-        var configured: [ServiceGroupConfiguration.ServiceConfiguration] = [
+        let configured: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: RPCServerService(server: server, readyFile: options.readyFile, logger: logger, bound: bound))
-        ]
-        if let store {
-            configured.append(.init(service: MigrationService(store: store, schema: schema, logger: logger),
-                                    successTerminationBehavior: .ignore))
-        }
-        if let access, let audit {
-            // Without CURVE the access list has nothing to reload and returns at once; that ends nothing else.
-            configured.append(.init(service: access, successTerminationBehavior: .ignore))
-            configured.append(.init(service: audit))
-        }
-        configured += services.map { .init(service: $0) }
+        ] + services
         let group = ServiceGroup(configuration: .init(services: configured, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("starting", metadata: ["version": "\(sigmaVersion)", "pid": "\(getpid())"])
-        defer { store?.shutdown() }
         try await group.run()
         logger.info("stopped cleanly")
     }
@@ -154,22 +99,6 @@ public final class ServiceHost: Sendable {
         }
         response.healthy = response.dependencies.allSatisfy(\.reachable)
         return response
-    }
-
-    func databaseCheck(_ store: Store) -> HealthCheck {
-        HealthCheck(name: "database") { [schema] in
-            do {
-                let rows = try await store.query("SELECT current_setting('server_version') AS version")
-                let server = try rows.first?.decode(String.self, "version") ?? "?"
-                let version = schema.version
-                guard version >= Schema.latestVersion else {
-                    return (false, "PostgreSQL \(server); schema not migrated yet (\(version)/\(Schema.latestVersion))")
-                }
-                return (true, "PostgreSQL \(server); schema \(version)")
-            } catch {
-                return (false, "\(error)")
-            }
-        }
     }
 }
 
@@ -253,37 +182,6 @@ func writeAtomically(_ path: String, _ text: String) throws {
     let temporary = path + ".tmp-\(getpid())"
     try text.write(toFile: temporary, atomically: false, encoding: .utf8)
     guard rename(temporary, path) == 0 else { throw RPCConfigurationError("cannot write \(path)") }
-}
-
-/// The schema version this process has seen applied (0 until its migration step is done).
-final class SchemaState: Sendable {
-    private let value = Atomic<Int>(0)
-    var version: Int { value.load(ordering: .acquiring) }
-    func set(_ version: Int) { value.store(version, ordering: .releasing) }
-}
-
-/// Applies the schema migrations at start, retrying with backoff while PostgreSQL is unreachable, so a
-/// service can start before its database and still serve `Health` (reporting the database down).
-struct MigrationService: Service {
-    let store: Store
-    let schema: SchemaState
-    let logger: Logger
-
-    func run() async throws {
-        var backoff = Duration.milliseconds(200)
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                let applied = try await store.migrate()
-                schema.set(try await store.schemaVersion())
-                logger.info("schema ready", metadata: ["version": "\(schema.version)", "applied_now": "\(applied)"])
-                return
-            } catch {
-                logger.warning("cannot migrate yet; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
-                try? await gracefulSleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
-            }
-        }
-    }
 }
 
 /// Sleeps, but wakes early when the process is asked to shut down.
