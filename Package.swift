@@ -159,7 +159,7 @@ let package = Package(
         .testTarget(name: "RPCTests", dependencies: ["RPC", "Protocol"], path: "Tests/RPCTests"),
         .testTarget(name: "StoreTests", dependencies: ["Core", "Store", "TestSupport"], path: "Tests/StoreTests"),
         .testTarget(
-            name: "ServiceTests", dependencies: ["ControlPlane", "DiscoveryClient", "NodeRuntime", "TestSupport", "Fuzzing"],
+            name: "ServiceTests", dependencies: ["ControlPlane", "Manifest", "DiscoveryClient", "NodeRuntime", "TestSupport", "Fuzzing"],
             path: "Tests/ServiceTests"),
         .testTarget(name: "AgentTests", dependencies: ["NodeRuntime", "TestSupport"], path: "Tests/AgentTests"),
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport"),

@@ -128,7 +128,8 @@ extension AppSpec {
 extension Lifecycle {
     public init(wire: Sigma_V1_Lifecycle) {
         self.init(
-            stopGracePeriodSeconds: Int(wire.stopGracePeriodSeconds), liveness: wire.hasLiveness ? Probe(wire: wire.liveness) : nil,
+            stopGracePeriodSeconds: wire.hasStopGracePeriodSeconds ? Int(wire.stopGracePeriodSeconds) : Lifecycle.defaultGracePeriodSeconds,
+            liveness: wire.hasLiveness ? Probe(wire: wire.liveness) : nil,
             readiness: wire.hasReadiness ? Probe(wire: wire.readiness) : nil, selfFencing: wire.selfFencing,
             reload: wire.hasReload ? ReloadAction(signal: wire.reload.signal, command: wire.reload.command) : nil)
     }

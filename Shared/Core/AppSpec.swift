@@ -270,6 +270,8 @@ public struct ConfigReference: Hashable, Sendable, Codable {
 extension AppSpec {
     /// The image name that runs an instance on a read-only view of its node's own folders.
     public static let hostImage = "host"
+    /// Whether it runs on its node's own folders (`image: host`) rather than an image of its own.
+    public var runsOnHost: Bool { image == Self.hostImage }
     /// The node's folders a `host` image sees, read-only all the way down: no config file can be written under them.
     public static let hostModeFolders = ["/bin", "/sbin", "/lib", "/lib64", "/usr"]
     /// What of the node's /etc a `host` image sees, read-only (paths below /etc; `java-*` is every folder so

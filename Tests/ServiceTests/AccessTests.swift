@@ -390,7 +390,8 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             long.app = String(repeating: "x", count: 1 << 20)
             let discovery = try cluster.client(cluster.discovery, as: "operator")
             do {
-                _ = try await discovery.call(DiscoveryMethods.resolve, long)
+                // A MiB through CURVE on a loaded 2-core machine may take more than the default 5 s.
+                _ = try await discovery.call(DiscoveryMethods.resolve, long, timeout: .seconds(60))
                 Issue.record("a 1 MiB app name was accepted")
             } catch let error as RPCError {
                 #expect(error.code == .invalidArgument)

@@ -398,6 +398,7 @@ import TestSupport
                 try await cluster.apply("fenced", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
                     Self.service(&spec, script: Self.stayUp)
                     spec.lifecycle.selfFencing = true
+                    spec.lifecycle.stopGracePeriodSeconds = 1
                 }
                 try await cluster.apply("plain", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
                     Self.service(&spec, script: Self.stayUp)
@@ -449,6 +450,7 @@ import TestSupport
                     spec.image = "host"
                     spec.config.app = "cfg"
                     spec.lifecycle.reload.signal = "SIGHUP"
+                    spec.lifecycle.stopGracePeriodSeconds = 1
                 }
                 try await cluster.eventually("Running") { try await cluster.instance("cfg")?.state == "Running" }
                 let instance = try #require(try await cluster.instance("cfg"))

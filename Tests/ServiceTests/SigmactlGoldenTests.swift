@@ -78,6 +78,7 @@ import TestSupport
             try await Self.golden("get-nodes", ["get", "nodes"], flags: flags)
             try await Self.golden("get-nodes-json", ["get", "nodes", "-o", "json"], flags: flags)
             try await Self.golden("get-apps", ["get", "apps", "-o", "wide"], flags: flags)
+            try await Self.golden("get-apps-yaml", ["get", "apps", "web", "-o", "yaml"], flags: flags)
             try await Self.golden("get-instances", ["get", "instances", "-o", "wide"], flags: flags)
             try await Self.golden("get-pool", ["get", "pool", "--group-by", "idc"], flags: flags)
             try await Self.golden("get-pool-yaml", ["get", "pool", "--group-by", "idc", "-o", "yaml"], flags: flags)

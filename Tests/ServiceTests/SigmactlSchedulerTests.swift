@@ -68,4 +68,56 @@ import TestSupport
             #expect(missing.status != 0 && missing.output.contains("NOT_FOUND"))
         }
     }
+
+    /// `get apps NAME -o yaml` prints the manifest format: applied back, nothing changes (same revision), and
+    /// printed again it is the same text. Every field a manifest can set goes through the scheduler and back.
+    @Test func getYamlAppliesBackUnchanged() async throws {
+        try await SchedulerCluster.with { cluster in
+            let endpoint = try await cluster.processes[0].endpoint()
+            let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+            let flags = ["--scheduler", endpoint, "--timeout", "30"]
+            let base = NSTemporaryDirectory() + "sigma-roundtrip-\(UUID().uuidString.prefix(8))"
+            defer { for suffix in [".yaml", ".got.yaml"] { try? FileManager.default.removeItem(atPath: base + suffix) } }
+            try """
+                name: db
+                team: dba
+                image: oci:/images/db:1
+                command: [/usr/sbin/db, "--flag=true"]
+                args: ["yes", "1"]
+                env: {MODE: "on", EMPTY: ""}
+                replicas: 3
+                resources:
+                  request: {cpu: 500m, memory: 1Gi}
+                  limit: {cpu: 1.5, memory: 2Gi}
+                nodeSelector: "disk=ssd,idc in (hz-a,hz-b)"
+                spread: {keys: [idc], maxSkew: 2, required: true}
+                idcAffinity: {preferred: [hz-a]}
+                network: host
+                ports: [{name: db, containerPort: 3306}, {name: gossip, containerPort: 7946, protocol: udp}]
+                ssd: {count: 1, minBytes: 100Gi, mountPath: /var/lib/db}
+                startup: ordered
+                restartPolicy: OnFailure
+                config: {app: db, version: 2}
+                lifecycle:
+                  stopGracePeriodSeconds: 30
+                  livenessProbe: {exec: [/bin/check], periodSeconds: 5}
+                  readinessProbe: {tcpPort: 3306, initialDelaySeconds: 5}
+                  selfFencing: true
+                  reload: {signal: SIGHUP}
+                security: {user: "1000:1000", runAsNonRoot: true}
+                """.write(toFile: base + ".yaml", atomically: true, encoding: .utf8)
+            let applied = try await runProgram(sigmactl, ["apply", "-f", base + ".yaml", "--no-wait"] + flags)
+            #expect(applied.contains("app/db applied (revision 1)"), "\(applied)")
+
+            let printed = try await runProgram(sigmactl, ["get", "apps", "db", "-o", "yaml"] + flags)
+            #expect(printed.hasPrefix("# revision 1, ") && printed.contains("restartPolicy: OnFailure"), "\(printed)")
+            try printed.write(toFile: base + ".got.yaml", atomically: true, encoding: .utf8)
+            let again = try await runProgram(sigmactl, ["apply", "-f", base + ".got.yaml", "--no-wait"] + flags)
+            #expect(again.contains("app/db unchanged"), "applying `get -o yaml` changed the app:\n\(again)\n\(printed)")
+            #expect(try await runProgram(sigmactl, ["get", "apps", "db", "-o", "yaml"] + flags) == printed)
+
+            let missing = try await runProgramStatus(sigmactl, ["get", "apps", "nothing", "-o", "yaml"] + flags)
+            #expect(missing.status != 0 && missing.output.contains("no app nothing"))
+        }
+    }
 }

@@ -65,7 +65,7 @@ struct LocalInstance: Sendable {
     /// The ConfigCenter version written into it.
     var configVersion: Int64?
 
-    var lifecycle: Lifecycle { assignment.spec.hasLifecycle ? Lifecycle(wire: assignment.spec.lifecycle) : Lifecycle() }
+    var lifecycle: Lifecycle { assignment.appSpec.lifecycle ?? Lifecycle() }
 
     /// Moves to `next` when the agent's lifecycle has that move (`AgentPhase.transitions`); otherwise nothing
     /// changes and the answer is false (the caller logs it: a bug, never a state to act on).
@@ -344,7 +344,7 @@ actor Agent {
                 namespace = network.namespacePath(for: id)
             }
             // Config first: a ConfigCenter out of reach is retried with back-off, like a crash.
-            if assignment.spec.hasConfig {
+            if assignment.appSpec.config != nil {
                 do {
                     fetched = try await config.fetch(app: assignment.app, instance: id)
                 } catch {
@@ -380,7 +380,7 @@ actor Agent {
             let useScript = request.command.isEmpty && request.args.isEmpty && !(fetched?.script.isEmpty ?? true)
             if useScript { request.command = ["/bin/sh", ConfigDelivery.scriptPath] }
             let rootfs = runtime.directory(of: id) + "/rootfs"
-            let hostMode = assignment.spec.image == "host"
+            let hostMode = assignment.appSpec.runsOnHost
             let record: LaunchRecord
             do {
                 let ssdSources = request.mounts.map(\.source)
@@ -482,12 +482,13 @@ actor Agent {
         try await hostPorts.guardInstance(
             assignment.instanceID, interface: network.names(for: assignment.instanceID).hostInterface, ip: assignment.ip,
             mac: NodeNetwork.mac(for: assignment.ip))
-        guard assignment.spec.network == "host" else { return }
-        for port in assignment.spec.ports {
+        let spec = assignment.appSpec
+        guard spec.network == .host else { return }
+        for port in spec.ports {
             guard let hostPort = assignment.hostPorts[port.name] else { continue }
             let mapping = PortMapping(
-                instance: assignment.instanceID, transport: port.protocol.isEmpty ? "tcp" : port.protocol, hostPort: Int(hostPort),
-                instanceIP: assignment.ip, containerPort: Int(port.containerPort))
+                instance: assignment.instanceID, transport: port.protocol.rawValue, hostPort: Int(hostPort),
+                instanceIP: assignment.ip, containerPort: port.containerPort)
             if let warning = try await hostPorts.publish(mapping) {
                 logger.warning("host port published but not held", metadata: ["instance": "\(assignment.instanceID)", "why": "\(warning)"])
             }
@@ -498,7 +499,7 @@ actor Agent {
     /// block device mounted first under the agent's state folder.
     private func ssdMounts(_ assignment: Sigma_V1_Assignment) async throws -> [OCIConfig.Mount] {
         guard !assignment.ssds.isEmpty else { return [] }
-        let base = assignment.spec.ssd.mountPath.isEmpty ? SSDRequest.defaultMountPath : assignment.spec.ssd.mountPath
+        let base = assignment.appSpec.ssd?.mountPath ?? SSDRequest.defaultMountPath
         var mounts: [OCIConfig.Mount] = []
         for (index, ssd) in assignment.ssds.enumerated() {
             let destination = index == 0 ? base : "\(base)\(index)"
@@ -605,7 +606,7 @@ actor Agent {
 
     /// The app's grace period, or the agent's default for specs that set none.
     func grace(_ assignment: Sigma_V1_Assignment) -> Duration {
-        assignment.spec.hasLifecycle ? .seconds(Int(assignment.spec.lifecycle.stopGracePeriodSeconds)) : settings.stopGrace
+        assignment.appSpec.lifecycle.map { .seconds($0.stopGracePeriodSeconds) } ?? settings.stopGrace
     }
 
     /// Checks running instances for an ending, and decides by the restart policy.
@@ -619,7 +620,7 @@ actor Agent {
     func handleEnding(_ id: String, _ ending: InstanceEnding) {
         guard var instance = local[id] else { return }
         instance.lastEnding = ending
-        let policy = RestartPolicy(rawValue: instance.assignment.spec.restartPolicy) ?? .always
+        let policy = instance.assignment.appSpec.restartPolicy
         let restart = switch policy {
         case .always: true
         case .onFailure: !ending.succeeded

@@ -98,7 +98,7 @@ extension Agent {
         }
         do {
             try ConfigDelivery.write(answer, rootfs: runtime.directory(of: id) + "/rootfs",
-                                     hostMode: instance.assignment.spec.image == "host", script: false,
+                                     hostMode: instance.assignment.appSpec.runsOnHost, script: false,
                                      owner: await runtime.user(of: id))
             local[id]?.configVersion = answer.version
             logger.info("config written", metadata: ["instance": "\(id)", "version": "\(answer.version)"])

@@ -14,21 +14,28 @@ struct NodeContext: Sendable {
     var serverKey: String? = nil
 }
 
+extension Sigma_V1_Assignment {
+    /// The assignment's spec in Core's types, through the one converter (`AppSpec.from(wire:)`, where the
+    /// defaults are applied). The agent reads a spec only through this, never the wire's strings.
+    var appSpec: AppSpec { AppSpec.from(wire: spec).spec }
+}
+
 /// An assignment turned into what the runtime starts: command, environment, limits and mounts.
 enum LaunchPlan {
     static func request(_ assignment: Sigma_V1_Assignment, node: NodeContext, configVersion: Int64?,
                         ssdMounts: [OCIConfig.Mount]) throws -> LaunchRequest {
-        let spec = assignment.spec
+        let spec = assignment.appSpec
         let image = try ImageReference(parsing: spec.image)
         var request = LaunchRequest(
             id: assignment.instanceID, image: image, command: spec.command, args: spec.args,
             env: environment(assignment, node: node, configVersion: configVersion),
             hostname: "\(assignment.app)-\(assignment.ordinal)", limits: limits(assignment, node: node),
             mounts: ssdMounts, networkNamespace: nil)
-        request.user = spec.security.user
-        request.runAsNonRoot = spec.security.runAsNonRoot
+        let security = spec.security ?? SecurityContext()
+        request.user = security.user
+        request.runAsNonRoot = security.runAsNonRoot
         // The scheduler took Unconfined only for a team an operator allows it.
-        request.unconfined = spec.security.seccomp == SecurityContext.SeccompMode.unconfined.rawValue
+        request.unconfined = security.seccomp == .unconfined
         return request
     }
 
@@ -40,7 +47,8 @@ enum LaunchPlan {
 
     /// The spec's environment plus what Sigma tells every instance about itself.
     static func environment(_ assignment: Sigma_V1_Assignment, node: NodeContext, configVersion: Int64?) -> [String: String] {
-        var env = assignment.spec.env
+        let spec = assignment.appSpec
+        var env = spec.env
         env["SIGMA_APP"] = assignment.app
         env["SIGMA_INSTANCE"] = assignment.instanceID
         env["SIGMA_ORDINAL"] = "\(assignment.ordinal)"
@@ -54,7 +62,7 @@ enum LaunchPlan {
         if let key = node.serverKey { env["SIGMA_SERVER_KEY"] = key }
         if let configVersion { env["SIGMA_CONFIG_VERSION"] = "\(configVersion)" }
         // Host ports in the spec's order: the first is SIGMA_HOST_PORT, each named one SIGMA_HOST_PORT_<NAME>.
-        for (index, port) in assignment.spec.ports.enumerated() {
+        for (index, port) in spec.ports.enumerated() {
             guard let hostPort = assignment.hostPorts[port.name] else { continue }
             if index == 0 { env["SIGMA_HOST_PORT"] = "\(hostPort)" }
             env["SIGMA_HOST_PORT_\(variableName(port.name))"] = "\(hostPort)"

@@ -902,7 +902,15 @@ public nonisolated struct Sigma_V1_Lifecycle: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var stopGracePeriodSeconds: UInt32 = 0
+  /// SIGTERM, then SIGKILL this many seconds later; unset: 10 (0 is no grace: SIGKILL at once).
+  public var stopGracePeriodSeconds: UInt32 {
+    get {_stopGracePeriodSeconds ?? 0}
+    set {_stopGracePeriodSeconds = newValue}
+  }
+  /// Returns true if `stopGracePeriodSeconds` has been explicitly set.
+  public var hasStopGracePeriodSeconds: Bool {self._stopGracePeriodSeconds != nil}
+  /// Clears the value of `stopGracePeriodSeconds`. Subsequent reads from it will return its default value.
+  public mutating func clearStopGracePeriodSeconds() {self._stopGracePeriodSeconds = nil}
 
   public var liveness: Sigma_V1_Probe {
     get {_liveness ?? Sigma_V1_Probe()}
@@ -937,6 +945,7 @@ public nonisolated struct Sigma_V1_Lifecycle: Sendable {
 
   public init() {}
 
+  fileprivate var _stopGracePeriodSeconds: UInt32? = nil
   fileprivate var _liveness: Sigma_V1_Probe? = nil
   fileprivate var _readiness: Sigma_V1_Probe? = nil
   fileprivate var _reload: Sigma_V1_ReloadAction? = nil
@@ -3472,7 +3481,7 @@ nonisolated extension Sigma_V1_Lifecycle: SwiftProtobuf.Message, SwiftProtobuf._
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.stopGracePeriodSeconds) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._stopGracePeriodSeconds) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._liveness) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._readiness) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.selfFencing) }()
@@ -3487,9 +3496,9 @@ nonisolated extension Sigma_V1_Lifecycle: SwiftProtobuf.Message, SwiftProtobuf._
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if self.stopGracePeriodSeconds != 0 {
-      try visitor.visitSingularUInt32Field(value: self.stopGracePeriodSeconds, fieldNumber: 1)
-    }
+    try { if let v = self._stopGracePeriodSeconds {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
     try { if let v = self._liveness {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
@@ -3506,7 +3515,7 @@ nonisolated extension Sigma_V1_Lifecycle: SwiftProtobuf.Message, SwiftProtobuf._
   }
 
   public static func ==(lhs: Sigma_V1_Lifecycle, rhs: Sigma_V1_Lifecycle) -> Bool {
-    if lhs.stopGracePeriodSeconds != rhs.stopGracePeriodSeconds {return false}
+    if lhs._stopGracePeriodSeconds != rhs._stopGracePeriodSeconds {return false}
     if lhs._liveness != rhs._liveness {return false}
     if lhs._readiness != rhs._readiness {return false}
     if lhs.selfFencing != rhs.selfFencing {return false}

@@ -1,0 +1,205 @@
+import ArgumentParser
+import Core
+import Foundation
+import Manifest
+import Protocol
+import RPC
+import ClientKit
+import SwiftProtobuf
+
+/// `sigmactl get nodes|apps|instances|pool|events`.
+struct GetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "get", abstract: "List nodes, apps, instances, the pool or events.")
+    enum Kind: String, ExpressibleByArgument, CaseIterable { case nodes, apps, instances, pool, events, quotas }
+    @Argument(help: "nodes, apps, instances, pool, events or quotas.") var kind: Kind
+    @Argument(help: "Only this one (a node, an app, an instance as APP-ORDINAL or its id, a team's quota).") var name: String?
+    @Option(help: "Instances or events of this app only.") var app: String = ""
+    @Option(help: "Instances on this node, or this node's events, only.") var node: String = ""
+    @Option(help: "Pool grouped by these keys (comma-separated; default region,idc,isp).") var groupBy: String = ""
+    @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
+    @OptionGroup var endpoints: EndpointOptions
+
+    func validate() throws {
+        if name != nil && (kind == .pool || kind == .events) { throw ValidationError("get \(kind.rawValue) takes no name") }
+    }
+
+    /// `items`, or the one named `name` (NOT_FOUND when there is none).
+    func named<T>(_ items: [T], _ names: (T) -> [String]) throws -> [T] {
+        guard let name else { return items }
+        let found = items.filter { names($0).contains(name) }
+        if found.isEmpty { throw RPCError.notFound("no \(kind.rawValue.dropLast()) \(name)") }
+        return found
+    }
+
+    func run() async throws {
+        let client = try endpoints.client(.scheduler)
+        switch kind {
+        case .nodes:
+            let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }
+            if output.isStructured { return try printMessages(nodes, as: output) }
+            printTable(
+                ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),
+                nodes.map { node in
+                    var status = node.health
+                    if node.draining { status += ",Draining" } else if node.cordoned { status += ",Cordoned" }
+                    return [node.name, coloured(status), node.idc,
+                            "\(Quantity.formatCPU(node.requested.cpuMillis))/\(Quantity.formatCPU(node.capacity.cpuMillis))",
+                            "\(Quantity.formatBytesRounded(node.requested.memoryBytes))/\(Quantity.formatBytesRounded(node.capacity.memoryBytes))",
+                            "\(node.instances)"]
+                        + (output == .wide ? [node.hostIp, node.region, node.isp, Quantity.formatCPU(node.usage.cpuMillis),
+                                              node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
+                })
+        case .apps:
+            let apps = try named(try await client.call(SchedulerMethods.listApps, .init()).apps) { [$0.spec.name] }
+            // YAML is the manifest format, so it applies back (`sigmactl apply -f`); its status goes in comments.
+            if output == .yaml {
+                return print(try AppManifest.render(apps.map { AppSpec.from(wire: $0.spec).spec }, comments: apps.map { app in
+                    "revision \(app.revision), \(app.ready)/\(app.spec.replicas) ready"
+                }), terminator: "")
+            }
+            if output.isStructured { return try printMessages(apps, as: output) }
+            printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES"] : []), apps.map { app in
+                [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(app.ready)/\(app.spec.replicas)", app.spec.image]
+                    + (output == .wide ? ["\(Resources(wire: app.spec.resources.request))", "\(Resources(wire: app.spec.resources.limit))",
+                                          app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
+            })
+        case .instances:
+            var request = Sigma_V1_ListInstancesRequest()
+            request.app = app
+            request.node = node
+            let instances = try named(try await client.call(SchedulerMethods.listInstances, request).instances) { [instanceName($0), $0.id] }
+            if output.isStructured { return try printMessages(instances, as: output) }
+            printTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
+                       instances.map { instance in
+                           [instanceName(instance), coloured(instance.state), "\(instance.restarts)", instance.node.isEmpty ? "-" : instance.node,
+                            instance.ip.isEmpty ? "-" : instance.ip,
+                            instance.hostPorts.isEmpty ? "-" : instance.hostPorts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
+                            instance.pendingReason.isEmpty ? (instance.reason.isEmpty ? "-" : instance.reason) : instance.pendingReason]
+                               + (output == .wide ? [instance.id, "\(instance.generation)", "\(instance.revision)"] : [])
+                       })
+        case .pool:
+            var request = Sigma_V1_GetPoolRequest()
+            request.groupBy = groupBy.split(separator: ",").map(String.init)
+            let pool = try await client.call(SchedulerMethods.getPool, request)
+            if output.isStructured { return try printStructured(json: try pool.jsonString(), as: output) }
+            func row(_ label: String, _ value: String, _ f: Sigma_V1_PoolFigures) -> [String] {
+                [label, value, "\(f.readyNodes)/\(f.nodes)", Quantity.formatCPU(f.capacity.cpuMillis), Quantity.formatCPU(f.requested.cpuMillis),
+                 Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytesRounded(f.capacity.memoryBytes),
+                 Quantity.formatBytesRounded(f.requested.memoryBytes), Quantity.formatBytesRounded(f.usage.memoryBytes), "\(f.instances)"]
+            }
+            printTable(["GROUP", "VALUE", "READY", "CPU", "CPU REQ", "CPU LIM", "CPU USED", "MEMORY", "MEM REQ", "MEM USED", "INSTANCES"],
+                       [row("total", "-", pool.total)] + pool.groups.map { row($0.key, $0.value.isEmpty ? "-" : $0.value, $0.figures) }
+                           + (output == .wide ? pool.nodes.map { row("node", $0.node, $0.figures) } : []))
+        case .events:
+            var request = Sigma_V1_ListEventsRequest()
+            request.limit = 200
+            if !app.isEmpty { (request.kind, request.name) = ("app", app) }
+            if !node.isEmpty { (request.kind, request.name) = ("node", node) }
+            let events = try await client.call(SchedulerMethods.listEvents, request).events
+            if output.isStructured { return try printMessages(events, as: output) }
+            printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], events.map { event in
+                [timestamp(event.atUnixMs), "\(event.kind)/\(event.name)", event.reason, event.message]
+            })
+        case .quotas:
+            let quotas = try named(try await client.call(SchedulerMethods.listQuotas, .init()).quotas) { [$0.team] }
+            if output.isStructured { return try printMessages(quotas, as: output) }
+            printTable(["TEAM", "CPU USED/QUOTA", "MEMORY USED/QUOTA"], quotas.map { quota in
+                [quota.team, "\(Quantity.formatCPU(quota.used.cpuMillis))/\(Quantity.formatCPU(quota.requests.cpuMillis))",
+                 "\(Quantity.formatBytesRounded(quota.used.memoryBytes))/\(Quantity.formatBytesRounded(quota.requests.memoryBytes))"]
+            })
+        }
+    }
+}
+
+/// `sigmactl describe node|app|instance NAME`: everything about one object, with its events.
+struct DescribeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "describe", abstract: "Show one node, app or instance with its events.")
+    enum Kind: String, ExpressibleByArgument, CaseIterable { case node, app, instance }
+    @Argument(help: "node, app or instance.") var kind: Kind
+    @Argument(help: "Its name (an instance: APP-ORDINAL or its id).") var name: String
+    @OptionGroup var endpoints: EndpointOptions
+
+    func run() async throws {
+        let client = try endpoints.client(.scheduler)
+        var object: any SwiftProtobuf.Message
+        var eventName = name
+        switch kind {
+        case .node:
+            guard let node = try await client.call(SchedulerMethods.listNodes, .init()).nodes.first(where: { $0.name == name }) else {
+                throw RPCError.notFound("no node \(name)")
+            }
+            object = node
+        case .app:
+            var request = Sigma_V1_AppRequest()
+            request.name = name
+            object = try await client.call(SchedulerMethods.getApp, request).app
+        case .instance:
+            let instance = try await resolveInstance(client, name)
+            eventName = instance.id
+            if !instance.pendingReason.isEmpty { print("Pending: \(instance.pendingReason)") }
+            object = instance
+        }
+        var options = JSONEncodingOptions()
+        options.preserveProtoFieldNames = true
+        let fields = try JSONSerialization.jsonObject(with: Data(try object.jsonString(options: options).utf8))
+        for line in flatten(fields, prefix: "") { print(line) }
+        var events = Sigma_V1_ListEventsRequest()
+        events.kind = kind.rawValue
+        events.name = eventName
+        events.limit = 50
+        print("\nEvents:")
+        printTable(["TIME", "REASON", "MESSAGE"], try await client.call(SchedulerMethods.listEvents, events).events.map {
+            [timestamp($0.atUnixMs), $0.reason, $0.message]
+        })
+    }
+}
+
+/// An instance by id or by APP-ORDINAL.
+func resolveInstance(_ client: RPCClient, _ name: String) async throws -> Sigma_V1_Instance {
+    var request = Sigma_V1_GetInstanceRequest()
+    if UUID(uuidString: name) != nil {
+        request.id = name
+    } else if let dash = name.lastIndex(of: "-"), let ordinal = Int32(name[name.index(after: dash)...]) {
+        request.app = String(name[..<dash])
+        request.ordinal = ordinal
+    } else {
+        throw ValidationError("\(name): give an instance id or APP-ORDINAL, e.g. web-0")
+    }
+    return try await client.call(SchedulerMethods.getInstance, request).instance
+}
+
+/// `a.b.c: value` lines from a JSON object, keys sorted.
+func flatten(_ value: Any, prefix: String) -> [String] {
+    switch value {
+    case let object as [String: Any]:
+        return object.keys.sorted().flatMap { flatten(object[$0]!, prefix: prefix.isEmpty ? $0 : "\(prefix).\($0)") }
+    case let list as [Any]:
+        if list.allSatisfy({ !($0 is [String: Any]) && !($0 is [Any]) }) {
+            return ["\(prefix): \(list.map(scalarText).joined(separator: ", "))"]
+        }
+        return list.enumerated().flatMap { flatten($1, prefix: "\(prefix)[\($0)]") }
+    default:
+        return ["\(prefix): \(scalarText(value))"]
+    }
+}
+
+/// A JSON scalar as text: booleans as true/false.
+func scalarText(_ value: Any) -> String {
+    if let flag = jsonBool(value) { return flag ? "true" : "false" }
+    return "\(value)"
+}
+
+func instanceName(_ instance: Sigma_V1_Instance) -> String { "\(instance.app)-\(instance.ordinal)" }
+
+func timestamp(_ unixMs: Int64) -> String {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    return formatter.string(from: Date(timeIntervalSince1970: Double(unixMs) / 1000))
+}
+
+func printMessages<M: SwiftProtobuf.Message>(_ messages: [M], as format: OutputFormat = .json) throws {
+    var options = JSONEncodingOptions()
+    options.preserveProtoFieldNames = true
+    try printStructured(json: "[" + (try messages.map { try $0.jsonString(options: options) }).joined(separator: ",\n") + "]", as: format)
+}
