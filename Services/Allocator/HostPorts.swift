@@ -69,10 +69,10 @@ struct HostPorts: Sendable {
             """
             SELECT coalesce(r.first_port, $2) AS first, coalesce(r.last_port, $3) AS last,
                    coalesce(array_to_string(r.reserved, ','), '') AS reserved
-            FROM nodes n LEFT JOIN node_port_ranges r ON r.node = n.name WHERE n.name = $1
+            FROM node_directory n LEFT JOIN node_port_ranges r ON r.node = n.name WHERE n.name = $1
             """, node, Self.defaultRange.lowerBound, Self.defaultRange.upperBound)
         guard let range = ranges.first else { throw RPCError.notFound("no node \(node)") }
-        guard !(try await tx.query("SELECT 1 FROM instances WHERE id = $1", instance)).isEmpty else {
+        guard !(try await tx.query("SELECT 1 FROM instance_directory WHERE id = $1", instance)).isEmpty else {
             throw RPCError.notFound("no instance \(instance.lowercasedText)")
         }
         // An instance runs on one node: what it holds elsewhere it has moved away from.
@@ -151,7 +151,7 @@ struct HostPorts: Sendable {
     func reclaim() async throws -> [Sigma_V1_HostPortAllocation] {
         let rows = try await store.query(
             """
-            DELETE FROM host_ports h WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = h.instance)
+            DELETE FROM host_ports h WHERE NOT EXISTS (SELECT 1 FROM instance_directory i WHERE i.id = h.instance)
             RETURNING instance::text AS instance, node, port
             """)
         let reclaimed = try Self.group(rows)

@@ -192,7 +192,7 @@ struct IPPools: Sendable {
             """
             WITH orphans AS (
                 SELECT a.address, a.instance FROM ip_addresses a
-                WHERE a.instance IS NOT NULL AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = a.instance)
+                WHERE a.instance IS NOT NULL AND NOT EXISTS (SELECT 1 FROM instance_directory i WHERE i.id = a.instance)
                 FOR UPDATE SKIP LOCKED
             )
             UPDATE ip_addresses AS a SET instance = NULL, allocated_at = NULL, released_at = clock_timestamp()

@@ -22,7 +22,7 @@ struct SSDs: Sendable {
         }
         let reported = Array(paths)
         try await store.transaction(isolation: .readCommitted) { tx in
-            guard !(try await tx.query("SELECT 1 FROM nodes WHERE name = $1", node)).isEmpty else {
+            guard !(try await tx.query("SELECT 1 FROM node_directory WHERE name = $1", node)).isEmpty else {
                 throw RPCError.notFound("no node \(node)")
             }
             for ssd in ssds {
@@ -71,8 +71,8 @@ struct SSDs: Sendable {
     private func allocate(_ node: String, _ instance: UUID, _ count: Int, _ minBytes: Int64, _ tx: Transaction) async throws
         -> [Sigma_V1_SSD]
     {
-        guard !(try await tx.query("SELECT 1 FROM nodes WHERE name = $1", node)).isEmpty else { throw RPCError.notFound("no node \(node)") }
-        guard !(try await tx.query("SELECT 1 FROM instances WHERE id = $1", instance)).isEmpty else {
+        guard !(try await tx.query("SELECT 1 FROM node_directory WHERE name = $1", node)).isEmpty else { throw RPCError.notFound("no node \(node)") }
+        guard !(try await tx.query("SELECT 1 FROM instance_directory WHERE id = $1", instance)).isEmpty else {
             throw RPCError.notFound("no instance \(instance.lowercasedText)")
         }
         // An instance runs on one node: what it holds elsewhere it has moved away from (the data stays there).
@@ -133,7 +133,7 @@ struct SSDs: Sendable {
             """
             WITH orphans AS (
                 SELECT node, path, instance FROM ssds s
-                WHERE instance IS NOT NULL AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = s.instance)
+                WHERE instance IS NOT NULL AND NOT EXISTS (SELECT 1 FROM instance_directory i WHERE i.id = s.instance)
                 FOR UPDATE SKIP LOCKED
             )
             UPDATE ssds AS s SET instance = NULL, allocated_at = NULL FROM orphans

@@ -127,7 +127,7 @@ struct ConfigSets: Sendable {
         guard let (path, folder) = blocked.first else { return }
         let hostMode = try await tx.query(
             """
-            SELECT 1 FROM apps WHERE name = $1 AND NOT deleted AND spec->>'image' = $2 AND jsonb_typeof(spec->'config') = 'object'
+            SELECT 1 FROM app_directory WHERE name = $1 AND image = $2 AND has_config
             """, app, AppSpec.hostImage)
         guard !hostMode.isEmpty else { return }
         throw RPCError.invalidArgument(
@@ -354,66 +354,5 @@ struct ConfigSets: Sendable {
             response.scriptDiff = TextDiff.unified(from: from.script, to: to.script, name: "script")
         }
         return response
-    }
-}
-
-/// What `FetchConfig` reads on every call, kept in memory: releases (refreshed on each change notification),
-/// versions (immutable), the instances of each app (dropped when Discovery's index of the app moves), and
-/// rendered answers.
-final class ConfigCache: Sendable {
-    private let releases = Mutex<[String: Sigma_V1_ConfigRelease]>([:])
-    private let versions = Mutex<[String: Sigma_V1_ConfigVersion]>([:])
-    private let members = Mutex<(lists: [String: [Fetcher.Member]], revisions: [String: UInt64])>(([:], [:]))
-    private let rendered = Mutex<[String: Sigma_V1_FetchConfigResponse]>([:])
-
-    func release(_ app: String) -> Sigma_V1_ConfigRelease? { releases.withLock { $0[app] } }
-
-    func store(_ release: Sigma_V1_ConfigRelease) {
-        releases.withLock { releases in
-            if (releases[release.app]?.revision ?? 0) <= release.revision { releases[release.app] = release }
-        }
-    }
-
-    func version(_ app: String, _ version: Int64) -> Sigma_V1_ConfigVersion? { versions.withLock { $0["\(app) \(version)"] } }
-
-    func store(_ version: Sigma_V1_ConfigVersion) {
-        versions.withLock { versions in
-            if versions.count > 10_000 { versions.removeAll() }
-            versions["\(version.app) \(version.version)"] = version
-        }
-    }
-
-    func members(_ app: String) -> [Fetcher.Member]? { members.withLock { $0.lists[app] } }
-
-    /// Keeps a list read at Discovery index `revision`, unless a newer change has been announced meanwhile.
-    func store(members list: [Fetcher.Member], of app: String, revision: UInt64) {
-        members.withLock { members in
-            if revision >= (members.revisions[app] ?? 0) { members.lists[app] = list }
-        }
-    }
-
-    /// The app's instances changed (Discovery index `revision`): their list and every answer rendered from it go.
-    func instancesChanged(_ app: String, revision: UInt64) {
-        members.withLock { members in
-            members.lists[app] = nil
-            members.revisions[app] = max(members.revisions[app] ?? 0, revision)
-        }
-        rendered.withLock { rendered in rendered = rendered.filter { !$0.key.hasPrefix("\(app) ") } }
-    }
-
-    func rendered(_ key: String) -> Sigma_V1_FetchConfigResponse? { rendered.withLock { $0[key] } }
-
-    func store(rendered answer: Sigma_V1_FetchConfigResponse, key: String) {
-        rendered.withLock { rendered in
-            if rendered.count > 10_000 { rendered.removeAll() }
-            rendered[key] = answer
-        }
-    }
-
-    /// After the LISTEN connection came back: notifications may have been lost.
-    func clear() {
-        releases.withLock { $0.removeAll() }
-        members.withLock { $0.lists.removeAll() }
-        rendered.withLock { $0.removeAll() }
     }
 }

@@ -61,10 +61,10 @@ struct Fetcher: Sendable {
         var revision: UInt64 = 0
         let members = try await sets.store.query(
             """
-            SELECT coalesce((SELECT d.revision FROM discovery_index d WHERE d.app = $1), 0)::bigint AS revision, i.id::text AS id, i.ordinal, i.ip, coalesce(i.node, '') AS node, coalesce(host(n.host_ip), '') AS host_ip,
-                   coalesce(n.idc, '') AS idc, i.state, i.ready, i.host_ports::text AS ports
-            FROM instances i LEFT JOIN nodes n ON n.name = i.node
-            WHERE i.app = $1 AND i.state <> 'Terminated' ORDER BY i.ordinal
+            SELECT coalesce((SELECT d.revision FROM app_index d WHERE d.app = $1), 0)::bigint AS revision, id::text AS id, ordinal, ip, node,
+                   host_ip, idc, state, ready, host_ports::text AS ports
+            FROM instance_directory
+            WHERE app = $1 AND state <> 'Terminated' ORDER BY ordinal
             """, app
         ).map { row in
             revision = UInt64(try row.decode(Int64.self, "revision"))

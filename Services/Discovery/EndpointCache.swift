@@ -112,22 +112,19 @@ final class EndpointCache: Sendable {
         try await store.transaction(isolation: .repeatableRead) { tx in
             let head = try await tx.query(
                 """
-                SELECT EXISTS (SELECT 1 FROM apps WHERE name = $1 AND NOT deleted) AS known,
-                       coalesce((SELECT revision FROM discovery_index WHERE app = $1), 0)::bigint AS revision
+                SELECT EXISTS (SELECT 1 FROM app_directory WHERE name = $1) AS known,
+                       coalesce((SELECT revision FROM app_index WHERE app = $1), 0)::bigint AS revision
                 """, app)[0]
             let revision = UInt64(try head.decode(Int64.self, "revision"))
             guard try head.decode(Bool.self, "known") else { return (Entry(index: revision, endpoints: []), false) }
             let rows = try await tx.query(
                 """
-                SELECT i.id::text AS id, i.ordinal, i.ip, i.state, i.ready, coalesce(i.node, '') AS node, i.generation, i.restarts,
-                       coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
-                       coalesce(host(n.host_ip), '') AS host_ip, coalesce(n.idc, '') AS idc, i.host_ports::text AS host_ports,
-                       coalesce(r.spec -> 'ports', '[]'::jsonb)::text AS ports
-                FROM instances i
-                LEFT JOIN nodes n ON n.name = i.node
-                LEFT JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
-                WHERE i.app = $1 AND i.state <> 'Terminated'
-                ORDER BY i.ordinal
+                SELECT id::text AS id, ordinal, ip, state, ready, node, generation, restarts,
+                       coalesce((extract(epoch FROM next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
+                       host_ip, idc, host_ports::text AS host_ports, ports::text AS ports
+                FROM instance_directory
+                WHERE app = $1 AND state <> 'Terminated'
+                ORDER BY ordinal
                 """, app)
             return (Entry(index: revision, endpoints: try rows.map(Self.endpoint)), true)
         }

@@ -158,23 +158,21 @@ struct Placement: Sendable {
         return specs
     }
 
-    /// Every node with what is taken on it. Free SSDs and host ports are read from the Allocator's tables
-    /// (read only: the Allocator alone writes them, and it checks again when it allocates).
+    /// Every node with what is taken on it. Free SSDs and host ports come from the Allocator's views
+    /// (`free_ssds`, `host_port_use`: the Allocator alone writes its tables, and it checks again when it allocates).
     func loadNodes() async throws -> [NodeCandidate] {
         let rows = try await store.query(
             """
             SELECT n.name, n.region, n.idc, n.isp, n.labels::text AS labels, n.cpu_millis, n.memory_bytes, n.state, n.schedulable,
                    coalesce(s.cpu, 0)::bigint AS requested_cpu, coalesce(s.memory, 0)::bigint AS requested_memory,
                    coalesce(d.sizes, '') AS ssds,
-                   (coalesce(r.last_port - r.first_port + 1 - cardinality(r.reserved), 12768) - coalesce(p.used, 0))::bigint AS free_ports
+                   (coalesce(u.range_size, $2) - coalesce(u.used, 0))::bigint AS free_ports
             FROM nodes n
             LEFT JOIN (SELECT node, sum(request_cpu_millis) AS cpu, sum(request_memory_bytes) AS memory FROM instances
                        WHERE node IS NOT NULL AND state = ANY($1::text[]) GROUP BY node) s ON s.node = n.name
-            LEFT JOIN (SELECT node, string_agg(size_bytes::text, ',') AS sizes FROM ssds WHERE instance IS NULL AND healthy GROUP BY node) d
-                   ON d.node = n.name
-            LEFT JOIN node_port_ranges r ON r.node = n.name
-            LEFT JOIN (SELECT node, count(*) AS used FROM host_ports GROUP BY node) p ON p.node = n.name
-            """, Nodes.holdingStates)
+            LEFT JOIN (SELECT node, string_agg(size_bytes::text, ',') AS sizes FROM free_ssds GROUP BY node) d ON d.node = n.name
+            LEFT JOIN host_port_use u ON u.node = n.name
+            """, Nodes.holdingStates, HostPortRange.default.count)
         return try rows.map { row in
             NodeCandidate(
                 name: try row.decode(String.self, "name"), region: try row.decode(String.self, "region"),

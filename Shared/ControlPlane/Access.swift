@@ -9,137 +9,6 @@ import ServiceLifecycle
 import Store
 import Synchronization
 
-/// Who may call which method of a service, what each call is about, and which calls are writes (audited).
-///
-/// Operators may call everything; services the methods other services need; agents only what concerns
-/// their own node; business instances (by their token) only reads of their own app. A method a policy does
-/// not name is for operators only.
-public struct AccessPolicy: Sendable {
-    public typealias Role = Principal.Role
-
-    /// How a call's subject limits agents and instances.
-    enum Scope: Sendable {
-        /// The roles decide alone.
-        case none
-        /// The subject is a node: an agent only for its own.
-        case node
-        /// The subject is an app: an instance only for its own.
-        case app
-        /// The subject is an app and the call names an instance: an agent only for instances on its node, an
-        /// instance only for its own app and itself.
-        case instance
-    }
-
-    struct Rule: Sendable {
-        var roles: Set<Role>
-        var write: Bool
-        var scope: Scope
-        /// The subject (a node, app, key...) and the instance a call names, read from its request.
-        var subject: (@Sendable ([UInt8]) -> (subject: String, instance: String))?
-    }
-
-    var rules: [String: Rule] = [:]
-
-    static let staff: Set<Role> = [.operator, .service]
-    static let everyone: Set<Role> = Set(Role.allCases)
-
-    mutating func allow<Request, Response>(
-        _ method: RPCMethod<Request, Response>, _ roles: Set<Role>, write: Bool = false, scope: Scope = .none,
-        subject: (@Sendable (Request) -> String)? = nil, instance: (@Sendable (Request) -> String)? = nil
-    ) {
-        var read: (@Sendable ([UInt8]) -> (subject: String, instance: String))?
-        if subject != nil || instance != nil {
-            read = { bytes in
-                guard let request = try? Request(serializedBytes: bytes) else { return ("", "") }
-                return (subject?(request) ?? "", instance?(request) ?? "")
-            }
-        }
-        rules[method.name] = Rule(roles: roles.union([.operator]), write: write, scope: scope, subject: read)
-    }
-
-    /// The policy of one kind of service.
-    public static func of(_ kind: ServiceKind) -> AccessPolicy {
-        var policy = AccessPolicy()
-        policy.allow(CommonMethods.health, everyone)
-        policy.allow(CommonMethods.metrics, staff)
-        switch kind {
-        case .scheduler:
-            let agents: Set<Role> = [.service, .agent]
-            policy.allow(SchedulerMethods.registerNode, agents, write: true, scope: .node, subject: { $0.name })
-            // Heartbeats are state reports several times a second per node, not changes anyone asked for:
-            // not audited (a node's changes of health are events).
-            policy.allow(SchedulerMethods.heartbeat, agents, scope: .node, subject: { $0.node })
-            policy.allow(SchedulerMethods.getAssignments, agents, scope: .node, subject: { $0.node })
-            policy.allow(SchedulerMethods.issueToken, agents, scope: .node, subject: { $0.node })
-            policy.allow(SchedulerMethods.getRoutes, agents)
-            for method in [SchedulerMethods.cordonNode, SchedulerMethods.uncordonNode, SchedulerMethods.drainNode,
-                           SchedulerMethods.removeNode] {
-                policy.allow(method, [], write: true, subject: { $0.name })
-            }
-            policy.allow(SchedulerMethods.listNodes, staff)
-            policy.allow(SchedulerMethods.getPool, staff)
-            policy.allow(SchedulerMethods.applyApp, [], write: true, subject: { $0.spec.name })
-            policy.allow(SchedulerMethods.getApp, staff)
-            policy.allow(SchedulerMethods.listApps, staff)
-            policy.allow(SchedulerMethods.deleteApp, [], write: true, subject: { $0.name })
-            policy.allow(SchedulerMethods.scaleApp, [], write: true, subject: { $0.name })
-            policy.allow(SchedulerMethods.rolloutHistory, staff)
-            policy.allow(SchedulerMethods.rolloutUndo, [], write: true, subject: { $0.name })
-            policy.allow(SchedulerMethods.setQuota, [], write: true, subject: { $0.quota.team })
-            policy.allow(SchedulerMethods.listQuotas, staff)
-            policy.allow(SchedulerMethods.setTeamPolicy, [], write: true, subject: { $0.policy.team })
-            policy.allow(SchedulerMethods.listTeamPolicies, staff)
-            policy.allow(SchedulerMethods.listInstances, staff)
-            policy.allow(SchedulerMethods.getInstance, staff)
-            policy.allow(SchedulerMethods.updateResources, [], write: true, subject: { $0.app }, instance: { $0.instanceID })
-            policy.allow(SchedulerMethods.migrateInstance, [], write: true, instance: { $0.instanceID })
-            policy.allow(SchedulerMethods.listEvents, staff)
-            policy.allow(AccessMethods.addPrincipal, [], write: true, subject: { $0.principal.name })
-            policy.allow(AccessMethods.removePrincipal, [], write: true, subject: { $0.nameOrKey })
-            policy.allow(AccessMethods.listPrincipals, [])
-            policy.allow(AccessMethods.listAudit, [])
-        case .allocator:
-            policy.allow(AllocatorMethods.createIPPool, staff, write: true, subject: { $0.pool.name })
-            policy.allow(AllocatorMethods.listIPPools, staff)
-            policy.allow(AllocatorMethods.allocateIPs, staff, write: true)
-            policy.allow(AllocatorMethods.releaseIPs, staff, write: true)
-            policy.allow(AllocatorMethods.reclaim, staff, write: true)
-            policy.allow(AllocatorMethods.setNodePortRange, staff, write: true, subject: { $0.range.node })
-            policy.allow(AllocatorMethods.allocateHostPorts, staff, write: true)
-            policy.allow(AllocatorMethods.releaseHostPorts, staff, write: true)
-            policy.allow(AllocatorMethods.listHostPorts, staff)
-            policy.allow(AllocatorMethods.reportSSDs, staff, write: true, subject: { $0.node })
-            policy.allow(AllocatorMethods.allocateSSDs, staff, write: true)
-            policy.allow(AllocatorMethods.releaseSSDs, staff, write: true)
-            policy.allow(AllocatorMethods.listSSDs, staff)
-            policy.allow(AllocatorMethods.listIPAllocations, staff)
-        case .config:
-            let readers = staff.union([.instance])
-            policy.allow(ConfigMethods.publish, [], write: true, subject: { $0.app })
-            policy.allow(ConfigMethods.rollback, [], write: true, subject: { $0.app })
-            policy.allow(ConfigMethods.gray, [], write: true, subject: { $0.app })
-            policy.allow(ConfigMethods.promote, [], write: true, subject: { $0.app })
-            policy.allow(ConfigMethods.abandon, [], write: true, subject: { $0.app })
-            policy.allow(ConfigMethods.get, readers, scope: .app, subject: { $0.app })
-            policy.allow(ConfigMethods.history, readers, scope: .app, subject: { $0.app })
-            policy.allow(ConfigMethods.diff, readers, scope: .app, subject: { $0.app })
-            policy.allow(ConfigMethods.fetch, readers.union([.agent]), scope: .instance, subject: { $0.app },
-                         instance: { $0.instanceID })
-        case .discovery:
-            policy.allow(DiscoveryMethods.resolve, staff.union([.instance]), scope: .app, subject: { $0.app })
-        case .agent:
-            break
-        }
-        return policy
-    }
-
-    func rule(_ method: String) -> Rule? { rules[method] }
-
-    /// Whether the policy names `method` (every method a service serves should be named, operators-only
-    /// ones too, so that its writes are audited).
-    public func names(_ method: String) -> Bool { rules[method] != nil }
-}
-
 /// The principals a service knows (from the database, refreshed every second, and the bootstrap keys of
 /// `--curve-allow`), the tokens of business instances, and the check in front of every call.
 public final class AccessControl: Service, Sendable {
@@ -288,7 +157,7 @@ public final class AccessControl: Service, Sendable {
         do {
             rows = try await store.query(
                 """
-                SELECT id::text AS id, app FROM instances
+                SELECT id::text AS id, app FROM instance_directory
                 WHERE token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex') AND state = ANY($2::text[])
                 """, token, InstanceState.names(InstanceState.tokenValid))
         } catch {
@@ -337,7 +206,7 @@ public final class AccessControl: Service, Sendable {
             guard UUID(uuidString: instance) != nil else {
                 throw RPCError.permissionDenied("\(principal.name) may call \(method) only for an instance on its node")
             }
-            let rows = try await store.query("SELECT coalesce(node, '') AS node FROM instances WHERE id = $1::uuid AND app = $2",
+            let rows = try await store.query("SELECT node FROM instance_directory WHERE id = $1::uuid AND app = $2",
                                              instance, subject)
             guard let node = try rows.first?.decode(String.self, "node"), node == principal.node else {
                 throw RPCError.permissionDenied(
@@ -407,115 +276,6 @@ public final class AccessControl: Service, Sendable {
             audit.record(service: kind, method: method, caller: principal, key: context.peerKey, status: rpc.code,
                          subject: shown, message: rpc.message)
             throw error
-        }
-    }
-}
-
-/// The audit log: who called which write method, when, about what, and how it ended. Entries are written in
-/// batches a few times a second (one INSERT each), so auditing costs the calls no round trip; an entry
-/// made in the last fraction of a second before a crash can be lost. Repeats within a batch are folded into
-/// one entry with their count (`repeats`): the same call by the same caller with the same outcome, and for
-/// callers nobody knows the same refusal from any key (the entry keeps the first key and says how many there
-/// were). At most 50,000 distinct entries wait; beyond that new ones are counted and dropped. The scheduler
-/// prunes entries past `--audit-retention`.
-public final class AuditLog: Service, Sendable {
-    struct Entry: Sendable {
-        var service: String
-        var method: String
-        var caller: String
-        var role: String
-        var key: String
-        var status: String
-        var subject: String
-        var message: String
-        var repeats = 1
-        var keys: Set<String> = []
-
-        /// What makes two entries one: everything but the key of an unknown caller (who picks keys freely).
-        var fold: [String] {
-            [service, method, caller, role, caller == "unknown" ? "" : key, status, subject, message]
-        }
-    }
-
-    struct Pending {
-        var entries: [Entry] = []
-        var index: [[String]: Int] = [:]
-        var dropped = 0
-
-        /// Folds `entry` into the one it repeats, or queues it while there is room (else counts it dropped).
-        /// At most 10,000 keys are kept per entry (they are only counted).
-        mutating func add(_ entry: Entry, capacity: Int) {
-            let fold = entry.fold
-            if let at = index[fold] {
-                entries[at].repeats += entry.repeats
-                if entries[at].keys.count < 10_000 { entries[at].keys.formUnion(entry.keys) }
-            } else if entries.count < capacity {
-                index[fold] = entries.count
-                entries.append(entry)
-            } else {
-                dropped += entry.repeats
-            }
-        }
-    }
-
-    let store: Store
-    let logger: Logger
-    let interval: Duration
-    private let pending = Mutex(Pending())
-    private let capacity = 50_000
-
-    init(store: Store, logger: Logger, interval: Duration = .milliseconds(200)) {
-        self.store = store
-        self.logger = logger
-        self.interval = interval
-    }
-
-    func record(service: ServiceKind, method: String, caller: Principal?, key: String?, status: StatusCode,
-                subject: String, message: String) {
-        var entry = Entry(
-            service: service.rawValue, method: String(method.prefix(200)),
-            caller: caller?.name ?? (key == nil ? "anonymous" : "unknown"), role: caller?.role.rawValue ?? "",
-            key: key ?? "", status: status.name, subject: String(subject.prefix(200)), message: String(message.prefix(500)))
-        entry.keys = [entry.key]
-        pending.withLock { $0.add(entry, capacity: capacity) }
-    }
-
-    public func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await gracefulSleep(for: interval)
-            await flush()
-        }
-        await flush()
-    }
-
-    /// Writes what is waiting; kept for the next try when the database does not take it.
-    public func flush() async {
-        let (entries, dropped) = pending.withLock { pending in
-            defer { pending = Pending() }
-            return (pending.entries.map { entry -> Entry in
-                var entry = entry
-                if entry.keys.count > 1 { entry.message = String((entry.message + " (from \(entry.keys.count) keys)").prefix(500)) }
-                return entry
-            }, pending.dropped)
-        }
-        if dropped > 0 { logger.error("audit log overflowed; entries dropped", metadata: ["dropped": "\(dropped)"]) }
-        guard !entries.isEmpty else { return }
-        do {
-            _ = try await store.execute(
-                """
-                INSERT INTO audit_log (service, method, caller, role, caller_key, status, subject, message, repeats)
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                                     $9::int[])
-                """, entries.map(\.service), entries.map(\.method), entries.map(\.caller), entries.map(\.role),
-                entries.map(\.key), entries.map(\.status), entries.map(\.subject), entries.map(\.message), entries.map(\.repeats))
-        } catch {
-            pending.withLock { pending in
-                // Kept for the next try, before what came since (folded again on the way back in).
-                let newer = pending.entries
-                pending = Pending(dropped: pending.dropped)
-                for entry in entries + newer { pending.add(entry, capacity: capacity) }
-            }
-            logger.warning("cannot write the audit log yet; kept for the next try", metadata: ["entries": "\(entries.count)", "error": "\(error)"])
         }
     }
 }

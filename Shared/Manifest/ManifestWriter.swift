@@ -27,20 +27,7 @@ extension AppManifest {
         resources["request"] = quantities(spec.resources.request)
         resources["limit"] = quantities(spec.resources.limit)
         fields["resources"] = resources.node
-        if !spec.nodeSelector.isEmpty { fields["nodeSelector"] = selector(spec.nodeSelector) }
-        if spec.spread != SpreadPolicy() {
-            var spread = Fields()
-            spread["keys"] = texts(spec.spread.keys)
-            spread["maxSkew"] = number(spec.spread.maxSkew)
-            spread["required"] = flag(spec.spread.required)
-            fields["spread"] = spread.node
-        }
-        if spec.idcAffinity != IDCAffinity() {
-            var affinity = Fields()
-            if !spec.idcAffinity.required.isEmpty { affinity["required"] = texts(spec.idcAffinity.required) }
-            if !spec.idcAffinity.preferred.isEmpty { affinity["preferred"] = texts(spec.idcAffinity.preferred) }
-            fields["idcAffinity"] = affinity.node
-        }
+        placement(spec, into: &fields)
         if spec.network != .overlay { fields["network"] = text(spec.network.rawValue) }
         if !spec.ports.isEmpty {
             fields["ports"] = .sequence(.init(spec.ports.map { port in
@@ -75,6 +62,24 @@ extension AppManifest {
             fields["security"] = context.node
         }
         return fields.node
+    }
+
+    /// Where it may run: node selector, spread and IDC affinity, each only when not the default.
+    static func placement(_ spec: AppSpec, into fields: inout Fields) {
+        if !spec.nodeSelector.isEmpty { fields["nodeSelector"] = selector(spec.nodeSelector) }
+        if spec.spread != SpreadPolicy() {
+            var spread = Fields()
+            spread["keys"] = texts(spec.spread.keys)
+            spread["maxSkew"] = number(spec.spread.maxSkew)
+            spread["required"] = flag(spec.spread.required)
+            fields["spread"] = spread.node
+        }
+        if spec.idcAffinity != IDCAffinity() {
+            var affinity = Fields()
+            if !spec.idcAffinity.required.isEmpty { affinity["required"] = texts(spec.idcAffinity.required) }
+            if !spec.idcAffinity.preferred.isEmpty { affinity["preferred"] = texts(spec.idcAffinity.preferred) }
+            fields["idcAffinity"] = affinity.node
+        }
     }
 
     static func node(_ lifecycle: Lifecycle) -> Node {

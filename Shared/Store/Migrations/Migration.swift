@@ -31,6 +31,7 @@ public enum Schema {
         m0017AuditRepeats,
         m0018TeamPolicies,
         m0019TokenHashes,
+        m0020ContractViews,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

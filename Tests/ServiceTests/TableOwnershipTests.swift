@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Every table has one owning module, and only its code names the table in SQL; the other services read
+/// through the views of `0020_ContractViews.swift` (or ask the owner over RPC). Migrations are exempt (they
+/// are where tables, triggers and views are declared), and so are tests and benchmarks, which fill scratch
+/// databases directly, and the fuzzer, whose hostile strings ("'; DROP TABLE instances; --") are no SQL of ours.
+@Suite struct TableOwnershipTests {
+    /// The owning target of each table. A new table needs a line here (the test says so).
+    static let owners: [String: String] = [
+        "apps": "Scheduler", "app_revisions": "Scheduler", "instances": "Scheduler", "nodes": "Scheduler",
+        "events": "Scheduler", "leases": "Scheduler", "team_policies": "Scheduler", "team_quotas": "Scheduler",
+        // Kept by triggers on instances (migrations): the scheduler's, read as app_index.
+        "discovery_index": "Scheduler", "lifecycle_moves": "Scheduler",
+        "ip_pools": "Allocator", "ip_addresses": "Allocator", "host_ports": "Allocator", "node_port_ranges": "Allocator",
+        "ssds": "Allocator",
+        "config_versions": "ConfigCenter", "config_releases": "ConfigCenter",
+        // Written by every control-plane service by design (the gate in front of each method).
+        "audit_log": "ControlPlane", "principals": "ControlPlane",
+    ]
+    static let exempt = ["Shared/Store/Migrations/", "Tests/", "Benchmarks/", "Tools/fuzzing/"]
+
+    static func migrations() throws -> String {
+        let folder = packageRoot.path + "/Shared/Store/Migrations"
+        return try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+            .map { try String(contentsOfFile: folder + "/" + $0, encoding: .utf8) }.joined(separator: "\n")
+    }
+
+    static func declared(_ kind: String, in sql: String) -> Set<String> {
+        Set(ModuleGraphTests.allCaptures(#"CREATE \#(kind) (?:IF NOT EXISTS )?([a-z_][a-z0-9_]*)"#, in: sql))
+    }
+
+    /// (keyword, name) of each SQL reference in `text`: `FROM x`, `JOIN x`, `UPDATE x`, `INTO x`, `TABLE x`.
+    static func references(_ text: String) -> [(keyword: String, name: String)] {
+        let expression = try! NSRegularExpression(pattern: #"\b(FROM|JOIN|UPDATE|INTO|TABLE|TRUNCATE)\s+(?:ONLY\s+)?([a-z_][a-z0-9_]*)\b"#)
+        return expression.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { match in
+            guard let keyword = Range(match.range(at: 1), in: text), let name = Range(match.range(at: 2), in: text) else { return nil }
+            return (String(text[keyword]), String(text[name]))
+        }
+    }
+
+    @Test func everyTableHasAnOwner() throws {
+        let tables = Self.declared("TABLE", in: try Self.migrations())
+        #expect(tables.count >= 19, "tables not read: \(tables.sorted())")
+        for table in tables.sorted() { #expect(Self.owners[table] != nil, "table \(table) has no owner in TableOwnershipTests.owners") }
+        for table in Self.owners.keys.sorted() { #expect(tables.contains(table), "owners lists \(table), which no migration creates") }
+    }
+
+    @Test func onlyTheOwnerNamesATableAndNobodyWritesAView() throws {
+        let sql = try Self.migrations()
+        let tables = Self.declared("TABLE", in: sql), views = Self.declared("VIEW", in: sql)
+        #expect(views.contains("instance_directory"), "views not read: \(views.sorted())")
+        // The longest folder first: a file belongs to the target whose folder holds it.
+        let targets = try ModuleGraphTests.targets().sorted { $0.path.count > $1.path.count }
+        var scanned = 0, references = 0
+        for folder in ["Shared", "Services", "Tools", "Benchmarks", "Tests"] {
+            let root = packageRoot.path + "/" + folder
+            guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
+            for case let file as String in walker where file.hasSuffix(".swift") {
+                let path = folder + "/" + file
+                if Self.exempt.contains(where: path.hasPrefix) { continue }
+                guard let owner = targets.first(where: { path.hasPrefix($0.path + "/") })?.name else {
+                    Issue.record("\(path) belongs to no target")
+                    continue
+                }
+                let text = try String(contentsOfFile: root + "/" + file, encoding: .utf8)
+                scanned += 1
+                for reference in Self.references(text) {
+                    if tables.contains(reference.name) {
+                        references += 1
+                        #expect(Self.owners[reference.name] == owner,
+                                "\(path) (\(owner)) names \(Self.owners[reference.name] ?? "?")'s table \(reference.name) (\(reference.keyword) \(reference.name)): read a view of 0020_ContractViews.swift or ask over RPC")
+                    }
+                    if views.contains(reference.name) && ["UPDATE", "INTO"].contains(reference.keyword) {
+                        Issue.record("\(path) writes the view \(reference.name): views are read-only contracts")
+                    }
+                }
+            }
+        }
+        #expect(scanned > 100 && references > 50, "scanned \(scanned) files, \(references) references")
+    }
+}
