@@ -25,7 +25,9 @@ import Testing
         #expect(AppSpec.from(wire: wire).spec.lifecycle?.stopGracePeriodSeconds == 0)
     }
 
+    /// A field added to AppSpec fails the first check until it is set in the manifest below (and converted).
     @Test func aFullSpecCrossesTheWireUnchanged() throws {
+        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 19, "AppSpec has a new field: set it below")
         let spec = try #require(try AppManifest.parse("""
             name: db
             team: dba

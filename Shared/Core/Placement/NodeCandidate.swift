@@ -18,7 +18,7 @@ public struct NodeCandidate: Hashable, Sendable {
     public init(
         name: String, region: String = "", idc: String = "", isp: String = "", labels: [String: String] = [:],
         capacity: Resources, requested: Resources = .zero, health: NodeHealth = .ready, cordoned: Bool = false,
-        freeSSDs: [Int64] = [], freeHostPorts: Int = 12768
+        freeSSDs: [Int64] = [], freeHostPorts: Int = HostPortRange.default.count
     ) {
         self.name = name
         self.region = region

@@ -3,8 +3,10 @@
 /// 1. preferred IDCs first (while any of them has room),
 /// 2. spread: level by level over the app's topology keys (default IDC, then node), the domain holding the fewest of
 ///    the app's instances (ties by name), so the skew is the smallest that capacity and selectors allow,
-/// 3. balance: the node that would be least requested afterwards (mean of CPU and memory fractions),
+/// 3. the scores (`PlacementScores.all`; today balance: the node that would be least requested afterwards),
 /// 4. the node's name, so the same cluster always gets the same answer.
+/// A new yes/no rule is a `PlacementFilter`, a new preference a `PlacementScore`: one type each, listed in
+/// `PlacementFilters.all` or `PlacementScores.all`.
 ///
 /// Every eligible node is considered, without scanning them per decision: a pass builds an index per app (a domain
 /// tree whose leaves keep their nodes in a heap), so one decision costs O(domains on the path + log nodes).
@@ -13,10 +15,13 @@ public struct Placer: Sendable {
     public private(set) var nodes: [NodeCandidate]
     private var indexByName: [String: Int]
     public let filters: [any PlacementFilter]
+    public let scores: [any PlacementScore]
 
-    public init(nodes: [NodeCandidate], filters: [any PlacementFilter] = PlacementFilters.all) {
+    public init(nodes: [NodeCandidate], filters: [any PlacementFilter] = PlacementFilters.all,
+                scores: [any PlacementScore] = PlacementScores.all) {
         self.nodes = nodes
         self.filters = filters
+        self.scores = scores
         indexByName = Dictionary(nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
@@ -103,11 +108,11 @@ public struct PendingReason: Sendable, CustomStringConvertible, Equatable {
 
 /// One app's placement index for one pass: eligible nodes grouped into a domain tree by the spread keys.
 private struct SpreadIndex {
-    /// A node in a leaf domain's heap, keyed by (instances of the app there if spread covers nodes, fraction
-    /// requested after one more, name).
+    /// A node in a leaf domain's heap, keyed by (instances of the app there if spread covers nodes, its
+    /// score for one more, name).
     struct Entry {
         var count: Int
-        var fraction: Double
+        var score: Double
         var name: String
         var node: Int
     }
@@ -153,13 +158,12 @@ private struct SpreadIndex {
             let domain = Domain(name: name)
             domain.count = members.reduce(0) { $0 + counts[$1, default: 0] }
             if level == levels.count {
-                let request = demand.request
                 domain.heap = Heap(
                     members.map { index in
                         let node = placer.nodes[index]
                         return Entry(
                             count: spreadsNodes ? counts[index, default: 0] : 0,
-                            fraction: node.requestedFraction(adding: request), name: node.name, node: index)
+                            score: PlacementScores.total(node, for: demand, scores: placer.scores), name: node.name, node: index)
                     }, by: SpreadIndex.inOrder)
             } else {
                 var byValue: [String: [Int]] = [:]
@@ -173,7 +177,7 @@ private struct SpreadIndex {
 
     static func inOrder(_ a: Entry, _ b: Entry) -> Bool {
         if a.count != b.count { return a.count < b.count }
-        if a.fraction != b.fraction { return a.fraction < b.fraction }
+        if a.score != b.score { return a.score < b.score }
         return a.name < b.name
     }
 
@@ -190,7 +194,7 @@ private struct SpreadIndex {
                 for domain in path { domain.count += 1 }
                 let updated = placer.nodes[node]
                 leaf.heap!.push(Entry(
-                    count: spreadsNodes ? count : 0, fraction: updated.requestedFraction(adding: demand.request),
+                    count: spreadsNodes ? count : 0, score: PlacementScores.total(updated, for: demand, scores: placer.scores),
                     name: updated.name, node: node))
                 return node
             }
