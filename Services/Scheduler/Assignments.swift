@@ -82,7 +82,7 @@ enum Assignments {
             SELECT s.id::text AS id, s.node FROM instances i
             JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
             JOIN instances s ON s.app = i.app AND s.ordinal = i.ordinal + 1
-            WHERE i.id = $1::uuid AND r.spec->>'startup' = 'ordered' AND s.node IS NOT NULL AND s.state = ANY($2::text[])
+            WHERE i.id = $1::uuid AND r.spec #>> \(ordered) AND s.node IS NOT NULL AND s.state = ANY($2::text[])
             """, instance, runningStates)
         for row in rows {
             let id = try row.decode(String.self, "id")
@@ -91,12 +91,15 @@ enum Assignments {
         }
     }
 
+    /// "the revision's startup is ordered", on a stored spec.
+    static let ordered = "\(AppSpec.StoredPath.startup) = '\(StartupOrder.ordered.rawValue)'"
+
     static let select = """
         SELECT i.id::text AS id, i.app, i.ordinal, i.generation, i.revision, coalesce(i.node, '') AS node, i.state, i.ip,
                coalesce((SELECT host(n.host_ip) FROM nodes n WHERE n.name = i.node), '') AS host_ip,
                i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
-               (r.spec->>'startup' IS DISTINCT FROM 'ordered' OR i.ordinal = 0 OR EXISTS (
+               (NOT coalesce(r.spec #>> \(ordered), false) OR i.ordinal = 0 OR EXISTS (
                    SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready)) AS may_start
         FROM instances i JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
         """

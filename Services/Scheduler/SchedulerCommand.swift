@@ -71,86 +71,9 @@ struct SchedulerCommand: AsyncParsableCommand {
         let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)
 
         var handlers = RPCHandlers()
-        handlers.register(SchedulerMethods.registerNode) { request, _ in try await nodes.register(request) }
-        handlers.register(SchedulerMethods.heartbeat) { request, _ in try await nodes.heartbeat(request) }
-        handlers.register(SchedulerMethods.cordonNode) { request, _ in
-            try Self.node(try await nodes.cordon(request.name, schedulable: false, draining: false, reason: "Cordoned"))
-        }
-        handlers.register(SchedulerMethods.uncordonNode) { request, _ in
-            try Self.node(try await nodes.cordon(request.name, schedulable: true, draining: false, reason: "Uncordoned"))
-        }
-        handlers.register(SchedulerMethods.drainNode) { request, _ in
-            try Self.node(try await nodes.cordon(request.name, schedulable: false, draining: true, reason: "Draining"))
-        }
-        handlers.register(SchedulerMethods.removeNode) { request, _ in try Self.node(try await nodes.remove(request.name)) }
-        handlers.register(SchedulerMethods.listNodes) { _, _ in
-            var response = Sigma_V1_ListNodesResponse()
-            response.nodes = try await nodes.list()
-            return response
-        }
-        handlers.register(SchedulerMethods.getPool) { request, _ in
-            Pool.summary(nodes: try await nodes.list(), groupBy: request.groupBy)
-        }
-
-        handlers.register(SchedulerMethods.applyApp) { request, _ in try await apps.apply(request) }
-        handlers.register(SchedulerMethods.getApp) { request, _ in
-            var response = Sigma_V1_AppResponse()
-            response.app = try await apps.get(request.name)
-            return response
-        }
-        handlers.register(SchedulerMethods.listApps) { request, _ in
-            var response = Sigma_V1_ListAppsResponse()
-            response.apps = try await apps.list(team: request.team)
-            return response
-        }
-        handlers.register(SchedulerMethods.deleteApp) { request, _ in try await apps.delete(request.name) }
-        handlers.register(SchedulerMethods.scaleApp) { request, _ in try await apps.scale(request) }
-        handlers.register(SchedulerMethods.rolloutHistory) { request, _ in try await apps.history(request.name) }
-        handlers.register(SchedulerMethods.rolloutUndo) { request, _ in try await apps.undo(request) }
-        handlers.register(SchedulerMethods.setQuota) { request, _ in
-            var response = Sigma_V1_SetQuotaResponse()
-            response.quota = try await apps.setQuota(request.quota)
-            return response
-        }
-        handlers.register(SchedulerMethods.setTeamPolicy) { request, _ in
-            var response = Sigma_V1_SetTeamPolicyResponse()
-            response.policy = try await apps.setTeamPolicy(request.policy)
-            return response
-        }
-        handlers.register(SchedulerMethods.listTeamPolicies) { _, _ in
-            var response = Sigma_V1_ListTeamPoliciesResponse()
-            response.policies = try await apps.teamPolicies()
-            return response
-        }
-        handlers.register(SchedulerMethods.listQuotas) { _, _ in
-            var response = Sigma_V1_ListQuotasResponse()
-            response.quotas = try await apps.quotas()
-            return response
-        }
-
-        handlers.register(SchedulerMethods.listInstances) { request, _ in
-            var response = Sigma_V1_ListInstancesResponse()
-            response.instances = try await instances.list(request)
-            return response
-        }
-        handlers.register(SchedulerMethods.getInstance) { request, _ in try await instances.get(request) }
-        handlers.register(SchedulerMethods.updateResources) { request, _ in try await instances.updateResources(request, apps: apps) }
-        handlers.register(SchedulerMethods.migrateInstance) { request, _ in try await instances.migrate(request) }
-        handlers.register(SchedulerMethods.issueToken) { request, _ in
-            var response = Sigma_V1_IssueTokenResponse()
-            response.token = try await Assignments.issueToken(store, request)
-            return response
-        }
-        handlers.register(SchedulerMethods.getAssignments) { request, _ in
-            try await Assignments.snapshot(store: store, node: request.node, publisher: publisher)
-        }
-        handlers.register(SchedulerMethods.getRoutes) { _, _ in try await Assignments.routes(store: store, publisher: publisher) }
-        handlers.register(SchedulerMethods.listEvents) { request, _ in
-            var response = Sigma_V1_ListEventsResponse()
-            response.events = try await Events.list(
-                store: store, kind: request.kind, name: request.name, limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)))
-            return response
-        }
+        Self.register(&handlers, nodes: nodes)
+        Self.register(&handlers, apps: apps)
+        Self.register(&handlers, instances: instances, apps: apps, store: store, publisher: publisher)
         AccessAdmin.register(&handlers, store: store)
 
         let leader = Leader(

@@ -163,13 +163,13 @@ struct Upkeep: Sendable {
                 let names = try deleted.map { try $0.decode(String.self, "id") }
                 try await Events.record(tx, .instance, names, "Deleted", Array(repeating: "IP, ports and SSDs released", count: names.count))
                 // An ordinal freed by a terminated instance of a live app (re-applied, scaled up again) comes back.
+                let path = AppSpec.StoredPath.self
                 let created = try await tx.query(
                     """
                     INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
-                    SELECT a.name, g, a.revision, (a.spec #>> '{resources,request,cpuMillis}')::bigint,
-                           (a.spec #>> '{resources,request,memoryBytes}')::bigint, (a.spec #>> '{resources,limit,cpuMillis}')::bigint,
-                           (a.spec #>> '{resources,limit,memoryBytes}')::bigint
-                    FROM apps a, generate_series(0, (a.spec ->> 'replicas')::int - 1) AS g
+                    SELECT a.name, g, a.revision, (a.spec #>> \(path.requestCPU))::bigint, (a.spec #>> \(path.requestMemory))::bigint,
+                           (a.spec #>> \(path.limitCPU))::bigint, (a.spec #>> \(path.limitMemory))::bigint
+                    FROM apps a, generate_series(0, (a.spec #>> \(path.replicas))::int - 1) AS g
                     WHERE NOT a.deleted AND a.name IN (SELECT DISTINCT app FROM unnest($1::text[]) AS t(app))
                     ON CONFLICT (app, ordinal) DO NOTHING
                     RETURNING id::text AS id

@@ -23,6 +23,14 @@ public struct AppSpec: Hashable, Sendable, Codable {
     /// Who the instance runs as; nil = the image's user (root for `host`).
     public var security: SecurityContext?
 
+    /// The keys of the stored JSON (apps.spec, app_revisions.spec): fixed here, not by the property names,
+    /// because SQL reads some of them (`AppSpec.StoredPath`, and the views of migration 20). Rename a
+    /// property and keep its key.
+    public enum CodingKeys: String, CodingKey {
+        case name, team, image, command, args, env, replicas, resources, nodeSelector, spread, idcAffinity, network, ports
+        case ssd, startup, restartPolicy, config, lifecycle, security
+    }
+
     public init(
         name: String, team: String = "", image: String = "", command: [String] = [], args: [String] = [],
         env: [String: String] = [:], replicas: Int = 1, resources: ResourceRequirements = .init(),
@@ -220,6 +228,9 @@ public struct ContainerPort: Hashable, Sendable, Codable {
     public var name: String
     public var containerPort: Int
     public var `protocol`: TransportProtocol
+
+    /// Stored JSON keys: Discovery reads them from the ports column of `instance_directory`.
+    public enum CodingKeys: String, CodingKey { case name, containerPort, `protocol` }
 
     public init(name: String, containerPort: Int, protocol: TransportProtocol = .tcp) {
         self.name = name

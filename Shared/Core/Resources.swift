@@ -4,6 +4,9 @@ public struct Resources: Hashable, Sendable, Codable, CustomStringConvertible {
     public var cpuMillis: Int64
     public var memoryBytes: Int64
 
+    /// Stored JSON keys (SQL reads them: `AppSpec.StoredPath`).
+    public enum CodingKeys: String, CodingKey { case cpuMillis, memoryBytes }
+
     public init(cpuMillis: Int64 = 0, memoryBytes: Int64 = 0) {
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
@@ -41,6 +44,9 @@ public struct Resources: Hashable, Sendable, Codable, CustomStringConvertible {
 public struct ResourceRequirements: Hashable, Sendable, Codable {
     public var request: Resources
     public var limit: Resources
+
+    /// Stored JSON keys (SQL reads them: `AppSpec.StoredPath`).
+    public enum CodingKeys: String, CodingKey { case request, limit }
 
     public init(request: Resources = .zero, limit: Resources = .zero) {
         self.request = request

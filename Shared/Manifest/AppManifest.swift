@@ -223,19 +223,7 @@ public enum AppManifest {
             spec.idcAffinity = IDCAffinity(
                 required: strings(affinity["required"], "idcAffinity.required"), preferred: strings(affinity["preferred"], "idcAffinity.preferred"))
             spec.network = choice(fields["network"], "network", default: .overlay)
-            if let ports = fields["ports"] {
-                if case .sequence(let sequence) = ports {
-                    spec.ports = sequence.enumerated().map { index, item in
-                        let field = "ports[\(index)]"
-                        let port = mapping(item, field, keys: ["name", "containerPort", "protocol"])
-                        return ContainerPort(
-                            name: string(port["name"], "\(field).name"), containerPort: int(port["containerPort"], "\(field).containerPort"),
-                            protocol: choice(port["protocol"], "\(field).protocol", default: .tcp))
-                    }
-                } else {
-                    fail("ports", "expected a list")
-                }
-            }
+            if let ports = fields["ports"] { spec.ports = self.ports(ports) }
             if let node = fields["ssd"] {
                 let ssd = mapping(node, "ssd", keys: ["count", "minBytes", "mountPath"])
                 spec.ssd = SSDRequest(
@@ -256,6 +244,20 @@ public enum AppManifest {
                     seccomp: choice(security["seccomp"], "security.seccomp", default: .runtimeDefault))
             }
             return spec
+        }
+
+        mutating func ports(_ node: Node) -> [ContainerPort] {
+            guard case .sequence(let sequence) = node else {
+                fail("ports", "expected a list")
+                return []
+            }
+            return sequence.enumerated().map { index, item in
+                let field = "ports[\(index)]"
+                let port = mapping(item, field, keys: ["name", "containerPort", "protocol"])
+                return ContainerPort(
+                    name: string(port["name"], "\(field).name"), containerPort: int(port["containerPort"], "\(field).containerPort"),
+                    protocol: choice(port["protocol"], "\(field).protocol", default: .tcp))
+            }
         }
 
         mutating func lifecycle(_ node: Node) -> Lifecycle {

@@ -13,12 +13,9 @@ import TestSupport
     static let longFunctions: [String: Int] = [
         "Benchmarks/sigma-bench/NetBench.swift: func measure() async throws -> Report {": 120,
         "Services/NodeAgent/Runtime/InstanceRuntime.swift: public func start(_ request: LaunchRequest, labels: [String: String] = [:],": 114,
-        "Services/Scheduler/SchedulerCommand.swift: func run() async throws {": 107,
         "Benchmarks/sigma-bench/BindBench.swift: func measure(nodes: Int, benchURL: String, logger: Logger) async throws -> Report {": 107,
-        "Services/NodeAgent/Agent/AgentCommand.swift: func run() async throws {": 90,
         "Benchmarks/sigma-bench/ConfigBench.swift: func measure(url: String, logger: Logger) async throws -> Report {": 87,
         "Benchmarks/sigma-bench/AllocBench.swift: func measure(benchURL: String, logger: Logger) async throws -> Report {": 79,
-        "Tools/sigmactl/GetCommand.swift: func run() async throws {": 78,
         // An nft script literal, mostly.
         "Services/NodeAgent/Runtime/HostPorts.swift: private func makeTables() async throws {": 78,
         "Services/Scheduler/Nodes.swift: private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {": 76,
@@ -26,7 +23,6 @@ import TestSupport
         "Shared/ControlPlane/AccessPolicy.swift: public static func of(_ kind: ServiceKind) -> AccessPolicy {": 74,
         "Services/Scheduler/Placement.swift: private func allocate(_ batch: [Binding]) async throws -> Allocated {": 65,
         "Benchmarks/sigma-bench/DiscoveryBench.swift: func measure(url: String, logger: Logger) async throws -> Report {": 64,
-        "Shared/Manifest/AppManifest.swift: mutating func app(_ document: Node) -> AppSpec {": 61,
     ]
 
     static func sources() -> [(path: String, lines: [Substring])] {

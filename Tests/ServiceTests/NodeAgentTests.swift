@@ -85,10 +85,11 @@ import TestSupport
                 update.resources.limit.cpuMillis = 1500
                 update.resources.limit.memoryBytes = 256 << 20
                 _ = try await cluster.client.call(SchedulerMethods.updateResources, update)
-                try await cluster.eventually("the new quota in the cgroup") {
+                // The agent writes the CPU quota first and the memory limit after it: wait for both.
+                try await cluster.eventually("the new quota and memory limit in the cgroup") {
                     agent.cgroupFile(instance.id, "cpu", "cpu.cfs_quota_us") == "150000"
+                        && agent.cgroupFile(instance.id, "memory", "memory.limit_in_bytes") == "\(256 << 20)"
                 }
-                #expect(agent.cgroupFile(instance.id, "memory", "memory.limit_in_bytes") == "\(256 << 20)")
                 #expect(try await agent.localInstances().first { $0.instanceID == instance.id }?.pid == pid)
                 try await cluster.eventually("the new applied limit reported") {
                     try await cluster.instance("web", ordinal: 1)?.appliedLimit.cpuMillis == 1500

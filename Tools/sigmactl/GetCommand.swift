@@ -34,80 +34,98 @@ struct GetCommand: AsyncParsableCommand {
     func run() async throws {
         let client = try endpoints.client(.scheduler)
         switch kind {
-        case .nodes:
-            let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }
-            if output.isStructured { return try printMessages(nodes, as: output) }
-            printTable(
-                ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),
-                nodes.map { node in
-                    var status = node.health
-                    if node.draining { status += ",Draining" } else if node.cordoned { status += ",Cordoned" }
-                    return [node.name, coloured(status), node.idc,
-                            "\(Quantity.formatCPU(node.requested.cpuMillis))/\(Quantity.formatCPU(node.capacity.cpuMillis))",
-                            "\(Quantity.formatBytesRounded(node.requested.memoryBytes))/\(Quantity.formatBytesRounded(node.capacity.memoryBytes))",
-                            "\(node.instances)"]
-                        + (output == .wide ? [node.hostIp, node.region, node.isp, Quantity.formatCPU(node.usage.cpuMillis),
-                                              node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
-                })
-        case .apps:
-            let apps = try named(try await client.call(SchedulerMethods.listApps, .init()).apps) { [$0.spec.name] }
-            // YAML is the manifest format, so it applies back (`sigmactl apply -f`); its status goes in comments.
-            if output == .yaml {
-                return print(try AppManifest.render(apps.map { AppSpec.from(wire: $0.spec).spec }, comments: apps.map { app in
-                    "revision \(app.revision), \(app.ready)/\(app.spec.replicas) ready"
-                }), terminator: "")
-            }
-            if output.isStructured { return try printMessages(apps, as: output) }
-            printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES"] : []), apps.map { app in
-                [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(app.ready)/\(app.spec.replicas)", app.spec.image]
-                    + (output == .wide ? ["\(Resources(wire: app.spec.resources.request))", "\(Resources(wire: app.spec.resources.limit))",
-                                          app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
-            })
-        case .instances:
-            var request = Sigma_V1_ListInstancesRequest()
-            request.app = app
-            request.node = node
-            let instances = try named(try await client.call(SchedulerMethods.listInstances, request).instances) { [instanceName($0), $0.id] }
-            if output.isStructured { return try printMessages(instances, as: output) }
-            printTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
-                       instances.map { instance in
-                           [instanceName(instance), coloured(instance.state), "\(instance.restarts)", instance.node.isEmpty ? "-" : instance.node,
-                            instance.ip.isEmpty ? "-" : instance.ip,
-                            instance.hostPorts.isEmpty ? "-" : instance.hostPorts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
-                            instance.pendingReason.isEmpty ? (instance.reason.isEmpty ? "-" : instance.reason) : instance.pendingReason]
-                               + (output == .wide ? [instance.id, "\(instance.generation)", "\(instance.revision)"] : [])
-                       })
-        case .pool:
-            var request = Sigma_V1_GetPoolRequest()
-            request.groupBy = groupBy.split(separator: ",").map(String.init)
-            let pool = try await client.call(SchedulerMethods.getPool, request)
-            if output.isStructured { return try printStructured(json: try pool.jsonString(), as: output) }
-            func row(_ label: String, _ value: String, _ f: Sigma_V1_PoolFigures) -> [String] {
-                [label, value, "\(f.readyNodes)/\(f.nodes)", Quantity.formatCPU(f.capacity.cpuMillis), Quantity.formatCPU(f.requested.cpuMillis),
-                 Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytesRounded(f.capacity.memoryBytes),
-                 Quantity.formatBytesRounded(f.requested.memoryBytes), Quantity.formatBytesRounded(f.usage.memoryBytes), "\(f.instances)"]
-            }
-            printTable(["GROUP", "VALUE", "READY", "CPU", "CPU REQ", "CPU LIM", "CPU USED", "MEMORY", "MEM REQ", "MEM USED", "INSTANCES"],
-                       [row("total", "-", pool.total)] + pool.groups.map { row($0.key, $0.value.isEmpty ? "-" : $0.value, $0.figures) }
-                           + (output == .wide ? pool.nodes.map { row("node", $0.node, $0.figures) } : []))
-        case .events:
-            var request = Sigma_V1_ListEventsRequest()
-            request.limit = 200
-            if !app.isEmpty { (request.kind, request.name) = ("app", app) }
-            if !node.isEmpty { (request.kind, request.name) = ("node", node) }
-            let events = try await client.call(SchedulerMethods.listEvents, request).events
-            if output.isStructured { return try printMessages(events, as: output) }
-            printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], events.map { event in
-                [timestamp(event.atUnixMs), "\(event.kind)/\(event.name)", event.reason, event.message]
-            })
-        case .quotas:
-            let quotas = try named(try await client.call(SchedulerMethods.listQuotas, .init()).quotas) { [$0.team] }
-            if output.isStructured { return try printMessages(quotas, as: output) }
-            printTable(["TEAM", "CPU USED/QUOTA", "MEMORY USED/QUOTA"], quotas.map { quota in
-                [quota.team, "\(Quantity.formatCPU(quota.used.cpuMillis))/\(Quantity.formatCPU(quota.requests.cpuMillis))",
-                 "\(Quantity.formatBytesRounded(quota.used.memoryBytes))/\(Quantity.formatBytesRounded(quota.requests.memoryBytes))"]
-            })
+        case .nodes: try await nodes(client)
+        case .apps: try await apps(client)
+        case .instances: try await instances(client)
+        case .pool: try await pool(client)
+        case .events: try await events(client)
+        case .quotas: try await quotas(client)
         }
+    }
+
+    private func nodes(_ client: RPCClient) async throws {
+        let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }
+        if output.isStructured { return try printMessages(nodes, as: output) }
+        printTable(
+            ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),
+            nodes.map { node in
+                var status = node.health
+                if node.draining { status += ",Draining" } else if node.cordoned { status += ",Cordoned" }
+                return [node.name, coloured(status), node.idc,
+                        "\(Quantity.formatCPU(node.requested.cpuMillis))/\(Quantity.formatCPU(node.capacity.cpuMillis))",
+                        "\(Quantity.formatBytesRounded(node.requested.memoryBytes))/\(Quantity.formatBytesRounded(node.capacity.memoryBytes))",
+                        "\(node.instances)"]
+                    + (output == .wide ? [node.hostIp, node.region, node.isp, Quantity.formatCPU(node.usage.cpuMillis),
+                                          node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
+            })
+    }
+
+    private func apps(_ client: RPCClient) async throws {
+        let apps = try named(try await client.call(SchedulerMethods.listApps, .init()).apps) { [$0.spec.name] }
+        // YAML is the manifest format, so it applies back (`sigmactl apply -f`); its status goes in comments.
+        if output == .yaml {
+            return print(try AppManifest.render(apps.map { AppSpec.from(wire: $0.spec).spec }, comments: apps.map { app in
+                "revision \(app.revision), \(app.ready)/\(app.spec.replicas) ready"
+            }), terminator: "")
+        }
+        if output.isStructured { return try printMessages(apps, as: output) }
+        printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES"] : []), apps.map { app in
+            [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(app.ready)/\(app.spec.replicas)", app.spec.image]
+                + (output == .wide ? ["\(Resources(wire: app.spec.resources.request))", "\(Resources(wire: app.spec.resources.limit))",
+                                      app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
+        })
+    }
+
+    private func instances(_ client: RPCClient) async throws {
+        var request = Sigma_V1_ListInstancesRequest()
+        request.app = app
+        request.node = node
+        let instances = try named(try await client.call(SchedulerMethods.listInstances, request).instances) { [instanceName($0), $0.id] }
+        if output.isStructured { return try printMessages(instances, as: output) }
+        printTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
+                   instances.map { instance in
+                       [instanceName(instance), coloured(instance.state), "\(instance.restarts)", instance.node.isEmpty ? "-" : instance.node,
+                        instance.ip.isEmpty ? "-" : instance.ip,
+                        instance.hostPorts.isEmpty ? "-" : instance.hostPorts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
+                        instance.pendingReason.isEmpty ? (instance.reason.isEmpty ? "-" : instance.reason) : instance.pendingReason]
+                           + (output == .wide ? [instance.id, "\(instance.generation)", "\(instance.revision)"] : [])
+                   })
+    }
+
+    private func pool(_ client: RPCClient) async throws {
+        var request = Sigma_V1_GetPoolRequest()
+        request.groupBy = groupBy.split(separator: ",").map(String.init)
+        let pool = try await client.call(SchedulerMethods.getPool, request)
+        if output.isStructured { return try printStructured(json: try pool.jsonString(), as: output) }
+        func row(_ label: String, _ value: String, _ f: Sigma_V1_PoolFigures) -> [String] {
+            [label, value, "\(f.readyNodes)/\(f.nodes)", Quantity.formatCPU(f.capacity.cpuMillis), Quantity.formatCPU(f.requested.cpuMillis),
+             Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytesRounded(f.capacity.memoryBytes),
+             Quantity.formatBytesRounded(f.requested.memoryBytes), Quantity.formatBytesRounded(f.usage.memoryBytes), "\(f.instances)"]
+        }
+        printTable(["GROUP", "VALUE", "READY", "CPU", "CPU REQ", "CPU LIM", "CPU USED", "MEMORY", "MEM REQ", "MEM USED", "INSTANCES"],
+                   [row("total", "-", pool.total)] + pool.groups.map { row($0.key, $0.value.isEmpty ? "-" : $0.value, $0.figures) }
+                       + (output == .wide ? pool.nodes.map { row("node", $0.node, $0.figures) } : []))
+    }
+
+    private func events(_ client: RPCClient) async throws {
+        var request = Sigma_V1_ListEventsRequest()
+        request.limit = 200
+        if !app.isEmpty { (request.kind, request.name) = ("app", app) }
+        if !node.isEmpty { (request.kind, request.name) = ("node", node) }
+        let events = try await client.call(SchedulerMethods.listEvents, request).events
+        if output.isStructured { return try printMessages(events, as: output) }
+        printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], events.map { event in
+            [timestamp(event.atUnixMs), "\(event.kind)/\(event.name)", event.reason, event.message]
+        })
+    }
+
+    private func quotas(_ client: RPCClient) async throws {
+        let quotas = try named(try await client.call(SchedulerMethods.listQuotas, .init()).quotas) { [$0.team] }
+        if output.isStructured { return try printMessages(quotas, as: output) }
+        printTable(["TEAM", "CPU USED/QUOTA", "MEMORY USED/QUOTA"], quotas.map { quota in
+            [quota.team, "\(Quantity.formatCPU(quota.used.cpuMillis))/\(Quantity.formatCPU(quota.requests.cpuMillis))",
+             "\(Quantity.formatBytesRounded(quota.used.memoryBytes))/\(Quantity.formatBytesRounded(quota.requests.memoryBytes))"]
+        })
     }
 }
 

@@ -144,30 +144,7 @@ struct AgentCommand: AsyncParsableCommand {
         let state = stateDir ?? environmentValue("SIGMA_AGENT_STATE") ?? "/var/lib/sigma/agent"
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
 
-        let runtimeName = runtime ?? environmentValue("SIGMA_RUNTIME") ?? "runc"
-        guard let runtimePath = Subprocess.find(runtimeName) else {
-            throw ValidationError("the OCI runtime \"\(runtimeName)\" was not found: install runc (apt-get install runc) or pass --runtime PATH")
-        }
-        let monitorPath = monitor ?? (Self.executableDirectory() + "/sigma-monitor")
-        var initPath: String?
-        if initProgram != "none" {
-            guard let found = Subprocess.find(initProgram) else {
-                throw ValidationError("the instances' init \"\(initProgram)\" was not found: install tini (apt-get install tini) or pass --init-program none")
-            }
-            initPath = found
-        }
-        var seccomp: SeccompProfile?
-        if seccompProfile != "none" {
-            do {
-                seccomp = try SeccompProfile.load(path: seccompProfile)
-            } catch {
-                throw ValidationError("\(error): install golang-github-containers-common, pass another --seccomp-profile, or --seccomp-profile none")
-            }
-        }
-        let configuration = RuntimeConfiguration(
-            runtime: runtimePath, monitor: monitorPath, stateDirectory: state, cgroupRoot: cgroupRoot,
-            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep, initProgram: initPath,
-            seccomp: seccomp)
+        let configuration = try runtimeConfiguration(nodeName: nodeName, state: state)
         let instanceRuntime: InstanceRuntime
         do {
             instanceRuntime = try InstanceRuntime(configuration: configuration, logger: logger)
@@ -212,7 +189,45 @@ struct AgentCommand: AsyncParsableCommand {
             bound: host.bound, advertise: advertise, hostIP: nodeIP, curve: try client.curve(),
             imageKeep: .milliseconds(Int64(imageKeep * 1000)), logger: logger)
 
-        let reachScheduler = HealthCheck(name: "scheduler") {
+        let reachScheduler = Self.schedulerCheck(schedulerClient, endpoints)
+        var handlers = RPCHandlers()
+        let logs = LogReader(runtime: instanceRuntime, agent: agent)
+        handlers.register(AgentMethods.readLogs) { request, _ in try await logs.read(request) }
+        handlers.register(AgentMethods.listLocalInstances) { _, _ in await logs.list() }
+        try await host.run(handlers: handlers, checks: [reachScheduler], role: "agent", services: [loop])
+    }
+
+    /// How the runtime runs instances: the OCI runtime, sigma-monitor, the init, the seccomp profile, cgroups, logs.
+    func runtimeConfiguration(nodeName: String, state: String) throws -> RuntimeConfiguration {
+        let runtimeName = runtime ?? environmentValue("SIGMA_RUNTIME") ?? "runc"
+        guard let runtimePath = Subprocess.find(runtimeName) else {
+            throw ValidationError("the OCI runtime \"\(runtimeName)\" was not found: install runc (apt-get install runc) or pass --runtime PATH")
+        }
+        let monitorPath = monitor ?? (Self.executableDirectory() + "/sigma-monitor")
+        var initPath: String?
+        if initProgram != "none" {
+            guard let found = Subprocess.find(initProgram) else {
+                throw ValidationError("the instances' init \"\(initProgram)\" was not found: install tini (apt-get install tini) or pass --init-program none")
+            }
+            initPath = found
+        }
+        var seccomp: SeccompProfile?
+        if seccompProfile != "none" {
+            do {
+                seccomp = try SeccompProfile.load(path: seccompProfile)
+            } catch {
+                throw ValidationError("\(error): install golang-github-containers-common, pass another --seccomp-profile, or --seccomp-profile none")
+            }
+        }
+        return RuntimeConfiguration(
+            runtime: runtimePath, monitor: monitorPath, stateDirectory: state, cgroupRoot: cgroupRoot,
+            cgroupParent: cgroupParent ?? "sigma/\(nodeName)", logMaxBytes: logMaxBytes, logKeep: logKeep, initProgram: initPath,
+            seccomp: seccomp)
+    }
+
+    /// Health's check of the scheduler: reachable within a second, and its role and version.
+    static func schedulerCheck(_ schedulerClient: RPCClient, _ endpoints: String) -> HealthCheck {
+        HealthCheck(name: "scheduler") {
             do {
                 let answer = try await schedulerClient.call(CommonMethods.health, .init(), timeout: .seconds(1))
                 return (true, "\(endpoints) (\(answer.role), \(answer.version))")
@@ -220,11 +235,6 @@ struct AgentCommand: AsyncParsableCommand {
                 return (false, "\(endpoints): \(error)")
             }
         }
-        var handlers = RPCHandlers()
-        let logs = LogReader(runtime: instanceRuntime, agent: agent)
-        handlers.register(AgentMethods.readLogs) { request, _ in try await logs.read(request) }
-        handlers.register(AgentMethods.listLocalInstances) { _, _ in await logs.list() }
-        try await host.run(handlers: handlers, checks: [reachScheduler], role: "agent", services: [loop])
     }
 
     func resolvedName() throws -> String {
