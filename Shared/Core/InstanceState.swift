@@ -1,4 +1,4 @@
-/// The lifecycle of an instance (DESIGN.md, "Instance lifecycle"). `transitions` is the only authority on
+/// The lifecycle of an instance (docs/protocol.md, the states of `Instance`). `transitions` is the only authority on
 /// which moves exist: the scheduler's heartbeat handling asks `canMove`, and the database refuses any other
 /// move (migration 16 holds the same table; `StateConstraintTests` checks that the two agree).
 public enum InstanceState: String, Sendable, CaseIterable, Codable {

@@ -35,7 +35,7 @@ final class ZMQContext: @unchecked Sendable {
 }
 
 
-/// A libzmq socket. Not thread-safe: only the thread that owns it may use it (DESIGN.md).
+/// A libzmq socket. Not thread-safe: only the thread that owns it may use it (docs/architecture.md, "Threads").
 final class ZMQSocket {
     let handle: UnsafeMutableRawPointer
     // Keeps the context alive for as long as the socket is.

@@ -1,6 +1,6 @@
 /// One numbered step of the one schema of the whole system.
 ///
-/// Rules (DESIGN.md, "Upgrades"): a migration only adds or widens — new tables, new nullable or defaulted
+/// Rules (docs/architecture.md, "A table or column"): a migration only adds or widens — new tables, new nullable or defaulted
 /// columns, wider types — until no older service reads what a later one drops. Never edit a migration
 /// that has landed; add the next number.
 public struct Migration: Sendable {
