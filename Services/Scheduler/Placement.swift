@@ -241,39 +241,8 @@ struct Placement: Sendable {
             for (id, reason) in try await allocateIPs(ids, into: &ips) { failed[id] = reason }
         }
 
-        var ports: [String: [UInt32]] = [:]
-        let portItems = batch.filter { $0.spec.hostPortCount > 0 }.map { binding in
-            var item = Sigma_V1_HostPortRequest()
-            item.node = binding.node
-            item.instanceID = binding.instance.id
-            item.count = UInt32(binding.spec.hostPortCount)
-            return item
-        }
-        for item in portItems {
-            var request = Sigma_V1_AllocateHostPortsRequest()
-            request.items = [item]
-            do {
-                ports[item.instanceID] = try await allocator.call(AllocatorMethods.allocateHostPorts, request).allocations.first?.ports ?? []
-            } catch let error as RPCError where error.code == .resourceExhausted || error.code == .notFound {
-                failed[item.instanceID] = "no host ports on \(item.node): \(error.message)"
-            }
-        }
-
-        var ssds: [String: [Sigma_V1_SSD]] = [:]
-        for binding in batch where binding.spec.ssd != nil && failed[binding.instance.id] == nil {
-            var item = Sigma_V1_SSDRequest()
-            item.node = binding.node
-            item.instanceID = binding.instance.id
-            item.count = UInt32(binding.spec.ssd!.count)
-            item.minBytes = UInt64(binding.spec.ssd!.minBytes)
-            var request = Sigma_V1_AllocateSSDsRequest()
-            request.items = [item]
-            do {
-                ssds[item.instanceID] = try await allocator.call(AllocatorMethods.allocateSSDs, request).ssds
-            } catch let error as RPCError where error.code == .resourceExhausted || error.code == .notFound {
-                failed[item.instanceID] = "no SSD on \(item.node): \(error.message)"
-            }
-        }
+        let ports = try await allocateHostPorts(batch, failed: &failed)
+        let ssds = try await allocateSSDs(batch, failed: &failed)
 
         let ready = batch.filter { failed[$0.instance.id] == nil && ips[$0.instance.id] != nil }
         var columns = Allocated()
@@ -293,6 +262,49 @@ struct Placement: Sendable {
         }
         columns.took = ContinuousClock.now - tStart
         return columns
+    }
+
+    /// Host ports per instance that needs them (host network mode), one call each; a node out of ports fails
+    /// only its instance.
+    private func allocateHostPorts(_ batch: [Binding], failed: inout [String: String]) async throws -> [String: [UInt32]] {
+        var ports: [String: [UInt32]] = [:]
+        let portItems = batch.filter { $0.spec.hostPortCount > 0 }.map { binding in
+            var item = Sigma_V1_HostPortRequest()
+            item.node = binding.node
+            item.instanceID = binding.instance.id
+            item.count = UInt32(binding.spec.hostPortCount)
+            return item
+        }
+        for item in portItems {
+            var request = Sigma_V1_AllocateHostPortsRequest()
+            request.items = [item]
+            do {
+                ports[item.instanceID] = try await allocator.call(AllocatorMethods.allocateHostPorts, request).allocations.first?.ports ?? []
+            } catch let error as RPCError where error.code == .resourceExhausted || error.code == .notFound {
+                failed[item.instanceID] = "no host ports on \(item.node): \(error.message)"
+            }
+        }
+        return ports
+    }
+
+    /// SSDs per instance that asks for them and has not failed yet, one call each.
+    private func allocateSSDs(_ batch: [Binding], failed: inout [String: String]) async throws -> [String: [Sigma_V1_SSD]] {
+        var ssds: [String: [Sigma_V1_SSD]] = [:]
+        for binding in batch where binding.spec.ssd != nil && failed[binding.instance.id] == nil {
+            var item = Sigma_V1_SSDRequest()
+            item.node = binding.node
+            item.instanceID = binding.instance.id
+            item.count = UInt32(binding.spec.ssd!.count)
+            item.minBytes = UInt64(binding.spec.ssd!.minBytes)
+            var request = Sigma_V1_AllocateSSDsRequest()
+            request.items = [item]
+            do {
+                ssds[item.instanceID] = try await allocator.call(AllocatorMethods.allocateSSDs, request).ssds
+            } catch let error as RPCError where error.code == .resourceExhausted || error.code == .notFound {
+                failed[item.instanceID] = "no SSD on \(item.node): \(error.message)"
+            }
+        }
+        return ssds
     }
 
     /// IPs for `ids` in one call. When the pool cannot serve them all (the Allocator then hands out none), as

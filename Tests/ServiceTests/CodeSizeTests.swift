@@ -12,7 +12,6 @@ import TestSupport
     /// "path: first line of the declaration" → its length when it was listed. Shrink these; add none.
     static let longFunctions: [String: Int] = [
         "Benchmarks/sigma-bench/NetBench.swift: func measure() async throws -> Report {": 120,
-        "Services/NodeAgent/Runtime/InstanceRuntime.swift: public func start(_ request: LaunchRequest, labels: [String: String] = [:],": 114,
         "Benchmarks/sigma-bench/BindBench.swift: func measure(nodes: Int, benchURL: String, logger: Logger) async throws -> Report {": 107,
         "Benchmarks/sigma-bench/ConfigBench.swift: func measure(url: String, logger: Logger) async throws -> Report {": 87,
         "Benchmarks/sigma-bench/AllocBench.swift: func measure(benchURL: String, logger: Logger) async throws -> Report {": 79,
@@ -21,7 +20,6 @@ import TestSupport
         "Services/Scheduler/Nodes.swift: private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {": 76,
         // A table: one line per method.
         "Shared/ControlPlane/AccessPolicy.swift: public static func of(_ kind: ServiceKind) -> AccessPolicy {": 74,
-        "Services/Scheduler/Placement.swift: private func allocate(_ batch: [Binding]) async throws -> Allocated {": 65,
         "Benchmarks/sigma-bench/DiscoveryBench.swift: func measure(url: String, logger: Logger) async throws -> Report {": 64,
     ]
 

@@ -52,103 +52,29 @@ public actor InstanceRuntime {
     public func start(_ request: LaunchRequest, labels: [String: String] = [:],
                       ready: (@Sendable (InstanceUser) async throws -> Void)? = nil) async throws -> LaunchRecord {
         let directory = directory(of: request.id)
-        let fileManager = FileManager.default
-        try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        chmod(directory, 0o700)
-        try await endEarlierRun(request.id)
-        for stale in ["exit", "pid", "config.json", "launch.json"] { unlink(directory + "/" + stale) }
         let rootfs = directory + "/rootfs"
-        unmountRootfs(request.id)
-        try fileManager.createDirectory(atPath: rootfs, withIntermediateDirectories: true)
-
-        var mounts: [OCIConfig.Mount] = []
-        var defaults = ImageDefaults()
-        var digest: String?
-        var overlay = false
+        try await prepareFolder(request.id, directory: directory, rootfs: rootfs)
         do {
-            if request.image == .host {
-                do {
-                    mounts = try HostMode.prepare(rootfs: rootfs, hostname: request.hostname, ip: request.env["SIGMA_INSTANCE_IP"])
-                } catch let refused as InstanceFiles.Refused {
-                    throw RuntimeError.startFailed(id: request.id, reason: "host mode: \(refused)")
-                }
-            } else {
-                let image = try await images.unpack(request.image)
-                digest = image.digest
-                defaults = image.defaults
-                try mountOverlay(lower: image.rootfs, directory: directory)
-                overlay = true
-            }
-            var command = (request.command.isEmpty ? defaults.entrypoint : request.command)
-                + (request.args.isEmpty && request.command.isEmpty ? defaults.cmd : request.args)
-            guard !command.isEmpty else {
-                throw RuntimeError.startFailed(id: request.id, reason: "no command: the spec gives none and the image has none")
-            }
-            if let initProgram = configuration.initProgram {
-                // -g: a signal goes to the command's whole process group; the command's own exit code is the
-                // init's (a command ended by signal N exits 128+N).
-                mounts.append(.bind(initProgram, at: Self.initPath, writable: false))
-                command = [Self.initPath, "-g", "--"] + command
-            }
-            var environment: [String: String] = [:]
-            for entry in defaults.env {
-                let parts = entry.split(separator: "=", maxSplits: 1)
-                if parts.count == 2 { environment[String(parts[0])] = String(parts[1]) }
-            }
-            environment.merge(request.env) { _, new in new }
-
+            let root = try await rootFilesystem(request, directory: directory, rootfs: rootfs)
+            var mounts = root.mounts
+            let command = try command(request, defaults: root.defaults, mounts: &mounts)
             let cgroup = cgroup(of: request.id)
             cgroup.remove()
             try cgroup.create()
             try cgroup.apply(request.limits)
-
             let process = InstanceProcess(
-                args: command, env: environment, hostname: request.hostname, rootfs: rootfs, readonlyRoot: false,
-                mounts: mounts + request.mounts, cgroupsPath: cgroup.runtimePath, networkNamespace: request.networkNamespace)
-            var config = OCIConfig(process)
-            // The spec's user, else the image's, resolved in the instance's own /etc.
-            let wanted = request.user.isEmpty ? defaults.user : request.user
-            let user: InstanceUser
-            do {
-                user = try InstanceUser.resolve(wanted, rootfs: rootfs)
-            } catch {
-                throw RuntimeError.startFailed(id: request.id, reason: "\(error)")
-            }
-            if request.runAsNonRoot && user.uid == 0 {
-                throw RuntimeError.startFailed(
-                    id: request.id, reason: "runAsNonRoot: it would run as root (uid 0\(wanted.isEmpty ? ", the image's user" : " from \"\(wanted)\"")); set security.user to another uid")
-            }
-            config.process.user = OCIConfig.User(uid: user.uid, gid: user.gid)
-            if !request.unconfined {
-                config.linux.seccomp = configuration.seccomp?.resolved(capabilities: Set(config.process.capabilities.bounding))
-            }
-            if !defaults.workingDir.isEmpty {
-                // The image is the instance's: a working folder through /proc (runc before 1.1.12 leaks a host
-                // folder's descriptor there, CVE-2024-21626) or outside the root is refused.
-                let names = defaults.workingDir.split(separator: "/").map(String.init)
-                guard defaults.workingDir.hasPrefix("/"), !names.contains(".."), !["proc", "sys", "dev"].contains(names.first ?? "") else {
-                    throw RuntimeError.startFailed(
-                        id: request.id, reason: "the image's working folder \(defaults.workingDir) is refused: it must be an absolute path outside /proc, /sys and /dev")
-                }
-                config.process.cwd = defaults.workingDir
-            }
+                args: command, env: Self.environment(request, defaults: root.defaults), hostname: request.hostname, rootfs: rootfs,
+                readonlyRoot: false, mounts: mounts + request.mounts, cgroupsPath: cgroup.runtimePath,
+                networkNamespace: request.networkNamespace)
+            let (config, user) = try ociConfig(process, request, defaults: root.defaults, rootfs: rootfs)
             try Self.writePrivately(try config.encoded(), to: directory + "/config.json")
 
             try await ready?(user)
-            let result = try await Subprocess.run(configuration.monitor, [
-                "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", request.id,
-                "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",
-            ])
-            let answer = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard result.succeeded, answer.hasPrefix("pid "), let pid = Int32(answer.dropFirst(4)) else {
-                let reason = answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the monitor failed: \(answer) \(result.errors)"
-                throw RuntimeError.startFailed(id: request.id, reason: reason)
-            }
+            let pid = try await runMonitor(request.id, directory: directory)
             let record = LaunchRecord(
-                id: request.id, pid: pid, imageDigest: digest, overlay: overlay,
+                id: request.id, pid: pid, imageDigest: root.digest, overlay: root.overlay,
                 startedUnixMs: Int64(Date().timeIntervalSince1970 * 1000), labels: labels, user: user)
-            let encoder = JSONEncoder()
-            try Self.writePrivately(try encoder.encode(record), to: directory + "/launch.json")
+            try Self.writePrivately(try JSONEncoder().encode(record), to: directory + "/launch.json")
             records[request.id] = record
             return record
         } catch {
@@ -162,6 +88,107 @@ public actor InstanceRuntime {
             try? Data("failed \(reason)\n".utf8).write(to: URL(fileURLWithPath: directory + "/exit"))
             throw RuntimeError.startFailed(id: request.id, reason: reason)
         }
+    }
+
+    /// The instance's folder (its owner's alone), with what an earlier run left ended and removed.
+    private func prepareFolder(_ id: String, directory: String, rootfs: String) async throws {
+        let fileManager = FileManager.default
+        try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o700)
+        try await endEarlierRun(id)
+        for stale in ["exit", "pid", "config.json", "launch.json"] { unlink(directory + "/" + stale) }
+        unmountRootfs(id)
+        try fileManager.createDirectory(atPath: rootfs, withIntermediateDirectories: true)
+    }
+
+    /// Its root: the node's own folders read-only (`image: host`), or its image unpacked under an overlay.
+    private func rootFilesystem(_ request: LaunchRequest, directory: String, rootfs: String) async throws
+        -> (mounts: [OCIConfig.Mount], defaults: ImageDefaults, digest: String?, overlay: Bool) {
+        guard request.image != .host else {
+            do {
+                let mounts = try HostMode.prepare(rootfs: rootfs, hostname: request.hostname, ip: request.env["SIGMA_INSTANCE_IP"])
+                return (mounts, ImageDefaults(), nil, false)
+            } catch let refused as InstanceFiles.Refused {
+                throw RuntimeError.startFailed(id: request.id, reason: "host mode: \(refused)")
+            }
+        }
+        let image = try await images.unpack(request.image)
+        try mountOverlay(lower: image.rootfs, directory: directory)
+        return ([], image.defaults, image.digest, true)
+    }
+
+    /// The spec's command and args, else the image's entrypoint and cmd; behind the init when there is one.
+    private func command(_ request: LaunchRequest, defaults: ImageDefaults, mounts: inout [OCIConfig.Mount]) throws -> [String] {
+        var command = (request.command.isEmpty ? defaults.entrypoint : request.command)
+            + (request.args.isEmpty && request.command.isEmpty ? defaults.cmd : request.args)
+        guard !command.isEmpty else {
+            throw RuntimeError.startFailed(id: request.id, reason: "no command: the spec gives none and the image has none")
+        }
+        if let initProgram = configuration.initProgram {
+            // -g: a signal goes to the command's whole process group; the command's own exit code is the
+            // init's (a command ended by signal N exits 128+N).
+            mounts.append(.bind(initProgram, at: Self.initPath, writable: false))
+            command = [Self.initPath, "-g", "--"] + command
+        }
+        return command
+    }
+
+    /// The image's environment with the request's over it.
+    static func environment(_ request: LaunchRequest, defaults: ImageDefaults) -> [String: String] {
+        var environment: [String: String] = [:]
+        for entry in defaults.env {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { environment[String(parts[0])] = String(parts[1]) }
+        }
+        environment.merge(request.env) { _, new in new }
+        return environment
+    }
+
+    /// config.json for `process`: its user (the spec's, else the image's, resolved in the instance's own
+    /// /etc; never root with runAsNonRoot), its seccomp filter and its working folder.
+    private func ociConfig(_ process: InstanceProcess, _ request: LaunchRequest, defaults: ImageDefaults, rootfs: String) throws
+        -> (OCIConfig, InstanceUser) {
+        var config = OCIConfig(process)
+        let wanted = request.user.isEmpty ? defaults.user : request.user
+        let user: InstanceUser
+        do {
+            user = try InstanceUser.resolve(wanted, rootfs: rootfs)
+        } catch {
+            throw RuntimeError.startFailed(id: request.id, reason: "\(error)")
+        }
+        if request.runAsNonRoot && user.uid == 0 {
+            throw RuntimeError.startFailed(
+                id: request.id, reason: "runAsNonRoot: it would run as root (uid 0\(wanted.isEmpty ? ", the image's user" : " from \"\(wanted)\"")); set security.user to another uid")
+        }
+        config.process.user = OCIConfig.User(uid: user.uid, gid: user.gid)
+        if !request.unconfined {
+            config.linux.seccomp = configuration.seccomp?.resolved(capabilities: Set(config.process.capabilities.bounding))
+        }
+        if !defaults.workingDir.isEmpty {
+            // The image is the instance's: a working folder through /proc (runc before 1.1.12 leaks a host
+            // folder's descriptor there, CVE-2024-21626) or outside the root is refused.
+            let names = defaults.workingDir.split(separator: "/").map(String.init)
+            guard defaults.workingDir.hasPrefix("/"), !names.contains(".."), !["proc", "sys", "dev"].contains(names.first ?? "") else {
+                throw RuntimeError.startFailed(
+                    id: request.id, reason: "the image's working folder \(defaults.workingDir) is refused: it must be an absolute path outside /proc, /sys and /dev")
+            }
+            config.process.cwd = defaults.workingDir
+        }
+        return (config, user)
+    }
+
+    /// sigma-monitor runs the bundle and answers "pid N" once the instance's process runs, or "error ...".
+    private func runMonitor(_ id: String, directory: String) async throws -> Int32 {
+        let result = try await Subprocess.run(configuration.monitor, [
+            "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", id,
+            "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",
+        ])
+        let answer = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard result.succeeded, answer.hasPrefix("pid "), let pid = Int32(answer.dropFirst(4)) else {
+            let reason = answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the monitor failed: \(answer) \(result.errors)"
+            throw RuntimeError.startFailed(id: id, reason: reason)
+        }
+        return pid
     }
 
     /// Writes `data` to `path` readable by its owner only (0600), atomically: a temporary file renamed over it.
