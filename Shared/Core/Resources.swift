@@ -14,28 +14,22 @@ public struct Resources: Hashable, Sendable, Codable, CustomStringConvertible {
 
     public static let zero = Resources()
 
-    public static func + (a: Resources, b: Resources) -> Resources {
-        Resources(cpuMillis: a.cpuMillis + b.cpuMillis, memoryBytes: a.memoryBytes + b.memoryBytes)
-    }
+    public static func + (a: Resources, b: Resources) -> Resources { a.combined(with: b, +) }
 
-    public static func - (a: Resources, b: Resources) -> Resources {
-        Resources(cpuMillis: a.cpuMillis - b.cpuMillis, memoryBytes: a.memoryBytes - b.memoryBytes)
-    }
+    public static func - (a: Resources, b: Resources) -> Resources { a.combined(with: b, -) }
 
     public static func += (a: inout Resources, b: Resources) { a = a + b }
     public static func -= (a: inout Resources, b: Resources) { a = a - b }
 
-    public static func * (a: Resources, n: Int64) -> Resources {
-        Resources(cpuMillis: a.cpuMillis * n, memoryBytes: a.memoryBytes * n)
-    }
+    public static func * (a: Resources, n: Int64) -> Resources { a.combined(with: a) { value, _ in value * n } }
 
     /// Whether every dimension of `self` is at most the same dimension of `other`.
     public func fits(in other: Resources) -> Bool {
-        cpuMillis <= other.cpuMillis && memoryBytes <= other.memoryBytes
+        ResourceName.every.allSatisfy { self[$0] <= other[$0] }
     }
 
     public var description: String {
-        "cpu \(Quantity.formatCPU(cpuMillis)), memory \(Quantity.formatBytes(memoryBytes))"
+        ResourceName.every.map { "\($0.rawValue) \($0.format(self[$0]))" }.joined(separator: ", ")
     }
 }
 
@@ -56,22 +50,15 @@ public struct ResourceRequirements: Hashable, Sendable, Codable {
     /// Problems with these values, each naming its field ("resources.limit.cpu: below the request ...").
     public func problems(field: String = "resources") -> [SpecProblem] {
         var problems: [SpecProblem] = []
-        let values: [(String, Int64)] = [
-            ("request.cpu", request.cpuMillis), ("request.memory", request.memoryBytes),
-            ("limit.cpu", limit.cpuMillis), ("limit.memory", limit.memoryBytes),
-        ]
-        for (name, value) in values where value < 0 {
-            problems.append(SpecProblem(field: "\(field).\(name)", reason: "must not be negative"))
+        for (kind, resources) in [("request", request), ("limit", limit)] {
+            for name in ResourceName.every where resources[name] < 0 {
+                problems.append(SpecProblem(field: "\(field).\(kind).\(name.rawValue)", reason: "must not be negative"))
+            }
         }
-        if limit.cpuMillis > 0 && limit.cpuMillis < request.cpuMillis {
+        for name in ResourceName.every where limit[name] > 0 && limit[name] < request[name] {
             problems.append(SpecProblem(
-                field: "\(field).limit.cpu",
-                reason: "\(Quantity.formatCPU(limit.cpuMillis)) is below the request \(Quantity.formatCPU(request.cpuMillis)) (0 means unlimited)"))
-        }
-        if limit.memoryBytes > 0 && limit.memoryBytes < request.memoryBytes {
-            problems.append(SpecProblem(
-                field: "\(field).limit.memory",
-                reason: "\(Quantity.formatBytes(limit.memoryBytes)) is below the request \(Quantity.formatBytes(request.memoryBytes)) (0 means unlimited)"))
+                field: "\(field).limit.\(name.rawValue)",
+                reason: "\(name.format(limit[name])) is below the request \(name.format(request[name])) (0 means unlimited)"))
         }
         return problems
     }

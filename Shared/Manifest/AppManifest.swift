@@ -133,14 +133,14 @@ public enum AppManifest {
             return result
         }
 
-        mutating func cpu(_ node: Node?, _ field: String) -> Int64 {
+        mutating func quantity(_ node: Node?, _ field: String, _ name: ResourceName) -> Int64 {
             guard let node else { return 0 }
             let text = string(node, field)
-            guard let millis = Quantity.parseCPU(text) else {
-                fail(field, "\"\(text)\" is not a CPU quantity (2, 0.5, 500m)")
+            guard let amount = name.parse(text) else {
+                fail(field, "\"\(text)\" is not \(name.examples)")
                 return 0
             }
-            return millis
+            return amount
         }
 
         mutating func bytes(_ node: Node?, _ field: String) -> Int64 {
@@ -164,8 +164,10 @@ public enum AppManifest {
         }
 
         mutating func resources(_ node: Node?, _ field: String) -> Resources {
-            let fields = mapping(node, field, keys: ["cpu", "memory"])
-            return Resources(cpuMillis: cpu(fields["cpu"], "\(field).cpu"), memoryBytes: bytes(fields["memory"], "\(field).memory"))
+            let fields = mapping(node, field, keys: Set(ResourceName.every.map(\.rawValue)))
+            var resources = Resources()
+            for name in ResourceName.every { resources[name] = quantity(fields[name.rawValue], "\(field).\(name.rawValue)", name) }
+            return resources
         }
 
         mutating func selector(_ node: Node?) -> LabelSelector {

@@ -125,8 +125,7 @@ extension AppManifest {
 
     static func quantities(_ resources: Resources) -> Node {
         var fields = Fields()
-        fields["cpu"] = quantity(Quantity.formatCPU(resources.cpuMillis))
-        fields["memory"] = quantity(Quantity.formatBytes(resources.memoryBytes))
+        for name in ResourceName.every { fields[name.rawValue] = quantity(name.format(resources[name])) }
         return fields.node
     }
 

@@ -47,11 +47,13 @@ public struct NodeCandidate: Hashable, Sendable {
     /// Capacity not yet promised to requests.
     public var unrequested: Resources { capacity - requested }
 
-    /// How full the node would be with `extra` more requested: the mean of its CPU and memory fractions.
+    /// How full the node would be with `extra` more requested: the mean of its fractions of each resource.
     func requestedFraction(adding extra: Resources) -> Double {
         func fraction(_ used: Int64, _ total: Int64) -> Double { total > 0 ? Double(used) / Double(total) : 1 }
         let after = requested + extra
-        return (fraction(after.cpuMillis, capacity.cpuMillis) + fraction(after.memoryBytes, capacity.memoryBytes)) / 2
+        var sum = 0.0
+        for name in ResourceName.every { sum += fraction(after[name], capacity[name]) }
+        return sum / Double(ResourceName.every.count)
     }
 
     /// The smallest free SSDs that satisfy `ssd`, or nil when too few are big enough (best fit, as the Allocator does).

@@ -51,8 +51,7 @@ public struct FitsRequests: PlacementFilter {
     public var changesWithPlacement: Bool { true }
     public func reject(_ node: NodeCandidate, for demand: PlacementDemand) -> String? {
         let free = node.unrequested
-        if demand.request.cpuMillis > free.cpuMillis { return "insufficient cpu" }
-        if demand.request.memoryBytes > free.memoryBytes { return "insufficient memory" }
+        for name in ResourceName.every where demand.request[name] > free[name] { return "insufficient \(name.rawValue)" }
         return nil
     }
 }
