@@ -23,17 +23,23 @@ import TestSupport
         "Benchmarks/sigma-bench/DiscoveryBench.swift: func measure(url: String, logger: Logger) async throws -> Report {": 64,
     ]
 
-    static func sources() -> [(path: String, lines: [Substring])] {
-        var found: [(String, [Substring])] = []
+    /// Every Swift file under `folders`, as its path from the package root and its text; the generated code
+    /// only when asked. The source scans of CommentReferenceTests and TableOwnershipTests read through this too.
+    static func swiftFiles(in folders: [String] = folders, generated: Bool = false) -> [(path: String, text: String)] {
+        var found: [(String, String)] = []
         for folder in folders {
             let root = packageRoot.path + "/" + folder
             guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
-            for case let file as String in walker where file.hasSuffix(".swift") && !file.contains("Generated/") {
+            for case let file as String in walker where file.hasSuffix(".swift") && (generated || !file.contains("Generated/")) {
                 guard let text = try? String(contentsOfFile: root + "/" + file, encoding: .utf8) else { continue }
-                found.append((folder + "/" + file, text.split(separator: "\n", omittingEmptySubsequences: false)))
+                found.append((folder + "/" + file, text))
             }
         }
         return found.sorted { $0.0 < $1.0 }
+    }
+
+    static func sources() -> [(path: String, lines: [Substring])] {
+        swiftFiles().map { ($0.path, $0.text.split(separator: "\n", omittingEmptySubsequences: false)) }
     }
 
     /// Each function (`func`, `init`) of a file with its length in lines, from its declaration to the brace

@@ -16,20 +16,16 @@ import TestSupport
         }
         let reference = try NSRegularExpression(pattern: #"(?<![\w/.-])([\w-]+(?:/[\w.-]+)*\.(?:md|swift|proto|py|sh|c))\b"#)
         var checked = 0
-        for folder in ["Shared", "Services", "Tools", "Benchmarks", "Tests"] {
-            guard let files = FileManager.default.enumerator(atPath: root + "/" + folder) else { continue }
-            for case let file as String in files where file.hasSuffix(".swift") && !file.contains("Generated/") {
-                let text = try String(contentsOfFile: root + "/" + folder + "/" + file, encoding: .utf8)
-                for line in text.split(separator: "\n") {
-                    guard let comment = line.range(of: "//") else { continue }
-                    let note = String(line[comment.upperBound...])
-                    for match in reference.matches(in: note, range: NSRange(note.startIndex..., in: note)) {
-                        guard let range = Range(match.range(at: 1), in: note) else { continue }
-                        let named = String(note[range])
-                        checked += 1
-                        #expect(paths.contains(named) || names.contains((named as NSString).lastPathComponent),
-                                "\(folder)/\(file): a comment names \(named), which is not in the repository")
-                    }
+        for (path, text) in CodeSizeTests.swiftFiles(in: CodeSizeTests.folders + ["Tests"]) {
+            for line in text.split(separator: "\n") {
+                guard let comment = line.range(of: "//") else { continue }
+                let note = String(line[comment.upperBound...])
+                for match in reference.matches(in: note, range: NSRange(note.startIndex..., in: note)) {
+                    guard let range = Range(match.range(at: 1), in: note) else { continue }
+                    let named = String(note[range])
+                    checked += 1
+                    #expect(paths.contains(named) || names.contains((named as NSString).lastPathComponent),
+                            "\(path): a comment names \(named), which is not in the repository")
                 }
             }
         }

@@ -54,27 +54,21 @@ import TestSupport
         // The longest folder first: a file belongs to the target whose folder holds it.
         let targets = try ModuleGraphTests.targets().sorted { $0.path.count > $1.path.count }
         var scanned = 0, references = 0
-        for folder in ["Shared", "Services", "Tools", "Benchmarks", "Tests"] {
-            let root = packageRoot.path + "/" + folder
-            guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
-            for case let file as String in walker where file.hasSuffix(".swift") {
-                let path = folder + "/" + file
-                if Self.exempt.contains(where: path.hasPrefix) { continue }
-                guard let owner = targets.first(where: { path.hasPrefix($0.path + "/") })?.name else {
-                    Issue.record("\(path) belongs to no target")
-                    continue
+        for (path, text) in CodeSizeTests.swiftFiles(in: CodeSizeTests.folders + ["Tests"], generated: true) {
+            if Self.exempt.contains(where: path.hasPrefix) { continue }
+            guard let owner = targets.first(where: { path.hasPrefix($0.path + "/") })?.name else {
+                Issue.record("\(path) belongs to no target")
+                continue
+            }
+            scanned += 1
+            for reference in Self.references(text) {
+                if tables.contains(reference.name) {
+                    references += 1
+                    #expect(Self.owners[reference.name] == owner,
+                            "\(path) (\(owner)) names \(Self.owners[reference.name] ?? "?")'s table \(reference.name) (\(reference.keyword) \(reference.name)): read a view of 0020_ContractViews.swift or ask over RPC")
                 }
-                let text = try String(contentsOfFile: root + "/" + file, encoding: .utf8)
-                scanned += 1
-                for reference in Self.references(text) {
-                    if tables.contains(reference.name) {
-                        references += 1
-                        #expect(Self.owners[reference.name] == owner,
-                                "\(path) (\(owner)) names \(Self.owners[reference.name] ?? "?")'s table \(reference.name) (\(reference.keyword) \(reference.name)): read a view of 0020_ContractViews.swift or ask over RPC")
-                    }
-                    if views.contains(reference.name) && ["UPDATE", "INTO"].contains(reference.keyword) {
-                        Issue.record("\(path) writes the view \(reference.name): views are read-only contracts")
-                    }
+                if views.contains(reference.name) && ["UPDATE", "INTO"].contains(reference.keyword) {
+                    Issue.record("\(path) writes the view \(reference.name): views are read-only contracts")
                 }
             }
         }
