@@ -24,7 +24,8 @@ import TestSupport
     ]
 
     /// Every Swift file under `folders`, as its path from the package root and its text; the generated code
-    /// only when asked. The source scans of CommentReferenceTests and TableOwnershipTests read through this too.
+    /// only when asked. The source scans of CommentReferenceTests, TableOwnershipTests and ModuleGraphTests read
+    /// through this too.
     static func swiftFiles(in folders: [String] = folders, generated: Bool = false) -> [(path: String, text: String)] {
         var found: [(String, String)] = []
         for folder in folders {

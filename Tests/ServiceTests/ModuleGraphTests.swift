@@ -51,12 +51,9 @@ import TestSupport
 
     /// The modules the Swift files under `path` import.
     static func imports(under path: String) -> Set<String> {
-        let root = packageRoot.path + "/" + path
-        guard let walker = FileManager.default.enumerator(atPath: root) else { return [] }
         var modules: Set<String> = []
-        for case let file as String in walker where file.hasSuffix(".swift") {
-            guard let text = try? String(contentsOfFile: root + "/" + file, encoding: .utf8) else { continue }
-            modules.formUnion(allCaptures(#"(?m)^(?:@[\w()]+ )*import (\w+)"#, in: text))
+        for file in CodeSizeTests.swiftFiles(in: [path], generated: true) {
+            modules.formUnion(allCaptures(#"(?m)^(?:@[\w()]+ )*import (\w+)"#, in: file.text))
         }
         return modules
     }
