@@ -81,27 +81,14 @@ struct Apps: Sendable {
     /// turn Terminating and unbound ones go. Instances whose template did not change move to the new revision
     /// in place (with new resources, applied live); the others are rolled by the leader one at a time.
     private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?) async throws {
-        let request = spec.resources.request
-        let limit = spec.resources.limit
         if let previous, Self.template(previous) == Self.template(spec) {
-            try await tx.execute(
-                """
-                UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4,
-                    limit_cpu_millis = $5, limit_memory_bytes = $6, updated_at = now()
-                WHERE app = $1 AND state <> 'Terminating' AND state <> 'Terminated'
-                """, spec.name, revision, request.cpuMillis, request.memoryBytes, limit.cpuMillis, limit.memoryBytes)
+            try await InstancesTable.setRevision(tx, app: spec.name, revision: revision, resources: spec.resources)
             try await Assignments.notifyApp(tx, app: spec.name)
         }
-        let created = try await tx.query(
-            """
-            INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
-            SELECT $1, g, $3, $4, $5, $6, $7 FROM generate_series(0, $2::int - 1) AS g
-            ON CONFLICT (app, ordinal) DO NOTHING
-            RETURNING id::text AS id, ordinal
-            """, spec.name, spec.replicas, revision, request.cpuMillis, request.memoryBytes, limit.cpuMillis, limit.memoryBytes)
-        try await Events.record(
-            tx, .instance, try created.map { try $0.decode(String.self, "id") }, "Created",
-            try created.map { "\(spec.name)-\(try $0.decode(Int.self, "ordinal")), revision \(revision)" })
+        let created = try await InstancesTable.create(tx, app: spec.name, replicas: spec.replicas, revision: revision,
+                                                      resources: spec.resources)
+        try await Events.record(tx, .instance, created.map(\.id), "Created",
+                                created.map { "\(spec.name)-\($0.ordinal), revision \(revision)" })
         try await Instances.terminate(tx, app: spec.name, fromOrdinal: spec.replicas, reason: "scaled down")
         if !created.isEmpty { try await Placement.wake(tx, because: spec.name) }
     }

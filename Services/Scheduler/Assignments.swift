@@ -56,13 +56,8 @@ enum Assignments {
             let hex = String(word, radix: 16)
             return String(repeating: "0", count: 16 - hex.count) + hex
         }.joined()
-        let rows = try await store.query(
-            """
-            UPDATE instances SET token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')
-            WHERE id = $2::uuid AND node = $3 AND generation = $4 AND state = ANY($5::text[])
-            RETURNING id
-            """, token, request.instanceID, request.node, request.generation, InstanceState.names(InstanceState.tokenValid))
-        guard !rows.isEmpty else {
+        let bound = try await InstancesTable.setToken(store, token, id: request.instanceID, node: request.node, generation: request.generation)
+        guard bound else {
             throw RPCError.failedPrecondition(
                 "instance \(request.instanceID) is not bound on node \(request.node.quotedForError) at generation \(request.generation)")
         }

@@ -13,34 +13,17 @@ struct Instances: Sendable {
     let store: Store
     let logger: Logger
 
-    static let columns = """
-        i.id::text AS id, i.app, i.ordinal, coalesce(i.node, '') AS node, i.state, i.generation, i.revision, i.ip,
-        i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
-        i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes,
-        i.applied_cpu_millis, i.applied_memory_bytes, i.pending_reason, i.reason, i.exit_code, i.ready, i.restarts,
-        coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
-        (extract(epoch FROM i.created_at) * 1000)::bigint AS created_ms, (extract(epoch FROM i.updated_at) * 1000)::bigint AS updated_ms,
-        coalesce(host(n.host_ip), '') AS host_ip
-        """
-
     /// Bound instances of `app` from `fromOrdinal` up turn Terminating (their agents stop them); unbound ones
     /// are Terminated at once. The leader releases what they held and removes them.
     static func terminate(_ tx: Transaction, app: String, fromOrdinal: Int, reason: String) async throws {
-        let rows = try await tx.query(
-            """
-            UPDATE instances SET state = CASE WHEN node IS NULL OR NOT state = ANY($4::text[]) THEN 'Terminated' ELSE 'Terminating' END,
-                reason = $3, ready = false, next_retry_at = NULL, updated_at = now()
-            WHERE app = $1 AND ordinal >= $2 AND state NOT IN ('Terminating', 'Terminated')
-            RETURNING id::text AS id, coalesce(node, '') AS node, state
-            """, app, fromOrdinal, reason, InstanceState.names(InstanceState.live))
+        let rows = try await InstancesTable.terminate(tx, app: app, fromOrdinal: fromOrdinal, reason: reason)
         guard !rows.isEmpty else { return }
         var ids: [String] = []
         var messages: [String] = []
         for row in rows {
-            ids.append(try row.decode(String.self, "id"))
+            ids.append(row.id)
             messages.append(reason)
-            let node = try row.decode(String.self, "node")
-            if !node.isEmpty { try await Assignments.notify(tx, node: node, instance: ids.last!) }
+            if !row.node.isEmpty { try await Assignments.notify(tx, node: row.node, instance: row.id) }
         }
         try await Events.record(tx, .instance, ids, "Terminating", messages)
         try await Placement.wake(tx, because: app)
@@ -52,11 +35,11 @@ struct Instances: Sendable {
         }
         let rows = try await store.query(
             """
-            SELECT \(Self.columns) FROM instances i LEFT JOIN nodes n ON n.name = i.node
+            SELECT \(InstancesTable.listColumns) FROM instances i LEFT JOIN nodes n ON n.name = i.node
             WHERE ($1 = '' OR i.app = $1) AND ($2 = '' OR i.node = $2) AND ($3 = '' OR i.state = $3)
             ORDER BY i.app, i.ordinal
             """, request.app, request.node, request.state)
-        return try rows.map(Self.instance)
+        return try rows.map(InstancesTable.instance)
     }
 
     func get(_ request: Sigma_V1_GetInstanceRequest) async throws -> Sigma_V1_GetInstanceResponse {
@@ -64,10 +47,10 @@ struct Instances: Sendable {
         if !request.id.isEmpty {
             guard UUID(uuidString: request.id) != nil else { throw RPCError.invalidArgument("id: \"\(request.id)\" is not a UUID") }
             rows = try await store.query(
-                "SELECT \(Self.columns) FROM instances i LEFT JOIN nodes n ON n.name = i.node WHERE i.id = $1::uuid", request.id)
+                "SELECT \(InstancesTable.listColumns) FROM instances i LEFT JOIN nodes n ON n.name = i.node WHERE i.id = $1::uuid", request.id)
         } else if !request.app.isEmpty {
             rows = try await store.query(
-                "SELECT \(Self.columns) FROM instances i LEFT JOIN nodes n ON n.name = i.node WHERE i.app = $1 AND i.ordinal = $2",
+                "SELECT \(InstancesTable.listColumns) FROM instances i LEFT JOIN nodes n ON n.name = i.node WHERE i.app = $1 AND i.ordinal = $2",
                 request.app, Int(request.ordinal))
         } else {
             throw RPCError.invalidArgument("id, or app and ordinal: required")
@@ -76,7 +59,7 @@ struct Instances: Sendable {
             throw RPCError.notFound(request.id.isEmpty ? "no instance \(request.app)-\(request.ordinal)" : "no instance \(request.id)")
         }
         var response = Sigma_V1_GetInstanceResponse()
-        response.instance = try Self.instance(row)
+        response.instance = try InstancesTable.instance(row)
         response.events = try await Events.list(store: store, kind: "instance", name: response.instance.id, limit: 100)
         return response
     }
@@ -109,12 +92,7 @@ struct Instances: Sendable {
             let app = try row.decode(String.self, "app")
             let old = Resources(cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes"))
             try await apps.checkRequestsFit(tx, app: app, instance: request.instanceID.lowercased(), from: old, to: resources.request)
-            try await tx.execute(
-                """
-                UPDATE instances SET request_cpu_millis = $2, request_memory_bytes = $3, limit_cpu_millis = $4,
-                    limit_memory_bytes = $5, updated_at = now() WHERE id = $1::uuid
-                """, request.instanceID, resources.request.cpuMillis, resources.request.memoryBytes,
-                resources.limit.cpuMillis, resources.limit.memoryBytes)
+            try await InstancesTable.setResources(tx, id: request.instanceID, resources)
             try await Events.record(tx, .instance, request.instanceID.lowercased(), "ResourcesChanged",
                                     "request \(resources.request), limit \(resources.limit)")
             let node = try row.decode(String.self, "node")
@@ -148,11 +126,7 @@ struct Instances: Sendable {
                     throw RPCError.failedPrecondition("node \(request.toNode) is not Ready and schedulable")
                 }
             }
-            try await tx.execute(
-                """
-                UPDATE instances SET state = 'NeedMigration', reason = 'migrated', target_node = $2, updated_at = now()
-                WHERE id = $1::uuid
-                """, request.instanceID, request.toNode)
+            try await InstancesTable.migrate(tx, id: request.instanceID, targetNode: request.toNode)
             try await Events.record(tx, .instance, request.instanceID.lowercased(), "NeedMigration",
                                     "moved by hand off \(node)" + (request.toNode.isEmpty ? "" : " to \(request.toNode)"))
             try await Assignments.notify(tx, node: node, instance: request.instanceID.lowercased())
@@ -163,38 +137,5 @@ struct Instances: Sendable {
         var response = Sigma_V1_MigrateInstanceResponse()
         response.instance = try await self.get(get).instance
         return response
-    }
-
-    static func instance(_ row: Row) throws -> Sigma_V1_Instance {
-        var instance = Sigma_V1_Instance()
-        instance.id = try row.decode(String.self, "id")
-        instance.app = try row.decode(String.self, "app")
-        instance.ordinal = try row.decode(Int32.self, "ordinal")
-        instance.node = try row.decode(String.self, "node")
-        instance.state = try row.decode(String.self, "state")
-        instance.stateCode = InstanceState(rawValue: instance.state)?.code ?? .instanceStateUnspecified
-        instance.generation = try row.decode(Int64.self, "generation")
-        instance.revision = try row.decode(Int64.self, "revision")
-        instance.ip = try row.decode(String.self, "ip")
-        instance.hostIp = try row.decode(String.self, "host_ip")
-        let ports = try row.decodeJSON([String: Int].self, "host_ports")
-        instance.hostPorts = ports.mapValues { UInt32(clamping: $0) }
-        instance.ssdPaths = try Assignments.decodeSSDs(try row.decode(String.self, "ssds")).map(\.path)
-        instance.resources.request = Resources(
-            cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
-        instance.resources.limit = Resources(
-            cpuMillis: try row.decode(Int64.self, "limit_cpu_millis"), memoryBytes: try row.decode(Int64.self, "limit_memory_bytes")).wire
-        if let cpu = try row.decode(Int64?.self, "applied_cpu_millis"), let memory = try row.decode(Int64?.self, "applied_memory_bytes") {
-            instance.appliedLimit = Resources(cpuMillis: cpu, memoryBytes: memory).wire
-        }
-        instance.pendingReason = try row.decode(String.self, "pending_reason")
-        instance.reason = try row.decode(String.self, "reason")
-        instance.exitCode = try row.decode(Int32.self, "exit_code")
-        instance.ready = try row.decode(Bool.self, "ready")
-        instance.restarts = try row.decode(Int32.self, "restarts")
-        instance.nextRetryUnixMs = try row.decode(Int64.self, "next_retry_ms")
-        instance.createdUnixMs = try row.decode(Int64.self, "created_ms")
-        instance.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
-        return instance
     }
 }

@@ -172,9 +172,7 @@ struct Nodes: Sendable {
         // Instances that turn Running and ready: an ordered app's next ordinal may start.
         var nowServing: [String] = []
         var stop: [Sigma_V1_InstanceRef] = []
-        var rows = (ids: [String](), states: [String](), cpu: [Int64](), memory: [Int64](), appliedCPU: [Int64?](),
-                    appliedMemory: [Int64?](), codes: [Int](), reasons: [String](), ready: [Bool](), restarts: [Int](),
-                    retries: [Int64]())
+        var rows = InstancesTable.Reports()
         var changes: [(id: String, state: InstanceState, detail: String)] = []
         for status in statuses {
             let id = status.instanceID
@@ -206,25 +204,7 @@ struct Nodes: Sendable {
                 changes.append((id, state, status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"))
             }
         }
-        // One statement for the whole report, however many instances the node runs.
-        if !rows.ids.isEmpty {
-            try await tx.execute(
-                """
-                UPDATE instances i SET state = u.state, usage_cpu_millis = u.cpu, usage_memory_bytes = u.memory,
-                    applied_cpu_millis = u.applied_cpu, applied_memory_bytes = u.applied_memory, exit_code = u.code,
-                    -- An agent's reason replaces the last one; an empty one keeps the scheduler's (e.g. "migrated"),
-                    -- but not a readiness complaint once the instance is ready.
-                    reason = CASE WHEN u.reason <> '' THEN u.reason WHEN u.ready AND i.reason LIKE 'not ready: %' THEN ''
-                                  ELSE i.reason END,
-                    ready = u.ready, restarts = u.restarts,
-                    next_retry_at = CASE WHEN u.retry > 0 THEN to_timestamp(u.retry / 1000.0) END, updated_at = now()
-                FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[],
-                            $9::boolean[], $10::int[], $11::bigint[])
-                     AS u(id, state, cpu, memory, applied_cpu, applied_memory, code, reason, ready, restarts, retry)
-                WHERE i.id = u.id
-                """, rows.ids, rows.states, rows.cpu, rows.memory, rows.appliedCPU, rows.appliedMemory, rows.codes, rows.reasons,
-                rows.ready, rows.restarts, rows.retries)
-        }
+        try await InstancesTable.apply(tx, rows)
         for (state, group) in Dictionary(grouping: changes, by: \.state) {
             try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
         }
@@ -255,7 +235,7 @@ struct Nodes: Sendable {
             guard holding == 0 else {
                 throw RPCError.failedPrecondition("node \(name) still holds \(holding) instance(s); drain it first")
             }
-            try await tx.execute("UPDATE instances SET node = NULL WHERE node = $1", name)
+            try await InstancesTable.forgetNode(tx, node: name)
             try await tx.execute("DELETE FROM nodes WHERE name = $1", name)
             try await Events.record(tx, .node, name, "Removed")
         }

@@ -206,10 +206,7 @@ struct Placement: Sendable {
         try await lease.renewIfDue()
         try await store.transaction(isolation: .readCommitted) { tx in
             try await lease.check(tx)
-            let changed = try await tx.query(
-                "UPDATE instances SET pending_reason = $2 WHERE id = ANY($1::uuid[]) AND pending_reason <> $2 RETURNING id::text AS id",
-                ids, reason)
-            let names = try changed.map { try $0.decode(String.self, "id") }
+            let names = try await InstancesTable.setPendingReason(tx, ids: ids, reason: reason)
             try await Events.record(tx, .instance, names, "FailedScheduling", Array(repeating: reason, count: names.count))
         }
     }
@@ -343,32 +340,7 @@ struct Placement: Sendable {
         let tStart = ContinuousClock.now
         let bound = try await store.transaction(isolation: .readCommitted) { tx -> Int in
             try await lease.check(tx)
-            // One statement: bind, record the events, and notify each node's feed (at most 150 ids a notification).
-            let rows = try await tx.query(
-                """
-                WITH bound AS (
-                    UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
-                        token_hash = NULL,
-                        prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
-                        pending_reason = '', target_node = '', ready = false, exit_code = 0, restarts = 0, next_retry_at = NULL,
-                        updated_at = now()
-                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
-                         AS b(id, node, ip, prefix, gateway, ports, ssds)
-                    WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')
-                    RETURNING i.id, i.node, i.generation
-                ), recorded AS (
-                    INSERT INTO events (kind, name, reason, message)
-                    SELECT 'instance', id::text, 'Scheduled', 'on ' || node || ', generation ' || generation FROM bound
-                ), chunks AS (
-                    SELECT node, id, (row_number() OVER (PARTITION BY node ORDER BY id) - 1) / 150 AS chunk FROM bound
-                )
-                SELECT (SELECT count(*) FROM (
-                            SELECT pg_notify($8, node || ' ' || string_agg(id::text, ' ')) FROM chunks GROUP BY node, chunk) AS sent
-                       )::bigint AS notifications,
-                       (SELECT count(*) FROM bound)::bigint AS n
-                """, values.ids, values.nodes, values.ips, values.prefixes, values.gateways, values.ports, values.ssds,
-                Assignments.channel)
-            return try rows.first?.decode(Int.self, "n") ?? 0
+            return try await InstancesTable.bind(tx, values, channel: Assignments.channel)
         }
         for (reason, ids) in Dictionary(grouping: values.failed.keys, by: { values.failed[$0]! }) {
             try await recordPending(ids, reason: reason)

@@ -45,8 +45,7 @@ struct Upkeep: Sendable {
                 logger.warning("node \(state.lowercased())", metadata: ["node": "\(name)"])
                 if state == "Broken" {
                     try await moveOff(tx, node: name, reason: "node \(name) broken")
-                    try await tx.execute(
-                        "UPDATE instances SET state = 'Terminated', updated_at = now() WHERE node = $1 AND state = 'Terminating'", name)
+                    try await InstancesTable.endTerminating(tx, node: name)
                 }
             }
         }
@@ -88,12 +87,7 @@ struct Upkeep: Sendable {
     }
 
     private func moveOff(_ tx: Transaction, node: String, reason: String) async throws {
-        let moved = try await tx.query(
-            """
-            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, next_retry_at = NULL, updated_at = now()
-            WHERE node = $1 AND state = ANY($3::text[]) RETURNING id::text AS id
-            """, node, reason, Assignments.runningStates)
-        let ids = try moved.map { try $0.decode(String.self, "id") }
+        let ids = try await InstancesTable.needMigration(tx, node: node, states: Assignments.runningStates, reason: reason)
         guard !ids.isEmpty else { return }
         try await Events.record(tx, .instance, ids, "NeedMigration", Array(repeating: reason, count: ids.count))
         try await Assignments.notify(tx, changes: [node: ids])
@@ -124,14 +118,7 @@ struct Upkeep: Sendable {
                     "SELECT spec::text AS spec FROM app_revisions WHERE app = $1 AND revision = $2", app, revision)[0].decode(String.self, "spec"))
                 let state = try row.decode(String.self, "state")
                 let bound = !node.isEmpty && Assignments.runningStates.contains(state)
-                try await tx.execute(
-                    """
-                    UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4, limit_cpu_millis = $5,
-                        limit_memory_bytes = $6, state = CASE WHEN $7::boolean THEN 'NeedMigration' ELSE state END,
-                        reason = CASE WHEN $7::boolean THEN 'rolling update' ELSE reason END, updated_at = now()
-                    WHERE id = $1::uuid
-                    """, id, revision, spec.resources.request.cpuMillis, spec.resources.request.memoryBytes,
-                    spec.resources.limit.cpuMillis, spec.resources.limit.memoryBytes, bound)
+                try await InstancesTable.roll(tx, id: id, revision: revision, resources: spec.resources, replace: bound)
                 try await Events.record(tx, .instance, id, "Rolling", "revision \(try row.decode(Int64.self, "old")) → \(revision)")
                 if bound { try await Assignments.notify(tx, node: node, instance: id) }
                 logger.info("rolling instance", metadata: ["app": "\(app)", "instance": "\(id)", "revision": "\(revision)"])
@@ -158,24 +145,12 @@ struct Upkeep: Sendable {
         try await store.transaction(isolation: .readCommitted) { tx in
             try await lease.check(tx)
             if !ids.isEmpty {
-                let deleted = try await tx.query(
-                    "DELETE FROM instances WHERE id = ANY($1::uuid[]) AND state = 'Terminated' RETURNING id::text AS id, app", ids)
-                let names = try deleted.map { try $0.decode(String.self, "id") }
+                let deleted = try await InstancesTable.deleteTerminated(tx, ids: ids)
+                let names = deleted.map(\.id)
                 try await Events.record(tx, .instance, names, "Deleted", Array(repeating: "IP, ports and SSDs released", count: names.count))
                 // An ordinal freed by a terminated instance of a live app (re-applied, scaled up again) comes back.
-                let path = AppSpec.StoredPath.self
-                let created = try await tx.query(
-                    """
-                    INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
-                    SELECT a.name, g, a.revision, (a.spec #>> \(path.requestCPU))::bigint, (a.spec #>> \(path.requestMemory))::bigint,
-                           (a.spec #>> \(path.limitCPU))::bigint, (a.spec #>> \(path.limitMemory))::bigint
-                    FROM apps a, generate_series(0, (a.spec #>> \(path.replicas))::int - 1) AS g
-                    WHERE NOT a.deleted AND a.name IN (SELECT DISTINCT app FROM unnest($1::text[]) AS t(app))
-                    ON CONFLICT (app, ordinal) DO NOTHING
-                    RETURNING id::text AS id
-                    """, try deleted.map { try $0.decode(String.self, "app") })
-                try await Events.record(tx, .instance, try created.map { try $0.decode(String.self, "id") }, "Created",
-                                        Array(repeating: "ordinal free again", count: created.count))
+                let created = try await InstancesTable.recreateFreedOrdinals(tx, apps: deleted.map(\.app))
+                try await Events.record(tx, .instance, created, "Created", Array(repeating: "ordinal free again", count: created.count))
             }
             let apps = try await tx.query(
                 "DELETE FROM apps a WHERE a.deleted AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.app = a.name) RETURNING name")

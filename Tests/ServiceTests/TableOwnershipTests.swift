@@ -20,6 +20,10 @@ import TestSupport
         "audit_log": "ControlPlane", "principals": "ControlPlane",
     ]
     static let exempt = ["Shared/Store/Migrations/", "Tests/", "Benchmarks/", "Tools/fuzzing/"]
+    /// Tables whose owner writes them through one typed query module: only that file writes the table.
+    static let tableModules: [String: String] = [
+        "instances": "Services/Scheduler/Store/InstancesTable.swift",
+    ]
 
     static func migrations() throws -> String {
         let folder = packageRoot.path + "/Shared/Store/Migrations"
@@ -34,6 +38,15 @@ import TestSupport
     /// (keyword, name) of each SQL reference in `text`: `FROM x`, `JOIN x`, `UPDATE x`, `INTO x`, `TABLE x`.
     static func references(_ text: String) -> [(keyword: String, name: String)] {
         let expression = try! NSRegularExpression(pattern: #"\b(FROM|JOIN|UPDATE|INTO|TABLE|TRUNCATE)\s+(?:ONLY\s+)?([a-z_][a-z0-9_]*)\b"#)
+        return expression.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { match in
+            guard let keyword = Range(match.range(at: 1), in: text), let name = Range(match.range(at: 2), in: text) else { return nil }
+            return (String(text[keyword]), String(text[name]))
+        }
+    }
+
+    /// (keyword, name) of each write in `text`: `UPDATE x`, `INSERT INTO x`, `DELETE FROM x`.
+    static func writes(_ text: String) -> [(keyword: String, name: String)] {
+        let expression = try! NSRegularExpression(pattern: #"\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:ONLY\s+)?([a-z_][a-z0-9_]*)\b"#)
         return expression.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { match in
             guard let keyword = Range(match.range(at: 1), in: text), let name = Range(match.range(at: 2), in: text) else { return nil }
             return (String(text[keyword]), String(text[name]))
@@ -73,5 +86,24 @@ import TestSupport
             }
         }
         #expect(scanned > 100 && references > 50, "scanned \(scanned) files, \(references) references")
+    }
+
+    /// Within its owner, a table with a query module is written only there.
+    @Test func aTableWithAQueryModuleIsWrittenOnlyThere() throws {
+        var written: [String: Int] = [:]
+        for (path, text) in CodeSizeTests.swiftFiles(in: CodeSizeTests.folders, generated: false) {
+            if Self.exempt.contains(where: path.hasPrefix) { continue }
+            for write in Self.writes(text) {
+                guard let module = Self.tableModules[write.name] else { continue }
+                if path == module {
+                    written[write.name, default: 0] += 1
+                } else {
+                    Issue.record("\(path) writes \(write.name) (\(write.keyword) \(write.name)): add a typed statement to \(module)")
+                }
+            }
+        }
+        for (table, module) in Self.tableModules {
+            #expect((written[table] ?? 0) > 0, "\(module) writes no \(table): is the path right?")
+        }
     }
 }

@@ -1,0 +1,257 @@
+import Core
+import Foundation
+import Protocol
+import Store
+
+/// The `instances` table, the scheduler's: every statement that writes it is here, each a function whose
+/// parameters name the columns it sets (TableOwnershipTests fails on a write anywhere else). The listing's
+/// columns and their decoding are here too. Other services read the table through `instance_directory`.
+enum InstancesTable {
+    // MARK: - Creating and removing rows
+
+    /// Rows for ordinals 0..<replicas that do not exist yet, at `revision` with its resources.
+    static func create(_ tx: Transaction, app: String, replicas: Int, revision: Int64,
+                       resources: ResourceRequirements) async throws -> [(id: String, ordinal: Int)] {
+        let rows = try await tx.query(
+            """
+            INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
+            SELECT $1, g, $3, $4, $5, $6, $7 FROM generate_series(0, $2::int - 1) AS g
+            ON CONFLICT (app, ordinal) DO NOTHING
+            RETURNING id::text AS id, ordinal
+            """, app, replicas, revision, resources.request.cpuMillis, resources.request.memoryBytes,
+            resources.limit.cpuMillis, resources.limit.memoryBytes)
+        return try rows.map { (try $0.decode(String.self, "id"), try $0.decode(Int.self, "ordinal")) }
+    }
+
+    /// Rows again for the ordinals of live `apps` that have none (their instance was removed), at each app's
+    /// current revision and the resources of its spec. Returns the new ids.
+    static func recreateFreedOrdinals(_ tx: Transaction, apps: [String]) async throws -> [String] {
+        let path = AppSpec.StoredPath.self
+        let rows = try await tx.query(
+            """
+            INSERT INTO instances (app, ordinal, revision, request_cpu_millis, request_memory_bytes, limit_cpu_millis, limit_memory_bytes)
+            SELECT a.name, g, a.revision, (a.spec #>> \(path.requestCPU))::bigint, (a.spec #>> \(path.requestMemory))::bigint,
+                   (a.spec #>> \(path.limitCPU))::bigint, (a.spec #>> \(path.limitMemory))::bigint
+            FROM apps a, generate_series(0, (a.spec #>> \(path.replicas))::int - 1) AS g
+            WHERE NOT a.deleted AND a.name IN (SELECT DISTINCT app FROM unnest($1::text[]) AS t(app))
+            ON CONFLICT (app, ordinal) DO NOTHING
+            RETURNING id::text AS id
+            """, apps)
+        return try rows.map { try $0.decode(String.self, "id") }
+    }
+
+    /// Removes the rows of `ids` that are Terminated. Returns (id, app) of each removed.
+    static func deleteTerminated(_ tx: Transaction, ids: [String]) async throws -> [(id: String, app: String)] {
+        let rows = try await tx.query(
+            "DELETE FROM instances WHERE id = ANY($1::uuid[]) AND state = 'Terminated' RETURNING id::text AS id, app", ids)
+        return try rows.map { (try $0.decode(String.self, "id"), try $0.decode(String.self, "app")) }
+    }
+
+    // MARK: - The scheduler's moves
+
+    /// Instances of `app` from `fromOrdinal` up: bound live ones turn Terminating, the others Terminated.
+    /// Returns (id, node) of each changed ("" for no node).
+    static func terminate(_ tx: Transaction, app: String, fromOrdinal: Int, reason: String) async throws -> [(id: String, node: String)] {
+        let rows = try await tx.query(
+            """
+            UPDATE instances SET state = CASE WHEN node IS NULL OR NOT state = ANY($4::text[]) THEN 'Terminated' ELSE 'Terminating' END,
+                reason = $3, ready = false, next_retry_at = NULL, updated_at = now()
+            WHERE app = $1 AND ordinal >= $2 AND state NOT IN ('Terminating', 'Terminated')
+            RETURNING id::text AS id, coalesce(node, '') AS node
+            """, app, fromOrdinal, reason, InstanceState.names(InstanceState.live))
+        return try rows.map { (try $0.decode(String.self, "id"), try $0.decode(String.self, "node")) }
+    }
+
+    /// Instances in `states` on `node` turn NeedMigration with `reason`. Returns their ids.
+    static func needMigration(_ tx: Transaction, node: String, states: [String], reason: String) async throws -> [String] {
+        let rows = try await tx.query(
+            """
+            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, next_retry_at = NULL, updated_at = now()
+            WHERE node = $1 AND state = ANY($3::text[]) RETURNING id::text AS id
+            """, node, reason, states)
+        return try rows.map { try $0.decode(String.self, "id") }
+    }
+
+    /// One instance moved by hand: NeedMigration, to `targetNode` ("" for anywhere).
+    static func migrate(_ tx: Transaction, id: String, targetNode: String) async throws {
+        try await tx.execute(
+            """
+            UPDATE instances SET state = 'NeedMigration', reason = 'migrated', target_node = $2, updated_at = now()
+            WHERE id = $1::uuid
+            """, id, targetNode)
+    }
+
+    /// Instances of a broken node that were being stopped: nobody is left to report them, so they end.
+    static func endTerminating(_ tx: Transaction, node: String) async throws {
+        try await tx.execute(
+            "UPDATE instances SET state = 'Terminated', updated_at = now() WHERE node = $1 AND state = 'Terminating'", node)
+    }
+
+    /// Rows that still name a removed node (none of them holds anything on it) forget it.
+    static func forgetNode(_ tx: Transaction, node: String) async throws {
+        try await tx.execute("UPDATE instances SET node = NULL WHERE node = $1", node)
+    }
+
+    // MARK: - Revisions and resources
+
+    /// Every live instance of `app` moves to `revision` in place (its template did not change), with its resources.
+    static func setRevision(_ tx: Transaction, app: String, revision: Int64, resources: ResourceRequirements) async throws {
+        try await tx.execute(
+            """
+            UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4,
+                limit_cpu_millis = $5, limit_memory_bytes = $6, updated_at = now()
+            WHERE app = $1 AND state <> 'Terminating' AND state <> 'Terminated'
+            """, app, revision, resources.request.cpuMillis, resources.request.memoryBytes,
+            resources.limit.cpuMillis, resources.limit.memoryBytes)
+    }
+
+    /// One instance rolls to `revision`; a bound one (`replace`) is re-placed with it.
+    static func roll(_ tx: Transaction, id: String, revision: Int64, resources: ResourceRequirements, replace: Bool) async throws {
+        try await tx.execute(
+            """
+            UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4, limit_cpu_millis = $5,
+                limit_memory_bytes = $6, state = CASE WHEN $7::boolean THEN 'NeedMigration' ELSE state END,
+                reason = CASE WHEN $7::boolean THEN 'rolling update' ELSE reason END, updated_at = now()
+            WHERE id = $1::uuid
+            """, id, revision, resources.request.cpuMillis, resources.request.memoryBytes,
+            resources.limit.cpuMillis, resources.limit.memoryBytes, replace)
+    }
+
+    /// One instance's requests and limits, applied live by its agent.
+    static func setResources(_ tx: Transaction, id: String, _ resources: ResourceRequirements) async throws {
+        try await tx.execute(
+            """
+            UPDATE instances SET request_cpu_millis = $2, request_memory_bytes = $3, limit_cpu_millis = $4,
+                limit_memory_bytes = $5, updated_at = now() WHERE id = $1::uuid
+            """, id, resources.request.cpuMillis, resources.request.memoryBytes,
+            resources.limit.cpuMillis, resources.limit.memoryBytes)
+    }
+
+    // MARK: - Placement
+
+    /// Why instances wait: set where it changed. Returns the ids whose reason changed.
+    static func setPendingReason(_ tx: Transaction, ids: [String], reason: String) async throws -> [String] {
+        let rows = try await tx.query(
+            "UPDATE instances SET pending_reason = $2 WHERE id = ANY($1::uuid[]) AND pending_reason <> $2 RETURNING id::text AS id",
+            ids, reason)
+        return try rows.map { try $0.decode(String.self, "id") }
+    }
+
+    /// Binds a batch in one statement: node, a new generation, what the Allocator handed out; records a
+    /// Scheduled event for each and notifies each node's feed on `channel` (at most 150 ids a notification).
+    /// Only instances still unplaced or moving are bound. Returns how many were.
+    static func bind(_ tx: Transaction, _ values: Placement.Allocated, channel: String) async throws -> Int {
+        let rows = try await tx.query(
+            """
+            WITH bound AS (
+                UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
+                    token_hash = NULL,
+                    prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
+                    pending_reason = '', target_node = '', ready = false, exit_code = 0, restarts = 0, next_retry_at = NULL,
+                    updated_at = now()
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
+                     AS b(id, node, ip, prefix, gateway, ports, ssds)
+                WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')
+                RETURNING i.id, i.node, i.generation
+            ), recorded AS (
+                INSERT INTO events (kind, name, reason, message)
+                SELECT 'instance', id::text, 'Scheduled', 'on ' || node || ', generation ' || generation FROM bound
+            ), chunks AS (
+                SELECT node, id, (row_number() OVER (PARTITION BY node ORDER BY id) - 1) / 150 AS chunk FROM bound
+            )
+            SELECT (SELECT count(*) FROM (
+                        SELECT pg_notify($8, node || ' ' || string_agg(id::text, ' ')) FROM chunks GROUP BY node, chunk) AS sent
+                   )::bigint AS notifications,
+                   (SELECT count(*) FROM bound)::bigint AS n
+            """, values.ids, values.nodes, values.ips, values.prefixes, values.gateways, values.ports, values.ssds, channel)
+        return try rows.first?.decode(Int.self, "n") ?? 0
+    }
+
+    // MARK: - The agents' reports
+
+    /// What one heartbeat says of the instances its node owns at their generation, one column each.
+    struct Reports: Sendable {
+        var ids: [String] = [], states: [String] = [], cpu: [Int64] = [], memory: [Int64] = []
+        var appliedCPU: [Int64?] = [], appliedMemory: [Int64?] = [], codes: [Int] = [], reasons: [String] = []
+        var ready: [Bool] = [], restarts: [Int] = [], retries: [Int64] = []
+    }
+
+    /// One statement for the whole report, however many instances the node runs.
+    static func apply(_ tx: Transaction, _ reports: Reports) async throws {
+        guard !reports.ids.isEmpty else { return }
+        try await tx.execute(
+            """
+            UPDATE instances i SET state = u.state, usage_cpu_millis = u.cpu, usage_memory_bytes = u.memory,
+                applied_cpu_millis = u.applied_cpu, applied_memory_bytes = u.applied_memory, exit_code = u.code,
+                -- An agent's reason replaces the last one; an empty one keeps the scheduler's (e.g. "migrated"),
+                -- but not a readiness complaint once the instance is ready.
+                reason = CASE WHEN u.reason <> '' THEN u.reason WHEN u.ready AND i.reason LIKE 'not ready: %' THEN ''
+                              ELSE i.reason END,
+                ready = u.ready, restarts = u.restarts,
+                next_retry_at = CASE WHEN u.retry > 0 THEN to_timestamp(u.retry / 1000.0) END, updated_at = now()
+            FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[],
+                        $9::boolean[], $10::int[], $11::bigint[])
+                 AS u(id, state, cpu, memory, applied_cpu, applied_memory, code, reason, ready, restarts, retry)
+            WHERE i.id = u.id
+            """, reports.ids, reports.states, reports.cpu, reports.memory, reports.appliedCPU, reports.appliedMemory,
+            reports.codes, reports.reasons, reports.ready, reports.restarts, reports.retries)
+    }
+
+    /// A fresh token for an instance bound on `node` at `generation` in a state that may hold one: only its
+    /// SHA-256 is kept, and it replaces the one before. False when the instance is not so.
+    static func setToken(_ store: Store, _ token: String, id: String, node: String, generation: Int64) async throws -> Bool {
+        let rows = try await store.query(
+            """
+            UPDATE instances SET token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')
+            WHERE id = $2::uuid AND node = $3 AND generation = $4 AND state = ANY($5::text[])
+            RETURNING id
+            """, token, id, node, generation, InstanceState.names(InstanceState.tokenValid))
+        return !rows.isEmpty
+    }
+
+    // MARK: - The listing
+
+    /// The columns of an instance's listing, `instances i` joined with `nodes n`, as `instance(_:)` reads them.
+    static let listColumns = """
+        i.id::text AS id, i.app, i.ordinal, coalesce(i.node, '') AS node, i.state, i.generation, i.revision, i.ip,
+        i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
+        i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes,
+        i.applied_cpu_millis, i.applied_memory_bytes, i.pending_reason, i.reason, i.exit_code, i.ready, i.restarts,
+        coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
+        (extract(epoch FROM i.created_at) * 1000)::bigint AS created_ms, (extract(epoch FROM i.updated_at) * 1000)::bigint AS updated_ms,
+        coalesce(host(n.host_ip), '') AS host_ip
+        """
+
+    static func instance(_ row: Row) throws -> Sigma_V1_Instance {
+        var instance = Sigma_V1_Instance()
+        instance.id = try row.decode(String.self, "id")
+        instance.app = try row.decode(String.self, "app")
+        instance.ordinal = try row.decode(Int32.self, "ordinal")
+        instance.node = try row.decode(String.self, "node")
+        instance.state = try row.decode(String.self, "state")
+        instance.stateCode = InstanceState(rawValue: instance.state)?.code ?? .instanceStateUnspecified
+        instance.generation = try row.decode(Int64.self, "generation")
+        instance.revision = try row.decode(Int64.self, "revision")
+        instance.ip = try row.decode(String.self, "ip")
+        instance.hostIp = try row.decode(String.self, "host_ip")
+        let ports = try row.decodeJSON([String: Int].self, "host_ports")
+        instance.hostPorts = ports.mapValues { UInt32(clamping: $0) }
+        instance.ssdPaths = try Assignments.decodeSSDs(try row.decode(String.self, "ssds")).map(\.path)
+        instance.resources.request = Resources(
+            cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
+        instance.resources.limit = Resources(
+            cpuMillis: try row.decode(Int64.self, "limit_cpu_millis"), memoryBytes: try row.decode(Int64.self, "limit_memory_bytes")).wire
+        if let cpu = try row.decode(Int64?.self, "applied_cpu_millis"), let memory = try row.decode(Int64?.self, "applied_memory_bytes") {
+            instance.appliedLimit = Resources(cpuMillis: cpu, memoryBytes: memory).wire
+        }
+        instance.pendingReason = try row.decode(String.self, "pending_reason")
+        instance.reason = try row.decode(String.self, "reason")
+        instance.exitCode = try row.decode(Int32.self, "exit_code")
+        instance.ready = try row.decode(Bool.self, "ready")
+        instance.restarts = try row.decode(Int32.self, "restarts")
+        instance.nextRetryUnixMs = try row.decode(Int64.self, "next_retry_ms")
+        instance.createdUnixMs = try row.decode(Int64.self, "created_ms")
+        instance.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
+        return instance
+    }
+}
