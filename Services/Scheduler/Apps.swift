@@ -190,6 +190,13 @@ struct Apps: Sendable {
         }
     }
 
+    /// Deleted apps whose last instance is gone are removed. Returns their names.
+    static func removeDeleted(_ tx: Transaction) async throws -> [String] {
+        let rows = try await tx.query(
+            "DELETE FROM apps a WHERE a.deleted AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.app = a.name) RETURNING name")
+        return try rows.map { try $0.decode(String.self, "name") }
+    }
+
     func scale(_ request: Sigma_V1_ScaleAppRequest) async throws -> Sigma_V1_AppResponse {
         guard request.replicas >= 0 else { throw RPCError.invalidArgument("replicas: must not be negative") }
         var spec = try await currentSpec(request.name)

@@ -214,6 +214,22 @@ struct Nodes: Sendable {
         return stop
     }
 
+    /// Ready → Suspect, and Ready or Suspect → Broken (its epoch rises), for nodes silent longer than the
+    /// thresholds (seconds). Returns (name, new state, epoch) of each changed.
+    static func markSilent(_ tx: Transaction, suspectAfter: Double, brokenAfter: Double) async throws -> [(String, String, Int64)] {
+        let rows = try await tx.query(
+            """
+            UPDATE nodes SET
+                state = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN 'Broken' ELSE 'Suspect' END,
+                epoch = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN epoch + 1 ELSE epoch END,
+                updated_at = now()
+            WHERE (state = 'Ready' AND last_heartbeat < now() - $1 * interval '1 millisecond')
+               OR (state = 'Suspect' AND last_heartbeat < now() - $2 * interval '1 millisecond')
+            RETURNING name, state, epoch
+            """, Upkeep.millis(suspectAfter), Upkeep.millis(brokenAfter))
+        return try rows.map { (try $0.decode(String.self, "name"), try $0.decode(String.self, "state"), try $0.decode(Int64.self, "epoch")) }
+    }
+
     func cordon(_ name: String, schedulable: Bool, draining: Bool, reason: String) async throws -> Sigma_V1_Node {
         try await store.transaction(isolation: .readCommitted) { tx in
             let updated = try await tx.execute(

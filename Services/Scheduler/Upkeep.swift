@@ -26,21 +26,10 @@ struct Upkeep: Sendable {
     func checkHealth() async throws {
         try await store.transaction(isolation: .readCommitted) { tx in
             try await lease.check(tx)
-            let changed = try await tx.query(
-                """
-                UPDATE nodes SET
-                    state = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN 'Broken' ELSE 'Suspect' END,
-                    epoch = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN epoch + 1 ELSE epoch END,
-                    updated_at = now()
-                WHERE (state = 'Ready' AND last_heartbeat < now() - $1 * interval '1 millisecond')
-                   OR (state = 'Suspect' AND last_heartbeat < now() - $2 * interval '1 millisecond')
-                RETURNING name, state, epoch
-                """, Self.millis(thresholds.suspectAfter), Self.millis(thresholds.brokenAfter))
-            for row in changed {
-                let name = try row.decode(String.self, "name")
-                let state = try row.decode(String.self, "state")
+            let changed = try await Nodes.markSilent(tx, suspectAfter: thresholds.suspectAfter, brokenAfter: thresholds.brokenAfter)
+            for (name, state, epoch) in changed {
                 try await Events.record(tx, .node, name, state, state == "Broken"
-                    ? "no heartbeat for \(thresholds.brokenAfter) s; epoch \(try row.decode(Int64.self, "epoch")), its instances move"
+                    ? "no heartbeat for \(thresholds.brokenAfter) s; epoch \(epoch), its instances move"
                     : "no heartbeat for \(thresholds.suspectAfter) s")
                 logger.warning("node \(state.lowercased())", metadata: ["node": "\(name)"])
                 if state == "Broken" {
@@ -152,9 +141,7 @@ struct Upkeep: Sendable {
                 let created = try await InstancesTable.recreateFreedOrdinals(tx, apps: deleted.map(\.app))
                 try await Events.record(tx, .instance, created, "Created", Array(repeating: "ordinal free again", count: created.count))
             }
-            let apps = try await tx.query(
-                "DELETE FROM apps a WHERE a.deleted AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.app = a.name) RETURNING name")
-            for row in apps { try await Events.record(tx, .app, try row.decode(String.self, "name"), "Removed", "last instance gone") }
+            for app in try await Apps.removeDeleted(tx) { try await Events.record(tx, .app, app, "Removed", "last instance gone") }
         }
     }
 }

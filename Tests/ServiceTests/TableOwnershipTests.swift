@@ -20,9 +20,21 @@ import TestSupport
         "audit_log": "ControlPlane", "principals": "ControlPlane",
     ]
     static let exempt = ["Shared/Store/Migrations/", "Tests/", "Benchmarks/", "Tools/fuzzing/"]
-    /// Tables whose owner writes them through one typed query module: only that file writes the table.
-    static let tableModules: [String: String] = [
-        "instances": "Services/Scheduler/Store/InstancesTable.swift",
+    /// The one file of its owner that writes each table (its query module): a write anywhere else fails.
+    /// Tables kept only by triggers have none. A new table needs a line here too.
+    static let tableModules: [String: [String]] = [
+        "instances": ["Services/Scheduler/Store/InstancesTable.swift"],
+        "apps": ["Services/Scheduler/Apps.swift"], "app_revisions": ["Services/Scheduler/Apps.swift"],
+        "team_policies": ["Services/Scheduler/Apps.swift"], "team_quotas": ["Services/Scheduler/Apps.swift"],
+        "nodes": ["Services/Scheduler/Nodes.swift"], "leases": ["Services/Scheduler/Lease.swift"],
+        // The binding statement records its Scheduled events in the same statement, for speed.
+        "events": ["Services/Scheduler/Events.swift", "Services/Scheduler/Store/InstancesTable.swift"],
+        "discovery_index": [], "lifecycle_moves": [],
+        "ip_pools": ["Services/Allocator/IPPools.swift"], "ip_addresses": ["Services/Allocator/IPPools.swift"],
+        "host_ports": ["Services/Allocator/HostPorts.swift"], "node_port_ranges": ["Services/Allocator/HostPorts.swift"],
+        "ssds": ["Services/Allocator/SSDs.swift"],
+        "config_versions": ["Services/ConfigCenter/ConfigSets.swift"], "config_releases": ["Services/ConfigCenter/ConfigSets.swift"],
+        "audit_log": ["Shared/ControlPlane/AuditLog.swift"], "principals": ["Shared/ControlPlane/AccessAdmin.swift"],
     ]
 
     static func migrations() throws -> String {
@@ -88,22 +100,24 @@ import TestSupport
         #expect(scanned > 100 && references > 50, "scanned \(scanned) files, \(references) references")
     }
 
-    /// Within its owner, a table with a query module is written only there.
-    @Test func aTableWithAQueryModuleIsWrittenOnlyThere() throws {
-        var written: [String: Int] = [:]
+    /// Within its owner, each table is written only by its query module.
+    @Test func eachTableIsWrittenOnlyByItsQueryModule() throws {
+        #expect(Set(Self.tableModules.keys) == Set(Self.owners.keys), "tableModules and owners list different tables")
+        var written: [String: Set<String>] = [:]
         for (path, text) in CodeSizeTests.swiftFiles(in: CodeSizeTests.folders, generated: false) {
             if Self.exempt.contains(where: path.hasPrefix) { continue }
             for write in Self.writes(text) {
-                guard let module = Self.tableModules[write.name] else { continue }
-                if path == module {
-                    written[write.name, default: 0] += 1
+                guard let modules = Self.tableModules[write.name] else { continue }
+                if modules.contains(path) {
+                    written[write.name, default: []].insert(path)
                 } else {
-                    Issue.record("\(path) writes \(write.name) (\(write.keyword) \(write.name)): add a typed statement to \(module)")
+                    let to = modules.isEmpty ? "only its migrations' triggers write it" : "add a typed statement to \(modules.joined(separator: " or "))"
+                    Issue.record("\(path) writes \(write.name) (\(write.keyword) \(write.name)): \(to)")
                 }
             }
         }
-        for (table, module) in Self.tableModules {
-            #expect((written[table] ?? 0) > 0, "\(module) writes no \(table): is the path right?")
+        for (table, modules) in Self.tableModules {
+            #expect(written[table, default: []] == Set(modules), "\(table): written by \(written[table, default: []].sorted()), listed \(modules)")
         }
     }
 }
