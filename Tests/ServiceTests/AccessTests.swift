@@ -79,7 +79,7 @@ struct SecureCluster {
                     }
                     var pool = Sigma_V1_CreateIPPoolRequest()
                     pool.pool.name = "test"
-                    pool.pool.cidr = "100.64.0.0/16"
+                    pool.pool.cidr = "100.64.0.0/22"
                     pool.pool.gateway = "100.64.0.1"
                     _ = try await cluster.client(allocator, as: "operator", timeout: .seconds(20)).call(AllocatorMethods.createIPPool, pool)
                     // Each service reloads the principals every second: wait until every key is in force everywhere.

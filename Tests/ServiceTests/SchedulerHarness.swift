@@ -6,10 +6,13 @@ import Synchronization
 import Testing
 import TestSupport
 
-/// A control plane for scheduler tests: a fresh database, one allocator with the pool 100.64.0.0/16, and
-/// `schedulers` scheduler processes with a short lease, all listening on `host` (a testbed's control address). A node is Broken after `brokenAfter` seconds without a
-/// heartbeat (Suspect after a third of it): 12 s by default, so a loaded machine's pauses (the fuzz smoke runs beside the
-/// other suites) never make a node Suspect by accident; tests of failure detection pass a shorter one.
+/// A control plane for scheduler tests: a fresh database, one allocator with the pool 100.64.0.0/22, and
+/// `schedulers` scheduler processes with a short lease, all listening on `host` (a testbed's control address).
+/// The pool is 1,024 addresses, one row each: with a /16 (65,536 rows) made by ten suites at once, a loaded CI
+/// machine's PostgreSQL answered none of them within the 20 s deadline. A node is Broken after `brokenAfter`
+/// seconds without a heartbeat (Suspect after a third of it): 12 s by default, so a loaded machine's pauses (the
+/// fuzz smoke runs beside the other suites) never make a node Suspect by accident; tests of failure detection
+/// pass a shorter one.
 struct SchedulerCluster {
     let client: RPCClient
     let each: [RPCClient]
@@ -29,7 +32,7 @@ struct SchedulerCluster {
     var everyProcess: [ServiceProcess] = []
 
     static func with(
-        schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 12, pool cidr: String = "100.64.0.0/16", extra: [String] = [],
+        schedulers: Int = 1, discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 12, pool cidr: String = "100.64.0.0/22", extra: [String] = [],
         host: String = "127.0.0.1", databaseURL: String? = nil,
         _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
