@@ -86,6 +86,15 @@ enum Assignments {
         }
     }
 
+    /// Prior copies that are gone: each successor's agent hears again (a safe-mode one may start now), and
+    /// an event says when and why.
+    static func priorsGone(_ tx: Transaction, _ gone: [InstancesTable.GoneCopy], because reason: String) async throws {
+        guard !gone.isEmpty else { return }
+        try await notify(tx, changes: Dictionary(grouping: gone.filter { !$0.node.isEmpty }, by: \.node).mapValues { $0.map(\.id) })
+        try await Events.record(tx, .instance, gone.map(\.id), "CopyGone",
+                                gone.map { "generation \($0.priorGeneration) on \($0.priorNode): \(reason)" })
+    }
+
     /// "the revision's startup is ordered", on a stored spec.
     static let ordered = "\(AppSpec.StoredPath.startup) = '\(StartupOrder.ordered.rawValue)'"
 
@@ -94,8 +103,9 @@ enum Assignments {
                coalesce((SELECT host(n.host_ip) FROM nodes n WHERE n.name = i.node), '') AS host_ip,
                i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
-               (NOT coalesce(r.spec #>> \(ordered), false) OR i.ordinal = 0 OR EXISTS (
-                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready)) AS may_start
+               ((NOT coalesce(r.spec #>> \(ordered), false) OR i.ordinal = 0 OR EXISTS (
+                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready))
+                AND (i.prior_node IS NULL OR \(AppSpec.StoredPath.failoverMode(of: "r.spec")) = '\(FailoverMode.fast.rawValue)')) AS may_start
         FROM instances i JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
         """
 

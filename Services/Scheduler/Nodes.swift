@@ -17,6 +17,8 @@ struct Nodes: Sendable {
     let heartbeatInterval: Duration
     /// Silence after which a node is declared Broken (told to agents for self-fencing).
     let brokenAfter: Duration
+    /// What each accepted heartbeat grants the node's safe-mode instances.
+    let lease: NodeLease
     let logger: Logger
 
     static func milliseconds(_ duration: Duration) -> UInt32 {
@@ -102,11 +104,16 @@ struct Nodes: Sendable {
             let epoch = try row.decode(Int64.self, "epoch")
             let fenced = request.epoch == epoch
             let next = health.afterHeartbeat(fenced: fenced)
+            // The lease is granted only at the node's current epoch: a node that must fence gets none until it has.
+            let granted = fenced && next != .broken ? lease.ttlMillis : 0
             try await tx.execute(
                 """
                 UPDATE nodes SET last_heartbeat = now(), state = $2, usage_cpu_millis = $3, usage_memory_bytes = $4,
-                    usage_disk_bytes = $5 WHERE name = $1
-                """, request.node, next.rawValue, request.usage.cpuMillis, request.usage.memoryBytes, request.usage.diskBytes)
+                    usage_disk_bytes = $5,
+                    lease_renewed_at = CASE WHEN $6::bigint > 0 THEN now() ELSE lease_renewed_at END,
+                    lease_ttl_ms = CASE WHEN $6::bigint > 0 THEN $6::bigint ELSE lease_ttl_ms END
+                WHERE name = $1
+                """, request.node, next.rawValue, request.usage.cpuMillis, request.usage.memoryBytes, request.usage.diskBytes, granted)
             if next != health {
                 try await Events.record(tx, .node, request.node, next.rawValue,
                                         health == .broken ? "fenced at epoch \(epoch); back in service" : "heartbeats resumed")
@@ -116,6 +123,7 @@ struct Nodes: Sendable {
             response.healthCode = next.code
             response.epoch = epoch
             response.fence = !fenced && health == .broken || request.epoch > epoch
+            response.leaseTtlMs = UInt32(clamping: granted)
             response.stop = try await applyStatuses(tx, node: request.node, accepted)
             // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
             // reported (else they would stop the generation this node does own).
@@ -158,7 +166,8 @@ struct Nodes: Sendable {
     /// Updates the instances this node owns at the reported generation. Returns the generations reported that
     /// it does not own and that still run (to stop); a final report of an old generation only says it is gone.
     private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {
-        guard !statuses.isEmpty else { return [] }
+        let priors = try await settlePriors(tx, node: node, statuses)
+        guard !statuses.isEmpty else { return priors }
         let ids = Array(Set(statuses.map(\.instanceID)))
         let owned = try await tx.query(
             "SELECT id::text AS id, generation, state, ready FROM instances WHERE id = ANY($1::uuid[]) AND node = $2 FOR UPDATE",
@@ -211,7 +220,33 @@ struct Nodes: Sendable {
         for id in nowServing {
             try await Assignments.releaseSuccessor(tx, instance: id)
         }
-        return stop
+        let asked = Set(stop.map { "\($0.instanceID)/\($0.generation)" })
+        return stop + priors.filter { !asked.contains("\($0.instanceID)/\($0.generation)") }
+    }
+
+    /// The copies this node may still run of instances placed elsewhere (`prior_node`): each one it reports
+    /// final is gone, and its successor may start (safe mode); each one it does not report at all is asked
+    /// for in `stop`, so the agent stops it or, never having run it, says so and never will. Returns those asks.
+    private func settlePriors(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {
+        let priors = try await InstancesTable.priors(tx, node: node)
+        guard !priors.isEmpty else { return [] }
+        var reported: [String: InstanceState] = [:]
+        for status in statuses { reported["\(status.instanceID)/\(status.generation)"] = InstanceState(rawValue: status.state) }
+        var gone: [(id: String, generation: Int64)] = []
+        var ask: [Sigma_V1_InstanceRef] = []
+        for prior in priors {
+            switch reported["\(prior.id)/\(prior.generation)"] {
+            case .some(let state) where state.isFinal: gone.append((prior.id, prior.generation))
+            case .some: break  // it runs: `stop` asks for it already
+            case .none:
+                var ref = Sigma_V1_InstanceRef()
+                ref.instanceID = prior.id
+                ref.generation = prior.generation
+                ask.append(ref)
+            }
+        }
+        try await Assignments.priorsGone(tx, InstancesTable.clearPriors(tx, node: node, gone), because: "reported stopped by \(node)")
+        return ask
     }
 
     /// Ready → Suspect, and Ready or Suspect → Broken (its epoch rises), for nodes silent longer than the

@@ -32,6 +32,12 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Seconds without a heartbeat before a node is Broken and its instances move.")
     var brokenAfter: Double = 5
 
+    @Option(help: "Seconds a node's lease lasts after each accepted heartbeat: its safe-mode instances are killed when it lapses, and replaced elsewhere only once it certainly has. Default: --broken-after.")
+    var nodeLease: Double?
+
+    @Option(help: "Seconds added to a node's lease (stretched by 1 % for clock drift) before the scheduler counts a lapsed node's safe-mode copies as gone: the monitor's poll and kill, and any stall of the node.")
+    var nodeLeaseMargin: Double = 1
+
     @Option(help: "Seconds the active scheduler's lease lasts; a standby takes over within about this long.")
     var leaseDuration: Double = 3
 
@@ -51,6 +57,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         guard leaseDuration >= 0.3, passInterval > 0, passInterval < leaseDuration else {
             throw ValidationError("need --lease-duration >= 0.3 and 0 < --pass-interval < --lease-duration")
         }
+        if let nodeLease { guard nodeLease >= 0.5 else { throw ValidationError("--node-lease: seconds, at least 0.5") } }
+        guard nodeLeaseMargin >= 0.2 else { throw ValidationError("--node-lease-margin: seconds, at least 0.2") }
         guard eventsRetention >= 0 else { throw ValidationError("--events-retention: hours, 0 or more") }
         guard auditRetention >= 0 else { throw ValidationError("--audit-retention: hours, 0 or more") }
     }
@@ -65,7 +73,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         let (publisher, advertised) = try host.publisher(feed)
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
         let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: advertised,
-                          heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter), logger: logger)
+                          heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter),
+                          lease: NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter)), logger: logger)
         let apps = Apps(store: store, logger: logger)
         let instances = Instances(store: store, logger: logger)
         let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)
@@ -79,7 +88,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         let leader = Leader(
             store: store, lease: lease,
             upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds,
-                           eventsRetention: eventsRetention * 3600, auditRetention: auditRetention * 3600, logger: logger),
+                           eventsRetention: eventsRetention * 3600, auditRetention: auditRetention * 3600,
+                           nodeLeaseMarginMillis: Upkeep.millis(nodeLeaseMargin), logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)

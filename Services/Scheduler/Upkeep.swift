@@ -17,6 +17,8 @@ struct Upkeep: Sendable {
     let eventsRetention: Double
     /// Seconds audit log entries are kept; 0 keeps them all.
     var auditRetention: Double = 0
+    /// Added to a node's lease (stretched by the clock drift) before its prior copies count as gone.
+    var nodeLeaseMarginMillis: Int64 = NodeLease.defaultMarginMillis
     let logger: Logger
 
     static func millis(_ seconds: Double) -> Int64 { Int64(seconds * 1000) }
@@ -37,6 +39,17 @@ struct Upkeep: Sendable {
                     try await InstancesTable.endTerminating(tx, node: name)
                 }
             }
+        }
+    }
+
+    /// Prior copies on Broken nodes whose lease has certainly lapsed (their monitors have killed them) or on
+    /// removed nodes are gone: their safe-mode successors may start.
+    func releaseLapsedPriors() async throws {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            let gone = try await InstancesTable.clearLapsedPriors(tx, drift: NodeLease.clockDrift, marginMillis: nodeLeaseMarginMillis)
+            try await Assignments.priorsGone(tx, gone, because: "its node's lease has certainly lapsed")
+            if !gone.isEmpty { logger.notice("prior copies gone with their node's lease", metadata: ["count": "\(gone.count)"]) }
         }
     }
 

@@ -70,7 +70,8 @@ extension AppSpec {
                 ? SecurityContext(
                     user: wire.security.user, runAsNonRoot: wire.security.runAsNonRoot,
                     seccomp: parse(wire.security.seccomp, "security.seccomp", default: .runtimeDefault, all: SecurityContext.SeccompMode.allCases))
-                : nil)
+                : nil,
+            failover: wire.failover.isEmpty ? nil : parse(wire.failover, "failover", default: .safe, all: FailoverMode.allCases))
         return (spec, problems + spec.problems())
     }
 
@@ -121,6 +122,7 @@ extension AppSpec {
             wire.security.runAsNonRoot = security.runAsNonRoot
             wire.security.seccomp = security.seccomp.rawValue
         }
+        wire.failover = failover?.rawValue ?? ""
         return wire
     }
 }

@@ -22,13 +22,16 @@ public struct AppSpec: Hashable, Sendable, Codable {
     public var lifecycle: Lifecycle?
     /// Who the instance runs as; nil = the image's user (root for `host`).
     public var security: SecurityContext?
+    /// What a lost node costs: at most one copy (`safe`) or the fastest replacement (`fast`); nil = the
+    /// default, `failoverMode`.
+    public var failover: FailoverMode?
 
     /// The keys of the stored JSON (apps.spec, app_revisions.spec): fixed here, not by the property names,
     /// because SQL reads some of them (`AppSpec.StoredPath`, and the views of migration 20). Rename a
     /// property and keep its key.
     public enum CodingKeys: String, CodingKey {
         case name, team, image, command, args, env, replicas, resources, nodeSelector, spread, idcAffinity, network, ports
-        case ssd, startup, restartPolicy, config, lifecycle, security
+        case ssd, startup, restartPolicy, config, lifecycle, security, failover
     }
 
     public init(
@@ -37,7 +40,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         nodeSelector: LabelSelector = .init(), spread: SpreadPolicy = .init(), idcAffinity: IDCAffinity = .init(),
         network: NetworkMode = .overlay, ports: [ContainerPort] = [], ssd: SSDRequest? = nil,
         startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil,
-        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil
+        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil, failover: FailoverMode? = nil
     ) {
         self.name = name
         self.team = team
@@ -58,7 +61,12 @@ public struct AppSpec: Hashable, Sendable, Codable {
         self.config = config
         self.lifecycle = lifecycle
         self.security = security
+        self.failover = failover
     }
+
+    /// The failover the app gets: the spec's, else `safe` for apps whose instances keep data on their node
+    /// (an SSD), else `fast`.
+    public var failoverMode: FailoverMode { failover ?? (ssd != nil ? .safe : .fast) }
 
     /// Host ports each instance needs on its node: one per container port in host network mode.
     public var hostPortCount: Int { network == .host ? ports.count : 0 }
@@ -253,6 +261,15 @@ public struct SSDRequest: Hashable, Sendable, Codable {
         self.minBytes = minBytes
         self.mountPath = mountPath
     }
+}
+
+/// What happens to an instance whose node stops answering (docs/operations.md, "At most one copy").
+public enum FailoverMode: String, Hashable, Sendable, Codable, CaseIterable {
+    /// At most one live copy: a copy elsewhere starts only once the old one is certainly gone — its node
+    /// reported it stopped, or the node's lease has lapsed, after which the old copy's monitor has killed it.
+    case safe
+    /// The replacement starts as soon as it is placed; the old copy, cut off, may still run meanwhile.
+    case fast
 }
 
 public enum StartupOrder: String, Hashable, Sendable, Codable, CaseIterable {

@@ -20,7 +20,15 @@ extension AppSpec {
         public static let requestMemory = resources(.request, .memoryBytes)
         public static let limitCPU = resources(.limit, .cpuMillis)
         public static let limitMemory = resources(.limit, .memoryBytes)
+        public static let failover = StoredPath([CodingKeys.failover.rawValue])
+        public static let ssd = StoredPath([CodingKeys.ssd.rawValue])
         public static let all = [replicas, startup, requestCPU, requestMemory, limitCPU, limitMemory]
+
+        /// SQL for `AppSpec.failoverMode` of the stored spec `column`: 'safe' or 'fast'.
+        public static func failoverMode(of column: String) -> String {
+            "coalesce(\(column) #>> \(failover), CASE WHEN \(column) #> \(ssd) IS NOT NULL AND \(column) #> \(ssd) <> 'null'::jsonb "
+                + "THEN '\(FailoverMode.safe.rawValue)' ELSE '\(FailoverMode.fast.rawValue)' END)"
+        }
 
         static func resources(_ kind: ResourceRequirements.CodingKeys, _ quantity: Resources.CodingKeys) -> StoredPath {
             StoredPath([CodingKeys.resources.rawValue, kind.rawValue, quantity.rawValue])

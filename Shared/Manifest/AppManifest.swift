@@ -19,6 +19,7 @@ import Yams
 /// ports: [{name: mysql, containerPort: 3306}]
 /// ssd: {count: 1, minBytes: 100Gi, mountPath: /var/lib/mysql}
 /// startup: ordered
+/// failover: safe                      # the default with an SSD; fast without
 /// security: {user: "1000:1000", runAsNonRoot: true}
 /// ```
 public enum AppManifest {
@@ -202,6 +203,7 @@ public enum AppManifest {
             let fields = mapping(document, "", keys: [
                 "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
                 "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle", "security",
+                "failover",
             ])
             if case .mapping = document {} else { return AppSpec(name: "") }
             var spec = AppSpec(name: string(fields["name"], "name"))
@@ -245,6 +247,7 @@ public enum AppManifest {
                     user: string(security["user"], "security.user"), runAsNonRoot: bool(security["runAsNonRoot"], "security.runAsNonRoot"),
                     seccomp: choice(security["seccomp"], "security.seccomp", default: .runtimeDefault))
             }
+            if let node = fields["failover"] { spec.failover = choice(node, "failover", default: .safe) }
             return spec
         }
 

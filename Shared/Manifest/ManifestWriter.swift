@@ -47,6 +47,7 @@ extension AppManifest {
         }
         if spec.startup != .parallel { fields["startup"] = text(spec.startup.rawValue) }
         if spec.restartPolicy != .always { fields["restartPolicy"] = text(spec.restartPolicy.rawValue) }
+        if let failover = spec.failover { fields["failover"] = text(failover.rawValue) }
         if let config = spec.config {
             var reference = Fields()
             reference["app"] = text(config.app)

@@ -36,7 +36,7 @@ import Testing
     /// Seeded random specs with every field drawn, awkward strings included; each valid one survives.
     /// A field added to AppSpec fails the first check until it is drawn here too (and written by render).
     @Test func randomValidSpecsComeBackEqual() throws {
-        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 19, "AppSpec has a new field: draw it below")
+        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 20, "AppSpec has a new field: draw it below")
         var random = SeededGenerator(seed: 7)
         let words = ["web", "a", "true", "no", "1", "0x1F", "null", "~", "", " spaced ", "a: b", "- x", "#c", "[x]", "{y}",
                      "'q'", "\"dq\"", "multi\nline", "tab\there", "😀", "1.5", "2026-12-01", "*ref", "&anchor", "!tag", "%"]
@@ -86,6 +86,7 @@ import Testing
                 spec.security = SecurityContext(user: maybe() ? "1000:1000" : "", runAsNonRoot: maybe(),
                                                 seccomp: SecurityContext.SeccompMode.allCases.randomElement(using: &random)!)
             }
+            if maybe() { spec.failover = FailoverMode.allCases.randomElement(using: &random)! }
             guard spec.problems().isEmpty else { continue }
             let text = try AppManifest.render([spec])
             let back: [AppSpec]

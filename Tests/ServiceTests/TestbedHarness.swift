@@ -21,7 +21,7 @@ struct Testbed {
 
     static func with(
         hosts count: Int, schedulers: Int = 1, configs: Int = 0, discoveries: Int = 0, brokenAfter: Double = 12, idcs: [String] = ["idc-a"],
-        _ body: (Testbed, SchedulerCluster) async throws -> Void
+        schedulerFlags: [String] = [], _ body: (Testbed, SchedulerCluster) async throws -> Void
     ) async throws {
         let name = "t" + String(UUID().uuidString.prefix(6)).lowercased().filter { $0.isLetter || $0.isNumber }
         let common = ["--name", name, "--bin", ServiceProcess.binDirectory]
@@ -30,7 +30,7 @@ struct Testbed {
         var bed = Testbed(name: name, subnet: network["subnet"] ?? "", control: network["control"] ?? "")
         try await SchedulerCluster.with(
             schedulers: schedulers, discoveries: discoveries, configs: configs, brokenAfter: brokenAfter, pool: TestSubnets.next() + ".0/24",
-            extra: ["--heartbeat-interval", "0.2"], host: bed.control
+            extra: ["--heartbeat-interval", "0.2"] + schedulerFlags, host: bed.control
         ) { cluster in
             var arguments = ["up", "\(count)", "--scheduler", cluster.endpoints.joined(separator: ","),
                              "--idcs", idcs.joined(separator: ",")] + common
@@ -75,13 +75,30 @@ struct Testbed {
     /// Kills host `index`'s agent (SIGKILL) and starts it again in its host with the same flags; it re-adopts
     /// the instances that kept running meanwhile.
     func restartAgent(host index: Int) throws {
+        try startAgent(host: index, try killAgent(host: index))
+    }
+
+    /// Host `index`'s agent process id.
+    func agentPID(host index: Int) throws -> Int32 {
         let pidFile = "/run/sigma-testbed/\(name)/h\(index)/agent.pid"
         guard let pid = Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw TestSetupError("no agent pid in \(pidFile)")
         }
+        return pid
+    }
+
+    /// Kills host `index`'s agent (SIGKILL) and returns its command line, for `startAgent`.
+    func killAgent(host index: Int) throws -> [String] {
+        let pid = try agentPID(host: index)
         let commandLine = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))
             .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         Foundation.kill(pid, SIGKILL)
+        return commandLine
+    }
+
+    /// Starts an agent on host `index` with `commandLine` (the one `killAgent` returned).
+    func startAgent(host index: Int, _ commandLine: [String]) throws {
+        let pidFile = "/run/sigma-testbed/\(name)/h\(index)/agent.pid"
         let agent = Process()
         agent.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         agent.arguments = ["--net=/run/netns/\(name)-h\(index)"] + commandLine

@@ -21,13 +21,17 @@ actor Agent {
     /// Why an instance left `desired` ("deleted", "migrated", ...), for the stop reason.
     var removalReasons: [String: String] = [:]
     var local: [String: LocalInstance] = [:]
-    /// Instances stopped on the scheduler's word: reported once as Terminated, then forgotten.
+    /// Instances stopped on the scheduler's word: reported once as Terminated, then forgotten. Keyed by
+    /// `Agent.key(id, generation)`: two generations of one instance may both wait to be reported.
     var finished: [String: Sigma_V1_InstanceStatus] = [:]
+    /// Generations the scheduler asked to stop before this agent ever had them (a removal overtook the
+    /// assignment): each id's highest such generation, never started here, with when it was asked.
+    var refusedGenerations: [String: (generation: Int64, at: ContinuousClock.Instant)] = [:]
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
     let overlayWake: AsyncStream<Void>.Continuation
     let overlayWakes: AsyncStream<Void>
-    /// Instances the scheduler no longer counts as this node's (stale generation): stopped without a report.
+    /// Instances the scheduler no longer counts as this node's (stale generation): stopped, then reported Terminated once.
     var disowned: Set<String> = []
     /// Heartbeat refusals already logged.
     private var loggedRefusals: Set<String> = []
@@ -64,8 +68,17 @@ actor Agent {
     // MARK: - What the scheduler says
 
     /// The whole desired state (a snapshot): replaces what was known.
+    static func key(_ id: String, _ generation: Int64) -> String { "\(id)/\(generation)" }
+
+    /// Whether `assignment` is a generation the scheduler already asked to stop here.
+    private func isRefused(_ assignment: Sigma_V1_Assignment) -> Bool {
+        guard let refused = refusedGenerations[assignment.instanceID] else { return false }
+        return assignment.generation <= refused.generation
+    }
+
     func replaceAssignments(_ assignments: [Sigma_V1_Assignment]) {
-        let incoming = Dictionary(assignments.map { ($0.instanceID, $0) }, uniquingKeysWith: { a, b in a.generation >= b.generation ? a : b })
+        let incoming = Dictionary(assignments.filter { !isRefused($0) }.map { ($0.instanceID, $0) },
+                                  uniquingKeysWith: { a, b in a.generation >= b.generation ? a : b })
         for (id, known) in desired where incoming[id] == nil {
             removalReasons[id] = removalReasons[id] ?? "removed"
             if local[id] == nil { neverStarted(known, reason: removalReasons[id]!) }
@@ -88,6 +101,7 @@ actor Agent {
             if let known, local[id] == nil { neverStarted(known, reason: removalReasons[id]!) }
         } else {
             if let known = desired[id], known.generation > event.assignment.generation { return }
+            if isRefused(event.assignment) { return }
             if desired[id]?.generation != event.assignment.generation { arrivals[id] = .now }
             desired[id] = event.assignment
             removalReasons[id] = nil
@@ -103,12 +117,36 @@ actor Agent {
         let all = refs.map { ($0.instanceID, $0.generation) }
             + ids.filter { !named.contains($0) }.compactMap { id in local[id].map { (id, $0.assignment.generation) } }
         for (id, generation) in all {
-            guard let instance = local[id], instance.assignment.generation == generation else { continue }
+            guard let instance = local[id], instance.assignment.generation == generation else {
+                notHere(id, generation: generation)
+                continue
+            }
             disowned.insert(id)
             if desired[id]?.generation == instance.assignment.generation { desired[id] = nil }
             removalReasons[id] = "fenced: generation \(instance.assignment.generation) is no longer this node's"
         }
         wake.yield()
+    }
+
+    /// The scheduler asks to stop a generation that does not run here: one assigned but not started yet is
+    /// dropped, one never seen is refused for good (its assignment may still be on its way); either way it is
+    /// reported Terminated, so the scheduler knows this node will never run it.
+    private func notHere(_ id: String, generation: Int64) {
+        if let known = desired[id], known.generation == generation {
+            desired[id] = nil
+            neverStarted(known, reason: "fenced: generation \(generation) is no longer this node's")
+            return
+        }
+        guard local[id].map({ $0.assignment.generation < generation }) ?? true else { return }
+        let now = ContinuousClock.now
+        if (refusedGenerations[id]?.generation ?? -1) < generation { refusedGenerations[id] = (generation, now) }
+        refusedGenerations = refusedGenerations.filter { now - $0.value.at < .seconds(600) }
+        var status = Sigma_V1_InstanceStatus()
+        status.instanceID = id
+        status.generation = generation
+        status.state = InstanceState.terminated.rawValue
+        status.reason = "never ran on this node"
+        finished[Self.key(id, generation)] = status
     }
 
     /// Entries of a heartbeat the scheduler refused (each said once in the log; the rest of it counted).
@@ -129,18 +167,18 @@ actor Agent {
         status.generation = assignment.generation
         status.state = InstanceState.terminated.rawValue
         status.reason = "\(reason) before it started"
-        finished[assignment.instanceID] = status
+        finished[Self.key(assignment.instanceID, assignment.generation)] = status
         arrivals[assignment.instanceID] = nil
     }
 
     func poke() { wake.yield() }
 
     /// Fencing: takes `assignments` as the whole truth and stops, before anything else, every instance they do
-    /// not hold at the same generation (without reporting them: they are not this node's any more).
+    /// not hold at the same generation, each reported Terminated once (the scheduler settles prior copies by it).
     func fence(_ assignments: [Sigma_V1_Assignment]) async {
         replaceAssignments(assignments)
         for (id, instance) in local where desired[id]?.generation != instance.assignment.generation {
-            await stop(id, reason: "fenced", report: false)
+            await stop(id, reason: "fenced", report: true)
         }
     }
 
@@ -186,6 +224,12 @@ actor Agent {
 
     // MARK: - Reconcile
 
+    /// The scheduler allows it, and a safe-mode instance also needs the node's lease to hold (its monitor
+    /// would refuse it otherwise).
+    private func mayStart(_ assignment: Sigma_V1_Assignment) -> Bool {
+        assignment.mayStart && (assignment.appSpec.failoverMode == .fast || runtime.lease.holds)
+    }
+
     /// Runs passes until cancelled: one per wake, plus one per watch interval for endings and back-offs.
     func run() async {
         let ticker = Task { [wake, settings] in
@@ -219,20 +263,20 @@ actor Agent {
             let wanted = desired[id]
             if let wanted, wanted.generation == instance.assignment.generation { continue }
             let reason = wanted != nil ? "replaced by generation \(wanted!.generation)" : removalReasons[id] ?? "removed"
-            await stop(id, reason: reason, report: wanted == nil && !disowned.contains(id))
+            await stop(id, reason: reason, report: wanted == nil || disowned.contains(id))
         }
 
         var starts: [Sigma_V1_Assignment] = []
         for (id, assignment) in desired {
             guard var instance = local[id] else {
-                if assignment.mayStart { starts.append(assignment) }
+                if mayStart(assignment) { starts.append(assignment) }
                 continue
             }
             let limitsChanged = instance.assignment.resources != assignment.resources
             instance.assignment = assignment
             local[id] = instance
             if limitsChanged, case .running = instance.phase { await applyLimits(id) }
-            if case .backoff(let until) = instance.phase, until <= now, assignment.mayStart { starts.append(assignment) }
+            if case .backoff(let until) = instance.phase, until <= now, mayStart(assignment) { starts.append(assignment) }
         }
         guard !starts.isEmpty else { return }
         for assignment in starts where local[assignment.instanceID] == nil {

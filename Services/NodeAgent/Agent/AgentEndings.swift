@@ -61,7 +61,7 @@ extension Agent {
         status.state = InstanceState.terminated.rawValue
         status.exitCode = ending.exitCode
         status.reason = "\(reason) (\(ending))"
-        finished[id] = status
+        finished[Self.key(id, instance.assignment.generation)] = status
     }
 
     /// The app's grace period, or the agent's default for specs that set none.
@@ -80,6 +80,14 @@ extension Agent {
     func handleEnding(_ id: String, _ ending: InstanceEnding) {
         guard var instance = local[id] else { return }
         instance.lastEnding = ending
+        if case .fenced = ending {
+            // Its monitor killed it when the node's lease lapsed: it starts again once the scheduler grants one.
+            guard instance.move(to: .selfFenced) else { return refused(id, instance.phase, .selfFenced) }
+            instance.endNote = "\(ending)"
+            local[id] = instance
+            logger.notice("the node's lease lapsed; the instance was killed", metadata: ["instance": "\(id)"])
+            return
+        }
         let policy = instance.assignment.appSpec.restartPolicy
         let restart = switch policy {
         case .always: true

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 import NodeRuntime
@@ -125,9 +126,18 @@ struct AgentLoop: Service {
             request.usage.memoryBytes = usage.memoryBytes
             request.usage.diskBytes = usage.diskBytes
             request.instances = statuses
+            // A grant counts from before the heartbeat left: the lease never outlasts what the scheduler assumes.
+            let sent = NodeLeaseFile.bootMillis()
             do {
                 let response = try await scheduler.call(SchedulerMethods.heartbeat, request, timeout: interval * 3)
-                await agent.contact(brokenAfter: brokenAfter)
+                if response.leaseTtlMs > 0 {
+                    do {
+                        try agent.runtime.lease.write(deadline: NodeLease(ttlMillis: Int64(response.leaseTtlMs)).deadline(sentAt: sent))
+                    } catch {
+                        logger.error("the node's lease could not be renewed", metadata: ["error": "\(error)"])
+                    }
+                }
+                await agent.contact(brokenAfter: brokenAfter, granted: !response.fence)
                 await agent.reported(statuses)
                 if !response.stop.isEmpty || !response.stopInstances.isEmpty {
                     await agent.disown(response.stop, ids: response.stopInstances)

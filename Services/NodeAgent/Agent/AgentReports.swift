@@ -60,7 +60,7 @@ extension Agent {
             }
             statuses.append(status)
         }
-        return statuses + finished.values.sorted { $0.instanceID < $1.instanceID }
+        return statuses + finished.values.sorted { ($0.instanceID, $0.generation) < ($1.instanceID, $1.generation) }
     }
 
     private func cpuMillis(_ id: String, nanos: UInt64, now: ContinuousClock.Instant) -> Int64 {
@@ -74,9 +74,8 @@ extension Agent {
 
     /// A heartbeat carried these finished reports: they need not be sent again.
     func reported(_ statuses: [Sigma_V1_InstanceStatus]) {
-        for status in statuses where status.state == InstanceState.terminated.rawValue
-            && finished[status.instanceID]?.generation == status.generation {
-            finished[status.instanceID] = nil
+        for status in statuses where status.state == InstanceState.terminated.rawValue {
+            finished[Self.key(status.instanceID, status.generation)] = nil
         }
     }
 

@@ -36,6 +36,7 @@ enum LaunchPlan {
         request.runAsNonRoot = security.runAsNonRoot
         // The scheduler took Unconfined only for a team an operator allows it.
         request.unconfined = security.seccomp == .unconfined
+        request.leased = spec.failoverMode == .safe
         return request
     }
 

@@ -109,9 +109,12 @@ extension Agent {
 
     /// The scheduler answered: the control plane is reachable. Self-fenced instances may run again (if still
     /// assigned here; the next pass decides).
-    func contact(brokenAfter: Duration?) {
+    /// The scheduler answered; with `granted` (not told to fence first), self-fenced instances and those
+    /// fenced by a lapsed lease may start again.
+    func contact(brokenAfter: Duration?, granted: Bool = true) {
         lastContact = .now
         if let brokenAfter { self.brokenAfter = brokenAfter }
+        guard granted else { return }
         for (id, instance) in local where instance.phase == .selfFenced {
             move(id, to: .backoff(until: .now))
             logger.notice("control plane back; a self-fenced instance may start again", metadata: ["instance": "\(id)"])

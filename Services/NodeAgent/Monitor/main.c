@@ -1,6 +1,7 @@
 // sigma-monitor: holds one instance's stdio and records how it ended, so both outlive the agent.
 //
 //   sigma-monitor --runtime PATH --root DIR --bundle DIR --id ID --dir DIR [--log-max-bytes N] [--log-keep K]
+//                 [--lease FILE] [--journal FILE]
 //
 // The first process waits until the instance runs (or failed to start), prints "pid N" or "error TEXT" on
 // stdout and exits 0 or 1. A detached child (its own session, a child subreaper) stays behind: it runs
@@ -10,6 +11,15 @@
 // nothing else about the instance lives in this process. The child holds an exclusive flock on
 // DIR/monitor.lock for as long as it lives: a new start waits for it, so an earlier run's ending is never
 // written over the next run's (a second monitor on the same folder refuses to start).
+//
+// With --lease (failover: safe) the instance lives on the node's lease: FILE holds a deadline in milliseconds
+// of CLOCK_BOOTTIME, which the agent moves on after every heartbeat the scheduler granted. The instance does
+// not start once the deadline has passed ("error the node's lease has lapsed"), and when it passes while the
+// instance runs, this process kills it (SIGKILL to its PID 1, which ends its whole PID namespace) whether the
+// agent still runs or not, and records "fenced the node's lease lapsed". The scheduler starts a copy elsewhere
+// only once it is sure the deadline has passed (docs/operations.md, "At most one copy").
+// With --journal, one line is appended to FILE before the runtime runs the instance ("MS start ID") and one
+// once it is reaped ("MS stop ID ENDING"), MS in CLOCK_BOOTTIME milliseconds: bounds of each copy's life.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -25,9 +35,10 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
-static const char *runtime, *runc_root, *bundle, *id, *dir;
+static const char *runtime, *runc_root, *bundle, *id, *dir, *lease_file, *journal_file;
 static long long log_max = 10LL << 20;
 static int log_keep = 3;
 static int log_fd = -1;
@@ -35,7 +46,7 @@ static long long log_size = 0;
 
 static void usage(void) {
     fprintf(stderr, "usage: sigma-monitor --runtime PATH --root DIR --bundle DIR --id ID --dir DIR "
-                    "[--log-max-bytes N] [--log-keep K]\n");
+                    "[--log-max-bytes N] [--log-keep K] [--lease FILE] [--journal FILE]\n");
     exit(2);
 }
 
@@ -54,6 +65,37 @@ static void write_file_atomically(const char *name, const char *text) {
     fsync(fd);
     close(fd);
     rename(temp, path);
+}
+
+static long long boot_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+// The lease's deadline (CLOCK_BOOTTIME ms); 0 when the file is missing or unreadable: no lease.
+static long long lease_deadline(void) {
+    int fd = open(lease_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char text[32];
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    text[n] = 0;
+    char *end;
+    long long deadline = strtoll(text, &end, 10);
+    return end == text ? 0 : deadline;
+}
+
+static void journal(const char *what, const char *detail) {
+    if (!journal_file) return;
+    int fd = open(journal_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    char line[256];
+    int n = snprintf(line, sizeof line, "%lld %s %s%s%s\n", boot_ms(), what, id, *detail ? " " : "", detail);
+    ssize_t ignored = write(fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    (void)ignored;
+    close(fd);
 }
 
 static void open_log(void) {
@@ -181,6 +223,12 @@ static int monitor(int report_fd) {
     path_in_dir(runtime_log, sizeof runtime_log, "runtime.log");
     unlink(pid_file);
 
+    if (lease_file && lease_deadline() <= boot_ms()) {
+        report(report_fd, "error the node's lease has lapsed\n");
+        write_file_atomically("exit", "fenced the node's lease had lapsed before the start\n");
+        return 1;
+    }
+    journal("start", "");
     pid_t runner = fork();
     if (runner < 0) {
         report(report_fd, "error fork: %s\n", strerror(errno));
@@ -198,6 +246,14 @@ static int monitor(int report_fd) {
     }
     close(out[1]);
     close(err[1]);
+    // The kernel's OOM killer spares this process (the runtime, forked above, and so the instance keep the
+    // node's setting): with --lease it is what ends the instance, and it must outlive it.
+    int adjust = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (adjust >= 0) {
+        ssize_t ignored = write(adjust, "-1000", 5);
+        (void)ignored;
+        close(adjust);
+    }
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
 
@@ -212,6 +268,7 @@ static int monitor(int report_fd) {
         char text[4200];
         snprintf(text, sizeof text, "failed %s\n", reason);
         write_file_atomically("exit", text);
+        journal("stop", "failed");
         return 1;
     }
     pid_t instance = 0;
@@ -223,12 +280,13 @@ static int monitor(int report_fd) {
     if (instance <= 0) {
         report(report_fd, "error the runtime wrote no pid\n");
         write_file_atomically("exit", "failed the runtime wrote no pid\n");
+        journal("stop", "failed");
         return 1;
     }
     report(report_fd, "pid %d\n", instance);
     close(report_fd);
 
-    int open_pipes = 2, exited = 0;
+    int open_pipes = 2, exited = 0, fenced = 0;
     char ending[64] = "";
     struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
     for (;;) {
@@ -236,7 +294,8 @@ static int monitor(int report_fd) {
         while ((child = waitpid(-1, &status, WNOHANG)) > 0) {
             if (child != instance) continue;
             exited = 1;
-            if (WIFSIGNALED(status)) snprintf(ending, sizeof ending, "signaled %d\n", WTERMSIG(status));
+            if (fenced) snprintf(ending, sizeof ending, "fenced the node's lease lapsed\n");
+            else if (WIFSIGNALED(status)) snprintf(ending, sizeof ending, "signaled %d\n", WTERMSIG(status));
             else snprintf(ending, sizeof ending, "exited %d\n", WEXITSTATUS(status));
         }
         if (child < 0 && errno == ECHILD && !exited) {
@@ -247,7 +306,18 @@ static int monitor(int report_fd) {
             }
         }
         if (exited && open_pipes == 0) break;
-        int ready = poll(fds, 2, exited ? 200 : 100);
+        int wait_ms = exited ? 200 : 100;
+        if (lease_file && !exited && !fenced) {
+            long long left = lease_deadline() - boot_ms();
+            if (left <= 0) {
+                // The scheduler may start a copy elsewhere from now on: this one ends first.
+                fenced = 1;
+                kill(instance, SIGKILL);
+                continue;
+            }
+            if (left < wait_ms) wait_ms = (int)left;
+        }
+        int ready = poll(fds, 2, wait_ms);
         if (ready <= 0) {
             if (exited) break;  // whatever the instance left holding its stdio, it is gone
             continue;
@@ -262,6 +332,10 @@ static int monitor(int report_fd) {
         }
     }
     write_file_atomically("exit", ending);
+    char detail[64];
+    snprintf(detail, sizeof detail, "%s", ending);
+    detail[strcspn(detail, "\n")] = 0;
+    journal("stop", detail);
     return 0;
 }
 
@@ -277,6 +351,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(flag, "--dir")) dir = value;
         else if (!strcmp(flag, "--log-max-bytes")) log_max = atoll(value);
         else if (!strcmp(flag, "--log-keep")) log_keep = atoi(value);
+        else if (!strcmp(flag, "--lease")) lease_file = value;
+        else if (!strcmp(flag, "--journal")) journal_file = value;
         else usage();
     }
     if (!runtime || !runc_root || !bundle || !id || !dir) usage();

@@ -33,6 +33,14 @@ public actor InstanceRuntime {
 
     var runcRoot: String { configuration.stateDirectory + "/runc" }
 
+    /// The node's lease, which the monitors of leased instances read.
+    public nonisolated var lease: NodeLeaseFile { NodeLeaseFile(path: configuration.stateDirectory + "/lease") }
+
+    /// Where every monitor appends when its copy started and when it was gone (CLOCK_BOOTTIME milliseconds):
+    /// `BOOT_MS start ID` before the runtime runs it, `BOOT_MS stop ID ENDING` once it and its processes are
+    /// reaped. The two bound each copy's life from outside, so overlaps between copies can be checked.
+    public nonisolated var journal: String { configuration.stateDirectory + "/copies.log" }
+
     public nonisolated func directory(of id: String) -> String { configuration.stateDirectory + "/instances/" + id }
 
     public nonisolated func cgroup(of id: String) -> Cgroup {
@@ -70,7 +78,7 @@ public actor InstanceRuntime {
             try Self.writePrivately(try config.encoded(), to: directory + "/config.json")
 
             try await ready?(user)
-            let pid = try await runMonitor(request.id, directory: directory)
+            let pid = try await runMonitor(request.id, directory: directory, leased: request.leased)
             let record = LaunchRecord(
                 id: request.id, pid: pid, imageDigest: root.digest, overlay: root.overlay,
                 startedUnixMs: Int64(Date().timeIntervalSince1970 * 1000), labels: labels, user: user)
@@ -178,11 +186,12 @@ public actor InstanceRuntime {
     }
 
     /// sigma-monitor runs the bundle and answers "pid N" once the instance's process runs, or "error ...".
-    private func runMonitor(_ id: String, directory: String) async throws -> Int32 {
+    private func runMonitor(_ id: String, directory: String, leased: Bool) async throws -> Int32 {
         let result = try await Subprocess.run(configuration.monitor, [
             "--runtime", configuration.runtime, "--root", runcRoot, "--bundle", directory, "--id", id,
             "--dir", directory, "--log-max-bytes", "\(configuration.logMaxBytes)", "--log-keep", "\(configuration.logKeep)",
-        ])
+            "--journal", journal,
+        ] + (leased ? ["--lease", lease.path] : []))
         let answer = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
         guard result.succeeded, answer.hasPrefix("pid "), let pid = Int32(answer.dropFirst(4)) else {
             let reason = answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the monitor failed: \(answer) \(result.errors)"
@@ -260,6 +269,7 @@ public actor InstanceRuntime {
         let word = parts.first ?? "", rest = parts.count > 1 ? parts[1] : ""
         switch word {
         case "failed": return .failed(rest)
+        case "fenced": return .fenced(rest)
         case "exited":
             let code = Int32(rest) ?? -1
             return oomKills > 0 && code == 128 + SIGKILL ? .oomKilled : .exited(code)

@@ -59,6 +59,9 @@ public struct LaunchRequest: Sendable {
     public var user: String = ""
     /// Refuses to start as uid 0.
     public var runAsNonRoot = false
+    /// Lives on the node's lease (failover: safe): it does not start while the lease has lapsed, and its
+    /// monitor kills it when the lease lapses, whether the agent runs or not.
+    public var leased = false
 
     public init(id: String, image: ImageReference, command: [String] = [], args: [String] = [], env: [String: String] = [:],
                 hostname: String? = nil, limits: CgroupLimits = CgroupLimits(), mounts: [OCIConfig.Mount] = [],
@@ -84,6 +87,8 @@ public enum InstanceEnding: Sendable, Equatable, CustomStringConvertible {
     case oomKilled
     /// It never ran: a bad image, a runtime error.
     case failed(String)
+    /// Its monitor killed it (or did not start it) because the node's lease lapsed (failover: safe).
+    case fenced(String)
 
     /// The instance state this ending leaves ("Succeeded", "Failed", "OOMKilled", "Killed").
     public var state: String {
@@ -91,7 +96,7 @@ public enum InstanceEnding: Sendable, Equatable, CustomStringConvertible {
         case .exited(0): return "Succeeded"
         case .exited, .failed: return "Failed"
         case .oomKilled: return "OOMKilled"
-        case .signaled: return "Killed"
+        case .signaled, .fenced: return "Killed"
         }
     }
 
@@ -100,7 +105,7 @@ public enum InstanceEnding: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .exited(let code): return code
         case .signaled(let signal): return 128 + signal
-        case .oomKilled: return 128 + SIGKILL
+        case .oomKilled, .fenced: return 128 + SIGKILL
         case .failed: return -1
         }
     }
@@ -113,6 +118,7 @@ public enum InstanceEnding: Sendable, Equatable, CustomStringConvertible {
         case .signaled(let signal): return "signal \(signalName(signal))"
         case .oomKilled: return "OOMKilled"
         case .failed(let reason): return "start failed: \(reason)"
+        case .fenced(let reason): return "fenced: \(reason)"
         }
     }
 }

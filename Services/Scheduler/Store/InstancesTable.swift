@@ -146,6 +146,13 @@ enum InstancesTable {
             WITH bound AS (
                 UPDATE instances i SET node = b.node, state = 'Scheduled', generation = i.generation + 1, ip = b.ip,
                     token_hash = NULL,
+                    -- A copy may still run where a moving instance was: it is the prior copy, until its node says
+                    -- it is gone (or its lease lapses). Back onto that node, the agent itself stops it first.
+                    prior_node = CASE WHEN i.prior_node = b.node THEN NULL WHEN i.prior_node IS NOT NULL THEN i.prior_node
+                                      WHEN i.state = 'NeedMigration' AND i.node IS NOT NULL AND i.node <> b.node THEN i.node END,
+                    prior_generation = CASE WHEN i.prior_node = b.node THEN 0 WHEN i.prior_node IS NOT NULL THEN i.prior_generation
+                                            WHEN i.state = 'NeedMigration' AND i.node IS NOT NULL AND i.node <> b.node THEN i.generation
+                                            ELSE 0 END,
                     prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
                     pending_reason = '', target_node = '', ready = false, exit_code = 0, restarts = 0, next_retry_at = NULL,
                     updated_at = now()
@@ -165,6 +172,56 @@ enum InstancesTable {
                    (SELECT count(*) FROM bound)::bigint AS n
             """, values.ids, values.nodes, values.ips, values.prefixes, values.gateways, values.ports, values.ssds, channel)
         return try rows.first?.decode(Int.self, "n") ?? 0
+    }
+
+    // MARK: - Prior copies
+
+    /// The copies `node` may still run of instances now placed elsewhere: (id, generation of that copy).
+    static func priors(_ tx: Transaction, node: String) async throws -> [(id: String, generation: Int64)] {
+        let rows = try await tx.query(
+            "SELECT id::text AS id, prior_generation FROM instances WHERE prior_node = $1 FOR UPDATE", node)
+        return try rows.map { (try $0.decode(String.self, "id"), try $0.decode(Int64.self, "prior_generation")) }
+    }
+
+    /// A prior copy that is gone, and where its instance is placed now (for the notification and the event).
+    struct GoneCopy: Sendable {
+        let id: String, node: String, priorNode: String, priorGeneration: Int64
+    }
+
+    /// `node`'s copies in `gone` (id, generation) are no longer prior copies.
+    static func clearPriors(_ tx: Transaction, node: String, _ gone: [(id: String, generation: Int64)]) async throws -> [GoneCopy] {
+        guard !gone.isEmpty else { return [] }
+        let rows = try await tx.query(
+            """
+            UPDATE instances i SET prior_node = NULL, prior_generation = 0
+            FROM unnest($2::uuid[], $3::bigint[]) AS g(id, generation)
+            WHERE i.id = g.id AND i.prior_node = $1 AND i.prior_generation = g.generation
+            RETURNING i.id::text AS id, coalesce(i.node, '') AS node, g.generation
+            """, node, gone.map(\.id), gone.map(\.generation))
+        return try rows.map {
+            GoneCopy(id: try $0.decode(String.self, "id"), node: try $0.decode(String.self, "node"), priorNode: node,
+                     priorGeneration: try $0.decode(Int64.self, "generation"))
+        }
+    }
+
+    /// Prior copies on nodes that are Broken and whose lease has certainly lapsed (`NodeLease`: the TTL
+    /// stretched by `drift`, plus `marginMillis`), or on nodes removed: none of them runs any more.
+    static func clearLapsedPriors(_ tx: Transaction, drift: Double, marginMillis: Int64) async throws -> [GoneCopy] {
+        let rows = try await tx.query(
+            """
+            WITH lapsed AS (
+                SELECT i.id, i.prior_node, i.prior_generation FROM instances i LEFT JOIN nodes n ON n.name = i.prior_node
+                WHERE i.prior_node IS NOT NULL AND (n.name IS NULL OR (n.state = 'Broken' AND (n.lease_renewed_at IS NULL
+                      OR n.lease_renewed_at < now() - (ceil(n.lease_ttl_ms * (1 + $1::float8)) + $2) * interval '1 millisecond')))
+                FOR UPDATE OF i
+            )
+            UPDATE instances i SET prior_node = NULL, prior_generation = 0 FROM lapsed l WHERE i.id = l.id
+            RETURNING i.id::text AS id, coalesce(i.node, '') AS node, l.prior_node, l.prior_generation
+            """, drift, marginMillis)
+        return try rows.map {
+            GoneCopy(id: try $0.decode(String.self, "id"), node: try $0.decode(String.self, "node"),
+                     priorNode: try $0.decode(String.self, "prior_node"), priorGeneration: try $0.decode(Int64.self, "prior_generation"))
+        }
     }
 
     // MARK: - The agents' reports

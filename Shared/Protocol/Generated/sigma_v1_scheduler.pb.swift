@@ -409,6 +409,12 @@ public nonisolated struct Sigma_V1_HeartbeatResponse: Sendable {
 
   public var healthCode: Sigma_V1_NodeHealthCode = .nodeHealthUnspecified
 
+  /// The node's lease, granted to a heartbeat at the node's current epoch (never to one answered `fence`): it
+  /// holds for this many milliseconds counted from when the agent sent the heartbeat. 0: no grant. The agent
+  /// writes the deadline where its safe-mode instances' monitors read it; they kill their instance when it
+  /// passes (docs/operations.md, "At most one copy").
+  public var leaseTtlMs: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -869,6 +875,13 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
   public var hasSecurity: Bool {_storage._security != nil}
   /// Clears the value of `security`. Subsequent reads from it will return its default value.
   public mutating func clearSecurity() {_uniqueStorage()._security = nil}
+
+  /// "safe" (at most one live copy: a replacement starts only once the old copy is certainly gone) or "fast"
+  /// (the replacement starts at once). Empty: "safe" when the app has an SSD, else "fast".
+  public var failover: String {
+    get {_storage._failover}
+    set {_uniqueStorage()._failover = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2551,7 +2564,7 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0\u{3}health_code\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0\u{3}health_code\0\u{3}lease_ttl_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2566,6 +2579,7 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.stop) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.refused) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.healthCode) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.leaseTtlMs) }()
       default: break
       }
     }
@@ -2593,6 +2607,9 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if self.healthCode != .nodeHealthUnspecified {
       try visitor.visitSingularEnumField(value: self.healthCode, fieldNumber: 7)
     }
+    if self.leaseTtlMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseTtlMs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2604,6 +2621,7 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.stop != rhs.stop {return false}
     if lhs.refused != rhs.refused {return false}
     if lhs.healthCode != rhs.healthCode {return false}
+    if lhs.leaseTtlMs != rhs.leaseTtlMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3230,7 +3248,7 @@ nonisolated extension Sigma_V1_ConfigReference: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3253,6 +3271,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _config: Sigma_V1_ConfigReference? = nil
     var _lifecycle: Sigma_V1_Lifecycle? = nil
     var _security: Sigma_V1_Security? = nil
+    var _failover: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3283,6 +3302,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       _config = source._config
       _lifecycle = source._lifecycle
       _security = source._security
+      _failover = source._failover
     }
   }
 
@@ -3321,6 +3341,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._config) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._lifecycle) }()
         case 20: try { try decoder.decodeSingularMessageField(value: &_storage._security) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._failover) }()
         default: break
         }
       }
@@ -3393,6 +3414,9 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       try { if let v = _storage._security {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
       } }()
+      if !_storage._failover.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._failover, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3422,6 +3446,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._config != rhs_storage._config {return false}
         if _storage._lifecycle != rhs_storage._lifecycle {return false}
         if _storage._security != rhs_storage._security {return false}
+        if _storage._failover != rhs_storage._failover {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -32,6 +32,7 @@ public enum Schema {
         m0018TeamPolicies,
         m0019TokenHashes,
         m0020ContractViews,
+        m0021NodeLeases,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
