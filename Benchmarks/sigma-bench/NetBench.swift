@@ -67,34 +67,8 @@ struct NetBench: AsyncParsableCommand {
 
     func measure() async throws -> Report {
         guard getuid() == 0 else { throw ValidationError("sigma-bench net needs root (namespaces, nftables)") }
-        var logger = Logger(label: "bench")
-        logger.logLevel = .error
-        let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        let name = "bn" + String(UUID().uuidString.prefix(5)).lowercased().filter { $0.isLetter || $0.isNumber }
-        let common = ["--name", name, "--bin", bin]
-        let network = try parse(try await Subprocess.check(testbed, ["up", "3"] + common))
-        defer { _ = try? Subprocess.runBlocking(testbed, ["down"] + common) }
-        let control = network["control"] ?? ""
-        return try await withScratchDatabase(databaseURL, logger: logger) { url in
-            let allocator = try BenchProcess("sigma-allocator", ["--listen", "tcp://\(control):*", "--database-url", url, "--log-level", "error"])
-            defer { allocator.stop() }
-            let allocatorEndpoint = try await allocator.endpoint()
-            let scheduler = try BenchProcess("sigma-scheduler", [
-                "--listen", "tcp://\(control):*", "--events-listen", "tcp://\(control):*", "--database-url", url,
-                "--allocator", allocatorEndpoint, "--log-level", "error",
-            ])
-            defer { scheduler.stop() }
-            let schedulerEndpoint = try await scheduler.endpoint()
-            let client = try benchClient([schedulerEndpoint], logger: logger)
-            var pool = Sigma_V1_CreateIPPoolRequest()
-            let subnet = "100.\(64 + Int.random(in: 0..<64)).\(Int.random(in: 0..<256))"
-            pool.pool.name = "bench"
-            pool.pool.cidr = subnet + ".0/24"
-            pool.pool.gateway = subnet + ".1"
-            _ = try await benchClient([allocatorEndpoint], logger: logger).call(AllocatorMethods.createIPPool, pool)
-            let hosts = try parse(try await Subprocess.check(testbed, [
-                "up", "3", "--scheduler", schedulerEndpoint, "--idcs", "a,b,c",
-            ] + common + ["--", "--stop-grace", "1"]))
+        return try await BenchTestbed.with(prefix: "bn", script: testbed, databaseURL: databaseURL) { bed in
+            let name = bed.name, client = bed.client, hosts = bed.hosts, common = bed.common
             let hostIPs = [hosts["host1"] ?? "", hosts["host2"] ?? ""]
 
             // One echo instance per host, with an overlay IP and a host port.
@@ -203,14 +177,5 @@ struct NetBench: AsyncParsableCommand {
             throw ValidationError("\(host):\(port) from \(namespace): \(result.errors.suffix(300))")
         }
         return (values[0], values[1])
-    }
-
-    func parse(_ output: String) throws -> [String: String] {
-        var values: [String: String] = [:]
-        for word in output.split(whereSeparator: { $0 == "\n" || $0 == " " }) {
-            let parts = word.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2 { values[parts[0]] = parts[1] }
-        }
-        return values
     }
 }

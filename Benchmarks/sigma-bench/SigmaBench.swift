@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, NetBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, NetBench.self, FailoverBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -129,7 +129,10 @@ struct AllBench: AsyncParsableCommand {
         var nets = try NetBench.parse([])
         nets.databaseURL = databaseURL
         let net = try await nets.measure()
-        let all = [rpc, allocation, schedule, binding, discovery, config, agent, net]
+        var failovers = try FailoverBench.parse([])
+        failovers.databaseURL = databaseURL
+        let failover = try await failovers.measure()
+        let all = [rpc, allocation, schedule, binding, discovery, config, agent, net, failover]
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
         report.figures = all.flatMap(\.figures)
         report.notes = all.flatMap(\.notes)

@@ -286,6 +286,20 @@ struct Nodes: Sendable {
             guard holding == 0 else {
                 throw RPCError.failedPrecondition("node \(name) still holds \(holding) instance(s); drain it first")
             }
+            // Copies it may still run of safe-mode instances placed elsewhere keep them from starting until it
+            // reports them stopped or its lease has certainly lapsed; without the node that would be never.
+            let priors = try await tx.query(
+                """
+                SELECT count(*)::bigint AS n FROM instances i JOIN nodes n ON n.name = i.prior_node
+                JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
+                WHERE i.prior_node = $3 AND \(AppSpec.StoredPath.failoverMode(of: "r.spec")) = '\(FailoverMode.safe.rawValue)'
+                  AND NOT \(InstancesTable.leaseLapsed)
+                """, NodeLease.clockDrift, lease.marginMillis, name)
+            let waiting = try priors.first?.decode(Int64.self, "n") ?? 0
+            guard waiting == 0 else {
+                throw RPCError.failedPrecondition(
+                    "node \(name) may still run \(waiting) copy(ies) of safe-mode instances placed elsewhere: remove it once it reported them stopped or its lease has lapsed")
+            }
             try await InstancesTable.forgetNode(tx, node: name)
             try await tx.execute("DELETE FROM nodes WHERE name = $1", name)
             try await Events.record(tx, .node, name, "Removed")

@@ -59,6 +59,9 @@ struct SchedulerCommand: AsyncParsableCommand {
         }
         if let nodeLease { guard nodeLease >= 0.5 else { throw ValidationError("--node-lease: seconds, at least 0.5") } }
         guard nodeLeaseMargin >= 0.2 else { throw ValidationError("--node-lease-margin: seconds, at least 0.2") }
+        guard nodeLease ?? brokenAfter > heartbeatInterval else {
+            throw ValidationError("--node-lease (default --broken-after) must be longer than --heartbeat-interval: a shorter lease lapses between heartbeats")
+        }
         guard eventsRetention >= 0 else { throw ValidationError("--events-retention: hours, 0 or more") }
         guard auditRetention >= 0 else { throw ValidationError("--audit-retention: hours, 0 or more") }
     }
@@ -74,7 +77,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
         let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: advertised,
                           heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter),
-                          lease: NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter)), logger: logger)
+                          lease: NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter), marginMillis: Upkeep.millis(nodeLeaseMargin)),
+                          logger: logger)
         let apps = Apps(store: store, logger: logger)
         let instances = Instances(store: store, logger: logger)
         let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)

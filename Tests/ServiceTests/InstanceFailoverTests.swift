@@ -15,8 +15,10 @@ import TestSupport
         case agentFrozen
         /// The agent killed (SIGKILL), its instances left running, started again later.
         case agentKilled
-        /// The host's link down: the agent runs but reaches no control plane, then the link comes back.
+        /// The host's link down: the agent runs but reaches nothing, then the link comes back.
         case linkCut
+        /// Only the control plane out of the host's reach (a blackhole route to it); peers still reach the host.
+        case controlPlaneUnreachable
         /// The whole host gone (agent and namespace).
         case hostKilled
     }
@@ -61,12 +63,12 @@ import TestSupport
             try await cluster.eventually("Running", within: .seconds(60)) { try await cluster.allRunning("one", 1) }
             let before = try #require(try await cluster.instance("one"))
             let struck = bed.nodes.firstIndex(of: before.node)! + 1
-            let sampler = CopySampler(bed: bed, instance: before.id)
+            let sampler = CopyChecker.Sampler(runcRoots: bed.runcRoots, instance: before.id)
             let sampling = Task { await sampler.run() }
             defer { sampling.cancel() }
             try await cluster.eventually("the sampler sees the copy", within: .seconds(30)) { sampler.samples.withLock { $0.contains { !$0.isEmpty } } }
 
-            let link = "\(bed.name)-h\(struck)-r"
+            let link = "\(bed.name)-h\(struck)-r", namespace = "\(bed.name)-h\(struck)"
             var commandLine: [String] = []
             var killedAt: Int64?
             let struckAt = NodeLeaseFile.bootMillis()
@@ -74,6 +76,7 @@ import TestSupport
             case .agentFrozen: kill(try bed.agentPID(host: struck), SIGSTOP)
             case .agentKilled: commandLine = try bed.killAgent(host: struck)
             case .linkCut: try await runProgram("/sbin/ip", ["link", "set", link, "down"])
+            case .controlPlaneUnreachable: try await runProgram("/sbin/ip", ["-n", namespace, "route", "add", "blackhole", bed.control + "/32"])
             case .hostKilled:
                 killedAt = NodeLeaseFile.bootMillis()
                 try await bed.kill(host: struck)
@@ -82,6 +85,9 @@ import TestSupport
             defer {
                 if failure == .agentFrozen, let pid { kill(pid, SIGCONT) }
                 if failure == .linkCut { _ = try? spawnAndWait("/sbin/ip", ["link", "set", link, "up"]) }
+                if failure == .controlPlaneUnreachable {
+                    _ = try? spawnAndWait("/sbin/ip", ["-n", namespace, "route", "del", "blackhole", bed.control + "/32"])
+                }
             }
             try await cluster.eventually("running on another host", within: .seconds(60)) {
                 let now = try await cluster.instance("one")
@@ -95,6 +101,7 @@ import TestSupport
                 if let pid { kill(pid, SIGCONT) }
             case .agentKilled: try bed.startAgent(host: struck, commandLine)
             case .linkCut: try await runProgram("/sbin/ip", ["link", "set", link, "up"])
+            case .controlPlaneUnreachable: try await runProgram("/sbin/ip", ["-n", namespace, "route", "del", "blackhole", bed.control + "/32"])
             case .hostKilled: break
             }
             if failure != .hostKilled {
@@ -108,73 +115,30 @@ import TestSupport
             }
             sampling.cancel()
             _ = await sampling.value
-            report.sampledOverlaps = sampler.samples.withLock { $0.filter { $0.count > 1 }.count }
-            (report.journalOverlapMillis, report.journal) = try CopySampler.journalOverlap(
-                bed: bed, instance: before.id, killed: killedAt.map { (struck, $0) })
+            report.sampledOverlaps = sampler.overlaps
+            let (lives, journal) = bed.copies(of: before.id, killed: killedAt.map { (struck, $0) })
+            report.journalOverlapMillis = CopyChecker.longestOverlap(lives)
+            report.journal = journal
         }
         return report
     }
 }
 
-/// Samples which test hosts' runc state shows an instance running, every 100 ms.
-final class CopySampler: Sendable {
-    let roots: [String]
-    let instance: String
-    let runc: String
-    /// Each sample: the hosts (1-based) where the instance's container was running.
-    let samples = Mutex<[Set<Int>]>([])
+extension Testbed {
+    /// Each host's runc root (where `runc list` finds its containers).
+    var runcRoots: [String] { (1...hosts.count).map { "/run/sigma-testbed/\(name)/h\($0)/state/runc" } }
 
-    init(bed: Testbed, instance: String) {
-        roots = (1...bed.hosts.count).map { "/run/sigma-testbed/\(bed.name)/h\($0)/state/runc" }
-        self.instance = instance
-        runc = Subprocess.find("runc") ?? "/usr/sbin/runc"
-    }
-
-    func run() async {
-        while !Task.isCancelled {
-            var running = Set<Int>()
-            for (index, root) in roots.enumerated() where FileManager.default.fileExists(atPath: root) {
-                guard let output = try? await runProgram(runc, ["--root", root, "list", "--format", "json"]),
-                      let list = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] else { continue }
-                if list.contains(where: { $0["id"] as? String == instance && $0["status"] as? String == "running" }) {
-                    running.insert(index + 1)
-                }
-            }
-            samples.withLock { $0.append(running) }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
-    /// Each host's copies of `instance` from its monitors' journal (`STATE/copies.log`), as (start, stop)
-    /// CLOCK_BOOTTIME milliseconds, a copy still running stopping now (and one on a `killed` host when it was
-    /// killed: its monitor died with it); returns the longest overlap between copies on different hosts and
-    /// the journal lines.
-    static func journalOverlap(bed: Testbed, instance: String, killed: (host: Int, at: Int64)?) throws -> (Int64, String) {
-        var lives: [(host: Int, start: Int64, stop: Int64)] = []
+    /// `instance`'s copies in every host's monitor journal, and the journal lines; a copy on the `killed` host
+    /// ends when it was killed (its monitor died with it), any other open one now.
+    func copies(of instance: String, killed: (host: Int, at: Int64)?) -> ([CopyChecker.Life], String) {
+        var lives: [CopyChecker.Life] = []
         var lines: [String] = []
         let now = NodeLeaseFile.bootMillis()
-        for host in 1...bed.hosts.count {
-            let path = "/run/sigma-testbed/\(bed.name)/h\(host)/state/copies.log"
-            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            var started: Int64?
-            for line in text.split(separator: "\n") {
-                let words = line.split(separator: " ").map(String.init)
-                guard words.count >= 3, words[2] == instance, let at = Int64(words[0]) else { continue }
-                lines.append("h\(host): \(line)")
-                if words[1] == "start" { started = at }
-                if words[1] == "stop", let start = started {
-                    lives.append((host, start, at))
-                    started = nil
-                }
-            }
-            if let start = started { lives.append((host, start, killed?.host == host ? killed!.at : now)) }
+        for host in 1...hosts.count {
+            let text = (try? String(contentsOfFile: "/run/sigma-testbed/\(name)/h\(host)/state/copies.log", encoding: .utf8)) ?? ""
+            lines += text.split(separator: "\n").filter { $0.contains(instance) }.map { "h\(host): \($0)" }
+            lives += CopyChecker.lives(node: host, journal: text, instance: instance, openUntil: killed?.host == host ? killed!.at : now)
         }
-        var overlap: Int64 = 0
-        for a in lives {
-            for b in lives where b.host > a.host {
-                overlap = max(overlap, min(a.stop, b.stop) - max(a.start, b.start))
-            }
-        }
-        return (overlap, lines.joined(separator: "\n"))
+        return (lives, lines.joined(separator: "\n"))
     }
 }

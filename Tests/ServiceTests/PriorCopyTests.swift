@@ -77,6 +77,12 @@ import TestSupport
             }
             #expect(try await cluster.instances("db")[0].state == "Scheduled")
 
+            var remove = Sigma_V1_NodeRequest()
+            remove.name = "n1"
+            let refused = await #expect(throws: RPCError.self) { try await cluster.client.call(SchedulerMethods.removeNode, remove) }
+            #expect(refused?.code == .failedPrecondition && refused?.message.contains("may still run 1 copy(ies) of safe-mode instances") == true,
+                    "removed, n1's copies would hold the safe one back for good")
+
             let silent = try await Self.beat(cluster, "n1", epoch: 1)
             #expect(silent.stop.contains { $0.instanceID == db.id && $0.generation == db.generation },
                     "a prior copy its node does not mention is asked for")

@@ -87,9 +87,11 @@ enum InstancesTable {
             "UPDATE instances SET state = 'Terminated', updated_at = now() WHERE node = $1 AND state = 'Terminating'", node)
     }
 
-    /// Rows that still name a removed node (none of them holds anything on it) forget it.
+    /// Rows that still name a removed node (none of them holds anything on it, and no safe-mode instance waits
+    /// for a copy there: `Nodes.remove`) forget it.
     static func forgetNode(_ tx: Transaction, node: String) async throws {
         try await tx.execute("UPDATE instances SET node = NULL WHERE node = $1", node)
+        try await tx.execute("UPDATE instances SET prior_node = NULL, prior_generation = 0 WHERE prior_node = $1", node)
     }
 
     // MARK: - Revisions and resources
@@ -204,15 +206,19 @@ enum InstancesTable {
         }
     }
 
-    /// Prior copies on nodes that are Broken and whose lease has certainly lapsed (`NodeLease`: the TTL
-    /// stretched by `drift`, plus `marginMillis`), or on nodes removed: none of them runs any more.
+    /// SQL: node row `n`'s lease has certainly lapsed (`NodeLease`: its TTL stretched by the drift `$1`, plus
+    /// the margin `$2` milliseconds, after the last grant).
+    static let leaseLapsed = """
+        (n.lease_renewed_at IS NULL OR n.lease_renewed_at < now() - (ceil(n.lease_ttl_ms * (1 + $1::float8)) + $2) * interval '1 millisecond')
+        """
+
+    /// Prior copies on nodes that are Broken and whose lease has certainly lapsed: none of them runs any more.
     static func clearLapsedPriors(_ tx: Transaction, drift: Double, marginMillis: Int64) async throws -> [GoneCopy] {
         let rows = try await tx.query(
             """
             WITH lapsed AS (
-                SELECT i.id, i.prior_node, i.prior_generation FROM instances i LEFT JOIN nodes n ON n.name = i.prior_node
-                WHERE i.prior_node IS NOT NULL AND (n.name IS NULL OR (n.state = 'Broken' AND (n.lease_renewed_at IS NULL
-                      OR n.lease_renewed_at < now() - (ceil(n.lease_ttl_ms * (1 + $1::float8)) + $2) * interval '1 millisecond')))
+                SELECT i.id, i.prior_node, i.prior_generation FROM instances i JOIN nodes n ON n.name = i.prior_node
+                WHERE i.prior_node IS NOT NULL AND n.state = 'Broken' AND \(leaseLapsed)
                 FOR UPDATE OF i
             )
             UPDATE instances i SET prior_node = NULL, prior_generation = 0 FROM lapsed l WHERE i.id = l.id
