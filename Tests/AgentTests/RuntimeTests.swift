@@ -338,7 +338,8 @@ import Testing
     /// be read as the new run's (it was, and the next start killed the live copy: a loop of SIGKILLs).
     @Test func aStartOverALeftoverRunIsNotEndedByTheOldMonitor() async throws {
         try await withRuntime { runtime in
-            let command = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"]
+            // It says so once its trap is set: as PID 1 of its namespace it ignores a SIGTERM that comes before.
+            let command = ["/bin/sh", "-c", "trap 'exit 0' TERM; echo trapped; while :; do sleep 0.05; done"]
             let first = try await runtime.start(LaunchRequest(id: "again", image: .host, command: command))
             let directory = runtime.directory(of: "again")
             let oldMonitors = monitors(watching: directory)
@@ -351,6 +352,9 @@ import Testing
             #expect(kill(first.pid, 0) != 0)
             #expect(await runtime.ending(of: "again") == nil)
             #expect(await runtime.isRunning("again"))
+            try await eventually("the second run's trap is set") {
+                contents(runtime.logFile(of: "again")).components(separatedBy: "trapped").count - 1 == 2
+            }
             #expect(await runtime.stop("again", grace: .seconds(10)) == .exited(0))
         }
     }
