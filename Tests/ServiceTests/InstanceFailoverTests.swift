@@ -96,8 +96,9 @@ import TestSupport
             report.replacedAfterMillis = NodeLeaseFile.bootMillis() - struckAt
             switch failure {
             case .agentFrozen:
-                // Fast mode: the frozen agent's copy is still running; give the sampler a second to see it.
-                try await Task.sleep(for: .seconds(1))
+                // Frozen for 20 s in all: fast mode's old copy runs on meanwhile, safe mode's was killed at the lapse.
+                let frozenFor = NodeLeaseFile.bootMillis() - struckAt
+                if frozenFor < 20_000 { try await Task.sleep(for: .milliseconds(20_000 - frozenFor)) }
                 if let pid { kill(pid, SIGCONT) }
             case .agentKilled: try bed.startAgent(host: struck, commandLine)
             case .linkCut: try await runProgram("/sbin/ip", ["link", "set", link, "up"])
