@@ -71,7 +71,8 @@ extension AppSpec {
                     user: wire.security.user, runAsNonRoot: wire.security.runAsNonRoot,
                     seccomp: parse(wire.security.seccomp, "security.seccomp", default: .runtimeDefault, all: SecurityContext.SeccompMode.allCases))
                 : nil,
-            failover: wire.failover.isEmpty ? nil : parse(wire.failover, "failover", default: .safe, all: FailoverMode.allCases))
+            failover: wire.failover.isEmpty ? nil : parse(wire.failover, "failover", default: .safe, all: FailoverMode.allCases),
+            volumes: wire.volumes.map { VolumeSpec(name: $0.name, mountPath: $0.mountPath, sizeBytes: Int64(clamping: $0.sizeBytes)) })
         return (spec, problems + spec.problems())
     }
 
@@ -123,6 +124,13 @@ extension AppSpec {
             wire.security.seccomp = security.seccomp.rawValue
         }
         wire.failover = failover?.rawValue ?? ""
+        wire.volumes = volumes.map { volume in
+            var wire = Sigma_V1_Volume()
+            wire.name = volume.name
+            wire.mountPath = volume.mountPath
+            wire.sizeBytes = UInt64(clamping: volume.sizeBytes)
+            return wire
+        }
         return wire
     }
 }

@@ -25,13 +25,15 @@ public struct AppSpec: Hashable, Sendable, Codable {
     /// What a lost node costs: at most one copy (`safe`) or the fastest replacement (`fast`); nil = the
     /// default, `failoverMode`.
     public var failover: FailoverMode?
+    /// Volumes each instance gets, one set per ordinal, kept on its node (`VolumeSpec`).
+    public var volumes: [VolumeSpec]
 
     /// The keys of the stored JSON (apps.spec, app_revisions.spec): fixed here, not by the property names,
     /// because SQL reads some of them (`AppSpec.StoredPath`, and the views of migration 20). Rename a
     /// property and keep its key.
     public enum CodingKeys: String, CodingKey {
         case name, team, image, command, args, env, replicas, resources, nodeSelector, spread, idcAffinity, network, ports
-        case ssd, startup, restartPolicy, config, lifecycle, security, failover
+        case ssd, startup, restartPolicy, config, lifecycle, security, failover, volumes
     }
 
     public init(
@@ -40,7 +42,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         nodeSelector: LabelSelector = .init(), spread: SpreadPolicy = .init(), idcAffinity: IDCAffinity = .init(),
         network: NetworkMode = .overlay, ports: [ContainerPort] = [], ssd: SSDRequest? = nil,
         startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil,
-        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil, failover: FailoverMode? = nil
+        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil, failover: FailoverMode? = nil, volumes: [VolumeSpec] = []
     ) {
         self.name = name
         self.team = team
@@ -62,11 +64,12 @@ public struct AppSpec: Hashable, Sendable, Codable {
         self.lifecycle = lifecycle
         self.security = security
         self.failover = failover
+        self.volumes = volumes
     }
 
     /// The failover the app gets: the spec's, else `safe` for apps whose instances keep data on their node
-    /// (an SSD), else `fast`.
-    public var failoverMode: FailoverMode { failover ?? (ssd != nil ? .safe : .fast) }
+    /// (an SSD or volumes), else `fast`.
+    public var failoverMode: FailoverMode { failover ?? (ssd != nil || !volumes.isEmpty ? .safe : .fast) }
 
     /// Host ports each instance needs on its node: one per container port in host network mode.
     public var hostPortCount: Int { network == .host ? ports.count : 0 }
@@ -108,6 +111,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
             check(ssd.minBytes >= 0, "ssd.minBytes", "must not be negative")
             check(ssd.mountPath.hasPrefix("/") && !ssd.mountPath.split(separator: "/").contains(".."), "ssd.mountPath", "\"\(ssd.mountPath)\" is not an absolute path")
         }
+        problems += VolumeSpec.problems(volumes, ssdPath: ssd?.mountPath)
         if let lifecycle { problems += lifecycle.problems() }
         if let security { problems += security.problems() }
         if let config {

@@ -19,7 +19,8 @@ import Yams
 /// ports: [{name: mysql, containerPort: 3306}]
 /// ssd: {count: 1, minBytes: 100Gi, mountPath: /var/lib/mysql}
 /// startup: ordered
-/// failover: safe                      # the default with an SSD; fast without
+/// failover: safe                      # the default with an SSD or volumes; fast without
+/// volumes: [{name: data, mountPath: /var/lib/mysql, size: 100Gi}]
 /// security: {user: "1000:1000", runAsNonRoot: true}
 /// ```
 public enum AppManifest {
@@ -203,7 +204,7 @@ public enum AppManifest {
             let fields = mapping(document, "", keys: [
                 "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
                 "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle", "security",
-                "failover",
+                "failover", "volumes",
             ])
             if case .mapping = document {} else { return AppSpec(name: "") }
             var spec = AppSpec(name: string(fields["name"], "name"))
@@ -248,7 +249,22 @@ public enum AppManifest {
                     seccomp: choice(security["seccomp"], "security.seccomp", default: .runtimeDefault))
             }
             if let node = fields["failover"] { spec.failover = choice(node, "failover", default: .safe) }
+            if let node = fields["volumes"] { spec.volumes = volumes(node) }
             return spec
+        }
+
+        mutating func volumes(_ node: Node) -> [VolumeSpec] {
+            guard case .sequence(let sequence) = node else {
+                fail("volumes", "expected a list")
+                return []
+            }
+            return sequence.enumerated().map { index, item in
+                let field = "volumes[\(index)]"
+                let volume = mapping(item, field, keys: ["name", "mountPath", "size"])
+                return VolumeSpec(
+                    name: string(volume["name"], "\(field).name"), mountPath: string(volume["mountPath"], "\(field).mountPath"),
+                    sizeBytes: bytes(volume["size"], "\(field).size"))
+            }
         }
 
         mutating func ports(_ node: Node) -> [ContainerPort] {

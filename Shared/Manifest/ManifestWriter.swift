@@ -48,6 +48,15 @@ extension AppManifest {
         if spec.startup != .parallel { fields["startup"] = text(spec.startup.rawValue) }
         if spec.restartPolicy != .always { fields["restartPolicy"] = text(spec.restartPolicy.rawValue) }
         if let failover = spec.failover { fields["failover"] = text(failover.rawValue) }
+        if !spec.volumes.isEmpty {
+            fields["volumes"] = .sequence(.init(spec.volumes.map { volume in
+                var fields = Fields()
+                fields["name"] = text(volume.name)
+                fields["mountPath"] = text(volume.mountPath)
+                fields["size"] = quantity(Quantity.formatBytes(volume.sizeBytes))
+                return fields.node
+            }))
+        }
         if let config = spec.config {
             var reference = Fields()
             reference["app"] = text(config.app)

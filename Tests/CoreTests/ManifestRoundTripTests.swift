@@ -36,7 +36,7 @@ import Testing
     /// Seeded random specs with every field drawn, awkward strings included; each valid one survives.
     /// A field added to AppSpec fails the first check until it is drawn here too (and written by render).
     @Test func randomValidSpecsComeBackEqual() throws {
-        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 20, "AppSpec has a new field: draw it below")
+        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 21, "AppSpec has a new field: draw it below")
         var random = SeededGenerator(seed: 7)
         let words = ["web", "a", "true", "no", "1", "0x1F", "null", "~", "", " spaced ", "a: b", "- x", "#c", "[x]", "{y}",
                      "'q'", "\"dq\"", "multi\nline", "tab\there", "😀", "1.5", "2026-12-01", "*ref", "&anchor", "!tag", "%"]
@@ -87,6 +87,11 @@ import Testing
                                                 seccomp: SecurityContext.SeccompMode.allCases.randomElement(using: &random)!)
             }
             if maybe() { spec.failover = FailoverMode.allCases.randomElement(using: &random)! }
+            spec.volumes = (0..<Int.random(in: 0...2, using: &random)).map { volume in
+                // Sizes round-trip as the writer's quantities: whole MiB here, from 16 MiB.
+                VolumeSpec(name: "v\(volume)", mountPath: "/srv/\(index)/v\(volume)",
+                           sizeBytes: Int64.random(in: 16...(1 << 20), using: &random) << 20)
+            }
             guard spec.problems().isEmpty else { continue }
             let text = try AppManifest.render([spec])
             let back: [AppSpec]

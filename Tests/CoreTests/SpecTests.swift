@@ -84,7 +84,31 @@ import Testing
         Case(field: "ports[0].containerPort") { $0.ports = [ContainerPort(name: "http", containerPort: 70000)] },
         Case(field: "ssd.mountPath") { $0.ssd = SSDRequest(count: 1, minBytes: 0, mountPath: "data") },
         Case(field: "ssd.count") { $0.ssd = SSDRequest(count: 0) },
+        Case(field: "volumes[0].name") { $0.volumes = [VolumeSpec(name: "Data", mountPath: "/data", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[1].name") { $0.volumes = [.init(name: "d", mountPath: "/a", sizeBytes: 1 << 30), .init(name: "d", mountPath: "/b", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[0].mountPath") { $0.volumes = [VolumeSpec(name: "d", mountPath: "data", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[0].mountPath") { $0.volumes = [VolumeSpec(name: "d", mountPath: "/", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[0].mountPath") { $0.volumes = [VolumeSpec(name: "d", mountPath: "/a/../etc", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[0].mountPath") { $0.volumes = [VolumeSpec(name: "d", mountPath: "/proc/x", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[1].mountPath") { $0.volumes = [.init(name: "a", mountPath: "/d", sizeBytes: 1 << 30), .init(name: "b", mountPath: "/d", sizeBytes: 1 << 30)] },
+        Case(field: "volumes[0].mountPath") {
+            $0.ssd = SSDRequest()
+            $0.volumes = [VolumeSpec(name: "d", mountPath: SSDRequest.defaultMountPath, sizeBytes: 1 << 30)]
+        },
+        Case(field: "volumes[0].size") { $0.volumes = [VolumeSpec(name: "d", mountPath: "/d", sizeBytes: 1 << 20)] },
     ]
+
+    @Test func volumesAndAnSSDMakeSafeTheDefault() {
+        var spec = Self.valid()
+        #expect(spec.failoverMode == .fast)
+        spec.volumes = [VolumeSpec(name: "data", mountPath: "/data", sizeBytes: 1 << 30)]
+        #expect(spec.failoverMode == .safe)
+        spec.failover = .fast
+        #expect(spec.failoverMode == .fast)
+        spec = Self.valid()
+        spec.ssd = SSDRequest()
+        #expect(spec.failoverMode == .safe)
+    }
 
     @Test(arguments: cases)
     func namesTheField(_ c: Case) {

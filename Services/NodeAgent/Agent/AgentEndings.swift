@@ -50,7 +50,7 @@ extension Agent {
         await runtime.cleanUp(id, removeFolder: true)
         await hostPorts.unpublish(instance: id)
         await network.detach(id)
-        releaseSSDs(instance.assignment)
+        releaseStorage(instance.assignment)
         removalReasons[id] = nil
         disowned.remove(id)
         logger.info("stopped", metadata: ["instance": "\(id)", "reason": "\(reason)", "ending": "\(ending)"])

@@ -19,6 +19,11 @@ extension Agent {
             fetched = inputs.config
             var request = try LaunchPlan.request(
                 assignment, node: settings.node, configVersion: fetched?.version, ssdMounts: try await ssdMounts(assignment))
+            let volumes = try await volumeMounts(assignment)
+            request.mounts += volumes.mounts
+            // The software knows when its volumes are new here (a first start, or the node that held them was
+            // lost): it must join its peers as a new member then, not as the old one.
+            if !assignment.appSpec.volumes.isEmpty { request.env["SIGMA_VOLUME_FRESH"] = volumes.fresh ? "1" : "0" }
             request.networkNamespace = wiring.namespace
             if let token = inputs.token {
                 request.env["SIGMA_TOKEN"] = token
@@ -176,7 +181,7 @@ extension Agent {
         await runtime.cleanUp(id, removeFolder: true)
         await hostPorts.unpublish(instance: id)
         await network.detach(id)
-        releaseSSDs(assignment)
+        releaseStorage(assignment)
     }
 
     /// A new config version arrived for an instance waiting to restart: it starts again now, with it.
@@ -233,6 +238,32 @@ extension Agent {
                                           options: ["rbind", "nosuid", "nodev", "rw"]))
         }
         return mounts
+    }
+
+    nonisolated var volumes: VolumeStore { VolumeStore(stateDirectory: runtime.configuration.stateDirectory) }
+
+    /// The ordinal's volumes on this node (made on its first start here), each at its mount path; `fresh`
+    /// when any of them was made now.
+    private func volumeMounts(_ assignment: Sigma_V1_Assignment) async throws -> (mounts: [OCIConfig.Mount], fresh: Bool) {
+        let spec = assignment.appSpec
+        var mounts: [OCIConfig.Mount] = [], fresh = false
+        for volume in spec.volumes {
+            let made = try await volumes.prepare(team: spec.team, app: assignment.app, ordinal: Int(assignment.ordinal), volume)
+            if made.fresh {
+                fresh = true
+                logger.notice("volume made", metadata: ["instance": "\(assignment.instanceID)", "volume": "\(volume.name)"])
+            }
+            mounts.append(OCIConfig.Mount(destination: volume.mountPath, type: "bind", source: made.path,
+                                          options: ["rbind", "nosuid", "nodev", "rw"]))
+        }
+        return (mounts, fresh)
+    }
+
+    /// Unmounts what a stopped instance used on the node: its device SSDs and its volumes (which stay).
+    func releaseStorage(_ assignment: Sigma_V1_Assignment) {
+        releaseSSDs(assignment)
+        let spec = assignment.appSpec
+        volumes.release(team: spec.team, app: assignment.app, ordinal: Int(assignment.ordinal), names: spec.volumes.map(\.name))
     }
 
     /// Where a device SSD is mounted on the node while an instance uses it.

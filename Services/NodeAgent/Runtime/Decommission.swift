@@ -17,6 +17,7 @@ public enum NodeDecommission {
                 await instances.cleanUp(id, removeFolder: true)
                 await network?.detach(id)
             }
+            VolumeStore(stateDirectory: stateDirectory).releaseAll()
             await network?.removeBridge()
             await HostPorts(bridge: bridge, hostIP: "").removeTable()
         }

@@ -883,11 +883,38 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
     set {_uniqueStorage()._failover = newValue}
   }
 
+  /// Volumes each instance gets, one set per ordinal, kept on the node that holds them.
+  public var volumes: [Sigma_V1_Volume] {
+    get {_storage._volumes}
+    set {_uniqueStorage()._volumes = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A volume (docs/protocol.md, "Volumes"): an ext4 filesystem of size_bytes on the instance's node, mounted at
+/// mount_path, the same one across the ordinal's restarts, rollouts and moves back to that node.
+public nonisolated struct Sigma_V1_Volume: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A name ([a-z][a-z0-9-]*), unique in the spec.
+  public var name: String = String()
+
+  /// Absolute, not under /proc, /sys or /dev, not another volume's or the SSD's.
+  public var mountPath: String = String()
+
+  /// 16 MiB to 16 TiB.
+  public var sizeBytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Sigma_V1_Security: Sendable {
@@ -3248,7 +3275,7 @@ nonisolated extension Sigma_V1_ConfigReference: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0\u{1}volumes\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3272,6 +3299,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _lifecycle: Sigma_V1_Lifecycle? = nil
     var _security: Sigma_V1_Security? = nil
     var _failover: String = String()
+    var _volumes: [Sigma_V1_Volume] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3303,6 +3331,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       _lifecycle = source._lifecycle
       _security = source._security
       _failover = source._failover
+      _volumes = source._volumes
     }
   }
 
@@ -3342,6 +3371,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._lifecycle) }()
         case 20: try { try decoder.decodeSingularMessageField(value: &_storage._security) }()
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._failover) }()
+        case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._volumes) }()
         default: break
         }
       }
@@ -3417,6 +3447,9 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       if !_storage._failover.isEmpty {
         try visitor.visitSingularStringField(value: _storage._failover, fieldNumber: 21)
       }
+      if !_storage._volumes.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._volumes, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3447,10 +3480,51 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._lifecycle != rhs_storage._lifecycle {return false}
         if _storage._security != rhs_storage._security {return false}
         if _storage._failover != rhs_storage._failover {return false}
+        if _storage._volumes != rhs_storage._volumes {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_Volume: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Volume"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}mount_path\0\u{3}size_bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.mountPath) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sizeBytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.mountPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.mountPath, fieldNumber: 2)
+    }
+    if self.sizeBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sizeBytes, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_Volume, rhs: Sigma_V1_Volume) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.mountPath != rhs.mountPath {return false}
+    if lhs.sizeBytes != rhs.sizeBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
