@@ -46,6 +46,7 @@ struct Leader: Service {
             guard held else { return }
             try await upkeep.checkHealth()
             try await upkeep.releaseLapsedPriors()
+            try await upkeep.releaseVolumes()
             try await upkeep.drain()
             try await upkeep.roll()
             try await upkeep.cleanUp()

@@ -125,6 +125,8 @@ struct Nodes: Sendable {
             response.fence = !fenced && health == .broken || request.epoch > epoch
             response.leaseTtlMs = UInt32(clamping: granted)
             response.stop = try await applyStatuses(tx, node: request.node, accepted)
+            try await VolumesTable.released(tx, node: request.node, request.releasedVolumes)
+            response.releaseVolumes = try await VolumesTable.due(tx, node: request.node)
             // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
             // reported (else they would stop the generation this node does own).
             let generations = Dictionary(accepted.map { ($0.instanceID, 1) }, uniquingKeysWith: +)

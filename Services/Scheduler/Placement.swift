@@ -33,6 +33,8 @@ struct Placement: Sendable {
         let revision: Int64
         let request: Resources
         let targetNode: String
+        /// Nodes holding the ordinal's volumes, the most recently bound first: tried first, in that order.
+        var homes: [String] = []
     }
 
     struct Binding {
@@ -76,32 +78,9 @@ struct Placement: Sendable {
     private func place(_ unplaced: [Unplaced], on placer: inout Placer) async throws -> (Int, Int) {
         let specs = try await loadSpecs(Set(unplaced.map { "\($0.app)\u{0}\($0.revision)" }))
         let existing = try await loadExisting(apps: Array(Set(unplaced.map(\.app))))
-        var groups: [Group: [Unplaced]] = [:]
-        var order: [Group] = []
-        for instance in unplaced {
-            let group = Group(app: instance.app, revision: instance.revision, request: instance.request, targetNode: instance.targetNode)
-            if groups[group] == nil { order.append(group) }
-            groups[group, default: []].append(instance)
-        }
-        var bindings: [Binding] = []
-        var pending: [(ids: [String], reason: String)] = []
-        for group in order {
-            guard let spec = specs["\(group.app)\u{0}\(group.revision)"] else { continue }
-            var demand = PlacementDemand(spec: spec)
-            demand.request = group.request
-            if !group.targetNode.isEmpty {
-                demand.selector.requirements.append(.init("node", .in, [group.targetNode]))
-                demand.spread.required = false
-            }
-            let members = groups[group]!
-            let outcome = placer.place(demand, count: members.count, existing: existing[group.app] ?? [:])
-            for (instance, node) in zip(members, outcome.nodes) {
-                bindings.append(Binding(instance: instance, node: node, spec: spec))
-            }
-            if let reason = outcome.reason {
-                pending.append((members.dropFirst(outcome.nodes.count).map(\.id), reason.description))
-            }
-        }
+        let withVolumes = Set(unplaced.filter { specs["\($0.app)\u{0}\($0.revision)"]?.volumes.isEmpty == false }.map(\.app))
+        let homes = try await VolumesTable.homes(store, apps: Array(withVolumes))
+        let (bindings, pending) = Self.decide(unplaced, specs: specs, existing: existing, homes: homes, on: &placer)
         for (ids, reason) in pending { try await recordPending(ids, reason: reason) }
         // Pipelined: the next batch's allocation runs while this one is recorded.
         let batches = stride(from: 0, to: bindings.count, by: bindBatch).map { Array(bindings[$0..<min($0 + bindBatch, bindings.count)]) }
@@ -124,6 +103,51 @@ struct Placement: Sendable {
             }
         }
         return (bound, pending.reduce(0) { $0 + $1.ids.count })
+    }
+
+    /// Where each instance of a page goes: grouped by app, revision, request, target node and volume homes;
+    /// an ordinal with volumes tries the nodes that hold them first, most recent first. The rest stays Pending
+    /// with the reason.
+    static func decide(_ unplaced: [Unplaced], specs: [String: AppSpec], existing: [String: [String: Int]],
+                       homes: [String: [String]], on placer: inout Placer) -> ([Binding], [(ids: [String], reason: String)]) {
+        var groups: [Group: [Unplaced]] = [:]
+        var order: [Group] = []
+        for instance in unplaced {
+            var group = Group(app: instance.app, revision: instance.revision, request: instance.request, targetNode: instance.targetNode)
+            if instance.targetNode.isEmpty { group.homes = homes["\(instance.app)\u{0}\(instance.ordinal)"] ?? [] }
+            if groups[group] == nil { order.append(group) }
+            groups[group, default: []].append(instance)
+        }
+        var bindings: [Binding] = []
+        var pending: [(ids: [String], reason: String)] = []
+        for group in order {
+            guard let spec = specs["\(group.app)\u{0}\(group.revision)"] else { continue }
+            var demand = PlacementDemand(spec: spec)
+            demand.request = group.request
+            if !group.targetNode.isEmpty {
+                demand.selector.requirements.append(.init("node", .in, [group.targetNode]))
+                demand.spread.required = false
+            }
+            var members = groups[group]![...]
+            // Where its volumes are, if that node can take it; else anywhere (with new volumes there).
+            for home in group.homes where !members.isEmpty {
+                var there = demand
+                there.selector.requirements.append(.init("node", .in, [home]))
+                there.spread.required = false
+                for node in placer.place(there, count: members.count, existing: existing[group.app] ?? [:]).nodes {
+                    bindings.append(Binding(instance: members.removeFirst(), node: node, spec: spec))
+                }
+            }
+            guard !members.isEmpty else { continue }
+            let outcome = placer.place(demand, count: members.count, existing: existing[group.app] ?? [:])
+            for (instance, node) in zip(members, outcome.nodes) {
+                bindings.append(Binding(instance: instance, node: node, spec: spec))
+            }
+            if let reason = outcome.reason {
+                pending.append((members.dropFirst(outcome.nodes.count).map(\.id), reason.description))
+            }
+        }
+        return (bindings, pending)
     }
 
     /// Unplaced instances in (app, ordinal) order, a page after `after`.

@@ -50,6 +50,9 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Hours audit log entries are kept (sigmactl audit); older ones are deleted. 0 keeps them all.")
     var auditRetention: Double = 720
 
+    @Option(help: "Hours the volumes of a deleted app, or of an ordinal scaled away, are kept on their nodes (an app applied or scaled up again meanwhile finds them).")
+    var volumeRetention: Double = 24
+
     func validate() throws {
         guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
             throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
@@ -64,6 +67,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         }
         guard eventsRetention >= 0 else { throw ValidationError("--events-retention: hours, 0 or more") }
         guard auditRetention >= 0 else { throw ValidationError("--audit-retention: hours, 0 or more") }
+        guard volumeRetention >= 0 else { throw ValidationError("--volume-retention: hours, 0 or more") }
     }
 
     func run() async throws {
@@ -93,7 +97,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             store: store, lease: lease,
             upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds,
                            eventsRetention: eventsRetention * 3600, auditRetention: auditRetention * 3600,
-                           nodeLeaseMarginMillis: Upkeep.millis(nodeLeaseMargin), logger: logger),
+                           nodeLeaseMarginMillis: Upkeep.millis(nodeLeaseMargin), volumeRetention: volumeRetention * 3600, logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)

@@ -19,6 +19,8 @@ struct Upkeep: Sendable {
     var auditRetention: Double = 0
     /// Added to a node's lease (stretched by the clock drift) before its prior copies count as gone.
     var nodeLeaseMarginMillis: Int64 = NodeLease.defaultMarginMillis
+    /// Seconds the volumes of a deleted app, or of an ordinal scaled away, are kept before their nodes remove them.
+    var volumeRetention: Double = 86_400
     let logger: Logger
 
     static func millis(_ seconds: Double) -> Int64 { Int64(seconds * 1000) }
@@ -50,6 +52,15 @@ struct Upkeep: Sendable {
             let gone = try await InstancesTable.clearLapsedPriors(tx, drift: NodeLease.clockDrift, marginMillis: nodeLeaseMarginMillis)
             try await Assignments.priorsGone(tx, gone, because: "its node's lease has certainly lapsed")
             if !gone.isEmpty { logger.notice("prior copies gone with their node's lease", metadata: ["count": "\(gone.count)"]) }
+        }
+    }
+
+    /// Volumes no live ordinal has any more are released after the retention (their nodes' agents are told in
+    /// their heartbeats); those whose ordinal came back meanwhile are kept.
+    func releaseVolumes() async throws {
+        try await store.transaction(isolation: .readCommitted) { tx in
+            try await lease.check(tx)
+            _ = try await VolumesTable.markReleases(tx, retention: volumeRetention)
         }
     }
 

@@ -15,6 +15,7 @@ extension AppSpec {
         public var description: String { "'{" + keys.joined(separator: ",") + "}'" }
 
         public static let replicas = StoredPath([CodingKeys.replicas.rawValue])
+        public static let team = StoredPath([CodingKeys.team.rawValue])
         public static let startup = StoredPath([CodingKeys.startup.rawValue])
         public static let requestCPU = resources(.request, .cpuMillis)
         public static let requestMemory = resources(.request, .memoryBytes)

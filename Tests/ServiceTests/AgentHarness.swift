@@ -91,10 +91,11 @@ final class RealAgent: @unchecked Sendable {
 extension SchedulerCluster {
     /// A control plane for agent tests: heartbeats every 200 ms, a subnet no other test uses.
     static func forAgents(
-        discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 9, _ body: (SchedulerCluster) async throws -> Void
+        discoveries: Int = 0, configs: Int = 0, brokenAfter: Double = 9, extra: [String] = [],
+        _ body: (SchedulerCluster) async throws -> Void
     ) async throws {
         try await with(discoveries: discoveries, configs: configs, brokenAfter: brokenAfter, pool: TestSubnets.next() + ".0/24",
-                       extra: ["--heartbeat-interval", "0.2"], body)
+                       extra: ["--heartbeat-interval", "0.2"] + extra, body)
     }
 
     func instance(_ app: String, ordinal: Int32 = 0) async throws -> Sigma_V1_Instance? {

@@ -254,7 +254,12 @@ final class SimulatedAgent: Sendable {
         request.instances = statuses
         let response = try await client.call(SchedulerMethods.heartbeat, request)
         state.withLock { state in
-            for id in response.stopInstances { state.running[id] = nil; state.stops += 1 }
+            // Each generation asked for is stopped (or was never run here) and reported Terminated next time,
+            // as docs/protocol.md says an agent does: a safe-mode successor waits for that report.
+            for ref in response.stop {
+                if state.running[ref.instanceID] == ref.generation { state.running[ref.instanceID] = nil; state.stops += 1 }
+                state.stopped[ref.instanceID] = ref.generation
+            }
             if response.fence {
                 // Stop everything the snapshot does not list, then take the new epoch.
                 let wanted = Set(snapshot.assignments.map(\.instanceID))

@@ -29,8 +29,9 @@ import TestSupport
         }
     }
 
+    /// (The volume retention is 2 s here, 0.00056 hours: the deleted app's volume goes at the end.)
     @Test func anOrdinalKeepsItsVolumeAcrossARestartAndARollingUpdate() async throws {
-        try await SchedulerCluster.forAgents { cluster in
+        try await SchedulerCluster.forAgents(extra: ["--volume-retention", "0.00056"]) { cluster in
             try await RealAgent.with(cluster) { agent in
                 try await Self.apply(cluster, revision: 1)
                 let volumes = VolumeStore(stateDirectory: agent.state)
@@ -64,8 +65,12 @@ import TestSupport
                     let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
                     return try await agent.localInstances().isEmpty && !mounts.contains(volumes.directory)
                 }
-                #expect(FileManager.default.fileExists(atPath: volumes.folder(team: "", app: "vol", ordinal: 0) + "/data.img"),
-                        "the image stays on the node")
+                let image = volumes.folder(team: "", app: "vol", ordinal: 0) + "/data.img"
+                #expect(FileManager.default.fileExists(atPath: image), "the image stays on the node for the retention")
+                try await cluster.eventually("removed after the retention") { !FileManager.default.fileExists(atPath: image) }
+                try await cluster.eventually("its row gone once the agent said so") {
+                    try await cluster.store.query("SELECT count(*)::bigint AS n FROM volumes")[0].decode(Int64.self, "n") == 0
+                }
             }
         }
     }

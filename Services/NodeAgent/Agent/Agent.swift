@@ -24,6 +24,8 @@ actor Agent {
     /// Instances stopped on the scheduler's word: reported once as Terminated, then forgotten. Keyed by
     /// `Agent.key(id, generation)`: two generations of one instance may both wait to be reported.
     var finished: [String: Sigma_V1_InstanceStatus] = [:]
+    /// Volumes removed on the scheduler's word, to say so in the next heartbeat.
+    var releasedVolumes: [Sigma_V1_VolumeRef] = []
     /// Generations the scheduler asked to stop before this agent ever had them (a removal overtook the
     /// assignment): each id's highest such generation, never started here, with when it was asked.
     var refusedGenerations: [String: (generation: Int64, at: ContinuousClock.Instant)] = [:]

@@ -126,6 +126,7 @@ struct AgentLoop: Service {
             request.usage.memoryBytes = usage.memoryBytes
             request.usage.diskBytes = usage.diskBytes
             request.instances = statuses
+            request.releasedVolumes = await agent.releasedVolumes
             // A grant counts from before the heartbeat left: the lease never outlasts what the scheduler assumes.
             let sent = NodeLeaseFile.bootMillis()
             do {
@@ -139,6 +140,8 @@ struct AgentLoop: Service {
                 }
                 await agent.contact(brokenAfter: brokenAfter, granted: !response.fence)
                 await agent.reported(statuses)
+                await agent.reportedVolumes(request.releasedVolumes)
+                if !response.releaseVolumes.isEmpty { await agent.releaseVolumes(response.releaseVolumes) }
                 if !response.stop.isEmpty || !response.stopInstances.isEmpty {
                     await agent.disown(response.stop, ids: response.stopInstances)
                 }

@@ -259,6 +259,27 @@ extension Agent {
         return (mounts, fresh)
     }
 
+    /// The scheduler's word that these volumes' ordinals are gone for good (past the retention): each is removed
+    /// unless an instance of its ordinal is here again, and reported in the next heartbeat.
+    func releaseVolumes(_ refs: [Sigma_V1_VolumeRef]) {
+        for ref in refs {
+            let inUse = local.values.map(\.assignment) + Array(desired.values)
+            guard !inUse.contains(where: { $0.app == ref.app && $0.ordinal == ref.ordinal && $0.appSpec.team == ref.team }) else { continue }
+            do {
+                try volumes.remove(team: ref.team, app: ref.app, ordinal: Int(ref.ordinal))
+                releasedVolumes.append(ref)
+                logger.info("volumes removed", metadata: ["app": "\(ref.app)", "ordinal": "\(ref.ordinal)", "team": "\(ref.team)"])
+            } catch {
+                logger.warning("volumes not removed", metadata: ["app": "\(ref.app)", "ordinal": "\(ref.ordinal)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Volume removals a heartbeat carried: they need not be said again.
+    func reportedVolumes(_ refs: [Sigma_V1_VolumeRef]) {
+        releasedVolumes.removeAll { refs.contains($0) }
+    }
+
     /// Unmounts what a stopped instance used on the node: its device SSDs and its volumes (which stay).
     func releaseStorage(_ assignment: Sigma_V1_Assignment) {
         releaseSSDs(assignment)

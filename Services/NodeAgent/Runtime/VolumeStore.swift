@@ -59,11 +59,22 @@ public struct VolumeStore: Sendable {
     }
 
     /// Unmounts every volume on the node (decommission).
-    public func releaseAll() {
+    public func releaseAll() { unmount(below: directory) }
+
+    /// Removes the ordinal's volumes from the node (their app was deleted or scaled below it, past the retention).
+    public func remove(team: String, app: String, ordinal: Int) throws {
+        let folder = folder(team: team, app: app, ordinal: ordinal)
+        unmount(below: folder)
+        if FileManager.default.fileExists(atPath: folder) { try FileManager.default.removeItem(atPath: folder) }
+        let appFolder = (folder as NSString).deletingLastPathComponent
+        if (try? FileManager.default.contentsOfDirectory(atPath: appFolder))?.isEmpty == true { rmdir(appFolder) }
+    }
+
+    private func unmount(below folder: String) {
         guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return }
         for line in mounts.split(separator: "\n") {
             let fields = line.split(separator: " ")
-            guard fields.count > 1, fields[1].hasPrefix(directory + "/") else { continue }
+            guard fields.count > 1, fields[1].hasPrefix(folder + "/") else { continue }
             umount2(String(fields[1]), Int32(MNT_DETACH))
         }
     }

@@ -88,8 +88,9 @@ enum InstancesTable {
     }
 
     /// Rows that still name a removed node (none of them holds anything on it, and no safe-mode instance waits
-    /// for a copy there: `Nodes.remove`) forget it.
+    /// for a copy there: `Nodes.remove`) forget it; so does the volumes table.
     static func forgetNode(_ tx: Transaction, node: String) async throws {
+        try await VolumesTable.forgetNode(tx, node: node)
         try await tx.execute("UPDATE instances SET node = NULL WHERE node = $1", node)
         try await tx.execute("UPDATE instances SET prior_node = NULL, prior_generation = 0 WHERE prior_node = $1", node)
     }
@@ -161,7 +162,13 @@ enum InstancesTable {
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
                      AS b(id, node, ip, prefix, gateway, ports, ssds)
                 WHERE i.id = b.id AND ((i.node IS NULL AND i.state = 'Pending') OR i.state = 'NeedMigration')
-                RETURNING i.id, i.node, i.generation
+                RETURNING i.id, i.node, i.generation, i.app, i.ordinal, i.revision
+            ), homes AS (
+                -- The ordinal's volumes are (or will be) on that node now.
+                INSERT INTO volumes (team, app, ordinal, node)
+                SELECT \(VolumesTable.team("r.spec")), b.app, b.ordinal, b.node FROM bound b
+                JOIN app_revisions r ON r.app = b.app AND r.revision = b.revision WHERE \(VolumesTable.hasVolumes("r.spec"))
+                ON CONFLICT (team, app, ordinal, node) DO UPDATE SET bound_at = now(), release_at = NULL
             ), recorded AS (
                 INSERT INTO events (kind, name, reason, message)
                 SELECT 'instance', id::text, 'Scheduled', 'on ' || node || ', generation ' || generation FROM bound

@@ -376,11 +376,31 @@ public nonisolated struct Sigma_V1_HeartbeatRequest: Sendable {
 
   public var instances: [Sigma_V1_InstanceStatus] = []
 
+  /// Volumes the scheduler asked to release (HeartbeatResponse.release_volumes) that are gone from the node.
+  public var releasedVolumes: [Sigma_V1_VolumeRef] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _usage: Sigma_V1_NodeUsage? = nil
+}
+
+/// One ordinal's volumes on a node: its app's team ("" for none), the app, the ordinal.
+public nonisolated struct Sigma_V1_VolumeRef: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var team: String = String()
+
+  public var app: String = String()
+
+  public var ordinal: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Sigma_V1_HeartbeatResponse: Sendable {
@@ -414,6 +434,11 @@ public nonisolated struct Sigma_V1_HeartbeatResponse: Sendable {
   /// writes the deadline where its safe-mode instances' monitors read it; they kill their instance when it
   /// passes (docs/operations.md, "At most one copy").
   public var leaseTtlMs: UInt32 = 0
+
+  /// Volumes of this node whose app was deleted or scaled below their ordinal longer ago than the volume
+  /// retention: remove them (unless an instance of that ordinal runs here again) and say so in
+  /// `released_volumes` of a next heartbeat.
+  public var releaseVolumes: [Sigma_V1_VolumeRef] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2542,7 +2567,7 @@ nonisolated extension Sigma_V1_InstanceStatus: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}epoch\0\u{1}usage\0\u{1}instances\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}epoch\0\u{1}usage\0\u{1}instances\0\u{3}released_volumes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2554,6 +2579,7 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.epoch) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.instances) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.releasedVolumes) }()
       default: break
       }
     }
@@ -2576,6 +2602,9 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
     if !self.instances.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.instances, fieldNumber: 4)
     }
+    if !self.releasedVolumes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.releasedVolumes, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2584,6 +2613,47 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.epoch != rhs.epoch {return false}
     if lhs._usage != rhs._usage {return false}
     if lhs.instances != rhs.instances {return false}
+    if lhs.releasedVolumes != rhs.releasedVolumes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_VolumeRef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VolumeRef"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}team\0\u{1}app\0\u{1}ordinal\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.team) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.app) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.ordinal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.team.isEmpty {
+      try visitor.visitSingularStringField(value: self.team, fieldNumber: 1)
+    }
+    if !self.app.isEmpty {
+      try visitor.visitSingularStringField(value: self.app, fieldNumber: 2)
+    }
+    if self.ordinal != 0 {
+      try visitor.visitSingularInt32Field(value: self.ordinal, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_VolumeRef, rhs: Sigma_V1_VolumeRef) -> Bool {
+    if lhs.team != rhs.team {return false}
+    if lhs.app != rhs.app {return false}
+    if lhs.ordinal != rhs.ordinal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2591,7 +2661,7 @@ nonisolated extension Sigma_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0\u{3}health_code\0\u{3}lease_ttl_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}health\0\u{1}epoch\0\u{1}fence\0\u{3}stop_instances\0\u{1}stop\0\u{1}refused\0\u{3}health_code\0\u{3}lease_ttl_ms\0\u{3}release_volumes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2607,6 +2677,7 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.refused) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.healthCode) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.leaseTtlMs) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.releaseVolumes) }()
       default: break
       }
     }
@@ -2637,6 +2708,9 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if self.leaseTtlMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.leaseTtlMs, fieldNumber: 8)
     }
+    if !self.releaseVolumes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.releaseVolumes, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2649,6 +2723,7 @@ nonisolated extension Sigma_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.refused != rhs.refused {return false}
     if lhs.healthCode != rhs.healthCode {return false}
     if lhs.leaseTtlMs != rhs.leaseTtlMs {return false}
+    if lhs.releaseVolumes != rhs.releaseVolumes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

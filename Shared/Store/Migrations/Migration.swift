@@ -33,6 +33,7 @@ public enum Schema {
         m0019TokenHashes,
         m0020ContractViews,
         m0021NodeLeases,
+        m0022Volumes,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
