@@ -75,15 +75,8 @@ struct SSDs: Sendable {
         guard !(try await tx.query("SELECT 1 FROM instance_directory WHERE id = $1", instance)).isEmpty else {
             throw RPCError.notFound("no instance \(instance.lowercasedText)")
         }
-        // An instance runs on one node: what it holds elsewhere it has moved away from (the data stays there).
-        for row in try await tx.query(
-            "UPDATE ssds SET instance = NULL, allocated_at = NULL WHERE instance = $1 AND node <> $2 RETURNING node, path", instance, node)
-        {
-            let oldNode = try row.decode(String.self, "node")
-            let path = try row.decode(String.self, "path")
-            logger.info("SSD released: instance moved; its data stays on the old node",
-                        metadata: ["instance": "\(instance)", "node": "\(oldNode)", "path": "\(path)"])
-        }
+        // What it holds on the nodes it moved away from stays its own, with its data: it finds it again when it
+        // comes back there (placement prefers those nodes). It goes when the instance does (ReleaseSSDs).
         let held = try await tx.query("SELECT count(*) AS n FROM ssds WHERE instance = $1 AND node = $2", instance, node)[0].decode(Int.self, "n")
         let need = count - held
         if need > 0 {

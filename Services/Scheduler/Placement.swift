@@ -33,8 +33,8 @@ struct Placement: Sendable {
         let revision: Int64
         let request: Resources
         let targetNode: String
-        /// Nodes holding the ordinal's volumes, the most recently bound first: tried first, in that order.
-        var homes: [String] = []
+        /// Nodes holding the ordinal's data (volumes, its SSDs), the most recently bound first: tried first.
+        var homes: [VolumesTable.Home] = []
     }
 
     struct Binding {
@@ -78,7 +78,8 @@ struct Placement: Sendable {
     private func place(_ unplaced: [Unplaced], on placer: inout Placer) async throws -> (Int, Int) {
         let specs = try await loadSpecs(Set(unplaced.map { "\($0.app)\u{0}\($0.revision)" }))
         let existing = try await loadExisting(apps: Array(Set(unplaced.map(\.app))))
-        let withVolumes = Set(unplaced.filter { specs["\($0.app)\u{0}\($0.revision)"]?.volumes.isEmpty == false }.map(\.app))
+        let withVolumes = Set(unplaced.filter { specs["\($0.app)\u{0}\($0.revision)"].map { !$0.volumes.isEmpty || $0.ssd != nil } ?? false }
+            .map(\.app))
         let homes = try await VolumesTable.homes(store, apps: Array(withVolumes))
         let (bindings, pending) = Self.decide(unplaced, specs: specs, existing: existing, homes: homes, on: &placer)
         for (ids, reason) in pending { try await recordPending(ids, reason: reason) }
@@ -109,7 +110,7 @@ struct Placement: Sendable {
     /// an ordinal with volumes tries the nodes that hold them first, most recent first. The rest stays Pending
     /// with the reason.
     static func decide(_ unplaced: [Unplaced], specs: [String: AppSpec], existing: [String: [String: Int]],
-                       homes: [String: [String]], on placer: inout Placer) -> ([Binding], [(ids: [String], reason: String)]) {
+                       homes: [String: [VolumesTable.Home]], on placer: inout Placer) -> ([Binding], [(ids: [String], reason: String)]) {
         var groups: [Group: [Unplaced]] = [:]
         var order: [Group] = []
         for instance in unplaced {
@@ -132,8 +133,10 @@ struct Placement: Sendable {
             // Where its volumes are, if that node can take it; else anywhere (with new volumes there).
             for home in group.homes where !members.isEmpty {
                 var there = demand
-                there.selector.requirements.append(.init("node", .in, [home]))
+                there.selector.requirements.append(.init("node", .in, [home.node]))
                 there.spread.required = false
+                // Its SSDs are its own there already: none is taken from the node's free ones.
+                if let ssd = there.ssd, home.heldSSDs >= ssd.count { there.ssd = nil }
                 for node in placer.place(there, count: members.count, existing: existing[group.app] ?? [:]).nodes {
                     bindings.append(Binding(instance: members.removeFirst(), node: node, spec: spec))
                 }

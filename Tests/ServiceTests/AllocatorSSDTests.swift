@@ -58,9 +58,10 @@ import TestSupport
             #expect(reported.first { $0.path == "/ssd/b" }?.healthy == false)
             #expect(reported.contains { $0.path == "/ssd/c" } == false)
 
-            // The first instance moves to n2: it gets an SSD there and lets go of /ssd/b.
+            // The first instance moves to n2: it gets an SSD there and keeps /ssd/b, its data, for when it comes back.
             #expect(try await allocate(client, "n2", ids[0], min: 150 * g).map(\.path) == ["/ssd/e"])
-            #expect(try await client.call(AllocatorMethods.listSSDs, .init()).ssds.first { $0.path == "/ssd/b" }?.instanceID == "")
+            #expect(try await client.call(AllocatorMethods.listSSDs, .init()).ssds.first { $0.path == "/ssd/b" }?.instanceID == ids[0])
+            #expect(try await allocate(client, "n1", ids[0], min: 150 * g).map(\.path) == ["/ssd/b"], "back on n1: the same SSD")
 
             try await store.execute("DELETE FROM instances WHERE id = $1::uuid", ids[1])
             #expect(try await client.call(AllocatorMethods.reclaim, .init()).reclaimedSsds.map(\.path) == ["/ssd/d"])

@@ -21,15 +21,21 @@ import TestSupport
         _ = try await cluster.client.call(drain ? SchedulerMethods.drainNode : SchedulerMethods.uncordonNode, request)
     }
 
+    enum Data: String, CaseIterable, Sendable { case volume, ssd }
+
     /// db-0 runs on n1, is drained to n2, and n1 comes back; drained off n2 it goes back to n1, where its
-    /// volume is, although n3 is emptier (without volumes the placer would take n3: `filler` weighs on n1).
-    @Test func aMovedOrdinalGoesBackToTheNodeThatHoldsItsVolume() async throws {
+    /// volume (or its SSD, still its own) is, although n3 is emptier (the placer alone would take n3: `filler`
+    /// weighs on n1).
+    @Test(arguments: Data.allCases)
+    func aMovedOrdinalGoesBackToTheNodeThatHoldsItsData(_ data: Data) async throws {
         try await SchedulerCluster.with { cluster in
             let agents = ["n1", "n2", "n3"].map { SimulatedAgent($0, client: cluster.client) }
-            try await agents[0].register(cpu: 4000)
+            try await agents[0].register(cpu: 4000, ssds: [64 << 30])
             agents[0].start()
             defer { agents.forEach { $0.stop() } }
-            try await cluster.apply("db", replicas: 1, cpu: 100) { Self.withVolume(&$0) }
+            try await cluster.apply("db", replicas: 1, cpu: 100) { spec in
+                if data == .volume { Self.withVolume(&spec) } else { spec.ssd.count = 1 }
+            }
             try await cluster.eventually("db-0 on n1") { try await cluster.instances("db").first?.state == "Running" }
             // Pinned to n1: it weighs there whenever n1 takes work.
             try await cluster.apply("filler", replicas: 1, cpu: 2000) { spec in
@@ -40,8 +46,9 @@ import TestSupport
                 spec.nodeSelector = [pin]
             }
             try await cluster.eventually("filler on n1") { try await cluster.allRunning("filler", 1) }
+            let firstSSDs = try #require(try await cluster.instances("db").first).ssdPaths
             for agent in agents.dropFirst() {
-                try await agent.register(cpu: 4000)
+                try await agent.register(cpu: 4000, ssds: [64 << 30])
                 agent.start()
             }
             try await Self.node(cluster, "n1", drain: true)
@@ -60,6 +67,11 @@ import TestSupport
             }
             let homes = try await cluster.store.query("SELECT node FROM volumes WHERE app = 'db' ORDER BY bound_at DESC")
             #expect(try homes.map { try $0.decode(String.self, "node") } == ["n1", second])
+            if data == .ssd {
+                #expect(try await cluster.instances("db").first?.ssdPaths == firstSSDs, "the same SSD as before, its data on it")
+                let held = try await cluster.store.query("SELECT node FROM ssds WHERE instance IS NOT NULL ORDER BY node")
+                #expect(try held.map { try $0.decode(String.self, "node") } == ["n1", second].sorted(), "the one it left is still its own")
+            }
         }
     }
 

@@ -13,6 +13,7 @@ import TestSupport
         "app_index": ["app", "revision"],
         "node_directory": ["name"],
         "free_ssds": ["node", "size_bytes"],
+        "held_ssds": ["node", "instance", "held"],
         "host_port_use": ["node", "range_size", "used"],
     ]
 

@@ -167,7 +167,7 @@ enum InstancesTable {
                 -- The ordinal's volumes are (or will be) on that node now.
                 INSERT INTO volumes (team, app, ordinal, node)
                 SELECT \(VolumesTable.team("r.spec")), b.app, b.ordinal, b.node FROM bound b
-                JOIN app_revisions r ON r.app = b.app AND r.revision = b.revision WHERE \(VolumesTable.hasVolumes("r.spec"))
+                JOIN app_revisions r ON r.app = b.app AND r.revision = b.revision WHERE \(VolumesTable.keepsData("r.spec"))
                 ON CONFLICT (team, app, ordinal, node) DO UPDATE SET bound_at = now(), release_at = NULL
             ), recorded AS (
                 INSERT INTO events (kind, name, reason, message)
