@@ -158,28 +158,35 @@ import TestSupport
             agents.forEach { $0.start() }
             defer { agents.forEach { $0.stop() } }
             try await cluster.apply("kv", replicas: 3, cpu: 500)
-            try await cluster.eventually("3 Running") { try await cluster.allRunning("kv", 3) }
+            // One on each node (a node a loaded machine let go Suspect meanwhile takes its share once back).
+            try await cluster.eventually("3 Running, one on each node") {
+                let running = try await cluster.allRunning("kv", 3), nodes = Set(try await cluster.instances("kv").map(\.node))
+                return running && nodes == ["n1", "n2", "n3"]
+            }
             let before = try await cluster.instances("kv")
-            let victim = before.first { $0.node == "n1" }!
+            // (Unwrapped with #require, never `!`: a crash would end every other suite's run with it.)
+            let victim = try #require(before.first { $0.node == "n1" })
+            let epoch = try await cluster.node("n1").epoch
 
             agents[0].stop()  // n1 goes silent
             try await cluster.eventually("n1 Broken") { try await cluster.node("n1").health == "Broken" }
             try await cluster.eventually("the instance runs elsewhere") {
-                let moved = try await cluster.instances("kv").first { $0.id == victim.id }!
-                return moved.state == "Running" && moved.node != "n1"
+                let moved = try await cluster.instances("kv").first { $0.id == victim.id }
+                return moved?.state == "Running" && moved?.node != "n1"
             }
-            let moved = try await cluster.instances("kv").first { $0.id == victim.id }!
+            let moved = try #require(try await cluster.instances("kv").first { $0.id == victim.id })
             #expect(moved.ip == victim.ip)
             #expect(moved.generation == victim.generation + 1)
             let reasons = try await cluster.events("instance", victim.id).map(\.reason)
-            #expect(reasons.contains("NeedMigration") && reasons.last == "Running")
+            // (CopyGone may follow: n1's lease lapses and the old copy counts as gone, fast mode or not.)
+            #expect(reasons.contains("NeedMigration") && reasons.last { $0 != "CopyGone" } == "Running")
             #expect(Set(try await cluster.instances("kv").map(\.ip)) == Set(before.map(\.ip)))
-            #expect(try await cluster.node("n1").epoch == 2)
+            #expect(try await cluster.node("n1").epoch == epoch + 1)
 
             // n1 comes back still running the old copy: it is told to fence, stops it, and only then is Ready.
             #expect(agents[0].running[victim.id] != nil)
             let first = try await agents[0].beat()
-            #expect(first.fence && first.health == "Broken" && first.epoch == 2)
+            #expect(first.fence && first.health == "Broken" && first.epoch == epoch + 1)
             #expect(agents[0].running[victim.id] == nil)
             let second = try await agents[0].beat()
             #expect(!second.fence && second.health == "Ready")

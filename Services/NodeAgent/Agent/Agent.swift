@@ -69,7 +69,7 @@ actor Agent {
 
     // MARK: - What the scheduler says
 
-    /// The whole desired state (a snapshot): replaces what was known.
+    /// The key of one generation of an instance (`finished`).
     static func key(_ id: String, _ generation: Int64) -> String { "\(id)/\(generation)" }
 
     /// Whether `assignment` is a generation the scheduler already asked to stop here.
@@ -78,6 +78,7 @@ actor Agent {
         return assignment.generation <= refused.generation
     }
 
+    /// The whole desired state (a snapshot): replaces what was known.
     func replaceAssignments(_ assignments: [Sigma_V1_Assignment]) {
         let incoming = Dictionary(assignments.filter { !isRefused($0) }.map { ($0.instanceID, $0) },
                                   uniquingKeysWith: { a, b in a.generation >= b.generation ? a : b })

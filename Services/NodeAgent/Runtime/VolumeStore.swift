@@ -65,7 +65,12 @@ public struct VolumeStore: Sendable {
     public func remove(team: String, app: String, ordinal: Int) throws {
         let folder = folder(team: team, app: app, ordinal: ordinal)
         unmount(below: folder)
-        if FileManager.default.fileExists(atPath: folder) { try FileManager.default.removeItem(atPath: folder) }
+        // The images hold the data: they go, or this throws. A mount point a lazy unmount still holds may stay
+        // behind a moment (EBUSY), empty; it goes with the next removal or the node's decommission.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where name.hasSuffix(".img") {
+            try FileManager.default.removeItem(atPath: folder + "/" + name)
+        }
+        try? FileManager.default.removeItem(atPath: folder)
         let appFolder = (folder as NSString).deletingLastPathComponent
         if (try? FileManager.default.contentsOfDirectory(atPath: appFolder))?.isEmpty == true { rmdir(appFolder) }
     }
