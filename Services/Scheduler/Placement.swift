@@ -78,8 +78,7 @@ struct Placement: Sendable {
     private func place(_ unplaced: [Unplaced], on placer: inout Placer) async throws -> (Int, Int) {
         let specs = try await loadSpecs(Set(unplaced.map { "\($0.app)\u{0}\($0.revision)" }))
         let existing = try await loadExisting(apps: Array(Set(unplaced.map(\.app))))
-        let withVolumes = Set(unplaced.filter { specs["\($0.app)\u{0}\($0.revision)"].map { !$0.volumes.isEmpty || $0.ssd != nil } ?? false }
-            .map(\.app))
+        let withVolumes = Set(unplaced.filter { specs["\($0.app)\u{0}\($0.revision)"]?.keepsDataOnNode ?? false }.map(\.app))
         let homes = try await VolumesTable.homes(store, apps: Array(withVolumes))
         let (bindings, pending) = Self.decide(unplaced, specs: specs, existing: existing, homes: homes, on: &placer)
         for (ids, reason) in pending { try await recordPending(ids, reason: reason) }

@@ -69,7 +69,10 @@ public struct AppSpec: Hashable, Sendable, Codable {
 
     /// The failover the app gets: the spec's, else `safe` for apps whose instances keep data on their node
     /// (an SSD or volumes), else `fast`.
-    public var failoverMode: FailoverMode { failover ?? (ssd != nil || !volumes.isEmpty ? .safe : .fast) }
+    public var failoverMode: FailoverMode { failover ?? (keepsDataOnNode ? .safe : .fast) }
+
+    /// Its instances keep data on their node: volumes, or an SSD (`StoredPath.keepsDataOnNode` in SQL).
+    public var keepsDataOnNode: Bool { ssd != nil || !volumes.isEmpty }
 
     /// Host ports each instance needs on its node: one per container port in host network mode.
     public var hostPortCount: Int { network == .host ? ports.count : 0 }

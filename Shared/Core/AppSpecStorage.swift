@@ -28,9 +28,14 @@ extension AppSpec {
 
         /// SQL for `AppSpec.failoverMode` of the stored spec `column`: 'safe' or 'fast'.
         public static func failoverMode(of column: String) -> String {
-            "coalesce(\(column) #>> \(failover), CASE WHEN (\(column) #> \(ssd) IS NOT NULL AND \(column) #> \(ssd) <> 'null'::jsonb) "
-                + "OR jsonb_array_length(coalesce(\(column) #> \(volumes), '[]'::jsonb)) > 0 "
+            "coalesce(\(column) #>> \(failover), CASE WHEN \(keepsDataOnNode(of: column)) "
                 + "THEN '\(FailoverMode.safe.rawValue)' ELSE '\(FailoverMode.fast.rawValue)' END)"
+        }
+
+        /// SQL for `AppSpec.keepsDataOnNode` of the stored spec `column`.
+        public static func keepsDataOnNode(of column: String) -> String {
+            "((\(column) #> \(ssd) IS NOT NULL AND \(column) #> \(ssd) <> 'null'::jsonb) "
+                + "OR jsonb_array_length(coalesce(\(column) #> \(volumes), '[]'::jsonb)) > 0)"
         }
 
         static func resources(_ kind: ResourceRequirements.CodingKeys, _ quantity: Resources.CodingKeys) -> StoredPath {

@@ -262,8 +262,8 @@ extension Agent {
     /// The scheduler's word that these volumes' ordinals are gone for good (past the retention): each is removed
     /// unless an instance of its ordinal is here again, and reported in the next heartbeat.
     func releaseVolumes(_ refs: [Sigma_V1_VolumeRef]) {
+        let inUse = local.values.map(\.assignment) + Array(desired.values)
         for ref in refs {
-            let inUse = local.values.map(\.assignment) + Array(desired.values)
             guard !inUse.contains(where: { $0.app == ref.app && $0.ordinal == ref.ordinal && $0.appSpec.team == ref.team }) else { continue }
             do {
                 try volumes.remove(team: ref.team, app: ref.app, ordinal: Int(ref.ordinal))

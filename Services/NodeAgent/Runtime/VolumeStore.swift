@@ -48,11 +48,12 @@ public struct VolumeStore: Sendable {
         return (target, fresh)
     }
 
-    /// Unmounts the ordinal's volumes (the images stay); a busy mount is detached lazily.
+    /// Unmounts the ordinal's volumes (the images stay); a busy mount is detached lazily. Bounded: a mount
+    /// that will not go (listed, but refused with EINVAL) is left to the next release, not spun on.
     public func release(team: String, app: String, ordinal: Int, names: [String]) {
         for name in names {
             let target = mountPoint(team: team, app: app, ordinal: ordinal, name: name)
-            while Self.isMounted(target) {
+            for _ in 0..<8 where Self.isMounted(target) {
                 if umount2(target, 0) != 0 { umount2(target, Int32(MNT_DETACH)) }
             }
         }

@@ -11,10 +11,7 @@ import Store
 enum VolumesTable {
     /// SQL: the stored spec `spec` keeps data on its instances' nodes: volumes, or an SSD (whose data stays with
     /// the instance on each node it held one: the allocator keeps it for it).
-    static func keepsData(_ spec: String) -> String {
-        "(jsonb_array_length(coalesce(\(spec) #> \(AppSpec.StoredPath.volumes), '[]'::jsonb)) > 0 "
-            + "OR (\(spec) #> \(AppSpec.StoredPath.ssd) IS NOT NULL AND \(spec) #> \(AppSpec.StoredPath.ssd) <> 'null'::jsonb))"
-    }
+    static func keepsData(_ spec: String) -> String { AppSpec.StoredPath.keepsDataOnNode(of: spec) }
 
     /// SQL: the team of the stored spec `spec` ("" for none).
     static func team(_ spec: String) -> String { "coalesce(\(spec) #>> \(AppSpec.StoredPath.team), '')" }
