@@ -58,7 +58,7 @@ struct SecureCluster {
                     [try ServiceProcess("sigma-scheduler", common + scheduler), try ServiceProcess("sigma-discovery", common + feed),
                      try ServiceProcess("sigma-config", common + feed)]
                 }) { services in
-                    let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                    let store = testStore(db.url)
                     defer { store.shutdown() }
                     let cluster = SecureCluster(
                         folder: folder, server: keys["cluster"]!, keys: keys, scheduler: try await services[0].endpoint(),

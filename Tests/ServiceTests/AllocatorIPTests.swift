@@ -26,7 +26,7 @@ import TestSupport
                 for service in services { endpoints.append(try await service.endpoint()) }
                 let each = try endpoints.map { try rpcClient([$0]) }
                 for client in each { try await waitHealthy(client) }
-                let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                let store = testStore(db.url)
                 defer { store.shutdown() }
                 try await body(try rpcClient(endpoints), each, store, services)
             }
@@ -126,13 +126,13 @@ import TestSupport
                 try await waitHealthy(try rpcClient([endpoint]))
                 let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
                 let flags = ["--allocator", endpoint, "--timeout", "60"]
-                let created = try await runProgram(sigmactl, ["alloc", "create-pool", "demo", "100.64.0.0/16", "--gateway", "100.64.0.1",
+                let created = try await runProgram(sigmactl, ["alloc", "create-pool", "demo", "100.64.0.0/22", "--gateway", "100.64.0.1",
                                                         "--reserve", "100.64.0.2", "100.64.0.3"] + flags)
-                #expect(created.contains("65531 addresses free"))
+                #expect(created.contains("1019 addresses free"))
                 let json = try await runProgram(sigmactl, ["alloc", "pools", "-o", "json"] + flags)
                 let pools = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [[String: Any]]
                 #expect(pools.first?["name"] as? String == "demo")
-                #expect(pools.first?["free"] as? Int == 65531)
+                #expect(pools.first?["free"] as? Int == 1019)
                 #expect(pools.first?["reserved"] as? [String] == ["100.64.0.2", "100.64.0.3"])
                 let table = try await runProgram(sigmactl, ["alloc", "pools"] + flags)
                 #expect(table.hasPrefix("POOL"))
@@ -284,7 +284,7 @@ import TestSupport
 
     @Test func twoAllocatorsSixteenCallersNoDuplicates() async throws {
         try await withAllocators(2) { _, each, store in
-            _ = try await each[0].call(AllocatorMethods.createIPPool, pool("big", "100.64.0.0/16"))
+            _ = try await each[0].call(AllocatorMethods.createIPPool, pool("big", "100.64.0.0/22"))
             let ids = try await makeInstances(16 * 24, store)
             let answers = AddressBook()
             try await withThrowingTaskGroup(of: Void.self) { group in

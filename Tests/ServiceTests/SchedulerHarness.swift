@@ -66,7 +66,7 @@ struct SchedulerCluster {
                     for process in processes { endpoints.append(try await process.endpoint()) }
                     let each = try endpoints.map { try rpcClient([$0]) }
                     for client in each { try await waitHealthy(client) }
-                    let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                    let store = testStore(db.url)
                     defer { store.shutdown() }
                     var cluster = SchedulerCluster(client: try rpcClient(endpoints), each: each, store: store, processes: processes, databaseURL: db.url)
                     cluster.endpoints = endpoints

@@ -87,7 +87,7 @@ import TestSupport
                     let answer = try await healthy(try healthClient(try await service.endpoint()))
                     #expect(answer.healthy, "\(service.name):\n\(service.log)")
                 }
-                let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+                let store = testStore(db.url)
                 defer { store.shutdown() }
                 let rows = try await store.query("SELECT version FROM schema_migrations ORDER BY version")
                 #expect(try rows.map { try $0.decode(Int.self, "version") } == Schema.migrations.map(\.version))

@@ -36,7 +36,7 @@ import TestSupport
             let instances = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [[String: Any]]
             #expect(instances.count == 2 && instances.allSatisfy { $0["state"] as? String == "Running" })
             let table = try await runProgram(sigmactl, ["get", "nodes"] + flags)
-            #expect(table.contains("CPU REQ/CAP") && table.contains("500m/4"))
+            #expect(table.contains("CPU REQ/CAP") && table.contains("500m/4"), "\(table)")
             let pool = try await runProgram(sigmactl, ["get", "pool", "-o", "json"] + flags)
             let total = (try JSONSerialization.jsonObject(with: Data(pool.utf8)) as! [String: Any])["total"] as! [String: Any]
             #expect((total["requested"] as! [String: Any])["cpuMillis"] as? String == "1000")

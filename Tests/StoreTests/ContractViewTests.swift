@@ -19,7 +19,7 @@ import TestSupport
 
     @Test func theViewsHaveTheirColumnsAndHoldTheirOwnersColumns() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             try await store.migrate()
             for (view, columns) in Self.contract {
@@ -38,7 +38,7 @@ import TestSupport
     /// What placement reads of the allocator: a node with a range of its own, one with ports but no range.
     @Test func hostPortUseCountsRangesAndPortsInUse() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             try await store.migrate()
             for node in ["a", "b"] {

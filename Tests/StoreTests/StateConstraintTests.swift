@@ -9,7 +9,7 @@ import TestSupport
 @Suite struct StateConstraintTests {
     func withStore(_ body: (Store) async throws -> Void) async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             try await store.migrate()
             try await body(store)

@@ -8,7 +8,7 @@ import TestSupport
 @Suite struct StoreTests {
     @Test func parameterizedRoundTripOfHostileText() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             try await store.migrate()
             let hostile = "Robert'); DROP TABLE nodes;-- \" \\ $1 %s \u{1F600}"
@@ -28,7 +28,7 @@ import TestSupport
 
     @Test func arrayParametersRoundTripEveryElement() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             let texts: [String?] = ["plain", "", "with \"quotes\"", "back\\slash\\", "{braces}, commas", "NULL", nil,
                                     "\\\"", "'; DROP TABLE x;--", "\u{1F600} ünï", " spaced "]
@@ -77,7 +77,7 @@ import TestSupport
 
     @Test func typedErrorsForBadValues() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             try await store.migrate()
             let insert = "INSERT INTO nodes (name, host_ip, cpu_millis, memory_bytes, disk_bytes) VALUES ($1, $2, $3, 0, 0)"
@@ -151,7 +151,7 @@ import TestSupport
 
     @Test func listenNotifyDeliversInOrder() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             let stream = try store.notifications(channels: ["sigma_test"])
             var iterator = stream.makeAsyncIterator()
@@ -168,7 +168,7 @@ import TestSupport
 
     @Test func migrationsAreIdempotent() async throws {
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             #expect(try await store.migrate() == Schema.migrations.map(\.version))
             #expect(try await store.migrate() == [])

@@ -18,7 +18,7 @@ import TestSupport
             }
         }
         try await withTestDatabase { db in
-            let store = Store(configuration: StoreConfiguration(url: db.url), logger: quietLogger)
+            let store = testStore(db.url)
             defer { store.shutdown() }
             for spec in specs {
                 let json = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
