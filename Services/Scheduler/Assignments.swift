@@ -70,19 +70,25 @@ enum Assignments {
             channel, app, runningStates)
     }
 
-    /// When an ordered app's instance turns Running and ready, its successor may start.
-    static func releaseSuccessor(_ tx: Transaction, instance: String) async throws {
+    /// An ordered app's successor may start once its predecessor turned Running (`startup: ordered`), or
+    /// Running and ready (`ordered-ready`): `running` and `serving` are the instances that just did.
+    static func releaseSuccessors(_ tx: Transaction, running: [String], serving: [String]) async throws {
+        guard !running.isEmpty || !serving.isEmpty else { return }
         let rows = try await tx.query(
             """
-            SELECT s.id::text AS id, s.node FROM instances i
+            SELECT i.id::text AS predecessor, s.id::text AS id, s.node, \(startup("r.spec")) AS startup FROM instances i
             JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
             JOIN instances s ON s.app = i.app AND s.ordinal = i.ordinal + 1
-            WHERE i.id = $1::uuid AND r.spec #>> \(ordered) AND s.node IS NOT NULL AND s.state = ANY($2::text[])
-            """, instance, runningStates)
+            WHERE s.node IS NOT NULL AND s.state = ANY($3::text[])
+              AND ((i.id = ANY($1::uuid[]) AND \(startup("r.spec")) = '\(StartupOrder.ordered.rawValue)')
+                   OR (i.id = ANY($2::uuid[]) AND \(startup("r.spec")) = '\(StartupOrder.orderedReady.rawValue)'))
+            """, running, serving, runningStates)
         for row in rows {
             let id = try row.decode(String.self, "id")
+            let predecessor = try row.decode(String.self, "predecessor")
+            let ready = try row.decode(String.self, "startup") == StartupOrder.orderedReady.rawValue ? " and ready" : ""
             try await notify(tx, node: try row.decode(String.self, "node"), instance: id)
-            try await Events.record(tx, .instance, id, "StartAllowed", "predecessor \(instance) is Running")
+            try await Events.record(tx, .instance, id, "StartAllowed", "predecessor \(predecessor) is Running\(ready)")
         }
     }
 
@@ -95,16 +101,19 @@ enum Assignments {
                                 gone.map { "generation \($0.priorGeneration) on \($0.priorNode): \(reason)" })
     }
 
-    /// "the revision's startup is ordered", on a stored spec.
-    static let ordered = "\(AppSpec.StoredPath.startup) = '\(StartupOrder.ordered.rawValue)'"
+    /// The startup order of a stored spec (`spec`: its SQL expression).
+    static func startup(_ spec: String) -> String {
+        "coalesce(\(spec) #>> \(AppSpec.StoredPath.startup), '\(StartupOrder.parallel.rawValue)')"
+    }
 
     static let select = """
         SELECT i.id::text AS id, i.app, i.ordinal, i.generation, i.revision, coalesce(i.node, '') AS node, i.state, i.ip,
                coalesce((SELECT host(n.host_ip) FROM nodes n WHERE n.name = i.node), '') AS host_ip,
                i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
                i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes, r.spec::text AS spec,
-               ((NOT coalesce(r.spec #>> \(ordered), false) OR i.ordinal = 0 OR EXISTS (
-                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running' AND p.ready))
+               ((\(startup("r.spec")) = '\(StartupOrder.parallel.rawValue)' OR i.ordinal = 0 OR EXISTS (
+                   SELECT 1 FROM instances p WHERE p.app = i.app AND p.ordinal = i.ordinal - 1 AND p.state = 'Running'
+                   AND (p.ready OR \(startup("r.spec")) <> '\(StartupOrder.orderedReady.rawValue)')))
                 AND (i.prior_node IS NULL OR \(AppSpec.StoredPath.failoverMode(of: "r.spec")) = '\(FailoverMode.fast.rawValue)')) AS may_start
         FROM instances i JOIN app_revisions r ON r.app = i.app AND r.revision = i.revision
         """

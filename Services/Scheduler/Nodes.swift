@@ -180,7 +180,8 @@ struct Nodes: Sendable {
                 try row.decode(Int64.self, "generation"), InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending,
                 try row.decode(Bool.self, "ready"))
         }
-        // Instances that turn Running and ready: an ordered app's next ordinal may start.
+        // Instances that turn Running, and Running and ready: an ordered app's next ordinal may start.
+        var nowRunning: [String] = []
         var nowServing: [String] = []
         var stop: [Sigma_V1_InstanceRef] = []
         var rows = InstancesTable.Reports()
@@ -210,6 +211,7 @@ struct Nodes: Sendable {
             rows.ready.append(status.ready && state == .running)
             rows.restarts.append(Int(max(0, status.restarts)))
             rows.retries.append(state == .backOff ? status.nextRetryUnixMs : 0)
+            if state == .running && known.state != .running { nowRunning.append(id) }
             if state == .running && status.ready && !(known.state == .running && known.ready) { nowServing.append(id) }
             if state != known.state {
                 changes.append((id, state, status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"))
@@ -219,9 +221,7 @@ struct Nodes: Sendable {
         for (state, group) in Dictionary(grouping: changes, by: \.state) {
             try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
         }
-        for id in nowServing {
-            try await Assignments.releaseSuccessor(tx, instance: id)
-        }
+        try await Assignments.releaseSuccessors(tx, running: nowRunning, serving: nowServing)
         let asked = Set(stop.map { "\($0.instanceID)/\($0.generation)" })
         return stop + priors.filter { !asked.contains("\($0.instanceID)/\($0.generation)") }
     }

@@ -7,7 +7,8 @@ import Store
 
 /// The leader's placement pass: Pending and NeedMigration instances are placed by Core's `Placer` over every
 /// node, then bound in batches — IPs, host ports and SSDs from the Allocator, then one transaction that
-/// checks the lease, sets node, state Scheduled and a new generation, and notifies the nodes' feeds.
+/// checks the lease, sets node, state Scheduled and a new generation, and notifies the nodes' feeds. Those
+/// left Pending get their IP ahead, before any of the page is bound (`addressAhead`).
 struct Placement: Sendable {
     let store: Store
     let allocator: RPCClient
@@ -26,6 +27,8 @@ struct Placement: Sendable {
         let state: InstanceState
         let targetNode: String
         let request: Resources
+        /// It holds its IP already (given ahead, while it waited for a node).
+        let addressed: Bool
     }
 
     struct Group: Hashable {
@@ -82,6 +85,8 @@ struct Placement: Sendable {
         let homes = try await VolumesTable.homes(store, apps: Array(withVolumes))
         let (bindings, pending) = Self.decide(unplaced, specs: specs, existing: existing, homes: homes, on: &placer)
         for (ids, reason) in pending { try await recordPending(ids, reason: reason) }
+        let waiting = Set(pending.flatMap(\.ids))
+        try await addressAhead(unplaced.filter { waiting.contains($0.id) && $0.state == .pending && !$0.addressed }.map(\.id))
         // Pipelined: the next batch's allocation runs while this one is recorded.
         let batches = stride(from: 0, to: bindings.count, by: bindBatch).map { Array(bindings[$0..<min($0 + bindBatch, bindings.count)]) }
         var bound = 0
@@ -156,7 +161,7 @@ struct Placement: Sendable {
     func loadUnplaced(after: (app: String, ordinal: Int)?) async throws -> [Unplaced] {
         let rows = try await store.query(
             """
-            SELECT id::text AS id, app, ordinal, revision, state, target_node, request_cpu_millis, request_memory_bytes
+            SELECT id::text AS id, app, ordinal, revision, state, target_node, request_cpu_millis, request_memory_bytes, ip <> '' AS addressed
             FROM instances WHERE ((node IS NULL AND state = 'Pending') OR state = 'NeedMigration') AND (app, ordinal) > ($2, $3)
             ORDER BY app, ordinal LIMIT $1
             """, maxPerPass, after?.app ?? "", after?.ordinal ?? -1)
@@ -166,7 +171,8 @@ struct Placement: Sendable {
                 ordinal: try row.decode(Int.self, "ordinal"), revision: try row.decode(Int64.self, "revision"),
                 state: InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending,
                 targetNode: try row.decode(String.self, "target_node"),
-                request: Resources(cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")))
+                request: Resources(cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")),
+                addressed: try row.decode(Bool.self, "addressed"))
         }
     }
 
@@ -257,9 +263,11 @@ struct Placement: Sendable {
         var failed: [String: String] = [:]
 
         var ips: [String: Sigma_V1_IPAllocation] = [:]
-        // Moving instances keep the IP they hold, so an exhausted pool must not hold them back: they go first.
-        let moving = batch.filter { $0.instance.state == .needMigration }.map(\.instance.id)
-        let fresh = batch.filter { $0.instance.state != .needMigration }.map(\.instance.id)
+        // Moving instances, and those given their IP ahead, keep the IP they hold, so an exhausted pool must not
+        // hold them back: they go first.
+        let holding = { (binding: Binding) in binding.instance.state == .needMigration || binding.instance.addressed }
+        let moving = batch.filter(holding).map(\.instance.id)
+        let fresh = batch.filter { !holding($0) }.map(\.instance.id)
         for ids in [moving, fresh] where !ids.isEmpty {
             for (id, reason) in try await allocateIPs(ids, into: &ips) { failed[id] = reason }
         }
@@ -332,7 +340,7 @@ struct Placement: Sendable {
 
     /// IPs for `ids` in one call. When the pool cannot serve them all (the Allocator then hands out none), as
     /// many as it has free are asked for once more. Returns the ids left without an IP, with the reason.
-    private func allocateIPs(_ ids: [String], into ips: inout [String: Sigma_V1_IPAllocation]) async throws -> [String: String] {
+    func allocateIPs(_ ids: [String], into ips: inout [String: Sigma_V1_IPAllocation]) async throws -> [String: String] {
         var request = Sigma_V1_AllocateIPsRequest()
         request.instanceIds = ids
         do {

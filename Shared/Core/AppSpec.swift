@@ -280,9 +280,16 @@ public enum FailoverMode: String, Hashable, Sendable, Codable, CaseIterable {
 }
 
 public enum StartupOrder: String, Hashable, Sendable, Codable, CaseIterable {
-    /// Ordinal k starts only once k-1 is Running.
+    /// Ordinal k starts only once k-1 is Running (started; ready or not). Quorum software, whose first member
+    /// cannot be ready before the others run, starts in one pass.
     case ordered
+    /// Ordinal k starts only once k-1 is Running and ready (its readiness probe passes): for software whose
+    /// members join one after another through the ones already serving.
+    case orderedReady = "ordered-ready"
     case parallel
+
+    /// Whether ordinal k waits for k-1 at all.
+    public var isOrdered: Bool { self != .parallel }
 }
 
 public enum RestartPolicy: String, Hashable, Sendable, Codable, CaseIterable {

@@ -4,8 +4,8 @@ public struct Lifecycle: Hashable, Sendable, Codable {
     public var stopGracePeriodSeconds: Int
     /// A failing liveness probe restarts the instance (as its restart policy allows).
     public var liveness: Probe?
-    /// Until its readiness probe passes an instance is not ready: ordered start waits for it and Discovery's
-    /// ready filter leaves it out. Without one, an instance is ready once it runs.
+    /// Until its readiness probe passes an instance is not ready: `startup: ordered-ready` waits for it and
+    /// Discovery's ready filter leaves it out. Without one, an instance is ready once it runs.
     public var readiness: Probe?
     /// Instances stop when their agent has lost every control-plane endpoint for longer than the Broken timeout,
     /// for apps that must never run twice.

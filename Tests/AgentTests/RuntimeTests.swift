@@ -344,6 +344,8 @@ import Testing
             let directory = runtime.directory(of: "again")
             let oldMonitors = monitors(watching: directory)
             #expect(!oldMonitors.isEmpty)
+            // (Under load the first run may not have said so yet; it must, or the count below never reaches 2.)
+            try await eventually("the first run's trap is set") { contents(runtime.logFile(of: "again")).contains("trapped") }
 
             let second = try await runtime.start(LaunchRequest(id: "again", image: .host, command: command))
             #expect(second.pid != first.pid)

@@ -63,14 +63,14 @@ import TestSupport
         }
     }
 
-    /// Case 4: an ordered app deleted while its second ordinal still waits for the first to be ready. The one
+    /// Case 4: an ordered-ready app deleted while its second ordinal still waits for the first to be ready. The one
     /// that never started ends at once (its agent confirms it never ran); nothing it held stays held.
     @Test func anInstanceThatNeverStartedEndsWhenItsAppIsDeleted() async throws {
         try await SchedulerCluster.forAgents { cluster in
             try await RealAgent.with(cluster) { agent in
                 try await cluster.apply("waiting", replicas: 2, cpu: 200, memory: 128 << 20) { spec in
                     NodeAgentTests.service(&spec, script: Self.stayUp)
-                    spec.startup = "ordered"
+                    spec.startup = "ordered-ready"
                     var probe = Sigma_V1_Probe()
                     probe.exec = ["/bin/false"]
                     probe.periodSeconds = 1

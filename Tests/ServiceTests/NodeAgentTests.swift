@@ -331,10 +331,10 @@ import TestSupport
                     if liveness { spec.lifecycle.liveness = probe } else { spec.lifecycle.readiness = probe }
                     spec.lifecycle.stopGracePeriodSeconds = 1
                 }
-                // Ordered, with a readiness probe on a file the test creates: ordinal 1 waits for ordinal 0 to be ready.
+                // Ordered-ready, with a readiness probe on a file the test creates: ordinal 1 waits for ordinal 0 to be ready.
                 try await cluster.apply("ordered", replicas: 2, cpu: 100, memory: 16 << 20) { spec in
                     Self.service(&spec, script: "sleep 1000")  // ignores SIGTERM (first process): the grace decides
-                    spec.startup = "ordered"
+                    spec.startup = "ordered-ready"
                     lifecycle(&spec, "/ready", liveness: false)
                 }
                 try await cluster.eventually("ordinal 0 Running, not ready, and saying why") {

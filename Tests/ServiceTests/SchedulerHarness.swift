@@ -153,6 +153,15 @@ struct SchedulerCluster {
         }
     }
 
+    /// Waits until each of `nodes` is Ready: a test of where instances go applies only then (on a loaded
+    /// machine a node registered first can turn Suspect while the others register).
+    func waitReady(_ nodes: [String]) async throws {
+        try await eventually("nodes \(nodes) Ready") {
+            let listed = try await client.call(SchedulerMethods.listNodes, .init()).nodes
+            return Set(listed.filter { $0.health == "Ready" }.map(\.name)).isSuperset(of: nodes)
+        }
+    }
+
     func allRunning(_ app: String, _ count: Int) async throws -> Bool {
         let list = try await instances(app)
         return list.count == count && list.allSatisfy { $0.state == "Running" }
@@ -177,6 +186,8 @@ final class SimulatedAgent: Sendable {
         var running: [String: Int64] = [:]
         var stopped: [String: Int64] = [:]
         var stops = 0
+        /// Apps whose instances it reports Running but not ready (a readiness probe that does not pass yet).
+        var unready: Set<String> = []
     }
     let state = Mutex(State())
     let loop = Mutex<Task<Void, Never>?>(nil)
@@ -213,6 +224,11 @@ final class SimulatedAgent: Sendable {
 
     var running: [String: Int64] { state.withLock { $0.running } }
 
+    /// Reports `app`'s instances ready or not from the next beat on.
+    func setReady(_ app: String, _ ready: Bool) {
+        state.withLock { if ready { $0.unready.remove(app) } else { $0.unready.insert(app) } }
+    }
+
     /// One heartbeat after syncing with the assignments.
     @discardableResult
     func beat() async throws -> Sigma_V1_HeartbeatResponse {
@@ -233,7 +249,7 @@ final class SimulatedAgent: Sendable {
                 status.instanceID = id
                 status.generation = generation
                 status.state = "Running"
-                status.ready = true
+                status.ready = !state.unready.contains(wanted[id]?.app ?? "")
                 if let assignment = wanted[id] { status.appliedLimit = assignment.resources.limit }
                 return status
             }

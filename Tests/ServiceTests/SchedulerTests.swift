@@ -38,6 +38,7 @@ import TestSupport
             for agent in agents { try await agent.register(idc: "idc-\(agent.name.prefix(1))", cpu: 4000, memory: 8 << 30) }
             agents.forEach { $0.start() }
             defer { agents.forEach { $0.stop() } }
+            try await cluster.waitReady(agents.map(\.name))
 
             let applied = try await cluster.apply("web", replicas: 6, cpu: 500, memory: 1 << 30) { $0.resources.limit.cpuMillis = 2000 }
             #expect(applied.changed && applied.app.revision == 1)

@@ -13,6 +13,7 @@ import TestSupport
             for agent in agents { try await agent.register(idc: "idc-\(agent.name)", cpu: 4000, memory: 8 << 30) }
             agents.forEach { $0.start() }
             defer { agents.forEach { $0.stop() } }
+            try await cluster.waitReady(agents.map(\.name))
             let endpoint = try await cluster.processes[0].endpoint()
             let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
             let flags = ["--scheduler", endpoint, "--timeout", "30"]

@@ -140,6 +140,17 @@ enum InstancesTable {
         return try rows.map { try $0.decode(String.self, "id") }
     }
 
+    /// The IP of instances still waiting for a node (given ahead: see `Placement.addressAhead`). Only rows
+    /// still Pending, unbound and without one are written. Returns how many were.
+    static func address(_ tx: Transaction, ids: [String], ips: [String], prefixes: [Int], gateways: [String]) async throws -> Int {
+        try await tx.execute(
+            """
+            UPDATE instances i SET ip = b.ip, prefix_length = b.prefix, gateway = b.gateway, updated_at = now()
+            FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS b(id, ip, prefix, gateway)
+            WHERE i.id = b.id AND i.node IS NULL AND i.state = 'Pending' AND i.ip = ''
+            """, ids, ips, prefixes, gateways)
+    }
+
     /// Binds a batch in one statement: node, a new generation, what the Allocator handed out; records a
     /// Scheduled event for each and notifies each node's feed on `channel` (at most 150 ids a notification).
     /// Only instances still unplaced or moving are bound. Returns how many were.

@@ -860,7 +860,7 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
   /// Clears the value of `ssd`. Subsequent reads from it will return its default value.
   public mutating func clearSsd() {_uniqueStorage()._ssd = nil}
 
-  /// "parallel" (default) or "ordered".
+  /// "parallel" (default), "ordered" (ordinal k starts once k-1 is Running) or "ordered-ready" (Running and ready).
   public var startup: String {
     get {_storage._startup}
     set {_uniqueStorage()._startup = newValue}
@@ -1790,7 +1790,7 @@ public nonisolated struct Sigma_V1_Assignment: @unchecked Sendable {
     set {_uniqueStorage()._ssds = newValue}
   }
 
-  /// False while an ordered app's previous ordinal is not Running yet.
+  /// False while an ordered app's previous ordinal is not Running yet (ordered-ready: Running and ready).
   public var mayStart: Bool {
     get {_storage._mayStart}
     set {_uniqueStorage()._mayStart = newValue}
