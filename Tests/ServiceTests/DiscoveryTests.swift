@@ -55,6 +55,14 @@ import TestSupport
             #expect(short.status == 1)
             let unknown = try await runProgramStatus("/usr/bin/python3", [script, "nope", "--discovery", discovery])
             #expect(unknown.status == 2)
+            // --members: every ordinal with its IP, the two the node has no room for too.
+            try await cluster.apply("quorum", replicas: 3, cpu: 7000, Self.withPorts)
+            let members = try await runProgramStatus("/usr/bin/python3", [script, "quorum", "--members", "--count", "3", "--within", "60",
+                                                                          "--discovery", discovery])
+            #expect(members.status == 0, "\(members.output)")
+            let listed = try #require(try JSONSerialization.jsonObject(with: Data(members.output.utf8)) as? [[String: Any]])
+            #expect(listed.compactMap { $0["state"] as? String }.filter { $0 == "Pending" }.count == 2, "\(listed)")
+            #expect(Set(listed.compactMap { $0["ip"] as? String }.filter { !$0.isEmpty }).count == 3)
         }
     }
 

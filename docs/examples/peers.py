@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Find an app's peers through Sigma's Discovery, with nothing but pyzmq: a startup script's helper.
 
-    peers.py APP [--count N] [--within SECONDS] [--ready] [--discovery ENDPOINTS]
+    peers.py APP [--count N] [--within SECONDS] [--ready | --members] [--discovery ENDPOINTS]
 
 Waits (a blocking query, woken by Discovery when the app changes) until APP has at least N Running endpoints,
-then prints them as JSON: [{"ordinal", "ip", "node", "idc", "host_ip", "ports": {name: [container, host]}}].
+then prints them as JSON: [{"ordinal", "ip", "node", "idc", "host_ip", "state", "ready",
+"ports": {name: [container, host]}}]. With --members: at least N endpoints in any state, each holding its IP
+(every ordinal holds one from the start, Pending too): the full member list quorum software bootstraps from.
 ENDPOINTS (comma-separated replicas) default to $SIGMA_DISCOVERY, which the node agent sets in every
 instance, with $SIGMA_TOKEN_FILE or $SIGMA_TOKEN (who the instance is) and, when the control plane runs CURVE, $SIGMA_SERVER_KEY. Exit status 0 with the peers; 1 when they were not all there in time; 2 when no replica answered
 or one refused (the status is printed on stderr).
@@ -159,6 +161,7 @@ def main():
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--within", type=float, default=120)
     parser.add_argument("--ready", action="store_true", help="only instances whose readiness check passes")
+    parser.add_argument("--members", action="store_true", help="every ordinal, whatever its state, once it holds its IP")
     parser.add_argument("--discovery", default=os.environ.get("SIGMA_DISCOVERY", "tcp://127.0.0.1:7105"))
     args = parser.parse_args()
     discovery = Discovery([e for e in args.discovery.split(",") if e], token=os.environ.get("SIGMA_TOKEN", ""),
@@ -171,7 +174,10 @@ def main():
             answer = discovery.resolve(args.app, args.ready, index, max(1, min(left_ms, 60000)) if index else 0)
             index = number(answer, 2)
             peers = [endpoint(e) for e in answer.get(3, [])]
-            peers = sorted((p for p in peers if p["state"] == "Running"), key=lambda p: p["ordinal"])
+            if args.members:
+                peers = sorted((p for p in peers if p["ip"]), key=lambda p: p["ordinal"])
+            else:
+                peers = sorted((p for p in peers if p["state"] == "Running"), key=lambda p: p["ordinal"])
             if len(peers) >= args.count or left_ms <= 0:
                 break
     except RuntimeError as error:
