@@ -22,7 +22,7 @@ import TestSupport
     /// generation's end and the new generation together; that heartbeat counts, the node never turns Suspect
     /// or Broken, and another app's instance on the node is not touched.
     @Test func aRolloutOntoTheSameNodeLeavesTheNodeAndOtherAppsAlone() async throws {
-        try await SchedulerCluster.forAgents(brokenAfter: 6) { cluster in
+        try await SchedulerCluster.forAgents(brokenAfter: 9) { cluster in
             try await RealAgent.with(cluster, extra: ["--label", "pin=here"]) { agent in
                 try await cluster.apply("bystander", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
                     NodeAgentTests.service(&spec, script: Self.stayUp)

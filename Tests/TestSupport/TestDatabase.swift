@@ -41,9 +41,10 @@ public let quietLogger: Logger = {
 /// A store for a test's own queries. Its connection attempts may take up to 15 s: with every suite running at
 /// once on two cores, a backend can take longer than the services' 3 s to start, and a test's setup failing on
 /// that says nothing about the code under test. (The services keep their own, shorter timeout and retry.)
-public func testStore(_ url: String) -> Store {
+public func testStore(_ url: String, poolSize: Int = 4) -> Store {
     var configuration = StoreConfiguration(url: url)
     configuration.connectTimeoutSeconds = 15
+    configuration.poolSize = poolSize
     return Store(configuration: configuration, logger: quietLogger)
 }
 
@@ -56,7 +57,7 @@ public func databaseURL(_ url: String, database: String) -> String {
 
 /// Creates a database, runs `body` with its URL, drops it.
 public func withTestDatabase<T>(_ body: (TestDatabase) async throws -> T) async throws -> T {
-    let admin = testStore(try TestDatabase.adminURL)
+    let admin = testStore(try TestDatabase.adminURL, poolSize: 1)
     defer { admin.shutdown() }
     let name = "sigma_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
     // A database name is an identifier and cannot be a parameter; this one is made of hex digits only.
