@@ -25,12 +25,13 @@ struct Apps: Sendable {
         try JSONDecoder().decode(AppSpec.self, from: Data(json.utf8))
     }
 
-    /// What must be equal for running instances to stay as they are: all but replicas and resources
-    /// (resources change live, without a restart).
+    /// What must be equal for running instances to stay as they are: all but replicas, resources (they
+    /// change live, without a restart) and the rollout strategy.
     static func template(_ spec: AppSpec) -> AppSpec {
         var template = spec
         template.replicas = 0
         template.resources = .init()
+        template.update = nil
         return template
     }
 
@@ -67,7 +68,7 @@ struct Apps: Sendable {
                 "INSERT INTO app_revisions (app, revision, spec, change_cause) VALUES ($1, $2, $3::jsonb, $4)",
                 spec.name, revision, json, cause)
             try await Events.record(tx, .app, spec.name, "Applied", "revision \(revision): \(cause)")
-            try await reconcile(tx, spec: spec, revision: revision, previous: previous)
+            try await reconcile(tx, spec: spec, revision: revision, previous: previous, cause: cause)
             return true
         }
         if changed { logger.info("app applied", metadata: ["app": "\(spec.name)", "replicas": "\(spec.replicas)"]) }
@@ -79,11 +80,29 @@ struct Apps: Sendable {
 
     /// Brings the app's instance rows to the spec: ordinals 0..<replicas exist; above that, bound instances
     /// turn Terminating and unbound ones go. Instances whose template did not change move to the new revision
-    /// in place (with new resources, applied live); the others are rolled by the leader one at a time.
-    private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?) async throws {
-        if let previous, Self.template(previous) == Self.template(spec) {
-            try await InstancesTable.setRevision(tx, app: spec.name, revision: revision, resources: spec.resources)
-            try await Assignments.notifyApp(tx, app: spec.name)
+    /// in place (with new resources, applied live); the others are rolled by the leader's rollout (`Rollouts`),
+    /// started here when the template changed, or when instances of an older one are left (a rollout in
+    /// progress, or one that failed).
+    private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?, cause: String) async throws {
+        if let previous {
+            let sameTemplate = Self.template(previous) == Self.template(spec)
+            if sameTemplate {
+                try await InstancesTable.setRevision(tx, app: spec.name, from: revision - 1, revision: revision, resources: spec.resources)
+                try await Assignments.notifyApp(tx, app: spec.name)
+            }
+            let behind = try await tx.query(
+                """
+                SELECT (SELECT count(*) FROM instances WHERE app = $1 AND revision < $2 AND state NOT IN ('Terminating', 'Terminated'))::bigint
+                       + (SELECT count(*) FROM rollouts WHERE app = $1 AND state = 'Progressing')::bigint AS n
+                """, spec.name, revision)[0].decode(Int64.self, "n")
+            if !sameTemplate || behind > 0 {
+                let strategy = spec.rollout
+                try await RolloutsTable.start(tx, app: spec.name, from: revision - 1, to: revision, cause: cause, strategy: strategy)
+                try await Events.record(tx, .app, spec.name, "RolloutStarted",
+                                        "revision \(revision - 1) → \(revision): at most \(strategy.maxUnavailable) unavailable, "
+                                        + "ready \(strategy.minReadySeconds) s, deadline \(strategy.progressDeadlineSeconds) s"
+                                        + (strategy.autoRevert ? ", auto-revert" : ""))
+            }
         }
         let created = try await InstancesTable.create(tx, app: spec.name, replicas: spec.replicas, revision: revision,
                                                       resources: spec.resources)
@@ -215,6 +234,7 @@ struct Apps: Sendable {
         try await store.transaction(isolation: .readCommitted) { tx in
             try await tx.execute("UPDATE apps SET deleted = true, updated_at = now() WHERE name = $1", name)
             try await Instances.terminate(tx, app: name, fromOrdinal: 0, reason: "app deleted")
+            try await RolloutsTable.supersede(tx, app: name, by: nil)
             try await Events.record(tx, .app, name, "Deleted")
         }
         logger.info("app deleted", metadata: ["app": "\(name)"])

@@ -4,12 +4,13 @@ import ServiceLifecycle
 import Store
 
 /// The active scheduler's loop: take or renew the lease, then — only while holding it — health checks,
-/// draining, rolling updates, clean-up and placement. A pass runs every `interval`, and at once when an
+/// draining, rollouts, clean-up and placement. A pass runs every `interval`, and at once when an
 /// instance needs placing (`NOTIFY sigma_pending`).
 struct Leader: Service {
     let store: Store
     let lease: Lease
     let upkeep: Upkeep
+    let rollouts: Rollouts
     let placement: Placement
     let interval: Duration
     let logger: Logger
@@ -48,7 +49,7 @@ struct Leader: Service {
             try await upkeep.releaseLapsedPriors()
             try await upkeep.releaseVolumes()
             try await upkeep.drain()
-            try await upkeep.roll()
+            try await rollouts.step()
             try await upkeep.cleanUp()
             try await upkeep.pruneEvents()
             try await placement.run()

@@ -98,6 +98,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds,
                            eventsRetention: eventsRetention * 3600, auditRetention: auditRetention * 3600,
                            nodeLeaseMarginMillis: Upkeep.millis(nodeLeaseMargin), volumeRetention: volumeRetention * 3600, logger: logger),
+            rollouts: Rollouts(store: store, lease: lease, apps: apps, logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)

@@ -47,6 +47,15 @@ extension SchedulerCommand {
         handlers.register(SchedulerMethods.deleteApp) { request, _ in try await apps.delete(request.name) }
         handlers.register(SchedulerMethods.scaleApp) { request, _ in try await apps.scale(request) }
         handlers.register(SchedulerMethods.rolloutHistory) { request, _ in try await apps.history(request.name) }
+        handlers.register(SchedulerMethods.listRollouts) { request, _ in
+            guard request.app.isEmpty || AppSpec.isValidName(request.app) else {
+                throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name")
+            }
+            var response = Sigma_V1_ListRolloutsResponse()
+            response.rollouts = try await RolloutsTable.list(
+                apps.store, app: request.app, limit: request.limit <= 0 ? 100 : Int(min(request.limit, 1000)))
+            return response
+        }
         handlers.register(SchedulerMethods.rolloutUndo) { request, _ in try await apps.undo(request) }
         handlers.register(SchedulerMethods.setQuota) { request, _ in
             var response = Sigma_V1_SetQuotaResponse()

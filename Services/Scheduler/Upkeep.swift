@@ -5,9 +5,9 @@ import Protocol
 import RPC
 import Store
 
-/// The leader's housekeeping besides placement: node health from heartbeats (Broken nodes' instances
-/// NeedMigration), draining, rolling updates one instance at a time, and removing terminated instances after
-/// the Allocator has released what they held.
+/// The leader's housekeeping besides placement and rollouts: node health from heartbeats (Broken nodes'
+/// instances NeedMigration), draining, and removing terminated instances after the Allocator has released
+/// what they held.
 struct Upkeep: Sendable {
     let store: Store
     let allocator: RPCClient
@@ -106,37 +106,6 @@ struct Upkeep: Sendable {
         try await Assignments.notify(tx, changes: [node: ids])
         try await Placement.wake(tx, because: node)
         logger.notice("instances need migration", metadata: ["node": "\(node)", "count": "\(ids.count)", "reason": "\(reason)"])
-    }
-
-    /// Rolling update: per app, while every instance of the current revision is Running, the lowest-ordinal
-    /// instance of an older revision is re-placed with the new spec (same instance, same IP).
-    func roll() async throws {
-        try await store.transaction(isolation: .readCommitted) { tx in
-            try await lease.check(tx)
-            let rows = try await tx.query(
-                """
-                SELECT DISTINCT ON (a.name) a.name, a.revision, i.id::text AS id, coalesce(i.node, '') AS node, i.state, i.revision AS old
-                FROM apps a JOIN instances i ON i.app = a.name
-                WHERE NOT a.deleted AND i.revision < a.revision AND i.state NOT IN ('Terminating', 'Terminated')
-                  AND NOT EXISTS (SELECT 1 FROM instances t WHERE t.app = a.name
-                                  AND t.state IN ('Pending', 'Scheduled', 'Starting', 'BackOff', 'NeedMigration') AND t.revision = a.revision)
-                ORDER BY a.name, i.ordinal
-                """)
-            for row in rows {
-                let app = try row.decode(String.self, "name")
-                let revision = try row.decode(Int64.self, "revision")
-                let id = try row.decode(String.self, "id")
-                let node = try row.decode(String.self, "node")
-                let spec = try Apps.decode(try await tx.query(
-                    "SELECT spec::text AS spec FROM app_revisions WHERE app = $1 AND revision = $2", app, revision)[0].decode(String.self, "spec"))
-                let state = try row.decode(String.self, "state")
-                let bound = !node.isEmpty && Assignments.runningStates.contains(state)
-                try await InstancesTable.roll(tx, id: id, revision: revision, resources: spec.resources, replace: bound)
-                try await Events.record(tx, .instance, id, "Rolling", "revision \(try row.decode(Int64.self, "old")) → \(revision)")
-                if bound { try await Assignments.notify(tx, node: node, instance: id) }
-                logger.info("rolling instance", metadata: ["app": "\(app)", "instance": "\(id)", "revision": "\(revision)"])
-            }
-        }
     }
 
     /// Terminated instances: the Allocator releases their IP, host ports and SSDs, then the rows go; deleted

@@ -72,7 +72,8 @@ extension AppSpec {
                     seccomp: parse(wire.security.seccomp, "security.seccomp", default: .runtimeDefault, all: SecurityContext.SeccompMode.allCases))
                 : nil,
             failover: wire.failover.isEmpty ? nil : parse(wire.failover, "failover", default: .safe, all: FailoverMode.allCases),
-            volumes: wire.volumes.map { VolumeSpec(name: $0.name, mountPath: $0.mountPath, sizeBytes: Int64(clamping: $0.sizeBytes)) })
+            volumes: wire.volumes.map { VolumeSpec(name: $0.name, mountPath: $0.mountPath, sizeBytes: Int64(clamping: $0.sizeBytes)) },
+            update: wire.hasUpdate ? UpdateStrategy(wire: wire.update) : nil)
         return (spec, problems + spec.problems())
     }
 
@@ -131,6 +132,7 @@ extension AppSpec {
             wire.sizeBytes = UInt64(clamping: volume.sizeBytes)
             return wire
         }
+        if let update { wire.update = update.wire }
         return wire
     }
 }
@@ -186,5 +188,23 @@ extension RPCError {
     /// INVALID_ARGUMENT listing every problem, each with its field: "spec.resources.limit.cpu: ...; spec.image: required".
     public static func invalidSpec(_ problems: [SpecProblem], prefix: String = "spec.") -> RPCError {
         .invalidArgument(problems.map { prefix + $0.description }.joined(separator: "; "))
+    }
+}
+
+extension UpdateStrategy {
+    /// Zero fields take the defaults (1 unavailable, 600 s progress deadline).
+    public init(wire: Sigma_V1_UpdateStrategy) {
+        self.init(maxUnavailable: wire.maxUnavailable == 0 ? 1 : Int(wire.maxUnavailable), minReadySeconds: Int(wire.minReadySeconds),
+                  progressDeadlineSeconds: wire.progressDeadlineSeconds == 0 ? Self.defaultProgressDeadlineSeconds : Int(wire.progressDeadlineSeconds),
+                  autoRevert: wire.autoRevert)
+    }
+
+    public var wire: Sigma_V1_UpdateStrategy {
+        var wire = Sigma_V1_UpdateStrategy()
+        wire.maxUnavailable = Int32(clamping: maxUnavailable)
+        wire.minReadySeconds = Int32(clamping: minReadySeconds)
+        wire.progressDeadlineSeconds = Int32(clamping: progressDeadlineSeconds)
+        wire.autoRevert = autoRevert
+        return wire
     }
 }

@@ -64,40 +64,7 @@ public struct AccessPolicy: Sendable {
         policy.allow(CommonMethods.metrics, staff)
         switch kind {
         case .scheduler:
-            let agents: Set<Role> = [.service, .agent]
-            policy.allow(SchedulerMethods.registerNode, agents, write: true, scope: .node, subject: { $0.name })
-            // Heartbeats are state reports several times a second per node, not changes anyone asked for:
-            // not audited (a node's changes of health are events).
-            policy.allow(SchedulerMethods.heartbeat, agents, scope: .node, subject: { $0.node })
-            policy.allow(SchedulerMethods.getAssignments, agents, scope: .node, subject: { $0.node })
-            policy.allow(SchedulerMethods.issueToken, agents, scope: .node, subject: { $0.node })
-            policy.allow(SchedulerMethods.getRoutes, agents)
-            for method in [SchedulerMethods.cordonNode, SchedulerMethods.uncordonNode, SchedulerMethods.drainNode,
-                           SchedulerMethods.removeNode] {
-                policy.allow(method, [], write: true, subject: { $0.name })
-            }
-            policy.allow(SchedulerMethods.listNodes, staff)
-            policy.allow(SchedulerMethods.getPool, staff)
-            policy.allow(SchedulerMethods.applyApp, [], write: true, subject: { $0.spec.name })
-            policy.allow(SchedulerMethods.getApp, staff)
-            policy.allow(SchedulerMethods.listApps, staff)
-            policy.allow(SchedulerMethods.deleteApp, [], write: true, subject: { $0.name })
-            policy.allow(SchedulerMethods.scaleApp, [], write: true, subject: { $0.name })
-            policy.allow(SchedulerMethods.rolloutHistory, staff)
-            policy.allow(SchedulerMethods.rolloutUndo, [], write: true, subject: { $0.name })
-            policy.allow(SchedulerMethods.setQuota, [], write: true, subject: { $0.quota.team })
-            policy.allow(SchedulerMethods.listQuotas, staff)
-            policy.allow(SchedulerMethods.setTeamPolicy, [], write: true, subject: { $0.policy.team })
-            policy.allow(SchedulerMethods.listTeamPolicies, staff)
-            policy.allow(SchedulerMethods.listInstances, staff)
-            policy.allow(SchedulerMethods.getInstance, staff)
-            policy.allow(SchedulerMethods.updateResources, [], write: true, subject: { $0.app }, instance: { $0.instanceID })
-            policy.allow(SchedulerMethods.migrateInstance, [], write: true, instance: { $0.instanceID })
-            policy.allow(SchedulerMethods.listEvents, staff)
-            policy.allow(AccessMethods.addPrincipal, [], write: true, subject: { $0.principal.name })
-            policy.allow(AccessMethods.removePrincipal, [], write: true, subject: { $0.nameOrKey })
-            policy.allow(AccessMethods.listPrincipals, [])
-            policy.allow(AccessMethods.listAudit, [])
+            scheduler(&policy)
         case .allocator:
             policy.allow(AllocatorMethods.createIPPool, staff, write: true, subject: { $0.pool.name })
             policy.allow(AllocatorMethods.listIPPools, staff)
@@ -131,6 +98,45 @@ public struct AccessPolicy: Sendable {
             break
         }
         return policy
+    }
+
+    /// The scheduler's methods: agents' node-scoped calls, operators' writes, everyone's reads.
+    static func scheduler(_ policy: inout AccessPolicy) {
+        let agents: Set<Role> = [.service, .agent]
+        policy.allow(SchedulerMethods.registerNode, agents, write: true, scope: .node, subject: { $0.name })
+        // Heartbeats are state reports several times a second per node, not changes anyone asked for:
+        // not audited (a node's changes of health are events).
+        policy.allow(SchedulerMethods.heartbeat, agents, scope: .node, subject: { $0.node })
+        policy.allow(SchedulerMethods.getAssignments, agents, scope: .node, subject: { $0.node })
+        policy.allow(SchedulerMethods.issueToken, agents, scope: .node, subject: { $0.node })
+        policy.allow(SchedulerMethods.getRoutes, agents)
+        for method in [SchedulerMethods.cordonNode, SchedulerMethods.uncordonNode, SchedulerMethods.drainNode,
+                       SchedulerMethods.removeNode] {
+            policy.allow(method, [], write: true, subject: { $0.name })
+        }
+        policy.allow(SchedulerMethods.listNodes, staff)
+        policy.allow(SchedulerMethods.getPool, staff)
+        policy.allow(SchedulerMethods.applyApp, [], write: true, subject: { $0.spec.name })
+        policy.allow(SchedulerMethods.getApp, staff)
+        policy.allow(SchedulerMethods.listApps, staff)
+        policy.allow(SchedulerMethods.deleteApp, [], write: true, subject: { $0.name })
+        policy.allow(SchedulerMethods.scaleApp, [], write: true, subject: { $0.name })
+        policy.allow(SchedulerMethods.rolloutHistory, staff)
+        policy.allow(SchedulerMethods.listRollouts, staff)
+        policy.allow(SchedulerMethods.rolloutUndo, [], write: true, subject: { $0.name })
+        policy.allow(SchedulerMethods.setQuota, [], write: true, subject: { $0.quota.team })
+        policy.allow(SchedulerMethods.listQuotas, staff)
+        policy.allow(SchedulerMethods.setTeamPolicy, [], write: true, subject: { $0.policy.team })
+        policy.allow(SchedulerMethods.listTeamPolicies, staff)
+        policy.allow(SchedulerMethods.listInstances, staff)
+        policy.allow(SchedulerMethods.getInstance, staff)
+        policy.allow(SchedulerMethods.updateResources, [], write: true, subject: { $0.app }, instance: { $0.instanceID })
+        policy.allow(SchedulerMethods.migrateInstance, [], write: true, instance: { $0.instanceID })
+        policy.allow(SchedulerMethods.listEvents, staff)
+        policy.allow(AccessMethods.addPrincipal, [], write: true, subject: { $0.principal.name })
+        policy.allow(AccessMethods.removePrincipal, [], write: true, subject: { $0.nameOrKey })
+        policy.allow(AccessMethods.listPrincipals, [])
+        policy.allow(AccessMethods.listAudit, [])
     }
 
     func rule(_ method: String) -> Rule? { rules[method] }

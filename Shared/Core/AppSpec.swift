@@ -27,13 +27,15 @@ public struct AppSpec: Hashable, Sendable, Codable {
     public var failover: FailoverMode?
     /// Volumes each instance gets, one set per ordinal, kept on its node (`VolumeSpec`).
     public var volumes: [VolumeSpec]
+    /// How a changed template rolls through the instances; nil = the defaults (`rollout`).
+    public var update: UpdateStrategy?
 
     /// The keys of the stored JSON (apps.spec, app_revisions.spec): fixed here, not by the property names,
     /// because SQL reads some of them (`AppSpec.StoredPath`, and the views of migration 20). Rename a
     /// property and keep its key.
     public enum CodingKeys: String, CodingKey {
         case name, team, image, command, args, env, replicas, resources, nodeSelector, spread, idcAffinity, network, ports
-        case ssd, startup, restartPolicy, config, lifecycle, security, failover, volumes
+        case ssd, startup, restartPolicy, config, lifecycle, security, failover, volumes, update
     }
 
     public init(
@@ -42,7 +44,8 @@ public struct AppSpec: Hashable, Sendable, Codable {
         nodeSelector: LabelSelector = .init(), spread: SpreadPolicy = .init(), idcAffinity: IDCAffinity = .init(),
         network: NetworkMode = .overlay, ports: [ContainerPort] = [], ssd: SSDRequest? = nil,
         startup: StartupOrder = .parallel, restartPolicy: RestartPolicy = .always, config: ConfigReference? = nil,
-        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil, failover: FailoverMode? = nil, volumes: [VolumeSpec] = []
+        lifecycle: Lifecycle? = nil, security: SecurityContext? = nil, failover: FailoverMode? = nil, volumes: [VolumeSpec] = [],
+        update: UpdateStrategy? = nil
     ) {
         self.name = name
         self.team = team
@@ -65,7 +68,11 @@ public struct AppSpec: Hashable, Sendable, Codable {
         self.security = security
         self.failover = failover
         self.volumes = volumes
+        self.update = update
     }
+
+    /// The rollout strategy the app gets: the spec's, else the defaults.
+    public var rollout: UpdateStrategy { update ?? UpdateStrategy() }
 
     /// The failover the app gets: the spec's, else `safe` for apps whose instances keep data on their node
     /// (an SSD or volumes), else `fast`.
@@ -117,6 +124,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         problems += VolumeSpec.problems(volumes, ssdPath: ssd?.mountPath)
         if let lifecycle { problems += lifecycle.problems() }
         if let security { problems += security.problems() }
+        if let update { problems += update.problems() }
         if let config {
             check(config.app.isEmpty || Self.isValidName(config.app), "config.app", "\(config.app.quotedForError) is not an app name")
             check(config.version >= 0, "config.version", "must not be negative (0 means the latest)")

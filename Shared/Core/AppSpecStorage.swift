@@ -61,6 +61,7 @@ extension AppSpec {
             config: try c.decodeIfPresent(ConfigReference.self, forKey: .config), lifecycle: try c.decodeIfPresent(Lifecycle.self, forKey: .lifecycle),
             security: try c.decodeIfPresent(SecurityContext.self, forKey: .security),
             failover: try c.decodeIfPresent(FailoverMode.self, forKey: .failover),
-            volumes: try c.decodeIfPresent([VolumeSpec].self, forKey: .volumes) ?? [])
+            volumes: try c.decodeIfPresent([VolumeSpec].self, forKey: .volumes) ?? [],
+            update: try c.decodeIfPresent(UpdateStrategy.self, forKey: .update))
     }
 }

@@ -21,6 +21,7 @@ import Yams
 /// startup: ordered
 /// failover: safe                      # the default with an SSD or volumes; fast without
 /// volumes: [{name: data, mountPath: /var/lib/mysql, size: 100Gi}]
+/// update: {maxUnavailable: 1, minReadySeconds: 10, progressDeadlineSeconds: 600, autoRevert: true}
 /// security: {user: "1000:1000", runAsNonRoot: true}
 /// ```
 public enum AppManifest {
@@ -204,7 +205,7 @@ public enum AppManifest {
             let fields = mapping(document, "", keys: [
                 "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
                 "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle", "security",
-                "failover", "volumes",
+                "failover", "volumes", "update",
             ])
             if case .mapping = document {} else { return AppSpec(name: "") }
             var spec = AppSpec(name: string(fields["name"], "name"))
@@ -250,7 +251,18 @@ public enum AppManifest {
             }
             if let node = fields["failover"] { spec.failover = choice(node, "failover", default: .safe) }
             if let node = fields["volumes"] { spec.volumes = volumes(node) }
+            if let node = fields["update"] { spec.update = update(node) }
             return spec
+        }
+
+        mutating func update(_ node: Node) -> UpdateStrategy {
+            let fields = mapping(node, "update", keys: ["maxUnavailable", "minReadySeconds", "progressDeadlineSeconds", "autoRevert"])
+            return UpdateStrategy(
+                maxUnavailable: int(fields["maxUnavailable"], "update.maxUnavailable", default: 1),
+                minReadySeconds: int(fields["minReadySeconds"], "update.minReadySeconds"),
+                progressDeadlineSeconds: int(fields["progressDeadlineSeconds"], "update.progressDeadlineSeconds",
+                                             default: UpdateStrategy.defaultProgressDeadlineSeconds),
+                autoRevert: bool(fields["autoRevert"], "update.autoRevert"))
         }
 
         mutating func volumes(_ node: Node) -> [VolumeSpec] {

@@ -48,6 +48,7 @@ extension AppManifest {
         if spec.startup != .parallel { fields["startup"] = text(spec.startup.rawValue) }
         if spec.restartPolicy != .always { fields["restartPolicy"] = text(spec.restartPolicy.rawValue) }
         if let failover = spec.failover { fields["failover"] = text(failover.rawValue) }
+        if let update = spec.update { fields["update"] = node(update) }
         if !spec.volumes.isEmpty {
             fields["volumes"] = .sequence(.init(spec.volumes.map { volume in
                 var fields = Fields()
@@ -104,6 +105,15 @@ extension AppManifest {
             if !reload.command.isEmpty { action["command"] = texts(reload.command) }
             fields["reload"] = action.node
         }
+        return fields.node
+    }
+
+    static func node(_ update: UpdateStrategy) -> Node {
+        var fields = Fields()
+        fields["maxUnavailable"] = number(update.maxUnavailable)
+        fields["minReadySeconds"] = number(update.minReadySeconds)
+        fields["progressDeadlineSeconds"] = number(update.progressDeadlineSeconds)
+        fields["autoRevert"] = flag(update.autoRevert)
         return fields.node
     }
 

@@ -36,7 +36,7 @@ import Testing
     /// Seeded random specs with every field drawn, awkward strings included; each valid one survives.
     /// A field added to AppSpec fails the first check until it is drawn here too (and written by render).
     @Test func randomValidSpecsComeBackEqual() throws {
-        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 21, "AppSpec has a new field: draw it below")
+        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 22, "AppSpec has a new field: draw it below")
         var random = SeededGenerator(seed: 7)
         let words = ["web", "a", "true", "no", "1", "0x1F", "null", "~", "", " spaced ", "a: b", "- x", "#c", "[x]", "{y}",
                      "'q'", "\"dq\"", "multi\nline", "tab\there", "😀", "1.5", "2026-12-01", "*ref", "&anchor", "!tag", "%"]
@@ -91,6 +91,11 @@ import Testing
                 // Sizes round-trip as the writer's quantities: whole MiB here, from 16 MiB.
                 VolumeSpec(name: "v\(volume)", mountPath: "/srv/\(index)/v\(volume)",
                            sizeBytes: Int64.random(in: 16...(1 << 20), using: &random) << 20)
+            }
+            if maybe() {
+                let ready = Int.random(in: 0...60, using: &random)
+                spec.update = UpdateStrategy(maxUnavailable: Int.random(in: 1...5, using: &random), minReadySeconds: ready,
+                                             progressDeadlineSeconds: ready + Int.random(in: 10...900, using: &random), autoRevert: maybe())
             }
             guard spec.problems().isEmpty else { continue }
             let text = try AppManifest.render([spec])

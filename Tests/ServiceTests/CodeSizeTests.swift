@@ -17,8 +17,6 @@ import TestSupport
         "Benchmarks/sigma-bench/AllocBench.swift: func measure(benchURL: String, logger: Logger) async throws -> Report {": 79,
         // An nft script literal, mostly.
         "Services/NodeAgent/Runtime/HostPorts.swift: private func makeTables() async throws {": 78,
-        // A table: one line per method.
-        "Shared/ControlPlane/AccessPolicy.swift: public static func of(_ kind: ServiceKind) -> AccessPolicy {": 74,
         "Benchmarks/sigma-bench/DiscoveryBench.swift: func measure(url: String, logger: Logger) async throws -> Report {": 64,
     ]
 

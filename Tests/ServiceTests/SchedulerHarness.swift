@@ -186,8 +186,10 @@ final class SimulatedAgent: Sendable {
         var running: [String: Int64] = [:]
         var stopped: [String: Int64] = [:]
         var stops = 0
-        /// Apps whose instances it reports Running but not ready (a readiness probe that does not pass yet).
+        /// Apps (or images) whose instances it reports Running but not ready (a readiness probe that does not pass).
         var unready: Set<String> = []
+        /// Images whose instances it reports crash-looping: BackOff after 3 restarts, "exit 1".
+        var crashing: Set<String> = []
     }
     let state = Mutex(State())
     let loop = Mutex<Task<Void, Never>?>(nil)
@@ -224,9 +226,14 @@ final class SimulatedAgent: Sendable {
 
     var running: [String: Int64] { state.withLock { $0.running } }
 
-    /// Reports `app`'s instances ready or not from the next beat on.
+    /// Reports the instances of `app` (or of an image) ready or not from the next beat on.
     func setReady(_ app: String, _ ready: Bool) {
         state.withLock { if ready { $0.unready.remove(app) } else { $0.unready.insert(app) } }
+    }
+
+    /// Reports the instances of `image` crash-looping from the next beat on.
+    func setCrashing(_ image: String) {
+        state.withLock { _ = $0.crashing.insert(image) }
     }
 
     /// One heartbeat after syncing with the assignments.
@@ -249,7 +256,13 @@ final class SimulatedAgent: Sendable {
                 status.instanceID = id
                 status.generation = generation
                 status.state = "Running"
-                status.ready = !state.unready.contains(wanted[id]?.app ?? "")
+                status.ready = !state.unready.contains(wanted[id]?.app ?? "") && !state.unready.contains(wanted[id]?.spec.image ?? "")
+                if state.crashing.contains(wanted[id]?.spec.image ?? "") {
+                    status.state = "BackOff"
+                    status.ready = false
+                    status.restarts = 3
+                    status.reason = "exit 1"
+                }
                 if let assignment = wanted[id] { status.appliedLimit = assignment.resources.limit }
                 return status
             }

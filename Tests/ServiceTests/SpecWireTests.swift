@@ -27,7 +27,7 @@ import Testing
 
     /// A field added to AppSpec fails the first check until it is set in the manifest below (and converted).
     @Test func aFullSpecCrossesTheWireUnchanged() throws {
-        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 21, "AppSpec has a new field: set it below")
+        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 22, "AppSpec has a new field: set it below")
         let spec = try #require(try AppManifest.parse("""
             name: db
             team: dba
@@ -54,6 +54,7 @@ import Testing
             security: {user: "1000:1000", runAsNonRoot: true, seccomp: Unconfined}
             failover: fast
             volumes: [{name: data, mountPath: /var/lib/db/data, size: 10Gi}, {name: wal, mountPath: /wal, size: 512Mi}]
+            update: {maxUnavailable: 2, minReadySeconds: 15, progressDeadlineSeconds: 300, autoRevert: true}
             """).first)
         let back = AppSpec.from(wire: spec.wire)
         #expect(back.problems.isEmpty)

@@ -55,7 +55,7 @@ enum InstancesTable {
         let rows = try await tx.query(
             """
             UPDATE instances SET state = CASE WHEN node IS NULL OR NOT state = ANY($4::text[]) THEN 'Terminated' ELSE 'Terminating' END,
-                reason = $3, ready = false, next_retry_at = NULL, updated_at = now()
+                reason = $3, ready = false, ready_since = NULL, next_retry_at = NULL, updated_at = now()
             WHERE app = $1 AND ordinal >= $2 AND state NOT IN ('Terminating', 'Terminated')
             RETURNING id::text AS id, coalesce(node, '') AS node
             """, app, fromOrdinal, reason, InstanceState.names(InstanceState.live))
@@ -66,7 +66,7 @@ enum InstancesTable {
     static func needMigration(_ tx: Transaction, node: String, states: [String], reason: String) async throws -> [String] {
         let rows = try await tx.query(
             """
-            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, next_retry_at = NULL, updated_at = now()
+            UPDATE instances SET state = 'NeedMigration', reason = $2, ready = false, ready_since = NULL, next_retry_at = NULL, updated_at = now()
             WHERE node = $1 AND state = ANY($3::text[]) RETURNING id::text AS id
             """, node, reason, states)
         return try rows.map { try $0.decode(String.self, "id") }
@@ -97,14 +97,27 @@ enum InstancesTable {
 
     // MARK: - Revisions and resources
 
-    /// Every live instance of `app` moves to `revision` in place (its template did not change), with its resources.
-    static func setRevision(_ tx: Transaction, app: String, revision: Int64, resources: ResourceRequirements) async throws {
+    /// Every live instance of `app` at revision `from` moves to `revision` in place (the template did not
+    /// change), with its resources. Instances a rollout has not replaced yet stay where they are.
+    static func setRevision(_ tx: Transaction, app: String, from: Int64, revision: Int64, resources: ResourceRequirements) async throws {
         try await tx.execute(
             """
             UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4,
                 limit_cpu_millis = $5, limit_memory_bytes = $6, updated_at = now()
-            WHERE app = $1 AND state <> 'Terminating' AND state <> 'Terminated'
+            WHERE app = $1 AND revision = $7 AND state <> 'Terminating' AND state <> 'Terminated'
             """, app, revision, resources.request.cpuMillis, resources.request.memoryBytes,
+            resources.limit.cpuMillis, resources.limit.memoryBytes, from)
+    }
+
+    /// Instances whose revision has the same template as `revision` move to it in place, with its resources
+    /// (a rollout adopts them: they are not replaced).
+    static func adopt(_ tx: Transaction, ids: [String], revision: Int64, resources: ResourceRequirements) async throws {
+        try await tx.execute(
+            """
+            UPDATE instances SET revision = $2, request_cpu_millis = $3, request_memory_bytes = $4,
+                limit_cpu_millis = $5, limit_memory_bytes = $6, updated_at = now()
+            WHERE id = ANY($1::uuid[]) AND state <> 'Terminating' AND state <> 'Terminated'
+            """, ids, revision, resources.request.cpuMillis, resources.request.memoryBytes,
             resources.limit.cpuMillis, resources.limit.memoryBytes)
     }
 
@@ -168,7 +181,7 @@ enum InstancesTable {
                                             WHEN i.state = 'NeedMigration' AND i.node IS NOT NULL AND i.node <> b.node THEN i.generation
                                             ELSE 0 END,
                     prefix_length = b.prefix, gateway = b.gateway, host_ports = b.ports::jsonb, ssds = b.ssds::jsonb,
-                    pending_reason = '', target_node = '', ready = false, exit_code = 0, restarts = 0, next_retry_at = NULL,
+                    pending_reason = '', target_node = '', ready = false, ready_since = NULL, exit_code = 0, restarts = 0, next_retry_at = NULL,
                     updated_at = now()
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
                      AS b(id, node, ip, prefix, gateway, ports, ssds)
@@ -268,7 +281,8 @@ enum InstancesTable {
                 -- but not a readiness complaint once the instance is ready.
                 reason = CASE WHEN u.reason <> '' THEN u.reason WHEN u.ready AND i.reason LIKE 'not ready: %' THEN ''
                               ELSE i.reason END,
-                ready = u.ready, restarts = u.restarts,
+                ready = u.ready, ready_since = CASE WHEN NOT u.ready THEN NULL ELSE coalesce(i.ready_since, now()) END,
+                restarts = u.restarts,
                 next_retry_at = CASE WHEN u.retry > 0 THEN to_timestamp(u.retry / 1000.0) END, updated_at = now()
             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::text[],
                         $9::boolean[], $10::int[], $11::bigint[])

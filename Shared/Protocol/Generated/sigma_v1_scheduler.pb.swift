@@ -914,11 +914,46 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
     set {_uniqueStorage()._volumes = newValue}
   }
 
+  /// Unset: one instance unavailable at a time, no minimum ready time, a 600 s progress deadline, no revert.
+  public var update: Sigma_V1_UpdateStrategy {
+    get {_storage._update ?? Sigma_V1_UpdateStrategy()}
+    set {_uniqueStorage()._update = newValue}
+  }
+  /// Returns true if `update` has been explicitly set.
+  public var hasUpdate: Bool {_storage._update != nil}
+  /// Clears the value of `update`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdate() {_uniqueStorage()._update = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How a changed template rolls through the instances (docs/protocol.md, "Rollouts"). Zero fields take the
+/// defaults.
+public nonisolated struct Sigma_V1_UpdateStrategy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Instances of the app, old or new, that may be unavailable at once (not Running, not ready, or ready for
+  /// less than min_ready_seconds); 0: 1.
+  public var maxUnavailable: Int32 = 0
+
+  /// How long a new instance must stay ready before it counts as available.
+  public var minReadySeconds: Int32 = 0
+
+  /// No new instance becoming available for this long fails the rollout; 0: 600.
+  public var progressDeadlineSeconds: Int32 = 0
+
+  /// A failed rollout returns the app to the last revision whose rollout succeeded.
+  public var autoRevert: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A volume (docs/protocol.md, "Volumes"): an ext4 filesystem of size_bytes on the instance's node, mounted at
@@ -1264,6 +1299,87 @@ public nonisolated struct Sigma_V1_RolloutUndoRequest: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// Method "ListRollouts" (idempotent): rollout records, newest first (docs/protocol.md, "Rollouts").
+public nonisolated struct Sigma_V1_ListRolloutsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty: every app's.
+  public var app: String = String()
+
+  /// 0: 100; at most 1000.
+  public var limit: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sigma_V1_ListRolloutsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rollouts: [Sigma_V1_Rollout] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One changed template rolling through an app's instances.
+public nonisolated struct Sigma_V1_Rollout: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: Int64 = 0
+
+  public var app: String = String()
+
+  public var fromRevision: Int64 = 0
+
+  public var toRevision: Int64 = 0
+
+  /// "Progressing", "Succeeded", "Failed" or "Superseded".
+  public var state: String = String()
+
+  /// Why it failed ("sigma-3 is crash-looping (3 restarts): exit 1", "no progress for 600 s: ...") or was
+  /// superseded.
+  public var reason: String = String()
+
+  /// The change cause of the revision it rolls to ("apply", "undo to revision 2", "auto-revert: ...").
+  public var cause: String = String()
+
+  public var strategy: Sigma_V1_UpdateStrategy {
+    get {_strategy ?? Sigma_V1_UpdateStrategy()}
+    set {_strategy = newValue}
+  }
+  /// Returns true if `strategy` has been explicitly set.
+  public var hasStrategy: Bool {self._strategy != nil}
+  /// Clears the value of `strategy`. Subsequent reads from it will return its default value.
+  public mutating func clearStrategy() {self._strategy = nil}
+
+  public var startedUnixMs: Int64 = 0
+
+  /// 0 while Progressing.
+  public var endedUnixMs: Int64 = 0
+
+  /// Now: live instances at to_revision, those of them available, and live instances at another revision.
+  public var newInstances: Int32 = 0
+
+  public var availableInstances: Int32 = 0
+
+  public var oldInstances: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _strategy: Sigma_V1_UpdateStrategy? = nil
 }
 
 /// Method "SetQuota" (idempotent): a cap on a team's summed requests (replicas x request). Zero removes it.
@@ -3350,7 +3466,7 @@ nonisolated extension Sigma_V1_ConfigReference: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0\u{1}volumes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0\u{1}volumes\0\u{1}update\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3375,6 +3491,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _security: Sigma_V1_Security? = nil
     var _failover: String = String()
     var _volumes: [Sigma_V1_Volume] = []
+    var _update: Sigma_V1_UpdateStrategy? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3407,6 +3524,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       _security = source._security
       _failover = source._failover
       _volumes = source._volumes
+      _update = source._update
     }
   }
 
@@ -3447,6 +3565,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 20: try { try decoder.decodeSingularMessageField(value: &_storage._security) }()
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._failover) }()
         case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._volumes) }()
+        case 23: try { try decoder.decodeSingularMessageField(value: &_storage._update) }()
         default: break
         }
       }
@@ -3525,6 +3644,9 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       if !_storage._volumes.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._volumes, fieldNumber: 22)
       }
+      try { if let v = _storage._update {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3556,10 +3678,56 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._security != rhs_storage._security {return false}
         if _storage._failover != rhs_storage._failover {return false}
         if _storage._volumes != rhs_storage._volumes {return false}
+        if _storage._update != rhs_storage._update {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_UpdateStrategy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateStrategy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_unavailable\0\u{3}min_ready_seconds\0\u{3}progress_deadline_seconds\0\u{3}auto_revert\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.maxUnavailable) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.minReadySeconds) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.progressDeadlineSeconds) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.autoRevert) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.maxUnavailable != 0 {
+      try visitor.visitSingularInt32Field(value: self.maxUnavailable, fieldNumber: 1)
+    }
+    if self.minReadySeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.minReadySeconds, fieldNumber: 2)
+    }
+    if self.progressDeadlineSeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.progressDeadlineSeconds, fieldNumber: 3)
+    }
+    if self.autoRevert != false {
+      try visitor.visitSingularBoolField(value: self.autoRevert, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_UpdateStrategy, rhs: Sigma_V1_UpdateStrategy) -> Bool {
+    if lhs.maxUnavailable != rhs.maxUnavailable {return false}
+    if lhs.minReadySeconds != rhs.minReadySeconds {return false}
+    if lhs.progressDeadlineSeconds != rhs.progressDeadlineSeconds {return false}
+    if lhs.autoRevert != rhs.autoRevert {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4194,6 +4362,165 @@ nonisolated extension Sigma_V1_RolloutUndoRequest: SwiftProtobuf.Message, SwiftP
   public static func ==(lhs: Sigma_V1_RolloutUndoRequest, rhs: Sigma_V1_RolloutUndoRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.toRevision != rhs.toRevision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_ListRolloutsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListRolloutsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.app) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.app.isEmpty {
+      try visitor.visitSingularStringField(value: self.app, fieldNumber: 1)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularInt32Field(value: self.limit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_ListRolloutsRequest, rhs: Sigma_V1_ListRolloutsRequest) -> Bool {
+    if lhs.app != rhs.app {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_ListRolloutsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListRolloutsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rollouts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.rollouts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rollouts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rollouts, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_ListRolloutsResponse, rhs: Sigma_V1_ListRolloutsResponse) -> Bool {
+    if lhs.rollouts != rhs.rollouts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Rollout"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{3}from_revision\0\u{3}to_revision\0\u{1}state\0\u{1}reason\0\u{1}cause\0\u{1}strategy\0\u{3}started_unix_ms\0\u{3}ended_unix_ms\0\u{3}new_instances\0\u{3}available_instances\0\u{3}old_instances\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.app) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.fromRevision) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.toRevision) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.cause) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._strategy) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.startedUnixMs) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.endedUnixMs) }()
+      case 11: try { try decoder.decodeSingularInt32Field(value: &self.newInstances) }()
+      case 12: try { try decoder.decodeSingularInt32Field(value: &self.availableInstances) }()
+      case 13: try { try decoder.decodeSingularInt32Field(value: &self.oldInstances) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.id != 0 {
+      try visitor.visitSingularInt64Field(value: self.id, fieldNumber: 1)
+    }
+    if !self.app.isEmpty {
+      try visitor.visitSingularStringField(value: self.app, fieldNumber: 2)
+    }
+    if self.fromRevision != 0 {
+      try visitor.visitSingularInt64Field(value: self.fromRevision, fieldNumber: 3)
+    }
+    if self.toRevision != 0 {
+      try visitor.visitSingularInt64Field(value: self.toRevision, fieldNumber: 4)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 5)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
+    }
+    if !self.cause.isEmpty {
+      try visitor.visitSingularStringField(value: self.cause, fieldNumber: 7)
+    }
+    try { if let v = self._strategy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    if self.startedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.startedUnixMs, fieldNumber: 9)
+    }
+    if self.endedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.endedUnixMs, fieldNumber: 10)
+    }
+    if self.newInstances != 0 {
+      try visitor.visitSingularInt32Field(value: self.newInstances, fieldNumber: 11)
+    }
+    if self.availableInstances != 0 {
+      try visitor.visitSingularInt32Field(value: self.availableInstances, fieldNumber: 12)
+    }
+    if self.oldInstances != 0 {
+      try visitor.visitSingularInt32Field(value: self.oldInstances, fieldNumber: 13)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_Rollout, rhs: Sigma_V1_Rollout) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.app != rhs.app {return false}
+    if lhs.fromRevision != rhs.fromRevision {return false}
+    if lhs.toRevision != rhs.toRevision {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.cause != rhs.cause {return false}
+    if lhs._strategy != rhs._strategy {return false}
+    if lhs.startedUnixMs != rhs.startedUnixMs {return false}
+    if lhs.endedUnixMs != rhs.endedUnixMs {return false}
+    if lhs.newInstances != rhs.newInstances {return false}
+    if lhs.availableInstances != rhs.availableInstances {return false}
+    if lhs.oldInstances != rhs.oldInstances {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -34,6 +34,7 @@ public enum Schema {
         m0020ContractViews,
         m0021NodeLeases,
         m0022Volumes,
+        m0023Rollouts,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
