@@ -98,6 +98,34 @@ import TestSupport
         }
     }
 
+    /// `sigmactl apply` stops waiting as soon as the rollout of what it applied fails: exit 4, with the reason.
+    @Test func applyWaitEndsWhenTheRolloutFails() async throws {
+        try await SchedulerCluster.with { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            agent.setCrashing("oci:/images/web:2")
+            agent.start()
+            defer { agent.stop() }
+            let file = NSTemporaryDirectory() + "sigma-rollout-\(UUID().uuidString.prefix(8)).yaml"
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+            let flags = ["--scheduler", cluster.endpoints.joined(separator: ","), "--timeout", "20"]
+            for version in [1, 2] {
+                try "name: web\nimage: oci:/images/web:\(version)\nreplicas: 2\nresources: {request: {cpu: 100m}}\n"
+                    .write(toFile: file, atomically: true, encoding: .utf8)
+                let started = ContinuousClock.now
+                let (status, output) = try await runProgramStatus(sigmactl, ["apply", "-f", file, "--wait-timeout", "120"] + flags)
+                if version == 1 {
+                    #expect(status == 0, "\(output)")
+                } else {
+                    #expect(status == 4, "\(output)")
+                    #expect(output.contains("app/web: rollout to revision 2 failed: web-0 is crash-looping (3 restarts): exit 1"), "\(output)")
+                    #expect(ContinuousClock.now - started < .seconds(60), "it did not wait for --wait-timeout")
+                }
+            }
+        }
+    }
+
     /// A strategy out of range is refused naming the field; nothing is applied.
     @Test func aBadStrategyIsRefusedNamingTheField() async throws {
         try await SchedulerCluster.with { cluster in

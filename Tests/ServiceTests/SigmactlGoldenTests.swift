@@ -97,6 +97,20 @@ import TestSupport
             try await Self.golden("rollout-history", ["rollout", "history", "web"], flags: flags)
             try await Self.golden("rollout-undo", ["rollout", "undo", "web", "--to-revision", "2"], flags: flags)
             try await cluster.eventually("back to 2") { try await cluster.instances("web").count == 2 }
+            // A changed template rolls; one whose instances crash-loop fails, and `rollout status` says so (exit 4).
+            for version in [2, 3] {
+                try String(contentsOfFile: scratch + "/web.yaml", encoding: .utf8).replacingOccurrences(of: "web:1", with: "web:\(version)")
+                    .write(toFile: scratch + "/web\(version).yaml", atomically: true, encoding: .utf8)
+            }
+            _ = try await runProgram(ServiceProcess.binDirectory + "/sigmactl", ["apply", "-f", scratch + "/web2.yaml", "--no-wait"] + flags)
+            try await cluster.eventually("the rollout to web:2 done") { try await RolloutTests.rollouts(cluster, "web").first?.state == "Succeeded" }
+            try await Self.golden("rollout-status", ["rollout", "status", "web"], flags: flags)
+            n1.setCrashing("oci:/images/web:3")
+            n2.setCrashing("oci:/images/web:3")
+            _ = try await runProgram(ServiceProcess.binDirectory + "/sigmactl", ["apply", "-f", scratch + "/web3.yaml", "--no-wait"] + flags)
+            try await cluster.eventually("the rollout to web:3 failed") { try await RolloutTests.rollouts(cluster, "web").first?.state == "Failed" }
+            try await Self.golden("rollout-status-failed", ["rollout", "status", "web"], flags: flags)
+            try await Self.golden("rollout-list", ["rollout", "list", "web"], flags: flags)
             try await Self.golden("quota", ["quota", "shop", "--cpu", "4", "--memory", "8Gi"], flags: flags)
             try await Self.golden("get-quotas", ["get", "quotas"], flags: flags)
             try await Self.golden("cordon", ["cordon", "n2"], flags: flags)

@@ -30,22 +30,26 @@ struct ApplyCommand: AsyncParsableCommand {
             throw CLIError(code: 2, message: "\(file):\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
         }
         let client = try endpoints.client(.scheduler)
+        var revisions: [Int64] = []
         for spec in specs {
             var request = Sigma_V1_ApplyAppRequest()
             request.spec = spec.wire
             request.changeCause = "sigmactl apply -f \(file)"
             let answer = try await client.call(SchedulerMethods.applyApp, request)
             print("app/\(spec.name) \(answer.changed ? "applied (revision \(answer.app.revision))" : "unchanged")")
+            revisions.append(answer.app.revision)
         }
         guard !noWait else { return }
-        for spec in specs {
-            try await waitRunning(client, app: spec.name, replicas: spec.replicas, timeout: waitTimeout)
+        for (spec, revision) in zip(specs, revisions) {
+            try await waitRunning(client, app: spec.name, replicas: spec.replicas, revision: revision, timeout: waitTimeout)
         }
     }
 }
 
-/// Waits until `replicas` instances of `app` run on the app's current revision, with a live progress line.
-func waitRunning(_ client: RPCClient, app: String, replicas: Int, timeout: Double) async throws {
+/// Waits until `replicas` instances of `app` run on the app's current revision, with a live progress line
+/// that names an instance backing off and why; ends with exit code 4 as soon as the rollout to `revision`
+/// (the one applied) fails.
+func waitRunning(_ client: RPCClient, app: String, replicas: Int, revision applied: Int64, timeout: Double) async throws {
     let terminal = isatty(1) == 1
     let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
     var get = Sigma_V1_AppRequest()
@@ -58,12 +62,18 @@ func waitRunning(_ client: RPCClient, app: String, replicas: Int, timeout: Doubl
         let instances = try await client.call(SchedulerMethods.listInstances, list).instances
         let running = instances.filter { $0.state == "Running" && $0.revision == revision }.count
         let pending = instances.first { !$0.pendingReason.isEmpty && $0.state == "Pending" }
+        let failing = instances.first { $0.revision == revision && $0.state == "BackOff" }
         var line = "app/\(app): \(running)/\(replicas) running"
         if let pending { line += "; pending: \(pending.pendingReason)" }
+        if let failing { line += "; \(app)-\(failing.ordinal) BackOff: \(failing.reason)" }
         if line != last {
             if terminal { print("\r\u{1B}[K" + line, terminator: "") } else { print(line) }
             fflush(nil)
             last = line
+        }
+        if let rollout = try await newestRollout(client, app: app), rollout.toRevision == applied, rollout.state == "Failed" {
+            if terminal { print("") }
+            throw CLIError(code: 4, message: "app/\(app): rollout to revision \(applied) failed: \(rollout.reason)")
         }
         if running >= replicas && instances.count == replicas {
             if terminal { print("") }
@@ -96,40 +106,6 @@ struct ScaleCommand: AsyncParsableCommand {
         request.replicas = replicas
         let answer = try await endpoints.client(.scheduler).call(SchedulerMethods.scaleApp, request)
         print("app/\(app) scaled to \(answer.app.spec.replicas) (revision \(answer.app.revision))")
-    }
-}
-
-/// `sigmactl rollout history|undo APP`.
-struct RolloutCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "rollout", abstract: "List an app's revisions or return to one.", subcommands: [History.self, Undo.self])
-
-    struct History: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List an app's revisions.")
-        @Argument(help: "App name.") var app: String
-        @OptionGroup var endpoints: EndpointOptions
-        func run() async throws {
-            var request = Sigma_V1_AppRequest()
-            request.name = app
-            let revisions = try await endpoints.client(.scheduler).call(SchedulerMethods.rolloutHistory, request).revisions
-            printTable(["REVISION", "TIME", "IMAGE", "REPLICAS", "CHANGE-CAUSE"], revisions.map {
-                ["\($0.revision)", timestamp($0.createdUnixMs), $0.spec.image, "\($0.spec.replicas)", $0.changeCause]
-            })
-        }
-    }
-
-    struct Undo: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Apply an earlier revision again (default: the previous one).")
-        @Argument(help: "App name.") var app: String
-        @Option(help: "Revision to return to.") var toRevision: Int64 = 0
-        @OptionGroup var endpoints: EndpointOptions
-        func run() async throws {
-            var request = Sigma_V1_RolloutUndoRequest()
-            request.name = app
-            request.toRevision = toRevision
-            let answer = try await endpoints.client(.scheduler).call(SchedulerMethods.rolloutUndo, request)
-            print("app/\(app) rolled back: now revision \(answer.app.revision) (\(answer.app.spec.image))")
-        }
     }
 }
 

@@ -75,20 +75,24 @@ enum RolloutsTable {
         ).first?.decode(Int64?.self, "revision")
     }
 
-    /// Rollouts of `app` (every app when empty), newest first, with the instances' counts for those Progressing.
+    /// Rollouts of `app` (every app when empty), newest first; the app's newest one with its instances' counts
+    /// now (0 for earlier ones).
     static func list(_ store: Store, app: String, limit: Int) async throws -> [Sigma_V1_Rollout] {
         let rows = try await store.query(
             """
             SELECT r.id, r.app, r.from_revision, r.to_revision, r.cause, r.strategy::text AS strategy, r.state, r.reason,
                    (extract(epoch FROM r.started_at) * 1000)::bigint AS started_ms,
                    coalesce((extract(epoch FROM r.ended_at) * 1000)::bigint, 0) AS ended_ms,
-                   (SELECT count(*) FROM instances i WHERE i.app = r.app AND i.revision = r.to_revision
-                        AND i.state NOT IN ('Terminating', 'Terminated'))::int AS new_count,
-                   (SELECT count(*) FROM instances i WHERE i.app = r.app AND i.revision = r.to_revision AND i.state = 'Running'
-                        AND i.ready AND i.ready_since <= now() - (r.strategy ->> 'minReadySeconds')::int * interval '1 second')::int AS available_count,
-                   (SELECT count(*) FROM instances i WHERE i.app = r.app AND i.revision <> r.to_revision
-                        AND i.state NOT IN ('Terminating', 'Terminated'))::int AS old_count
-            FROM rollouts r WHERE $1 = '' OR r.app = $1 ORDER BY r.id DESC LIMIT $2
+                   CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.new_count ELSE 0 END AS new_count,
+                   CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.available_count ELSE 0 END AS available_count,
+                   CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.old_count ELSE 0 END AS old_count
+            FROM rollouts r CROSS JOIN LATERAL (
+                SELECT count(*) FILTER (WHERE i.revision = r.to_revision)::int AS new_count,
+                       count(*) FILTER (WHERE i.revision = r.to_revision AND i.state = 'Running' AND i.ready
+                                        AND i.ready_since <= now() - (r.strategy ->> 'minReadySeconds')::int * interval '1 second')::int AS available_count,
+                       count(*) FILTER (WHERE i.revision <> r.to_revision)::int AS old_count
+                FROM instances i WHERE i.app = r.app AND i.state NOT IN ('Terminating', 'Terminated')) c
+            WHERE $1 = '' OR r.app = $1 ORDER BY r.id DESC LIMIT $2
             """, app, limit)
         return try rows.map { row in
             var rollout = Sigma_V1_Rollout()

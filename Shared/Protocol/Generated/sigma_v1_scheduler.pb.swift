@@ -1368,7 +1368,8 @@ public nonisolated struct Sigma_V1_Rollout: Sendable {
   /// 0 while Progressing.
   public var endedUnixMs: Int64 = 0
 
-  /// Now: live instances at to_revision, those of them available, and live instances at another revision.
+  /// Now, for the app's newest rollout (0 for earlier ones): live instances at to_revision, those of them
+  /// available, and live instances at another revision.
   public var newInstances: Int32 = 0
 
   public var availableInstances: Int32 = 0

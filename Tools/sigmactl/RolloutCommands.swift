@@ -1,0 +1,112 @@
+import ArgumentParser
+import ClientKit
+import Foundation
+import Protocol
+import RPC
+
+/// `sigmactl rollout status|list|history|undo APP`.
+struct RolloutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollout", abstract: "Follow an app's rollouts, list its revisions or return to one.",
+        subcommands: [Status.self, List.self, History.self, Undo.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Follow the app's newest rollout until it ends: exit 0 when it succeeded, 4 when it failed, 3 on --wait-timeout.")
+        @Argument(help: "App name.") var app: String
+        @Option(help: "Seconds to wait for the rollout to end.") var waitTimeout: Double = 600
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws {
+            let client = try endpoints.client(.scheduler)
+            let deadline = ContinuousClock.now + .milliseconds(Int(waitTimeout * 1000))
+            var last = ""
+            while true {
+                guard let rollout = try await newestRollout(client, app: app) else {
+                    print("app/\(app): no rollout (its template never changed)")
+                    return
+                }
+                let line = rolloutLine(rollout)
+                if line != last {
+                    print(line)
+                    fflush(nil)
+                    last = line
+                }
+                switch rollout.state {
+                case "Succeeded": return
+                case "Failed": throw CLIError(code: 4, message: "app/\(app): rollout to revision \(rollout.toRevision) failed: \(rollout.reason)")
+                default: break
+                }
+                guard ContinuousClock.now < deadline else {
+                    throw CLIError(code: 3, message: "app/\(app): rollout to revision \(rollout.toRevision) still progressing after \(Int(waitTimeout)) s")
+                }
+                try await Task.sleep(for: .milliseconds(300))
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List rollouts, newest first (every app's without APP).")
+        @Argument(help: "App name.") var app: String = ""
+        @Option(help: "At most this many.") var limit: Int32 = 20
+        @Option(name: .shortAndLong, help: "Output: table, json or yaml.") var output: OutputFormat = .table
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws {
+            var request = Sigma_V1_ListRolloutsRequest()
+            request.app = app
+            request.limit = limit
+            let rollouts = try await endpoints.client(.scheduler).call(SchedulerMethods.listRollouts, request).rollouts
+            if output.isStructured { return try printMessages(rollouts, as: output) }
+            printTable(["APP", "REVISION", "STATE", "STARTED", "NEW", "AVAILABLE", "OLD", "REASON"], rollouts.map {
+                [$0.app, "\($0.fromRevision) → \($0.toRevision)", $0.state, timestamp($0.startedUnixMs), "\($0.newInstances)",
+                 "\($0.availableInstances)", "\($0.oldInstances)", $0.reason]
+            })
+        }
+    }
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List an app's revisions.")
+        @Argument(help: "App name.") var app: String
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws {
+            var request = Sigma_V1_AppRequest()
+            request.name = app
+            let revisions = try await endpoints.client(.scheduler).call(SchedulerMethods.rolloutHistory, request).revisions
+            printTable(["REVISION", "TIME", "IMAGE", "REPLICAS", "CHANGE-CAUSE"], revisions.map {
+                ["\($0.revision)", timestamp($0.createdUnixMs), $0.spec.image, "\($0.spec.replicas)", $0.changeCause]
+            })
+        }
+    }
+
+    struct Undo: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Apply an earlier revision again (default: the previous one).")
+        @Argument(help: "App name.") var app: String
+        @Option(help: "Revision to return to.") var toRevision: Int64 = 0
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws {
+            var request = Sigma_V1_RolloutUndoRequest()
+            request.name = app
+            request.toRevision = toRevision
+            let answer = try await endpoints.client(.scheduler).call(SchedulerMethods.rolloutUndo, request)
+            print("app/\(app) rolled back: now revision \(answer.app.revision) (\(answer.app.spec.image))")
+        }
+    }
+}
+
+/// The app's newest rollout, if it has one.
+func newestRollout(_ client: RPCClient, app: String) async throws -> Sigma_V1_Rollout? {
+    var request = Sigma_V1_ListRolloutsRequest()
+    request.app = app
+    request.limit = 1
+    return try await client.call(SchedulerMethods.listRollouts, request).rollouts.first
+}
+
+/// "app/web: rollout 1 → 2 Progressing: 1 new (0 available), 2 old".
+func rolloutLine(_ rollout: Sigma_V1_Rollout) -> String {
+    var line = "app/\(rollout.app): rollout \(rollout.fromRevision) → \(rollout.toRevision) \(rollout.state)"
+    if rollout.state == "Progressing" {
+        line += ": \(rollout.newInstances) new (\(rollout.availableInstances) available), \(rollout.oldInstances) old"
+    } else if !rollout.reason.isEmpty {
+        line += ": \(rollout.reason)"
+    }
+    return line
+}
