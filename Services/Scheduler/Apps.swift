@@ -93,7 +93,7 @@ struct Apps: Sendable {
             let behind = try await tx.query(
                 """
                 SELECT (SELECT count(*) FROM instances WHERE app = $1 AND revision < $2 AND state NOT IN ('Terminating', 'Terminated'))::bigint
-                       + (SELECT count(*) FROM rollouts WHERE app = $1 AND state = 'Progressing')::bigint AS n
+                       + (SELECT count(*) FROM rollouts WHERE app = $1 AND state IN ('Progressing', 'Paused'))::bigint AS n
                 """, spec.name, revision)[0].decode(Int64.self, "n")
             if !sameTemplate || behind > 0 {
                 let strategy = spec.rollout

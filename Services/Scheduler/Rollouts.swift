@@ -65,6 +65,8 @@ struct Rollouts: Sendable {
     }
 
     private func advance(_ tx: Transaction, _ rollout: RolloutsTable.Record) async throws -> Outcome {
+        // Paused: nothing is replaced, and the deadline counts again from the resume.
+        guard !rollout.paused else { return .going }
         let target = try await spec(tx, app: rollout.app, revision: rollout.to)
         var members = try await self.members(tx, rollout)
         // Instances whose revision has the target's template already move to it in place: never touched.
@@ -90,15 +92,42 @@ struct Rollouts: Sendable {
             logger.info("rollout succeeded", metadata: ["app": "\(rollout.app)", "revision": "\(rollout.to)"])
             return .succeeded
         }
-        try await replace(tx, old, budget: rollout.strategy.maxUnavailable - members.filter { !$0.available }.count, rollout, target)
+        var candidates = old
+        if rollout.strategy.canary > 0 && !rollout.promoted {
+            switch try await canaries(tx, rollout, fresh: fresh) {
+            case .paused: return .going
+            case .promoted: break
+            case .waiting: candidates = Array(old.prefix(max(0, rollout.strategy.canary - rollout.replaced)))
+            }
+        }
+        try await replace(tx, candidates, budget: rollout.strategy.maxUnavailable - members.filter { !$0.available }.count, rollout, target)
         return .going
     }
+
+    /// Before its promotion a rollout with canaries replaces only that many (those it adopts do not count);
+    /// once they are all available it pauses (or, with autoPromote, is promoted and goes on).
+    private func canaries(_ tx: Transaction, _ rollout: RolloutsTable.Record, fresh: [Member]) async throws -> CanaryStep {
+        guard rollout.replaced >= rollout.strategy.canary, fresh.allSatisfy(\.available) else { return .waiting }
+        if rollout.strategy.autoPromote {
+            try await RolloutsTable.promoted(tx, id: rollout.id)
+            try await Events.record(tx, .app, rollout.app, "RolloutPromoted", "\(fresh.count) canary instance(s) available: promoted by autoPromote")
+            return .promoted
+        }
+        let reason = "\(fresh.count) canary instance(s) of revision \(rollout.to) available; promote to go on, undo to drop them"
+        if try await RolloutsTable.pause(tx, id: rollout.id, reason: reason) {
+            try await Events.record(tx, .app, rollout.app, "RolloutPaused", reason)
+            logger.info("rollout paused after its canaries", metadata: ["app": "\(rollout.app)", "revision": "\(rollout.to)"])
+        }
+        return .paused
+    }
+
+    enum CanaryStep { case waiting, promoted, paused }
 
     /// Replaces old instances in ordinal order: one that is down (not Running and ready) at no cost, one
     /// that is up while the budget of unavailable instances lasts (one up but not yet for minReadySeconds
     /// counts as unavailable, and costs: a member that just came back is not free to stop).
     private func replace(_ tx: Transaction, _ old: [Member], budget: Int, _ rollout: RolloutsTable.Record, _ target: AppSpec) async throws {
-        var budget = budget
+        var budget = budget, count = 0
         for member in old {
             if member.up {
                 guard budget > 0 else { continue }
@@ -109,7 +138,9 @@ struct Rollouts: Sendable {
             try await Events.record(tx, .instance, member.id, "Rolling", "revision \(member.revision) → \(rollout.to)")
             if bound { try await Assignments.notify(tx, node: member.node, instance: member.id) }
             logger.info("rolling instance", metadata: ["app": "\(rollout.app)", "instance": "\(member.id)", "revision": "\(rollout.to)"])
+            count += 1
         }
+        if count > 0 { try await RolloutsTable.replaced(tx, id: rollout.id, count: count) }
         if !old.isEmpty { try await Placement.wake(tx, because: rollout.app) }
     }
 

@@ -47,6 +47,9 @@ extension SchedulerCommand {
         handlers.register(SchedulerMethods.deleteApp) { request, _ in try await apps.delete(request.name) }
         handlers.register(SchedulerMethods.scaleApp) { request, _ in try await apps.scale(request) }
         handlers.register(SchedulerMethods.rolloutHistory) { request, _ in try await apps.history(request.name) }
+        handlers.register(SchedulerMethods.pauseRollout) { request, _ in try await apps.pauseRollout(request.name) }
+        handlers.register(SchedulerMethods.resumeRollout) { request, _ in try await apps.resumeRollout(request.name) }
+        handlers.register(SchedulerMethods.promoteRollout) { request, _ in try await apps.promoteRollout(request.name) }
         handlers.register(SchedulerMethods.listRollouts) { request, _ in
             guard request.app.isEmpty || AppSpec.isValidName(request.app) else {
                 throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name")

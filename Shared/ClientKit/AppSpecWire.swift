@@ -196,7 +196,7 @@ extension UpdateStrategy {
     public init(wire: Sigma_V1_UpdateStrategy) {
         self.init(maxUnavailable: wire.maxUnavailable == 0 ? 1 : Int(wire.maxUnavailable), minReadySeconds: Int(wire.minReadySeconds),
                   progressDeadlineSeconds: wire.progressDeadlineSeconds == 0 ? Self.defaultProgressDeadlineSeconds : Int(wire.progressDeadlineSeconds),
-                  autoRevert: wire.autoRevert)
+                  autoRevert: wire.autoRevert, canary: Int(wire.canary), autoPromote: wire.autoPromote)
     }
 
     public var wire: Sigma_V1_UpdateStrategy {
@@ -205,6 +205,8 @@ extension UpdateStrategy {
         wire.minReadySeconds = Int32(clamping: minReadySeconds)
         wire.progressDeadlineSeconds = Int32(clamping: progressDeadlineSeconds)
         wire.autoRevert = autoRevert
+        wire.canary = Int32(clamping: canary)
+        wire.autoPromote = autoPromote
         return wire
     }
 }

@@ -123,6 +123,9 @@ public struct AccessPolicy: Sendable {
         policy.allow(SchedulerMethods.scaleApp, [], write: true, subject: { $0.name })
         policy.allow(SchedulerMethods.rolloutHistory, staff)
         policy.allow(SchedulerMethods.listRollouts, staff)
+        for method in [SchedulerMethods.pauseRollout, SchedulerMethods.resumeRollout, SchedulerMethods.promoteRollout] {
+            policy.allow(method, [], write: true, subject: { $0.name })
+        }
         policy.allow(SchedulerMethods.rolloutUndo, [], write: true, subject: { $0.name })
         policy.allow(SchedulerMethods.setQuota, [], write: true, subject: { $0.quota.team })
         policy.allow(SchedulerMethods.listQuotas, staff)

@@ -10,19 +10,35 @@ public struct UpdateStrategy: Hashable, Sendable, Codable {
     public var progressDeadlineSeconds: Int
     /// A failed rollout returns the app to the last revision whose rollout succeeded (as a new revision).
     public var autoRevert: Bool
+    /// The first this many instances are replaced, then the rollout pauses once they are available, until it
+    /// is promoted (`PromoteRollout`, or `autoPromote`); 0: no canaries.
+    public var canary: Int
+    /// Canaries available (for minReadySeconds) promote the rollout by themselves.
+    public var autoPromote: Bool
 
     public static let defaultProgressDeadlineSeconds = 600
     /// A new instance that restarted this many times during its rollout is crash-looping: the rollout failed.
     public static let crashLoopRestarts = 3
 
-    public enum CodingKeys: String, CodingKey { case maxUnavailable, minReadySeconds, progressDeadlineSeconds, autoRevert }
+    public enum CodingKeys: String, CodingKey { case maxUnavailable, minReadySeconds, progressDeadlineSeconds, autoRevert, canary, autoPromote }
 
     public init(maxUnavailable: Int = 1, minReadySeconds: Int = 0,
-                progressDeadlineSeconds: Int = UpdateStrategy.defaultProgressDeadlineSeconds, autoRevert: Bool = false) {
+                progressDeadlineSeconds: Int = UpdateStrategy.defaultProgressDeadlineSeconds, autoRevert: Bool = false,
+                canary: Int = 0, autoPromote: Bool = false) {
         self.maxUnavailable = maxUnavailable
         self.minReadySeconds = minReadySeconds
         self.progressDeadlineSeconds = progressDeadlineSeconds
         self.autoRevert = autoRevert
+        self.canary = canary
+        self.autoPromote = autoPromote
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            maxUnavailable: try c.decode(Int.self, forKey: .maxUnavailable), minReadySeconds: try c.decode(Int.self, forKey: .minReadySeconds),
+            progressDeadlineSeconds: try c.decode(Int.self, forKey: .progressDeadlineSeconds), autoRevert: try c.decode(Bool.self, forKey: .autoRevert),
+            canary: try c.decodeIfPresent(Int.self, forKey: .canary) ?? 0, autoPromote: try c.decodeIfPresent(Bool.self, forKey: .autoPromote) ?? false)
     }
 
     func problems() -> [SpecProblem] {
@@ -34,6 +50,8 @@ public struct UpdateStrategy: Hashable, Sendable, Codable {
         check((0...3600).contains(minReadySeconds), "minReadySeconds", "\(minReadySeconds) is not between 0 and 3600")
         check((10...86_400).contains(progressDeadlineSeconds), "progressDeadlineSeconds",
               "\(progressDeadlineSeconds) is not between 10 and 86400")
+        check((0...100_000).contains(canary), "canary", "\(canary) is not between 0 and 100000")
+        check(!autoPromote || canary > 0, "autoPromote", "needs canary (the number of instances replaced first)")
         check(progressDeadlineSeconds > minReadySeconds, "progressDeadlineSeconds",
               "\(progressDeadlineSeconds) must be more than minReadySeconds (\(minReadySeconds))")
         return problems

@@ -256,13 +256,15 @@ public enum AppManifest {
         }
 
         mutating func update(_ node: Node) -> UpdateStrategy {
-            let fields = mapping(node, "update", keys: ["maxUnavailable", "minReadySeconds", "progressDeadlineSeconds", "autoRevert"])
+            let fields = mapping(node, "update", keys: ["maxUnavailable", "minReadySeconds", "progressDeadlineSeconds", "autoRevert", "canary",
+                                                        "autoPromote"])
             return UpdateStrategy(
                 maxUnavailable: int(fields["maxUnavailable"], "update.maxUnavailable", default: 1),
                 minReadySeconds: int(fields["minReadySeconds"], "update.minReadySeconds"),
                 progressDeadlineSeconds: int(fields["progressDeadlineSeconds"], "update.progressDeadlineSeconds",
                                              default: UpdateStrategy.defaultProgressDeadlineSeconds),
-                autoRevert: bool(fields["autoRevert"], "update.autoRevert"))
+                autoRevert: bool(fields["autoRevert"], "update.autoRevert"), canary: int(fields["canary"], "update.canary"),
+                autoPromote: bool(fields["autoPromote"], "update.autoPromote"))
         }
 
         mutating func volumes(_ node: Node) -> [VolumeSpec] {

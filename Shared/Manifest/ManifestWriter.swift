@@ -114,6 +114,8 @@ extension AppManifest {
         fields["minReadySeconds"] = number(update.minReadySeconds)
         fields["progressDeadlineSeconds"] = number(update.progressDeadlineSeconds)
         fields["autoRevert"] = flag(update.autoRevert)
+        if update.canary > 0 { fields["canary"] = number(update.canary) }
+        if update.autoPromote { fields["autoPromote"] = flag(update.autoPromote) }
         return fields.node
     }
 

@@ -96,6 +96,7 @@ import Testing
                 let ready = Int.random(in: 0...60, using: &random)
                 spec.update = UpdateStrategy(maxUnavailable: Int.random(in: 1...5, using: &random), minReadySeconds: ready,
                                              progressDeadlineSeconds: ready + Int.random(in: 10...900, using: &random), autoRevert: maybe())
+                if maybe() { spec.update?.canary = Int.random(in: 1...3, using: &random); spec.update?.autoPromote = maybe() }
             }
             guard spec.problems().isEmpty else { continue }
             let text = try AppManifest.render([spec])

@@ -126,6 +126,96 @@ import TestSupport
         }
     }
 
+    /// A canary of 1 of 4 pauses once it is available; promote replaces the rest. A second canary is dropped by
+    /// undo (only it is replaced again); with autoPromote a third goes on by itself.
+    @Test func aCanaryPausesPromoteFinishesAndUndoDropsIt() async throws {
+        try await SchedulerCluster.with { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            agent.start()
+            defer { agent.stop() }
+            func apply(_ version: Int, autoPromote: Bool = false) async throws {
+                try await cluster.apply("web", replicas: 4, cpu: 100) { spec in
+                    Self.image(&spec, version)
+                    spec.update.canary = 1
+                    spec.update.autoPromote = autoPromote
+                }
+            }
+            var request = Sigma_V1_AppRequest()
+            request.name = "web"
+            func newest(_ state: String) async throws {
+                try await cluster.eventually("the newest rollout \(state)") { try await Self.rollouts(cluster, "web").first?.state == state }
+            }
+            try await apply(1)
+            try await cluster.eventually("4 Running") { try await cluster.allRunning("web", 4) }
+            let none = await #expect(throws: RPCError.self) { try await cluster.client.call(SchedulerMethods.promoteRollout, request) }
+            #expect(none?.code == .failedPrecondition)
+
+            try await apply(2)
+            try await newest("Paused")
+            let paused = try #require(try await Self.rollouts(cluster, "web").first)
+            #expect(paused.reason.hasPrefix("1 canary instance(s) of revision 2 available") && !paused.promoted, "\(paused.reason)")
+            #expect(try await cluster.instances("web").sorted { $0.ordinal < $1.ordinal }.map(\.revision) == [2, 1, 1, 1])
+            let promoted = try await cluster.client.call(SchedulerMethods.promoteRollout, request).rollout
+            #expect(promoted.promoted && promoted.state == "Progressing")
+            try await newest("Succeeded")
+            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 2 })
+            let before = try await Self.generations(cluster, "web")
+
+            try await apply(3)
+            try await newest("Paused")
+            var undo = Sigma_V1_RolloutUndoRequest()
+            undo.name = "web"
+            _ = try await cluster.client.call(SchedulerMethods.rolloutUndo, undo)
+            try await newest("Succeeded")
+            let after = try await Self.generations(cluster, "web")
+            #expect(after[0] == before[0]! + 2 && [1, 2, 3].allSatisfy { after[$0] == before[$0] }, "\(before) → \(after)")
+            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 4 })
+
+            try await apply(5, autoPromote: true)
+            try await newest("Succeeded")
+            #expect(try await cluster.events("app", "web").map(\.reason).contains("RolloutPromoted"))
+            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 5 })
+        }
+    }
+
+    /// Pause holds a rollout, resume lets it go on; each refuses when there is nothing to do, and an unknown app is NOT_FOUND.
+    @Test func pauseAndResume() async throws {
+        try await SchedulerCluster.with { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            agent.start()
+            defer { agent.stop() }
+            var request = Sigma_V1_AppRequest()
+            request.name = "web"
+            let unknown = await #expect(throws: RPCError.self) { try await cluster.client.call(SchedulerMethods.pauseRollout, request) }
+            #expect(unknown?.code == .notFound)
+            // minReadySeconds 2: the rollout takes a while, long enough to be paused while it goes.
+            func apply(_ version: Int) async throws {
+                try await cluster.apply("web", replicas: 3, cpu: 100) { spec in
+                    Self.image(&spec, version)
+                    spec.update.minReadySeconds = 2
+                }
+            }
+            try await apply(1)
+            try await cluster.eventually("3 Running") { try await cluster.allRunning("web", 3) }
+            let idle = await #expect(throws: RPCError.self) { try await cluster.client.call(SchedulerMethods.pauseRollout, request) }
+            #expect(idle?.code == .failedPrecondition)
+            try await apply(2)
+            let held = try await cluster.client.call(SchedulerMethods.pauseRollout, request).rollout
+            #expect(held.state == "Paused" && held.reason == "paused by an operator")
+            let replaced = try await cluster.instances("web").filter { $0.revision == 2 }.count
+            // Held: a few passes later nothing more was replaced.
+            for _ in 0..<3 { try await agent.beat() }
+            #expect(try await cluster.instances("web").filter { $0.revision == 2 }.count == replaced)
+            #expect(try await Self.rollouts(cluster, "web").first?.state == "Paused")
+            _ = try await cluster.client.call(SchedulerMethods.resumeRollout, request)
+            try await cluster.eventually("done", within: .seconds(40)) { try await Self.rollouts(cluster, "web").first?.state == "Succeeded" }
+            let twice = await #expect(throws: RPCError.self) { try await cluster.client.call(SchedulerMethods.resumeRollout, request) }
+            #expect(twice?.code == .failedPrecondition)
+        }
+    }
+
     /// A strategy out of range is refused naming the field; nothing is applied.
     @Test func aBadStrategyIsRefusedNamingTheField() async throws {
         try await SchedulerCluster.with { cluster in

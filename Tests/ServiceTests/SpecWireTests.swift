@@ -54,7 +54,7 @@ import Testing
             security: {user: "1000:1000", runAsNonRoot: true, seccomp: Unconfined}
             failover: fast
             volumes: [{name: data, mountPath: /var/lib/db/data, size: 10Gi}, {name: wal, mountPath: /wal, size: 512Mi}]
-            update: {maxUnavailable: 2, minReadySeconds: 15, progressDeadlineSeconds: 300, autoRevert: true}
+            update: {maxUnavailable: 2, minReadySeconds: 15, progressDeadlineSeconds: 300, autoRevert: true, canary: 1, autoPromote: true}
             """).first)
         let back = AppSpec.from(wire: spec.wire)
         #expect(back.problems.isEmpty)

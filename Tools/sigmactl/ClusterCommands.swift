@@ -71,9 +71,16 @@ func waitRunning(_ client: RPCClient, app: String, replicas: Int, revision appli
             fflush(nil)
             last = line
         }
-        if let rollout = try await newestRollout(client, app: app), rollout.toRevision == applied, rollout.state == "Failed" {
-            if terminal { print("") }
-            throw CLIError(code: 4, message: "app/\(app): rollout to revision \(applied) failed: \(rollout.reason)")
+        if let rollout = try await newestRollout(client, app: app), rollout.toRevision == applied {
+            if rollout.state == "Failed" {
+                if terminal { print("") }
+                throw CLIError(code: 4, message: "app/\(app): rollout to revision \(applied) failed: \(rollout.reason)")
+            }
+            if rollout.state == "Paused" {
+                if terminal { print("") }
+                print("app/\(app): rollout to revision \(applied) paused: \(rollout.reason) (sigmactl rollout promote|resume \(app))")
+                return
+            }
         }
         if running >= replicas && instances.count == replicas {
             if terminal { print("") }

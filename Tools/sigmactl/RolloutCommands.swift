@@ -4,15 +4,36 @@ import Foundation
 import Protocol
 import RPC
 
-/// `sigmactl rollout status|list|history|undo APP`.
+/// `sigmactl rollout status|list|pause|resume|promote|history|undo APP`.
 struct RolloutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout", abstract: "Follow an app's rollouts, list its revisions or return to one.",
-        subcommands: [Status.self, List.self, History.self, Undo.self])
+        subcommands: [Status.self, List.self, Pause.self, Resume.self, Promote.self, History.self, Undo.self])
+
+    struct Pause: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the app's rollout from replacing more instances.")
+        @Argument(help: "App name.") var app: String
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws { try await control(SchedulerMethods.pauseRollout, app, endpoints) }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let a paused rollout go on (one paused after its canaries needs promote).")
+        @Argument(help: "App name.") var app: String
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws { try await control(SchedulerMethods.resumeRollout, app, endpoints) }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let the app's rollout replace the rest after its canaries.")
+        @Argument(help: "App name.") var app: String
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws { try await control(SchedulerMethods.promoteRollout, app, endpoints) }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Follow the app's newest rollout until it ends: exit 0 when it succeeded, 4 when it failed, 3 on --wait-timeout.")
+            abstract: "Follow the app's newest rollout until it ends or pauses: exit 0 when it succeeded or waits paused, 4 when it failed, 3 on --wait-timeout.")
         @Argument(help: "App name.") var app: String
         @Option(help: "Seconds to wait for the rollout to end.") var waitTimeout: Double = 600
         @OptionGroup var endpoints: EndpointOptions
@@ -32,7 +53,7 @@ struct RolloutCommand: AsyncParsableCommand {
                     last = line
                 }
                 switch rollout.state {
-                case "Succeeded": return
+                case "Succeeded", "Paused": return
                 case "Failed": throw CLIError(code: 4, message: "app/\(app): rollout to revision \(rollout.toRevision) failed: \(rollout.reason)")
                 default: break
                 }
@@ -109,4 +130,11 @@ func rolloutLine(_ rollout: Sigma_V1_Rollout) -> String {
         line += ": \(rollout.reason)"
     }
     return line
+}
+
+/// Pause, resume or promote: prints the rollout afterwards.
+func control(_ method: RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutResponse>, _ app: String, _ endpoints: EndpointOptions) async throws {
+    var request = Sigma_V1_AppRequest()
+    request.name = app
+    print(rolloutLine(try await endpoints.client(.scheduler).call(method, request).rollout))
 }

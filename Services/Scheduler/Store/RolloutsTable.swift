@@ -5,7 +5,7 @@ import Protocol
 import Store
 
 /// The `rollouts` table, the scheduler's: every statement that writes it is here. One record per changed
-/// template of an app (migration 23); at most one Progressing per app.
+/// template of an app (migration 23); at most one active (Progressing or Paused) per app.
 enum RolloutsTable {
     struct Record: Sendable {
         let id: Int64
@@ -16,6 +16,10 @@ enum RolloutsTable {
         let strategy: UpdateStrategy
         /// New instances that were available when it last made progress.
         let available: Int
+        let paused: Bool
+        let promoted: Bool
+        /// Instances it replaced so far (not those it adopted).
+        let replaced: Int
         let secondsSinceProgress: Double
         let secondsSinceStart: Double
     }
@@ -29,43 +33,78 @@ enum RolloutsTable {
             app, from, to, cause, json)
     }
 
-    /// A rollout of `app` still Progressing ends Superseded (a later apply, or the app's delete).
+    /// The states of a rollout that has not ended.
+    static let active = ["Progressing", "Paused"]
+
+    /// A rollout of `app` not ended yet ends Superseded (a later apply, or the app's delete).
     static func supersede(_ tx: Transaction, app: String, by revision: Int64?) async throws {
         try await tx.execute(
             """
-            UPDATE rollouts SET state = 'Superseded', reason = $2, ended_at = now() WHERE app = $1 AND state = 'Progressing'
-            """, app, revision.map { "superseded by revision \($0)" } ?? "the app was deleted")
+            UPDATE rollouts SET state = 'Superseded', reason = $2, ended_at = now() WHERE app = $1 AND state = ANY($3::text[])
+            """, app, revision.map { "superseded by revision \($0)" } ?? "the app was deleted", active)
     }
 
-    /// Every Progressing rollout, with the time since it started and since it last made progress.
+    /// Every rollout not ended, with the time since it started and since it last made progress.
     static func progressing(_ store: Store) async throws -> [Record] {
         let rows = try await store.query(
             """
-            SELECT id, app, from_revision, to_revision, cause, strategy::text AS strategy, available,
+            SELECT id, app, from_revision, to_revision, cause, strategy::text AS strategy, available, state = 'Paused' AS paused, promoted, replaced,
                    extract(epoch FROM now() - progressed_at)::float8 AS since_progress,
                    extract(epoch FROM now() - started_at)::float8 AS since_start
-            FROM rollouts WHERE state = 'Progressing' ORDER BY app
-            """)
+            FROM rollouts WHERE state = ANY($1::text[]) ORDER BY app
+            """, active)
         return try rows.map { row in
             Record(
                 id: try row.decode(Int64.self, "id"), app: try row.decode(String.self, "app"),
                 from: try row.decode(Int64.self, "from_revision"), to: try row.decode(Int64.self, "to_revision"),
                 cause: try row.decode(String.self, "cause"),
                 strategy: try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8)),
-                available: try row.decode(Int.self, "available"), secondsSinceProgress: try row.decode(Double.self, "since_progress"),
+                available: try row.decode(Int.self, "available"), paused: try row.decode(Bool.self, "paused"),
+                promoted: try row.decode(Bool.self, "promoted"), replaced: try row.decode(Int.self, "replaced"), secondsSinceProgress: try row.decode(Double.self, "since_progress"),
                 secondsSinceStart: try row.decode(Double.self, "since_start"))
         }
     }
 
     /// More new instances are available than at the last progress: the deadline counts from now.
     static func progressed(_ tx: Transaction, id: Int64, available: Int) async throws {
-        try await tx.execute("UPDATE rollouts SET available = $2, progressed_at = now() WHERE id = $1 AND state = 'Progressing'", id, available)
+        try await tx.execute("UPDATE rollouts SET available = $2, progressed_at = now() WHERE id = $1 AND state = ANY($3::text[])", id, available, active)
     }
 
-    /// Ends a Progressing rollout as Succeeded or Failed, saying why. False when it was no longer Progressing.
+    /// Ends a rollout not ended yet as Succeeded or Failed, saying why. False when it had ended.
     static func finish(_ tx: Transaction, id: Int64, state: String, reason: String) async throws -> Bool {
         try await tx.execute(
-            "UPDATE rollouts SET state = $2, reason = $3, ended_at = now() WHERE id = $1 AND state = 'Progressing'", id, state, reason) > 0
+            "UPDATE rollouts SET state = $2, reason = $3, ended_at = now() WHERE id = $1 AND state = ANY($4::text[])",
+            id, state, reason, active) > 0
+    }
+
+    /// A Progressing rollout pauses (an operator's, or its canaries are available), saying why.
+    static func pause(_ tx: Transaction, id: Int64, reason: String) async throws -> Bool {
+        try await tx.execute("UPDATE rollouts SET state = 'Paused', reason = $2 WHERE id = $1 AND state = 'Progressing'", id, reason) > 0
+    }
+
+    /// `app`'s rollout goes on: `Paused` → `Progressing` (its deadline counts from now); `promote` also lets
+    /// it past its canaries. Returns the rollout's id, nil when none was in a state to go on.
+    static func proceed(_ tx: Transaction, app: String, promote: Bool) async throws -> Int64? {
+        try await tx.query(
+            """
+            UPDATE rollouts SET state = 'Progressing', reason = '', progressed_at = now(), promoted = promoted OR $2
+            WHERE app = $1 AND (state = 'Paused' OR ($2 AND state = 'Progressing' AND NOT promoted)) RETURNING id
+            """, app, promote).first?.decode(Int64.self, "id")
+    }
+
+    /// The id of `app`'s Progressing rollout, if it has one.
+    static func progressingID(_ tx: Transaction, app: String) async throws -> Int64? {
+        try await tx.query("SELECT id FROM rollouts WHERE app = $1 AND state = 'Progressing'", app).first?.decode(Int64.self, "id")
+    }
+
+    /// It replaced `count` more instances.
+    static func replaced(_ tx: Transaction, id: Int64, count: Int) async throws {
+        try await tx.execute("UPDATE rollouts SET replaced = replaced + $2 WHERE id = $1", id, count)
+    }
+
+    /// Lets a rollout past its canaries by itself (autoPromote).
+    static func promoted(_ tx: Transaction, id: Int64) async throws {
+        try await tx.execute("UPDATE rollouts SET promoted = true WHERE id = $1", id)
     }
 
     /// The revision of `app`'s last rollout that succeeded before `revision`, if any.
@@ -80,7 +119,7 @@ enum RolloutsTable {
     static func list(_ store: Store, app: String, limit: Int) async throws -> [Sigma_V1_Rollout] {
         let rows = try await store.query(
             """
-            SELECT r.id, r.app, r.from_revision, r.to_revision, r.cause, r.strategy::text AS strategy, r.state, r.reason,
+            SELECT r.id, r.app, r.from_revision, r.to_revision, r.cause, r.strategy::text AS strategy, r.state, r.reason, r.promoted,
                    (extract(epoch FROM r.started_at) * 1000)::bigint AS started_ms,
                    coalesce((extract(epoch FROM r.ended_at) * 1000)::bigint, 0) AS ended_ms,
                    CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.new_count ELSE 0 END AS new_count,
@@ -104,6 +143,7 @@ enum RolloutsTable {
             rollout.strategy = try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8)).wire
             rollout.state = try row.decode(String.self, "state")
             rollout.reason = try row.decode(String.self, "reason")
+            rollout.promoted = try row.decode(Bool.self, "promoted")
             rollout.startedUnixMs = try row.decode(Int64.self, "started_ms")
             rollout.endedUnixMs = try row.decode(Int64.self, "ended_ms")
             rollout.newInstances = try row.decode(Int32.self, "new_count")

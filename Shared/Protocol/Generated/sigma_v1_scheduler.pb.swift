@@ -951,6 +951,12 @@ public nonisolated struct Sigma_V1_UpdateStrategy: Sendable {
   /// A failed rollout returns the app to the last revision whose rollout succeeded.
   public var autoRevert: Bool = false
 
+  /// Replace this many instances first, then pause once they are available until "PromoteRollout"; 0: none.
+  public var canary: Int32 = 0
+
+  /// Available canaries promote the rollout by themselves (needs canary).
+  public var autoPromote: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1330,57 +1336,122 @@ public nonisolated struct Sigma_V1_ListRolloutsResponse: Sendable {
   public init() {}
 }
 
-/// One changed template rolling through an app's instances.
-public nonisolated struct Sigma_V1_Rollout: Sendable {
+/// Methods "PauseRollout", "ResumeRollout", "PromoteRollout" (AppRequest{name}; idempotent: no): the app's
+/// rollout as it is afterwards.
+public nonisolated struct Sigma_V1_RolloutResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: Int64 = 0
-
-  public var app: String = String()
-
-  public var fromRevision: Int64 = 0
-
-  public var toRevision: Int64 = 0
-
-  /// "Progressing", "Succeeded", "Failed" or "Superseded".
-  public var state: String = String()
-
-  /// Why it failed ("sigma-3 is crash-looping (3 restarts): exit 1", "no progress for 600 s: ...") or was
-  /// superseded.
-  public var reason: String = String()
-
-  /// The change cause of the revision it rolls to ("apply", "undo to revision 2", "auto-revert: ...").
-  public var cause: String = String()
-
-  public var strategy: Sigma_V1_UpdateStrategy {
-    get {_strategy ?? Sigma_V1_UpdateStrategy()}
-    set {_strategy = newValue}
+  public var rollout: Sigma_V1_Rollout {
+    get {_rollout ?? Sigma_V1_Rollout()}
+    set {_rollout = newValue}
   }
-  /// Returns true if `strategy` has been explicitly set.
-  public var hasStrategy: Bool {self._strategy != nil}
-  /// Clears the value of `strategy`. Subsequent reads from it will return its default value.
-  public mutating func clearStrategy() {self._strategy = nil}
-
-  public var startedUnixMs: Int64 = 0
-
-  /// 0 while Progressing.
-  public var endedUnixMs: Int64 = 0
-
-  /// Now, for the app's newest rollout (0 for earlier ones): live instances at to_revision, those of them
-  /// available, and live instances at another revision.
-  public var newInstances: Int32 = 0
-
-  public var availableInstances: Int32 = 0
-
-  public var oldInstances: Int32 = 0
+  /// Returns true if `rollout` has been explicitly set.
+  public var hasRollout: Bool {self._rollout != nil}
+  /// Clears the value of `rollout`. Subsequent reads from it will return its default value.
+  public mutating func clearRollout() {self._rollout = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _strategy: Sigma_V1_UpdateStrategy? = nil
+  fileprivate var _rollout: Sigma_V1_Rollout? = nil
+}
+
+/// One changed template rolling through an app's instances.
+public nonisolated struct Sigma_V1_Rollout: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: Int64 {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var app: String {
+    get {_storage._app}
+    set {_uniqueStorage()._app = newValue}
+  }
+
+  public var fromRevision: Int64 {
+    get {_storage._fromRevision}
+    set {_uniqueStorage()._fromRevision = newValue}
+  }
+
+  public var toRevision: Int64 {
+    get {_storage._toRevision}
+    set {_uniqueStorage()._toRevision = newValue}
+  }
+
+  /// "Progressing", "Paused" (by an operator, or after its canaries), "Succeeded", "Failed" or "Superseded".
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
+
+  /// Why it failed ("sigma-3 is crash-looping (3 restarts): exit 1", "no progress for 600 s: ...") or was
+  /// superseded.
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
+  /// The change cause of the revision it rolls to ("apply", "undo to revision 2", "auto-revert: ...").
+  public var cause: String {
+    get {_storage._cause}
+    set {_uniqueStorage()._cause = newValue}
+  }
+
+  public var strategy: Sigma_V1_UpdateStrategy {
+    get {_storage._strategy ?? Sigma_V1_UpdateStrategy()}
+    set {_uniqueStorage()._strategy = newValue}
+  }
+  /// Returns true if `strategy` has been explicitly set.
+  public var hasStrategy: Bool {_storage._strategy != nil}
+  /// Clears the value of `strategy`. Subsequent reads from it will return its default value.
+  public mutating func clearStrategy() {_uniqueStorage()._strategy = nil}
+
+  public var startedUnixMs: Int64 {
+    get {_storage._startedUnixMs}
+    set {_uniqueStorage()._startedUnixMs = newValue}
+  }
+
+  /// 0 while Progressing.
+  public var endedUnixMs: Int64 {
+    get {_storage._endedUnixMs}
+    set {_uniqueStorage()._endedUnixMs = newValue}
+  }
+
+  /// Now, for the app's newest rollout (0 for earlier ones): live instances at to_revision, those of them
+  /// available, and live instances at another revision.
+  public var newInstances: Int32 {
+    get {_storage._newInstances}
+    set {_uniqueStorage()._newInstances = newValue}
+  }
+
+  public var availableInstances: Int32 {
+    get {_storage._availableInstances}
+    set {_uniqueStorage()._availableInstances = newValue}
+  }
+
+  public var oldInstances: Int32 {
+    get {_storage._oldInstances}
+    set {_uniqueStorage()._oldInstances = newValue}
+  }
+
+  /// Past its canaries (promoted by an operator or by auto_promote).
+  public var promoted: Bool {
+    get {_storage._promoted}
+    set {_uniqueStorage()._promoted = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Method "SetQuota" (idempotent): a cap on a team's summed requests (replicas x request). Zero removes it.
@@ -3691,7 +3762,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Sigma_V1_UpdateStrategy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateStrategy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_unavailable\0\u{3}min_ready_seconds\0\u{3}progress_deadline_seconds\0\u{3}auto_revert\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_unavailable\0\u{3}min_ready_seconds\0\u{3}progress_deadline_seconds\0\u{3}auto_revert\0\u{1}canary\0\u{3}auto_promote\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3703,6 +3774,8 @@ nonisolated extension Sigma_V1_UpdateStrategy: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.minReadySeconds) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.progressDeadlineSeconds) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.autoRevert) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.canary) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.autoPromote) }()
       default: break
       }
     }
@@ -3721,6 +3794,12 @@ nonisolated extension Sigma_V1_UpdateStrategy: SwiftProtobuf.Message, SwiftProto
     if self.autoRevert != false {
       try visitor.visitSingularBoolField(value: self.autoRevert, fieldNumber: 4)
     }
+    if self.canary != 0 {
+      try visitor.visitSingularInt32Field(value: self.canary, fieldNumber: 5)
+    }
+    if self.autoPromote != false {
+      try visitor.visitSingularBoolField(value: self.autoPromote, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3729,6 +3808,8 @@ nonisolated extension Sigma_V1_UpdateStrategy: SwiftProtobuf.Message, SwiftProto
     if lhs.minReadySeconds != rhs.minReadySeconds {return false}
     if lhs.progressDeadlineSeconds != rhs.progressDeadlineSeconds {return false}
     if lhs.autoRevert != rhs.autoRevert {return false}
+    if lhs.canary != rhs.canary {return false}
+    if lhs.autoPromote != rhs.autoPromote {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4433,9 +4514,9 @@ nonisolated extension Sigma_V1_ListRolloutsResponse: SwiftProtobuf.Message, Swif
   }
 }
 
-nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Rollout"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{3}from_revision\0\u{3}to_revision\0\u{1}state\0\u{1}reason\0\u{1}cause\0\u{1}strategy\0\u{3}started_unix_ms\0\u{3}ended_unix_ms\0\u{3}new_instances\0\u{3}available_instances\0\u{3}old_instances\0")
+nonisolated extension Sigma_V1_RolloutResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RolloutResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rollout\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4443,19 +4524,7 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt64Field(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.app) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.fromRevision) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.toRevision) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.state) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.cause) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._strategy) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.startedUnixMs) }()
-      case 10: try { try decoder.decodeSingularInt64Field(value: &self.endedUnixMs) }()
-      case 11: try { try decoder.decodeSingularInt32Field(value: &self.newInstances) }()
-      case 12: try { try decoder.decodeSingularInt32Field(value: &self.availableInstances) }()
-      case 13: try { try decoder.decodeSingularInt32Field(value: &self.oldInstances) }()
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
       default: break
       }
     }
@@ -4466,62 +4535,175 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if self.id != 0 {
-      try visitor.visitSingularInt64Field(value: self.id, fieldNumber: 1)
-    }
-    if !self.app.isEmpty {
-      try visitor.visitSingularStringField(value: self.app, fieldNumber: 2)
-    }
-    if self.fromRevision != 0 {
-      try visitor.visitSingularInt64Field(value: self.fromRevision, fieldNumber: 3)
-    }
-    if self.toRevision != 0 {
-      try visitor.visitSingularInt64Field(value: self.toRevision, fieldNumber: 4)
-    }
-    if !self.state.isEmpty {
-      try visitor.visitSingularStringField(value: self.state, fieldNumber: 5)
-    }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
-    }
-    if !self.cause.isEmpty {
-      try visitor.visitSingularStringField(value: self.cause, fieldNumber: 7)
-    }
-    try { if let v = self._strategy {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    try { if let v = self._rollout {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
-    if self.startedUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.startedUnixMs, fieldNumber: 9)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_RolloutResponse, rhs: Sigma_V1_RolloutResponse) -> Bool {
+    if lhs._rollout != rhs._rollout {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Rollout"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{3}from_revision\0\u{3}to_revision\0\u{1}state\0\u{1}reason\0\u{1}cause\0\u{1}strategy\0\u{3}started_unix_ms\0\u{3}ended_unix_ms\0\u{3}new_instances\0\u{3}available_instances\0\u{3}old_instances\0\u{1}promoted\0")
+
+  fileprivate class _StorageClass {
+    var _id: Int64 = 0
+    var _app: String = String()
+    var _fromRevision: Int64 = 0
+    var _toRevision: Int64 = 0
+    var _state: String = String()
+    var _reason: String = String()
+    var _cause: String = String()
+    var _strategy: Sigma_V1_UpdateStrategy? = nil
+    var _startedUnixMs: Int64 = 0
+    var _endedUnixMs: Int64 = 0
+    var _newInstances: Int32 = 0
+    var _availableInstances: Int32 = 0
+    var _oldInstances: Int32 = 0
+    var _promoted: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _app = source._app
+      _fromRevision = source._fromRevision
+      _toRevision = source._toRevision
+      _state = source._state
+      _reason = source._reason
+      _cause = source._cause
+      _strategy = source._strategy
+      _startedUnixMs = source._startedUnixMs
+      _endedUnixMs = source._endedUnixMs
+      _newInstances = source._newInstances
+      _availableInstances = source._availableInstances
+      _oldInstances = source._oldInstances
+      _promoted = source._promoted
     }
-    if self.endedUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.endedUnixMs, fieldNumber: 10)
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
     }
-    if self.newInstances != 0 {
-      try visitor.visitSingularInt32Field(value: self.newInstances, fieldNumber: 11)
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt64Field(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._app) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._fromRevision) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._toRevision) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._cause) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._strategy) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._startedUnixMs) }()
+        case 10: try { try decoder.decodeSingularInt64Field(value: &_storage._endedUnixMs) }()
+        case 11: try { try decoder.decodeSingularInt32Field(value: &_storage._newInstances) }()
+        case 12: try { try decoder.decodeSingularInt32Field(value: &_storage._availableInstances) }()
+        case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._oldInstances) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._promoted) }()
+        default: break
+        }
+      }
     }
-    if self.availableInstances != 0 {
-      try visitor.visitSingularInt32Field(value: self.availableInstances, fieldNumber: 12)
-    }
-    if self.oldInstances != 0 {
-      try visitor.visitSingularInt32Field(value: self.oldInstances, fieldNumber: 13)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._id != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._app.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._app, fieldNumber: 2)
+      }
+      if _storage._fromRevision != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._fromRevision, fieldNumber: 3)
+      }
+      if _storage._toRevision != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._toRevision, fieldNumber: 4)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 5)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 6)
+      }
+      if !_storage._cause.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._cause, fieldNumber: 7)
+      }
+      try { if let v = _storage._strategy {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      if _storage._startedUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._startedUnixMs, fieldNumber: 9)
+      }
+      if _storage._endedUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._endedUnixMs, fieldNumber: 10)
+      }
+      if _storage._newInstances != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._newInstances, fieldNumber: 11)
+      }
+      if _storage._availableInstances != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._availableInstances, fieldNumber: 12)
+      }
+      if _storage._oldInstances != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._oldInstances, fieldNumber: 13)
+      }
+      if _storage._promoted != false {
+        try visitor.visitSingularBoolField(value: _storage._promoted, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_Rollout, rhs: Sigma_V1_Rollout) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.app != rhs.app {return false}
-    if lhs.fromRevision != rhs.fromRevision {return false}
-    if lhs.toRevision != rhs.toRevision {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs.cause != rhs.cause {return false}
-    if lhs._strategy != rhs._strategy {return false}
-    if lhs.startedUnixMs != rhs.startedUnixMs {return false}
-    if lhs.endedUnixMs != rhs.endedUnixMs {return false}
-    if lhs.newInstances != rhs.newInstances {return false}
-    if lhs.availableInstances != rhs.availableInstances {return false}
-    if lhs.oldInstances != rhs.oldInstances {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._app != rhs_storage._app {return false}
+        if _storage._fromRevision != rhs_storage._fromRevision {return false}
+        if _storage._toRevision != rhs_storage._toRevision {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._cause != rhs_storage._cause {return false}
+        if _storage._strategy != rhs_storage._strategy {return false}
+        if _storage._startedUnixMs != rhs_storage._startedUnixMs {return false}
+        if _storage._endedUnixMs != rhs_storage._endedUnixMs {return false}
+        if _storage._newInstances != rhs_storage._newInstances {return false}
+        if _storage._availableInstances != rhs_storage._availableInstances {return false}
+        if _storage._oldInstances != rhs_storage._oldInstances {return false}
+        if _storage._promoted != rhs_storage._promoted {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,48 @@
+import Protocol
+import RPC
+import Store
+
+/// An operator's hand on an app's rollout (docs/protocol.md, "Rollouts"): pause it, resume it, promote it
+/// past its canaries. Each answers the rollout as it is then.
+extension Apps {
+    func pauseRollout(_ name: String) async throws -> Sigma_V1_RolloutResponse {
+        _ = try await currentSpec(name)
+        try await store.transaction(isolation: .readCommitted) { tx in
+            guard let id = try await RolloutsTable.progressingID(tx, app: name),
+                  try await RolloutsTable.pause(tx, id: id, reason: "paused by an operator") else {
+                throw RPCError.failedPrecondition("app \(name) has no rollout in progress")
+            }
+            try await Events.record(tx, .app, name, "RolloutPaused", "by an operator")
+        }
+        return try await newestRollout(name)
+    }
+
+    /// A Paused rollout goes on; one paused after its canaries pauses again at once (promote it instead).
+    func resumeRollout(_ name: String) async throws -> Sigma_V1_RolloutResponse {
+        try await proceed(name, promote: false, event: "RolloutResumed", refusal: "has no paused rollout")
+    }
+
+    /// The rollout replaces the rest of the instances too (it was paused after its canaries, or has canaries
+    /// still becoming available).
+    func promoteRollout(_ name: String) async throws -> Sigma_V1_RolloutResponse {
+        try await proceed(name, promote: true, event: "RolloutPromoted", refusal: "has no rollout to promote")
+    }
+
+    private func proceed(_ name: String, promote: Bool, event: String, refusal: String) async throws -> Sigma_V1_RolloutResponse {
+        _ = try await currentSpec(name)
+        try await store.transaction(isolation: .readCommitted) { tx in
+            guard try await RolloutsTable.proceed(tx, app: name, promote: promote) != nil else {
+                throw RPCError.failedPrecondition("app \(name) \(refusal)")
+            }
+            try await Events.record(tx, .app, name, event, "by an operator")
+            try await Placement.wake(tx, because: name)
+        }
+        return try await newestRollout(name)
+    }
+
+    private func newestRollout(_ name: String) async throws -> Sigma_V1_RolloutResponse {
+        var response = Sigma_V1_RolloutResponse()
+        if let rollout = try await RolloutsTable.list(store, app: name, limit: 1).first { response.rollout = rollout }
+        return response
+    }
+}
