@@ -140,8 +140,9 @@ struct Rollouts: Sendable {
             logger.info("rolling instance", metadata: ["app": "\(rollout.app)", "instance": "\(member.id)", "revision": "\(rollout.to)"])
             count += 1
         }
-        if count > 0 { try await RolloutsTable.replaced(tx, id: rollout.id, count: count) }
-        if !old.isEmpty { try await Placement.wake(tx, because: rollout.app) }
+        guard count > 0 else { return }
+        try await RolloutsTable.replaced(tx, id: rollout.id, count: count)
+        try await Placement.wake(tx, because: rollout.app)
     }
 
     private func fail(_ tx: Transaction, _ rollout: RolloutsTable.Record, _ reason: String) async throws -> Outcome {
