@@ -81,21 +81,17 @@ struct Apps: Sendable {
     /// Brings the app's instance rows to the spec: ordinals 0..<replicas exist; above that, bound instances
     /// turn Terminating and unbound ones go. Instances whose template did not change move to the new revision
     /// in place (with new resources, applied live); the others are rolled by the leader's rollout (`Rollouts`),
-    /// started here when the template changed, or when instances of an older one are left (a rollout in
-    /// progress, or one that failed).
+    /// started here when the template changed. An unchanged template moves a rollout under way to the new
+    /// revision; after a failed one, the instances it did not replace stay as they are.
     private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?, cause: String) async throws {
         if let previous {
             let sameTemplate = Self.template(previous) == Self.template(spec)
             if sameTemplate {
                 try await InstancesTable.setRevision(tx, app: spec.name, from: revision - 1, revision: revision, resources: spec.resources)
                 try await Assignments.notifyApp(tx, app: spec.name)
-            }
-            let behind = try await tx.query(
-                """
-                SELECT (SELECT count(*) FROM instances WHERE app = $1 AND revision < $2 AND state NOT IN ('Terminating', 'Terminated'))::bigint
-                       + (SELECT count(*) FROM rollouts WHERE app = $1 AND state IN ('Progressing', 'Paused'))::bigint AS n
-                """, spec.name, revision)[0].decode(Int64.self, "n")
-            if !sameTemplate || behind > 0 {
+                // A rollout under way goes on towards this revision, with its strategy.
+                try await RolloutsTable.retarget(tx, app: spec.name, to: revision, strategy: spec.rollout)
+            } else {
                 let strategy = spec.rollout
                 try await RolloutsTable.start(tx, app: spec.name, from: revision - 1, to: revision, cause: cause, strategy: strategy)
                 try await Events.record(tx, .app, spec.name, "RolloutStarted",

@@ -126,16 +126,17 @@ import TestSupport
         }
     }
 
-    /// A canary of 1 of 4 pauses once it is available; promote replaces the rest. A second canary is dropped by
-    /// undo (only it is replaced again); with autoPromote a third goes on by itself.
+    /// A canary of 1 of 4 pauses once it is available; a scale meanwhile leaves it paused (the new ordinal takes
+    /// the new revision), promote replaces the rest. A second canary is dropped by undo (only it is replaced
+    /// again); with autoPromote a third goes on by itself.
     @Test func aCanaryPausesPromoteFinishesAndUndoDropsIt() async throws {
         try await SchedulerCluster.with { cluster in
             let agent = SimulatedAgent("n1", client: cluster.client)
             try await agent.register(cpu: 8000)
             agent.start()
             defer { agent.stop() }
-            func apply(_ version: Int, autoPromote: Bool = false) async throws {
-                try await cluster.apply("web", replicas: 4, cpu: 100) { spec in
+            func apply(_ version: Int, replicas: Int = 5, autoPromote: Bool = false) async throws {
+                try await cluster.apply("web", replicas: replicas, cpu: 100) { spec in
                     Self.image(&spec, version)
                     spec.update.canary = 1
                     spec.update.autoPromote = autoPromote
@@ -146,20 +147,28 @@ import TestSupport
             func newest(_ state: String) async throws {
                 try await cluster.eventually("the newest rollout \(state)") { try await Self.rollouts(cluster, "web").first?.state == state }
             }
-            try await apply(1)
+            try await apply(1, replicas: 4)
             try await cluster.eventually("4 Running") { try await cluster.allRunning("web", 4) }
             let none = await #expect(throws: RPCError.self) { try await cluster.client.call(SchedulerMethods.promoteRollout, request) }
             #expect(none?.code == .failedPrecondition)
 
-            try await apply(2)
+            try await apply(2, replicas: 4)
             try await newest("Paused")
             let paused = try #require(try await Self.rollouts(cluster, "web").first)
             #expect(paused.reason.hasPrefix("1 canary instance(s) of revision 2 available") && !paused.promoted, "\(paused.reason)")
             #expect(try await cluster.instances("web").sorted { $0.ordinal < $1.ordinal }.map(\.revision) == [2, 1, 1, 1])
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "web"
+            scale.replicas = 5
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            try await cluster.eventually("the fifth placed") { try await cluster.instances("web").count == 5 }
+            let still = try #require(try await Self.rollouts(cluster, "web").first)
+            #expect(still.state == "Paused" && still.toRevision == 3, "\(still)")
+            #expect(try await cluster.instances("web").sorted { $0.ordinal < $1.ordinal }.map(\.revision) == [3, 1, 1, 1, 3])
             let promoted = try await cluster.client.call(SchedulerMethods.promoteRollout, request).rollout
             #expect(promoted.promoted && promoted.state == "Progressing")
             try await newest("Succeeded")
-            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 2 })
+            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 3 })
             let before = try await Self.generations(cluster, "web")
 
             try await apply(3)
@@ -169,13 +178,13 @@ import TestSupport
             _ = try await cluster.client.call(SchedulerMethods.rolloutUndo, undo)
             try await newest("Succeeded")
             let after = try await Self.generations(cluster, "web")
-            #expect(after[0] == before[0]! + 2 && [1, 2, 3].allSatisfy { after[$0] == before[$0] }, "\(before) → \(after)")
-            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 4 })
+            #expect(after[0] == before[0]! + 2 && [1, 2, 3, 4].allSatisfy { after[$0] == before[$0] }, "\(before) → \(after)")
+            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 5 })
 
             try await apply(5, autoPromote: true)
             try await newest("Succeeded")
             #expect(try await cluster.events("app", "web").map(\.reason).contains("RolloutPromoted"))
-            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 5 })
+            #expect(try await cluster.instances("web").allSatisfy { $0.revision == 6 })
         }
     }
 

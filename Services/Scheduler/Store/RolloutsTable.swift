@@ -44,6 +44,14 @@ enum RolloutsTable {
             """, app, revision.map { "superseded by revision \($0)" } ?? "the app was deleted", active)
     }
 
+    /// `app`'s rollout under way, if any, now rolls to `revision` (the same template: only replicas,
+    /// resources or the strategy changed), with `strategy`; what it did so far stands.
+    static func retarget(_ tx: Transaction, app: String, to revision: Int64, strategy: UpdateStrategy) async throws {
+        let json = String(decoding: try JSONEncoder().encode(strategy), as: UTF8.self)
+        try await tx.execute(
+            "UPDATE rollouts SET to_revision = $2, strategy = $3::jsonb WHERE app = $1 AND state = ANY($4::text[])", app, revision, json, active)
+    }
+
     /// Every rollout not ended, with the time since it started and since it last made progress.
     static func progressing(_ store: Store) async throws -> [Record] {
         let rows = try await store.query(
