@@ -50,14 +50,16 @@ struct Rollouts: Sendable {
 
     enum Outcome { case going, succeeded, failed(String) }
 
-    /// One step of every Progressing rollout.
+    /// One step of every rollout not ended, each read and advanced in one transaction.
     func step() async throws {
-        for rollout in try await RolloutsTable.progressing(store) {
+        for id in try await RolloutsTable.activeIDs(store) {
             try await lease.renewIfDue()
-            let outcome = try await store.transaction(isolation: .readCommitted) { tx in
+            let (rollout, outcome) = try await store.transaction(isolation: .readCommitted) { tx -> (RolloutsTable.Record?, Outcome) in
                 try await lease.check(tx)
-                return try await advance(tx, rollout)
+                guard let rollout = try await RolloutsTable.lock(tx, id: id) else { return (nil, .going) }
+                return (rollout, try await advance(tx, rollout))
             }
+            guard let rollout else { continue }
             if case .failed(let reason) = outcome, rollout.strategy.autoRevert, !rollout.cause.hasPrefix(Self.revertCause) {
                 try await revert(rollout, because: reason)
             }

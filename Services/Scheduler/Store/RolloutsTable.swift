@@ -52,15 +52,22 @@ enum RolloutsTable {
             "UPDATE rollouts SET to_revision = $2, strategy = $3::jsonb WHERE app = $1 AND state = ANY($4::text[])", app, revision, json, active)
     }
 
-    /// Every rollout not ended, with the time since it started and since it last made progress.
-    static func progressing(_ store: Store) async throws -> [Record] {
-        let rows = try await store.query(
-            """
-            SELECT id, app, from_revision, to_revision, cause, strategy::text AS strategy, available, state = 'Paused' AS paused, promoted, replaced,
-                   extract(epoch FROM now() - progressed_at)::float8 AS since_progress,
-                   extract(epoch FROM now() - started_at)::float8 AS since_start
-            FROM rollouts WHERE state = ANY($1::text[]) ORDER BY app
-            """, active)
+    static let recordColumns = """
+        id, app, from_revision, to_revision, cause, strategy::text AS strategy, available, state = 'Paused' AS paused, promoted, replaced,
+        extract(epoch FROM now() - progressed_at)::float8 AS since_progress, extract(epoch FROM now() - started_at)::float8 AS since_start
+        """
+
+    /// The ids of every rollout not ended.
+    static func activeIDs(_ store: Store) async throws -> [Int64] {
+        try await store.query("SELECT id FROM rollouts WHERE state = ANY($1::text[]) ORDER BY app", active).map { try $0.decode(Int64.self, "id") }
+    }
+
+    /// The rollout `id` as it is now, locked until `tx` ends (an operator's pause or promote waits for the
+    /// step, or the step sees it), with the time since it started and since it last made progress; nil once
+    /// it has ended.
+    static func lock(_ tx: Transaction, id: Int64) async throws -> Record? {
+        let rows = try await tx.query(
+            "SELECT \(recordColumns) FROM rollouts WHERE id = $1 AND state = ANY($2::text[]) FOR UPDATE", id, active)
         return try rows.map { row in
             Record(
                 id: try row.decode(Int64.self, "id"), app: try row.decode(String.self, "app"),
@@ -70,7 +77,7 @@ enum RolloutsTable {
                 available: try row.decode(Int.self, "available"), paused: try row.decode(Bool.self, "paused"),
                 promoted: try row.decode(Bool.self, "promoted"), replaced: try row.decode(Int.self, "replaced"), secondsSinceProgress: try row.decode(Double.self, "since_progress"),
                 secondsSinceStart: try row.decode(Double.self, "since_start"))
-        }
+        }.first
     }
 
     /// More new instances are available than at the last progress: the deadline counts from now.
