@@ -159,7 +159,7 @@ struct Rollouts: Sendable {
     private func revert(_ rollout: RolloutsTable.Record, because reason: String) async throws {
         let good = try await RolloutsTable.lastSucceeded(store, app: rollout.app, before: rollout.to) ?? rollout.from
         let current = try await apps.currentSpec(rollout.app)
-        guard current.name == rollout.app, try await store.query(
+        guard try await store.query(
             "SELECT 1 FROM apps WHERE name = $1 AND revision = $2 AND NOT deleted", rollout.app, rollout.to).count == 1 else { return }
         var spec = try await store.transaction(isolation: .readCommitted) { tx in try await self.spec(tx, app: rollout.app, revision: good) }
         spec.replicas = current.replicas
@@ -191,7 +191,7 @@ struct Rollouts: Sendable {
             """
             SELECT id::text AS id, ordinal, revision, state, coalesce(node, '') AS node, restarts, reason, pending_reason,
                    (state = 'Running' AND ready) AS up,
-                   (state = 'Running' AND ready AND ready_since <= now() - $2 * interval '1 second') AS available
+                   \(RolloutsTable.available(minReadySeconds: "$2")) AS available
             FROM instances WHERE app = $1 AND state NOT IN ('Terminating', 'Terminated') ORDER BY ordinal
             """, rollout.app, rollout.strategy.minReadySeconds)
         return try rows.map { row in

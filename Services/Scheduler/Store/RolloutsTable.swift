@@ -24,13 +24,24 @@ enum RolloutsTable {
         let secondsSinceStart: Double
     }
 
+    /// SQL: the instance (columns of `instances`, prefixed by `prefix`) is available: Running, and ready for
+    /// at least `minReadySeconds` (an SQL expression). The rollouts' one definition of it.
+    static func available(_ prefix: String = "", minReadySeconds: String) -> String {
+        "(\(prefix)state = 'Running' AND \(prefix)ready AND \(prefix)ready_since <= now() - \(minReadySeconds) * interval '1 second')"
+    }
+
+    /// The `strategy` column: an UpdateStrategy as JSON.
+    static func json(_ strategy: UpdateStrategy) throws -> String { String(decoding: try JSONEncoder().encode(strategy), as: UTF8.self) }
+    static func strategy(_ row: Row) throws -> UpdateStrategy {
+        try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8))
+    }
+
     /// Starts a rollout of `app` from `from` to `to`; one still Progressing is Superseded by it.
     static func start(_ tx: Transaction, app: String, from: Int64, to: Int64, cause: String, strategy: UpdateStrategy) async throws {
         try await supersede(tx, app: app, by: to)
-        let json = String(decoding: try JSONEncoder().encode(strategy), as: UTF8.self)
         try await tx.execute(
             "INSERT INTO rollouts (app, from_revision, to_revision, cause, strategy) VALUES ($1, $2, $3, $4, $5::jsonb)",
-            app, from, to, cause, json)
+            app, from, to, cause, try json(strategy))
     }
 
     /// The states of a rollout that has not ended.
@@ -47,9 +58,9 @@ enum RolloutsTable {
     /// `app`'s rollout under way, if any, now rolls to `revision` (the same template: only replicas,
     /// resources or the strategy changed), with `strategy`; what it did so far stands.
     static func retarget(_ tx: Transaction, app: String, to revision: Int64, strategy: UpdateStrategy) async throws {
-        let json = String(decoding: try JSONEncoder().encode(strategy), as: UTF8.self)
         try await tx.execute(
-            "UPDATE rollouts SET to_revision = $2, strategy = $3::jsonb WHERE app = $1 AND state = ANY($4::text[])", app, revision, json, active)
+            "UPDATE rollouts SET to_revision = $2, strategy = $3::jsonb WHERE app = $1 AND state = ANY($4::text[])",
+            app, revision, try json(strategy), active)
     }
 
     static let recordColumns = """
@@ -73,8 +84,7 @@ enum RolloutsTable {
                 id: try row.decode(Int64.self, "id"), app: try row.decode(String.self, "app"),
                 from: try row.decode(Int64.self, "from_revision"), to: try row.decode(Int64.self, "to_revision"),
                 cause: try row.decode(String.self, "cause"),
-                strategy: try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8)),
-                available: try row.decode(Int.self, "available"), paused: try row.decode(Bool.self, "paused"),
+                strategy: try strategy(row), available: try row.decode(Int.self, "available"), paused: try row.decode(Bool.self, "paused"),
                 promoted: try row.decode(Bool.self, "promoted"), replaced: try row.decode(Int.self, "replaced"), secondsSinceProgress: try row.decode(Double.self, "since_progress"),
                 secondsSinceStart: try row.decode(Double.self, "since_start"))
         }.first
@@ -137,15 +147,15 @@ enum RolloutsTable {
             SELECT r.id, r.app, r.from_revision, r.to_revision, r.cause, r.strategy::text AS strategy, r.state, r.reason, r.promoted,
                    (extract(epoch FROM r.started_at) * 1000)::bigint AS started_ms,
                    coalesce((extract(epoch FROM r.ended_at) * 1000)::bigint, 0) AS ended_ms,
-                   CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.new_count ELSE 0 END AS new_count,
-                   CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.available_count ELSE 0 END AS available_count,
-                   CASE WHEN r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app) THEN c.old_count ELSE 0 END AS old_count
+                   c.new_count, c.available_count, c.old_count
             FROM rollouts r CROSS JOIN LATERAL (
+                -- Counted for the app's newest rollout only: the others' rows count nothing.
                 SELECT count(*) FILTER (WHERE i.revision = r.to_revision)::int AS new_count,
-                       count(*) FILTER (WHERE i.revision = r.to_revision AND i.state = 'Running' AND i.ready
-                                        AND i.ready_since <= now() - (r.strategy ->> 'minReadySeconds')::int * interval '1 second')::int AS available_count,
+                       count(*) FILTER (WHERE i.revision = r.to_revision
+                                        AND \(available("i.", minReadySeconds: "(r.strategy ->> 'minReadySeconds')::int")))::int AS available_count,
                        count(*) FILTER (WHERE i.revision <> r.to_revision)::int AS old_count
-                FROM instances i WHERE i.app = r.app AND i.state NOT IN ('Terminating', 'Terminated')) c
+                FROM instances i WHERE i.app = r.app AND i.state NOT IN ('Terminating', 'Terminated')
+                  AND r.id = (SELECT max(l.id) FROM rollouts l WHERE l.app = r.app)) c
             WHERE $1 = '' OR r.app = $1 ORDER BY r.id DESC LIMIT $2
             """, app, limit)
         return try rows.map { row in
@@ -155,7 +165,7 @@ enum RolloutsTable {
             rollout.fromRevision = try row.decode(Int64.self, "from_revision")
             rollout.toRevision = try row.decode(Int64.self, "to_revision")
             rollout.cause = try row.decode(String.self, "cause")
-            rollout.strategy = try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8)).wire
+            rollout.strategy = try strategy(row).wire
             rollout.state = try row.decode(String.self, "state")
             rollout.reason = try row.decode(String.self, "reason")
             rollout.promoted = try row.decode(Bool.self, "promoted")
