@@ -10,6 +10,12 @@ public enum CopyChecker {
         public let node: Int
         public let start: Int64
         public let stop: Int64
+
+        public init(node: Int, start: Int64, stop: Int64) {
+            self.node = node
+            self.start = start
+            self.stop = stop
+        }
     }
 
     /// The copies of `instance` in one node's journal text: a copy with no stop line lasts until `openUntil`.
@@ -40,13 +46,19 @@ public enum CopyChecker {
         return overlap
     }
 
-    /// Samples, every `interval`, on which nodes (their runc roots, 1-based) `instance`'s container is running.
+    /// Samples, every `interval`, on which nodes (their runc roots, 1-based) `instance`'s container is running
+    /// at one instant. A sweep reads the roots one after another, and a slow `runc list` (a loaded machine)
+    /// makes a sweep last long: a copy seen early and another seen late may never have run together. So when
+    /// a sweep sees more than one node, a second sweep reads them again, and a sample holds the last node the
+    /// first sweep saw running and every node seen before it that still ran in the second sweep: each of
+    /// those ran before and after that last read, so at it (a copy is one container ID on one node; its
+    /// stopping and starting again within two reads is not told apart).
     public final class Sampler: Sendable {
         let roots: [String]
         let instance: String
         let runtime: String
         let interval: Duration
-        /// Each sample: the nodes where the container was running.
+        /// Each sample: the nodes where the container was running at one instant.
         public let samples = Mutex<[Set<Int>]>([])
 
         public init(runcRoots: [String], instance: String, runtime: String? = nil, interval: Duration = .milliseconds(100)) {
@@ -59,17 +71,31 @@ public enum CopyChecker {
         /// Samples until the task is cancelled.
         public func run() async {
             while !Task.isCancelled {
-                var running = Set<Int>()
-                for (index, root) in roots.enumerated() where FileManager.default.fileExists(atPath: root) {
-                    guard let result = try? await Subprocess.run(runtime, ["--root", root, "list", "--format", "json"]),
-                          let list = try? JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [[String: Any]] else { continue }
-                    if list.contains(where: { $0["id"] as? String == instance && $0["status"] as? String == "running" }) {
-                        running.insert(index + 1)
-                    }
-                }
-                samples.withLock { $0.append(running) }
+                let sample = await sampleOnce()
+                samples.withLock { $0.append(sample) }
                 try? await Task.sleep(for: interval)
             }
+        }
+
+        /// One sample (see the type's comment).
+        public func sampleOnce() async -> Set<Int> {
+            let first = await sweep()
+            guard let last = first.last, first.count > 1 else { return Set(first) }
+            let again = Set(await sweep())
+            return Set(first.dropLast().filter(again.contains)).union([last])
+        }
+
+        /// The nodes seen running, in the order they were read.
+        func sweep() async -> [Int] {
+            var running: [Int] = []
+            for (index, root) in roots.enumerated() where FileManager.default.fileExists(atPath: root) {
+                guard let result = try? await Subprocess.run(runtime, ["--root", root, "list", "--format", "json"]),
+                      let list = try? JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [[String: Any]] else { continue }
+                if list.contains(where: { $0["id"] as? String == instance && $0["status"] as? String == "running" }) {
+                    running.append(index + 1)
+                }
+            }
+            return running
         }
 
         /// Samples that saw the container running on more than one node.
