@@ -38,44 +38,56 @@ struct Apps: Sendable {
     func apply(_ request: Sigma_V1_ApplyAppRequest) async throws -> Sigma_V1_ApplyAppResponse {
         let (spec, problems) = AppSpec.from(wire: request.spec)
         guard problems.isEmpty else { throw RPCError.invalidSpec(problems) }
-        return try await apply(spec, cause: request.changeCause.isEmpty ? "apply" : request.changeCause)
+        return try await apply(spec, cause: request.changeCause.isEmpty ? "apply" : request.changeCause, dryRun: request.dryRun)
     }
 
-    func apply(_ spec: AppSpec, cause: String) async throws -> Sigma_V1_ApplyAppResponse {
+    /// What an apply does to an app: the answer's `action`.
+    enum Action: String { case created, unchanged, rolls, live }
+
+    /// Applies `spec`; a `dryRun` makes every check and answers what it would do, writing nothing.
+    func apply(_ spec: AppSpec, cause: String, dryRun: Bool = false) async throws -> Sigma_V1_ApplyAppResponse {
         try await checkFitsSomeNode(spec)
         let json = try Self.encode(spec)
-        let changed = try await store.transaction(isolation: .serializable) { tx -> Bool in
+        let action = try await store.transaction(isolation: .serializable) { tx -> Action in
             let current = try await tx.query("SELECT spec::text AS spec, revision, deleted FROM apps WHERE name = $1 FOR UPDATE", spec.name)
             var revision: Int64 = 1
             var previous: AppSpec?
             if let row = current.first {
                 let deleted = try row.decode(Bool.self, "deleted")
                 previous = deleted ? nil : try Self.decode(try row.decode(String.self, "spec"))
-                if previous == spec { return false }
+                if previous == spec { return .unchanged }
                 revision = try row.decode(Int64.self, "revision") + 1
             }
             try await checkQuota(tx, spec)
             try await checkPolicy(tx, spec)
-            if let previous, Self.template(previous) == Self.template(spec), previous.resources != spec.resources {
+            let action: Action = previous.map { Self.template($0) == Self.template(spec) ? .live : .rolls } ?? .created
+            if let previous, action == .live, previous.resources != spec.resources {
                 try await checkRequestsFit(tx, app: spec.name, from: previous.resources.request, to: spec.resources.request)
             }
-            try await tx.execute(
-                """
-                INSERT INTO apps (name, team, spec, revision) VALUES ($1, $2, $3::jsonb, $4)
-                ON CONFLICT (name) DO UPDATE SET team = $2, spec = $3::jsonb, revision = $4, deleted = false, updated_at = now()
-                """, spec.name, spec.team, json, revision)
-            try await tx.execute(
-                "INSERT INTO app_revisions (app, revision, spec, change_cause) VALUES ($1, $2, $3::jsonb, $4)",
-                spec.name, revision, json, cause)
-            try await Events.record(tx, .app, spec.name, "Applied", "revision \(revision): \(cause)")
+            guard !dryRun else { return action }
+            try await writeRevision(tx, spec, json: json, revision: revision, cause: cause)
             try await reconcile(tx, spec: spec, revision: revision, previous: previous, cause: cause)
-            return true
+            return action
         }
-        if changed { logger.info("app applied", metadata: ["app": "\(spec.name)", "replicas": "\(spec.replicas)"]) }
+        if action != .unchanged && !dryRun { logger.info("app applied", metadata: ["app": "\(spec.name)", "replicas": "\(spec.replicas)"]) }
         var response = Sigma_V1_ApplyAppResponse()
-        response.app = try await get(spec.name)
-        response.changed = changed
+        if !(dryRun && action == .created) { response.app = try await get(spec.name) }
+        response.changed = action != .unchanged
+        response.action = action.rawValue
         return response
+    }
+
+    /// `spec` as the app's revision `revision`, with its row in the history.
+    func writeRevision(_ tx: Transaction, _ spec: AppSpec, json: String, revision: Int64, cause: String) async throws {
+        try await tx.execute(
+            """
+            INSERT INTO apps (name, team, spec, revision) VALUES ($1, $2, $3::jsonb, $4)
+            ON CONFLICT (name) DO UPDATE SET team = $2, spec = $3::jsonb, revision = $4, deleted = false, updated_at = now()
+            """, spec.name, spec.team, json, revision)
+        try await tx.execute(
+            "INSERT INTO app_revisions (app, revision, spec, change_cause) VALUES ($1, $2, $3::jsonb, $4)",
+            spec.name, revision, json, cause)
+        try await Events.record(tx, .app, spec.name, "Applied", "revision \(revision): \(cause)")
     }
 
     /// Brings the app's instance rows to the spec: ordinals 0..<replicas exist; above that, bound instances

@@ -17,6 +17,25 @@ extension Apps {
         return try await newestRollout(name)
     }
 
+    /// Every instance gets a new generation with the same spec: a new revision (change cause "restart")
+    /// whose rollout replaces them all, under the app's strategy (one rollout under way is superseded).
+    func restartRollout(_ name: String) async throws -> Sigma_V1_RolloutResponse {
+        try await store.transaction(isolation: .serializable) { tx in
+            let rows = try await tx.query("SELECT spec::text AS spec, revision FROM apps WHERE name = $1 AND NOT deleted FOR UPDATE", name)
+            guard let row = rows.first else { throw RPCError.notFound("no app \(name)") }
+            let spec = try Self.decode(try row.decode(String.self, "spec"))
+            guard spec.replicas > 0 else { throw RPCError.failedPrecondition("app \(name) has no instances to restart (replicas: 0)") }
+            let from = try row.decode(Int64.self, "revision")
+            try await writeRevision(tx, spec, json: try Self.encode(spec), revision: from + 1, cause: "restart")
+            try await RolloutsTable.start(tx, app: name, from: from, to: from + 1, cause: "restart", strategy: spec.rollout, restart: true)
+            try await Events.record(tx, .app, name, "RolloutStarted",
+                                    "revision \(from) → \(from + 1): restart of every instance, at most \(spec.rollout.maxUnavailable) unavailable")
+            try await Placement.wake(tx, because: name)
+        }
+        logger.info("app restarted", metadata: ["app": "\(name)"])
+        return try await newestRollout(name)
+    }
+
     /// A Paused rollout goes on; one paused after its canaries pauses again at once (promote it instead).
     func resumeRollout(_ name: String) async throws -> Sigma_V1_RolloutResponse {
         try await proceed(name, promote: false, event: "RolloutResumed", refusal: "has no paused rollout")

@@ -71,8 +71,9 @@ struct Rollouts: Sendable {
         guard !rollout.paused else { return .going }
         let target = try await spec(tx, app: rollout.app, revision: rollout.to)
         var members = try await self.members(tx, rollout)
-        // Instances whose revision has the target's template already move to it in place: never touched.
-        let same = try await sameTemplate(tx, app: rollout.app, members: members.filter { $0.revision != rollout.to }, as: target)
+        // Instances whose revision has the target's template already move to it in place: never touched
+        // (but by a restart, which replaces them all).
+        let same = rollout.restart ? [] : try await sameTemplate(tx, app: rollout.app, members: members.filter { $0.revision != rollout.to }, as: target)
         if !same.isEmpty {
             try await InstancesTable.adopt(tx, ids: same, revision: rollout.to, resources: target.resources)
             members = try await self.members(tx, rollout)

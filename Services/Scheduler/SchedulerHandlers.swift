@@ -47,6 +47,7 @@ extension SchedulerCommand {
         handlers.register(SchedulerMethods.deleteApp) { request, _ in try await apps.delete(request.name) }
         handlers.register(SchedulerMethods.scaleApp) { request, _ in try await apps.scale(request) }
         handlers.register(SchedulerMethods.rolloutHistory) { request, _ in try await apps.history(request.name) }
+        handlers.register(SchedulerMethods.restartRollout) { request, _ in try await apps.restartRollout(request.name) }
         handlers.register(SchedulerMethods.pauseRollout) { request, _ in try await apps.pauseRollout(request.name) }
         handlers.register(SchedulerMethods.resumeRollout) { request, _ in try await apps.resumeRollout(request.name) }
         handlers.register(SchedulerMethods.promoteRollout) { request, _ in try await apps.promoteRollout(request.name) }

@@ -123,7 +123,7 @@ public struct AccessPolicy: Sendable {
         policy.allow(SchedulerMethods.scaleApp, [], write: true, subject: { $0.name })
         policy.allow(SchedulerMethods.rolloutHistory, staff)
         policy.allow(SchedulerMethods.listRollouts, staff)
-        for method in [SchedulerMethods.pauseRollout, SchedulerMethods.resumeRollout, SchedulerMethods.promoteRollout] {
+        for method in [SchedulerMethods.restartRollout, SchedulerMethods.pauseRollout, SchedulerMethods.resumeRollout, SchedulerMethods.promoteRollout] {
             policy.allow(method, [], write: true, subject: { $0.name })
         }
         policy.allow(SchedulerMethods.rolloutUndo, [], write: true, subject: { $0.name })

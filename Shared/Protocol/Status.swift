@@ -135,6 +135,7 @@ public enum SchedulerMethods {
     public static let rolloutHistory = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutHistoryResponse>("RolloutHistory", idempotent: true)
     public static let rolloutUndo = RPCMethod<Sigma_V1_RolloutUndoRequest, Sigma_V1_AppResponse>("RolloutUndo", idempotent: false)
     public static let listRollouts = RPCMethod<Sigma_V1_ListRolloutsRequest, Sigma_V1_ListRolloutsResponse>("ListRollouts", idempotent: true)
+    public static let restartRollout = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutResponse>("RestartRollout", idempotent: false)
     public static let pauseRollout = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutResponse>("PauseRollout", idempotent: false)
     public static let resumeRollout = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutResponse>("ResumeRollout", idempotent: false)
     public static let promoteRollout = RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutResponse>("PromoteRollout", idempotent: false)
@@ -157,7 +158,7 @@ public enum SchedulerMethods {
     public static let all: [String] = [
         registerNode.name, heartbeat.name, cordonNode.name, uncordonNode.name, drainNode.name, removeNode.name,
         listNodes.name, getPool.name, applyApp.name, getApp.name, listApps.name, deleteApp.name, scaleApp.name,
-        rolloutHistory.name, rolloutUndo.name, listRollouts.name, pauseRollout.name, resumeRollout.name, promoteRollout.name, setQuota.name, listQuotas.name, setTeamPolicy.name,
+        rolloutHistory.name, rolloutUndo.name, listRollouts.name, restartRollout.name, pauseRollout.name, resumeRollout.name, promoteRollout.name, setQuota.name, listQuotas.name, setTeamPolicy.name,
         listTeamPolicies.name, listInstances.name, getInstance.name, updateResources.name, migrateInstance.name,
         issueToken.name, getAssignments.name, getRoutes.name, listEvents.name,
     ]

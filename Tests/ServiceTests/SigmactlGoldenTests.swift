@@ -111,6 +111,14 @@ import TestSupport
             try await cluster.eventually("the rollout to web:3 failed") { try await RolloutTests.rollouts(cluster, "web").first?.state == "Failed" }
             try await Self.golden("rollout-status-failed", ["rollout", "status", "web"], flags: flags)
             try await Self.golden("rollout-list", ["rollout", "list", "web"], flags: flags)
+            // What an apply would do, changing nothing: a changed template rolls, a replica count applies live.
+            try String(contentsOfFile: scratch + "/web3.yaml", encoding: .utf8).replacingOccurrences(of: "replicas: 2", with: "replicas: 3")
+                .write(toFile: scratch + "/web3-scaled.yaml", atomically: true, encoding: .utf8)
+            try await Self.golden("apply-dry-run", ["apply", "-f", scratch + "/web2.yaml", "--dry-run"], flags: flags)
+            try await Self.golden("apply-dry-run-live", ["apply", "-f", scratch + "/web3-scaled.yaml", "--dry-run"], flags: flags)
+            try await Self.golden("diff", ["diff", "-f", scratch + "/web2.yaml"], flags: flags)
+            try await Self.golden("diff-unchanged", ["diff", "-f", scratch + "/web3.yaml"], flags: flags)
+            try await Self.golden("rollout-history-revision", ["rollout", "history", "web", "--revision", "5"], flags: flags)
             try await Self.golden("quota", ["quota", "shop", "--cpu", "4", "--memory", "8Gi"], flags: flags)
             try await Self.golden("get-quotas", ["get", "quotas"], flags: flags)
             try await Self.golden("cordon", ["cordon", "n2"], flags: flags)

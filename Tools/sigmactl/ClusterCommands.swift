@@ -12,37 +12,83 @@ struct ApplyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "apply", abstract: "Create or update apps from a YAML file.")
     @Option(name: .shortAndLong, help: "YAML file with one or more app specs (- for standard input).") var file: String
     @Flag(help: "Return once applied, without waiting for the instances to run.") var noWait = false
+    @Flag(help: "Check the specs and say what applying them would do (create, roll, apply live or nothing), changing nothing.") var dryRun = false
     @Option(help: "Seconds to wait for the instances to run.") var waitTimeout: Double = 300
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {
-        let text: String
-        if file == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read \(file)") }
-            text = contents
-        }
-        let specs: [AppSpec]
-        do {
-            specs = try AppManifest.parse(text)
-        } catch {
-            throw CLIError(code: 2, message: "\(file):\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
-        }
+        let specs = try readManifest(file)
         let client = try endpoints.client(.scheduler)
         var revisions: [Int64] = []
         for spec in specs {
             var request = Sigma_V1_ApplyAppRequest()
             request.spec = spec.wire
             request.changeCause = "sigmactl apply -f \(file)"
+            request.dryRun = dryRun
             let answer = try await client.call(SchedulerMethods.applyApp, request)
-            print("app/\(spec.name) \(answer.changed ? "applied (revision \(answer.app.revision))" : "unchanged")")
+            print(dryRun ? "app/\(spec.name) \(wouldDo(answer)) (dry run)"
+                         : "app/\(spec.name) \(answer.changed ? "applied (revision \(answer.app.revision))" : "unchanged")")
             revisions.append(answer.app.revision)
         }
-        guard !noWait else { return }
+        guard !noWait && !dryRun else { return }
         for (spec, revision) in zip(specs, revisions) {
             try await waitRunning(client, app: spec.name, replicas: spec.replicas, revision: revision, timeout: waitTimeout)
         }
+    }
+}
+
+/// The app specs of a manifest file (- for standard input); a problem exits 2 with every problem listed.
+func readManifest(_ file: String) throws -> [AppSpec] {
+    let text: String
+    if file == "-" {
+        text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+    } else {
+        guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read \(file)") }
+        text = contents
+    }
+    do {
+        return try AppManifest.parse(text)
+    } catch {
+        throw CLIError(code: 2, message: "\(file):\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
+    }
+}
+
+/// What a dry-run apply says it would do: "would be created", "would roll (revision 3 → 4)", ...
+func wouldDo(_ answer: Sigma_V1_ApplyAppResponse) -> String {
+    let next = answer.app.revision + 1
+    switch answer.action {
+    case "created": return "would be created (revision 1)"
+    case "rolls": return "would roll its instances (revision \(answer.app.revision) → \(next): the template changed)"
+    case "live": return "would apply live, no instance restarted (revision \(answer.app.revision) → \(next))"
+    default: return "unchanged"
+    }
+}
+
+/// `sigmactl diff -f app.yaml`: each app's current spec against the file's, in the manifest format, and what
+/// applying it would do; exit 0 when nothing differs, 1 when something does (as `diff` and `kubectl diff`).
+struct DiffCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "Show what applying a YAML file would change: exit 0 when nothing, 1 when something differs.")
+    @Option(name: .shortAndLong, help: "YAML file with one or more app specs (- for standard input).") var file: String
+    @OptionGroup var endpoints: EndpointOptions
+
+    func run() async throws {
+        let specs = try readManifest(file)
+        let client = try endpoints.client(.scheduler)
+        var differs = false
+        for spec in specs {
+            var request = Sigma_V1_ApplyAppRequest()
+            request.spec = spec.wire
+            request.dryRun = true
+            let answer = try await client.call(SchedulerMethods.applyApp, request)
+            guard answer.action != "unchanged" else { continue }
+            differs = true
+            let current = answer.action == "created" ? "" : try AppManifest.render([AppSpec.from(wire: answer.app.spec).spec])
+            print(TextDiff.unified(from: current, to: try AppManifest.render([spec]), name: "app/\(spec.name)"), terminator: "")
+            print("# app/\(spec.name) \(wouldDo(answer))")
+        }
+        if differs { throw ExitCode(1) }
     }
 }
 

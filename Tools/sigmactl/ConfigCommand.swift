@@ -111,9 +111,9 @@ struct ConfigCommand: AsyncParsableCommand {
             let answer = try await ConfigCommand.client(endpoints).call(ConfigMethods.diff, request)
             for file in answer.files {
                 print("\(file.change): \(file.path)")
-                if !file.diff.isEmpty { print(file.diff) }
+                if !file.diff.isEmpty { print(file.diff, terminator: file.diff.hasSuffix("\n") ? "" : "\n") }
             }
-            if answer.scriptChanged { print("changed: startup script\n\(answer.scriptDiff)") }
+            if answer.scriptChanged { print("changed: startup script\n\(answer.scriptDiff)", terminator: answer.scriptDiff.hasSuffix("\n") ? "" : "\n") }
             if answer.files.isEmpty && !answer.scriptChanged { print("no differences") }
         }
     }

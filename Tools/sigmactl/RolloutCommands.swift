@@ -1,14 +1,24 @@
 import ArgumentParser
 import ClientKit
+import Core
 import Foundation
+import Manifest
 import Protocol
 import RPC
 
-/// `sigmactl rollout status|list|pause|resume|promote|history|undo APP`.
+/// `sigmactl rollout status|list|restart|pause|resume|promote|history|undo APP`.
 struct RolloutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout", abstract: "Follow an app's rollouts, list its revisions or return to one.",
-        subcommands: [Status.self, List.self, Pause.self, Resume.self, Promote.self, History.self, Undo.self])
+        subcommands: [Status.self, List.self, Restart.self, Pause.self, Resume.self, Promote.self, History.self, Undo.self])
+
+    struct Restart: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Give every instance a new generation with the same spec, through a rollout under the app's strategy.")
+        @Argument(help: "App name.") var app: String
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws { try await control(SchedulerMethods.restartRollout, app, endpoints) }
+    }
 
     struct Pause: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop the app's rollout from replacing more instances.")
@@ -85,16 +95,32 @@ struct RolloutCommand: AsyncParsableCommand {
     }
 
     struct History: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List an app's revisions.")
+        static let configuration = CommandConfiguration(
+            abstract: "List an app's revisions; with --revision N, that revision's whole spec and its diff against the one before.")
         @Argument(help: "App name.") var app: String
+        @Option(help: "Show this revision in full.") var revision: Int64?
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
             var request = Sigma_V1_AppRequest()
             request.name = app
             let revisions = try await endpoints.client(.scheduler).call(SchedulerMethods.rolloutHistory, request).revisions
-            printTable(["REVISION", "TIME", "IMAGE", "REPLICAS", "CHANGE-CAUSE"], revisions.map {
-                ["\($0.revision)", timestamp($0.createdUnixMs), $0.spec.image, "\($0.spec.replicas)", $0.changeCause]
-            })
+            guard let revision else {
+                return printTable(["REVISION", "TIME", "IMAGE", "REPLICAS", "CHANGE-CAUSE"], revisions.map {
+                    ["\($0.revision)", timestamp($0.createdUnixMs), $0.spec.image, "\($0.spec.replicas)", $0.changeCause]
+                })
+            }
+            guard let shown = revisions.first(where: { $0.revision == revision }) else {
+                throw CLIError(code: 1, message: "app/\(app) has no revision \(revision) (kept: \(revisions.map { "\($0.revision)" }.joined(separator: ", ")))")
+            }
+            let spec = try AppManifest.render([AppSpec.from(wire: shown.spec).spec])
+            print("# app/\(app) revision \(revision), \(timestamp(shown.createdUnixMs)): \(shown.changeCause)")
+            print(spec, terminator: "")
+            if let before = revisions.filter({ $0.revision < revision }).max(by: { $0.revision < $1.revision }) {
+                let diff = TextDiff.unified(from: try AppManifest.render([AppSpec.from(wire: before.spec).spec]), to: spec,
+                                            name: "app/\(app)")
+                print("# against revision \(before.revision):")
+                print(diff.isEmpty ? "# (the same spec)\n" : diff, terminator: "")
+            }
         }
     }
 

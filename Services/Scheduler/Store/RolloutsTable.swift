@@ -20,6 +20,8 @@ enum RolloutsTable {
         let promoted: Bool
         /// Instances it replaced so far (not those it adopted).
         let replaced: Int
+        /// A restart: it replaces every instance, adopting none.
+        let restart: Bool
         let secondsSinceProgress: Double
         let secondsSinceStart: Double
     }
@@ -36,12 +38,14 @@ enum RolloutsTable {
         try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8))
     }
 
-    /// Starts a rollout of `app` from `from` to `to`; one still Progressing is Superseded by it.
-    static func start(_ tx: Transaction, app: String, from: Int64, to: Int64, cause: String, strategy: UpdateStrategy) async throws {
+    /// Starts a rollout of `app` from `from` to `to` (a `restart` replaces every instance); one still
+    /// Progressing is Superseded by it.
+    static func start(_ tx: Transaction, app: String, from: Int64, to: Int64, cause: String, strategy: UpdateStrategy,
+                      restart: Bool = false) async throws {
         try await supersede(tx, app: app, by: to)
         try await tx.execute(
-            "INSERT INTO rollouts (app, from_revision, to_revision, cause, strategy) VALUES ($1, $2, $3, $4, $5::jsonb)",
-            app, from, to, cause, try json(strategy))
+            "INSERT INTO rollouts (app, from_revision, to_revision, cause, strategy, restart) VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            app, from, to, cause, try json(strategy), restart)
     }
 
     /// The states of a rollout that has not ended.
@@ -64,7 +68,7 @@ enum RolloutsTable {
     }
 
     static let recordColumns = """
-        id, app, from_revision, to_revision, cause, strategy::text AS strategy, available, state = 'Paused' AS paused, promoted, replaced,
+        id, app, from_revision, to_revision, cause, strategy::text AS strategy, available, state = 'Paused' AS paused, promoted, replaced, restart,
         extract(epoch FROM now() - progressed_at)::float8 AS since_progress, extract(epoch FROM now() - started_at)::float8 AS since_start
         """
 
@@ -85,7 +89,8 @@ enum RolloutsTable {
                 from: try row.decode(Int64.self, "from_revision"), to: try row.decode(Int64.self, "to_revision"),
                 cause: try row.decode(String.self, "cause"),
                 strategy: try strategy(row), available: try row.decode(Int.self, "available"), paused: try row.decode(Bool.self, "paused"),
-                promoted: try row.decode(Bool.self, "promoted"), replaced: try row.decode(Int.self, "replaced"), secondsSinceProgress: try row.decode(Double.self, "since_progress"),
+                promoted: try row.decode(Bool.self, "promoted"), replaced: try row.decode(Int.self, "replaced"),
+                restart: try row.decode(Bool.self, "restart"), secondsSinceProgress: try row.decode(Double.self, "since_progress"),
                 secondsSinceStart: try row.decode(Double.self, "since_start"))
         }.first
     }

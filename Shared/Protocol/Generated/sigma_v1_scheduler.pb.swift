@@ -1147,6 +1147,9 @@ public nonisolated struct Sigma_V1_ApplyAppRequest: Sendable {
   /// Why (kept in the rollout history).
   public var changeCause: String = String()
 
+  /// Check the spec and say what an apply would do, writing nothing.
+  public var dryRun: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1159,6 +1162,7 @@ public nonisolated struct Sigma_V1_ApplyAppResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The app as it is afterwards (dry run: as it is now; unset for an app that does not exist yet).
   public var app: Sigma_V1_App {
     get {_app ?? Sigma_V1_App()}
     set {_app = newValue}
@@ -1169,6 +1173,10 @@ public nonisolated struct Sigma_V1_ApplyAppResponse: Sendable {
   public mutating func clearApp() {self._app = nil}
 
   public var changed: Bool = false
+
+  /// What the apply did (dry run: would do): "created", "unchanged", "rolls" (the template changed: a rollout
+  /// replaces the instances) or "live" (only replicas, resources or the update strategy: no instance restarts).
+  public var action: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1336,8 +1344,9 @@ public nonisolated struct Sigma_V1_ListRolloutsResponse: Sendable {
   public init() {}
 }
 
-/// Methods "PauseRollout", "ResumeRollout", "PromoteRollout" (AppRequest{name}; idempotent: no): the app's
-/// rollout as it is afterwards.
+/// Methods "PauseRollout", "ResumeRollout", "PromoteRollout", "RestartRollout" (AppRequest{name}; idempotent:
+/// no): the app's rollout as it is afterwards. RestartRollout starts a rollout that gives every instance a new
+/// generation with the same spec (a new revision with the change cause "restart").
 public nonisolated struct Sigma_V1_RolloutResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -4100,7 +4109,7 @@ nonisolated extension Sigma_V1_App: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Sigma_V1_ApplyAppRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApplyAppRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}change_cause\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}change_cause\0\u{3}dry_run\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4110,6 +4119,7 @@ nonisolated extension Sigma_V1_ApplyAppRequest: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.changeCause) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
       default: break
       }
     }
@@ -4126,12 +4136,16 @@ nonisolated extension Sigma_V1_ApplyAppRequest: SwiftProtobuf.Message, SwiftProt
     if !self.changeCause.isEmpty {
       try visitor.visitSingularStringField(value: self.changeCause, fieldNumber: 2)
     }
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_ApplyAppRequest, rhs: Sigma_V1_ApplyAppRequest) -> Bool {
     if lhs._spec != rhs._spec {return false}
     if lhs.changeCause != rhs.changeCause {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4139,7 +4153,7 @@ nonisolated extension Sigma_V1_ApplyAppRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_ApplyAppResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApplyAppResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{1}changed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{1}changed\0\u{1}action\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4149,6 +4163,7 @@ nonisolated extension Sigma_V1_ApplyAppResponse: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._app) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.changed) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
       default: break
       }
     }
@@ -4165,12 +4180,16 @@ nonisolated extension Sigma_V1_ApplyAppResponse: SwiftProtobuf.Message, SwiftPro
     if self.changed != false {
       try visitor.visitSingularBoolField(value: self.changed, fieldNumber: 2)
     }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_ApplyAppResponse, rhs: Sigma_V1_ApplyAppResponse) -> Bool {
     if lhs._app != rhs._app {return false}
     if lhs.changed != rhs.changed {return false}
+    if lhs.action != rhs.action {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

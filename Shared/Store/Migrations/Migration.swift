@@ -35,6 +35,7 @@ public enum Schema {
         m0021NodeLeases,
         m0022Volumes,
         m0023Rollouts,
+        m0024RolloutRestart,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
