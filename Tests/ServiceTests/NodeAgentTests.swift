@@ -252,7 +252,10 @@ import TestSupport
                 }
                 let stored = try String(contentsOfFile: agent.state + "/epoch", encoding: .utf8)
                 #expect(stored.trimmingCharacters(in: .whitespacesAndNewlines) == "\(epochAfter)")
-                #expect(try await cluster.instance("single")?.node == standby.name)
+                // The instance stays on the standby, unless the standby itself turned Broken meanwhile (a loaded
+                // machine stalled its 150 ms heartbeats past this test's 1.5 s): then moving on is right.
+                let standbyBroke = try await cluster.events("node", standby.name).contains { $0.reason == "Broken" }
+                #expect(try await cluster.instance("single")?.node == standby.name || standbyBroke)
             }
         }
     }

@@ -57,7 +57,7 @@ func readManifest(_ file: String) throws -> [AppSpec] {
 func wouldDo(_ answer: Sigma_V1_ApplyAppResponse) -> String {
     let next = answer.app.revision + 1
     switch answer.action {
-    case "created": return "would be created (revision 1)"
+    case "created": return "would be created"
     case "rolls": return "would roll its instances (revision \(answer.app.revision) → \(next): the template changed)"
     case "live": return "would apply live, no instance restarted (revision \(answer.app.revision) → \(next))"
     default: return "unchanged"
