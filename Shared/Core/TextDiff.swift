@@ -3,7 +3,7 @@
 /// a newline; empty when the texts are equal. Past 4 million line pairs it shows the whole file replaced.
 public enum TextDiff {
     public static func unified(from old: String, to new: String, name: String) -> String {
-        let a = lines(of: old), b = lines(of: new)
+        let a = textLines(old), b = textLines(new)
         var lines: [(Character, String)] = []
         if a.count * b.count > 4_000_000 {
             lines = a.map { ("-", $0) } + b.map { ("+", $0) }
@@ -59,7 +59,7 @@ public enum TextDiff {
     }
 
     /// The lines of a text; a final newline ends the last line and starts none.
-    static func lines(of text: String) -> [String] {
+    static func textLines(_ text: String) -> [String] {
         guard !text.isEmpty else { return [] }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if text.hasSuffix("\n") { lines.removeLast() }

@@ -64,6 +64,12 @@ func wouldDo(_ answer: Sigma_V1_ApplyAppResponse) -> String {
     }
 }
 
+/// One app's spec from the wire in the manifest format `apply -f` reads (what `diff` and `rollout history`
+/// compare).
+func manifestText(_ spec: Sigma_V1_AppSpec) throws -> String {
+    try AppManifest.render([AppSpec.from(wire: spec).spec])
+}
+
 /// `sigmactl diff -f app.yaml`: each app's current spec against the file's, in the manifest format, and what
 /// applying it would do; exit 0 when nothing differs, 1 when something does (as `diff` and `kubectl diff`).
 struct DiffCommand: AsyncParsableCommand {
@@ -84,7 +90,7 @@ struct DiffCommand: AsyncParsableCommand {
             let answer = try await client.call(SchedulerMethods.applyApp, request)
             guard answer.action != "unchanged" else { continue }
             differs = true
-            let current = answer.action == "created" ? "" : try AppManifest.render([AppSpec.from(wire: answer.app.spec).spec])
+            let current = answer.action == "created" ? "" : try manifestText(answer.app.spec)
             print(TextDiff.unified(from: current, to: try AppManifest.render([spec]), name: "app/\(spec.name)"), terminator: "")
             print("# app/\(spec.name) \(wouldDo(answer))")
         }

@@ -2,7 +2,6 @@ import ArgumentParser
 import ClientKit
 import Core
 import Foundation
-import Manifest
 import Protocol
 import RPC
 
@@ -112,12 +111,11 @@ struct RolloutCommand: AsyncParsableCommand {
             guard let shown = revisions.first(where: { $0.revision == revision }) else {
                 throw CLIError(code: 1, message: "app/\(app) has no revision \(revision) (kept: \(revisions.map { "\($0.revision)" }.joined(separator: ", ")))")
             }
-            let spec = try AppManifest.render([AppSpec.from(wire: shown.spec).spec])
+            let spec = try manifestText(shown.spec)
             print("# app/\(app) revision \(revision), \(timestamp(shown.createdUnixMs)): \(shown.changeCause)")
             print(spec, terminator: "")
             if let before = revisions.filter({ $0.revision < revision }).max(by: { $0.revision < $1.revision }) {
-                let diff = TextDiff.unified(from: try AppManifest.render([AppSpec.from(wire: before.spec).spec]), to: spec,
-                                            name: "app/\(app)")
+                let diff = TextDiff.unified(from: try manifestText(before.spec), to: spec, name: "app/\(app)")
                 print("# against revision \(before.revision):")
                 print(diff.isEmpty ? "# (the same spec)\n" : diff, terminator: "")
             }
@@ -158,7 +156,7 @@ func rolloutLine(_ rollout: Sigma_V1_Rollout) -> String {
     return line
 }
 
-/// Pause, resume or promote: prints the rollout afterwards.
+/// Restart, pause, resume or promote: prints the rollout afterwards.
 func control(_ method: RPCMethod<Sigma_V1_AppRequest, Sigma_V1_RolloutResponse>, _ app: String, _ endpoints: EndpointOptions) async throws {
     var request = Sigma_V1_AppRequest()
     request.name = app
