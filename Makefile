@@ -1,5 +1,5 @@
 # The two commands of README.md, and their helpers.
-.PHONY: demo down demo-fail-node demo-check console-screenshot test bench fuzz chaos soak protos build
+.PHONY: demo down demo-fail-node demo-canary demo-check console-screenshot test bench fuzz chaos soak protos build
 
 build:
 	scripts/deps
@@ -16,6 +16,10 @@ down:
 
 demo-fail-node:
 	scripts/demo fail-node
+
+# A canary release of the demo's sample app: apply, pause after the canary, promote, done; with the times.
+demo-canary:
+	scripts/demo canary
 
 # The demo under a name of its own, checked end to end, then removed (the test suite runs it too).
 demo-check:

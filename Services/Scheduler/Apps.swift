@@ -35,17 +35,25 @@ struct Apps: Sendable {
         return template
     }
 
-    func apply(_ request: Sigma_V1_ApplyAppRequest) async throws -> Sigma_V1_ApplyAppResponse {
+    func apply(_ request: Sigma_V1_ApplyAppRequest, by requester: String) async throws -> Sigma_V1_ApplyAppResponse {
         let (spec, problems) = AppSpec.from(wire: request.spec)
         guard problems.isEmpty else { throw RPCError.invalidSpec(problems) }
-        return try await apply(spec, cause: request.changeCause.isEmpty ? "apply" : request.changeCause, dryRun: request.dryRun)
+        return try await apply(spec, cause: request.changeCause.isEmpty ? "apply" : request.changeCause, by: requester, dryRun: request.dryRun)
     }
+
+    /// Who asks, as revisions and rollouts record it: the caller's principal, "anonymous" without access
+    /// control.
+    static func requester(_ context: RequestContext) -> String { context.principal?.name ?? "anonymous" }
+
+    /// Who starts a rollout the scheduler decided on itself (an automatic revert).
+    static let schedulerRequester = "scheduler"
+
 
     /// What an apply does to an app: the answer's `action`.
     enum Action: String { case created, unchanged, rolls, live }
 
-    /// Applies `spec`; a `dryRun` makes every check and answers what it would do, writing nothing.
-    func apply(_ spec: AppSpec, cause: String, dryRun: Bool = false) async throws -> Sigma_V1_ApplyAppResponse {
+    /// Applies `spec` for `requester`; a `dryRun` makes every check and answers what it would do, writing nothing.
+    func apply(_ spec: AppSpec, cause: String, by requester: String, dryRun: Bool = false) async throws -> Sigma_V1_ApplyAppResponse {
         try await checkFitsSomeNode(spec)
         let json = try Self.encode(spec)
         let action = try await store.transaction(isolation: .serializable) { tx -> Action in
@@ -65,8 +73,8 @@ struct Apps: Sendable {
                 try await checkRequestsFit(tx, app: spec.name, from: previous.resources.request, to: spec.resources.request)
             }
             guard !dryRun else { return action }
-            try await writeRevision(tx, spec, json: json, revision: revision, cause: cause)
-            try await reconcile(tx, spec: spec, revision: revision, previous: previous, cause: cause)
+            try await writeRevision(tx, spec, json: json, revision: revision, cause: cause, by: requester)
+            try await reconcile(tx, spec: spec, revision: revision, previous: previous, cause: cause, by: requester)
             return action
         }
         if action != .unchanged && !dryRun { logger.info("app applied", metadata: ["app": "\(spec.name)", "replicas": "\(spec.replicas)"]) }
@@ -78,24 +86,27 @@ struct Apps: Sendable {
     }
 
     /// `spec` as the app's revision `revision`, with its row in the history.
-    func writeRevision(_ tx: Transaction, _ spec: AppSpec, json: String, revision: Int64, cause: String) async throws {
+    func writeRevision(_ tx: Transaction, _ spec: AppSpec, json: String, revision: Int64, cause: String, by requester: String) async throws {
         try await tx.execute(
             """
             INSERT INTO apps (name, team, spec, revision) VALUES ($1, $2, $3::jsonb, $4)
             ON CONFLICT (name) DO UPDATE SET team = $2, spec = $3::jsonb, revision = $4, deleted = false, updated_at = now()
             """, spec.name, spec.team, json, revision)
         try await tx.execute(
-            "INSERT INTO app_revisions (app, revision, spec, change_cause) VALUES ($1, $2, $3::jsonb, $4)",
-            spec.name, revision, json, cause)
-        try await Events.record(tx, .app, spec.name, "Applied", "revision \(revision): \(cause)")
+            "INSERT INTO app_revisions (app, revision, spec, change_cause, applied_by) VALUES ($1, $2, $3::jsonb, $4, $5)",
+            spec.name, revision, json, cause, requester)
+        try await Events.record(tx, .app, spec.name, "Applied", "revision \(revision): \(cause), by \(requester)")
     }
 
     /// Brings the app's instance rows to the spec: ordinals 0..<replicas exist; above that, bound instances
     /// turn Terminating and unbound ones go. Instances whose template did not change move to the new revision
     /// in place (with new resources, applied live); the others are rolled by the leader's rollout (`Rollouts`),
-    /// started here when the template changed. An unchanged template moves a rollout under way to the new
-    /// revision; after a failed one, the instances it did not replace stay as they are.
-    private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?, cause: String) async throws {
+    /// started here when the template changed. A new app's rollout (from revision 0) replaces nothing: it
+    /// watches the first instances become available, crash-loop or miss the deadline. An unchanged template
+    /// moves a rollout under way to the new revision; after a failed one, the instances it did not replace
+    /// stay as they are.
+    private func reconcile(_ tx: Transaction, spec: AppSpec, revision: Int64, previous: AppSpec?, cause: String,
+                           by requester: String) async throws {
         if let previous {
             let sameTemplate = Self.template(previous) == Self.template(spec)
             if sameTemplate {
@@ -105,12 +116,10 @@ struct Apps: Sendable {
                 try await RolloutsTable.retarget(tx, app: spec.name, to: revision, strategy: spec.rollout)
             } else {
                 let strategy = spec.rollout
-                try await RolloutsTable.start(tx, app: spec.name, from: revision - 1, to: revision, cause: cause, strategy: strategy)
-                try await Events.record(tx, .app, spec.name, "RolloutStarted",
-                                        "revision \(revision - 1) → \(revision): at most \(strategy.maxUnavailable) unavailable, "
-                                        + "ready \(strategy.minReadySeconds) s, deadline \(strategy.progressDeadlineSeconds) s"
-                                        + (strategy.autoRevert ? ", auto-revert" : ""))
+                try await startRollout(tx, spec: spec, from: revision - 1, to: revision, cause: cause, by: requester)
             }
+        } else {
+            try await startRollout(tx, spec: spec, from: 0, to: revision, cause: cause, by: requester)
         }
         let created = try await InstancesTable.create(tx, app: spec.name, replicas: spec.replicas, revision: revision,
                                                       resources: spec.resources)
@@ -118,6 +127,16 @@ struct Apps: Sendable {
                                 created.map { "\(spec.name)-\($0.ordinal), revision \(revision)" })
         try await Instances.terminate(tx, app: spec.name, fromOrdinal: spec.replicas, reason: "scaled down")
         if !created.isEmpty { try await Placement.wake(tx, because: spec.name) }
+    }
+
+    /// A rollout of `spec` from revision `from` (0: the app is new) to `to`, with its event.
+    private func startRollout(_ tx: Transaction, spec: AppSpec, from: Int64, to: Int64, cause: String, by requester: String) async throws {
+        let strategy = spec.rollout
+        try await RolloutsTable.start(tx, app: spec.name, from: from, to: to, cause: cause, by: requester, strategy: strategy)
+        let change = from == 0 ? "revision \(to), a new app: its first instances" : "revision \(from) → \(to): at most \(strategy.maxUnavailable) unavailable"
+        try await Events.record(tx, .app, spec.name, "RolloutStarted",
+                                "\(change), ready \(strategy.minReadySeconds) s, deadline \(strategy.progressDeadlineSeconds) s"
+                                + (strategy.autoRevert && from > 0 ? ", auto-revert" : ""))
     }
 
     /// A request no node could hold even empty is refused at apply, with the biggest node for reference.
@@ -224,12 +243,12 @@ struct Apps: Sendable {
         return try rows.map { try $0.decode(String.self, "name") }
     }
 
-    func scale(_ request: Sigma_V1_ScaleAppRequest) async throws -> Sigma_V1_AppResponse {
+    func scale(_ request: Sigma_V1_ScaleAppRequest, by requester: String) async throws -> Sigma_V1_AppResponse {
         guard request.replicas >= 0 else { throw RPCError.invalidArgument("replicas: must not be negative") }
         var spec = try await currentSpec(request.name)
         spec.replicas = Int(request.replicas)
         guard spec.problems().isEmpty else { throw RPCError.invalidSpec(spec.problems()) }
-        _ = try await apply(spec, cause: "scale to \(request.replicas)")
+        _ = try await apply(spec, cause: "scale to \(request.replicas)", by: requester)
         var response = Sigma_V1_AppResponse()
         response.app = try await get(request.name)
         return response
@@ -254,7 +273,7 @@ struct Apps: Sendable {
         var response = Sigma_V1_RolloutHistoryResponse()
         for row in try await store.query(
             """
-            SELECT revision, spec::text AS spec, change_cause, (extract(epoch FROM created_at) * 1000)::bigint AS at_ms
+            SELECT revision, spec::text AS spec, change_cause, applied_by, (extract(epoch FROM created_at) * 1000)::bigint AS at_ms
             FROM app_revisions WHERE app = $1 ORDER BY revision
             """, name)
         {
@@ -262,6 +281,7 @@ struct Apps: Sendable {
             revision.revision = try row.decode(Int64.self, "revision")
             revision.spec = try Self.decode(try row.decode(String.self, "spec")).wire
             revision.changeCause = try row.decode(String.self, "change_cause")
+            revision.appliedBy = try row.decode(String.self, "applied_by")
             revision.createdUnixMs = try row.decode(Int64.self, "at_ms")
             response.revisions.append(revision)
         }
@@ -269,7 +289,7 @@ struct Apps: Sendable {
     }
 
     /// Applies an earlier revision's spec again, as a new revision.
-    func undo(_ request: Sigma_V1_RolloutUndoRequest) async throws -> Sigma_V1_AppResponse {
+    func undo(_ request: Sigma_V1_RolloutUndoRequest, by requester: String) async throws -> Sigma_V1_AppResponse {
         let current = try await get(request.name)
         let target = request.toRevision > 0 ? request.toRevision : current.revision - 1
         guard target >= 1, target != current.revision else {
@@ -277,7 +297,7 @@ struct Apps: Sendable {
         }
         let rows = try await store.query("SELECT spec::text AS spec FROM app_revisions WHERE app = $1 AND revision = $2", request.name, target)
         guard let row = rows.first else { throw RPCError.notFound("app \(request.name) has no revision \(target)") }
-        _ = try await apply(try Self.decode(try row.decode(String.self, "spec")), cause: "undo to revision \(target)")
+        _ = try await apply(try Self.decode(try row.decode(String.self, "spec")), cause: "undo to revision \(target)", by: requester)
         var response = Sigma_V1_AppResponse()
         response.app = try await get(request.name)
         return response

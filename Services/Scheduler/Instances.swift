@@ -66,7 +66,9 @@ struct Instances: Sendable {
 
     /// Live limits (and requests, if they still fit) for an app's instances or one instance; the agents apply
     /// them without a restart. For a whole app the spec changes too, as a new revision.
-    func updateResources(_ request: Sigma_V1_UpdateResourcesRequest, apps: Apps) async throws -> Sigma_V1_UpdateResourcesResponse {
+    func updateResources(_ request: Sigma_V1_UpdateResourcesRequest, apps: Apps, by requester: String) async throws
+        -> Sigma_V1_UpdateResourcesResponse
+    {
         let resources = ResourceRequirements(wire: request.resources)
         let problems = resources.problems()
         guard problems.isEmpty else { throw RPCError.invalidSpec(problems, prefix: "") }
@@ -75,7 +77,7 @@ struct Instances: Sendable {
             guard !request.app.isEmpty else { throw RPCError.invalidArgument("app or instance_id: required") }
             var spec = try await apps.currentSpec(request.app)
             spec.resources = resources
-            _ = try await apps.apply(spec, cause: "set resources: request \(resources.request), limit \(resources.limit)")
+            _ = try await apps.apply(spec, cause: "set resources: request \(resources.request), limit \(resources.limit)", by: requester)
             var list = Sigma_V1_ListInstancesRequest()
             list.app = request.app
             response.instances = try await self.list(list)

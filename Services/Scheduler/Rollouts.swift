@@ -38,7 +38,9 @@ struct Rollouts: Sendable {
         /// Why this new instance fails the rollout at once, if it does.
         var crashLoop: String? {
             if [.failed, .oomKilled, .killed].contains(state) { return "\(name) ended \(state.rawValue): \(reason)" }
-            if state == .backOff && restarts >= UpdateStrategy.crashLoopRestarts { return "\(name) is crash-looping (\(restarts) restarts): \(reason)" }
+            if state == .backOff && restarts >= UpdateStrategy.crashLoopRestarts {
+                return "\(name) is crash-looping (\(restarts) restarts): \(BackOffReason.ending(of: reason))"
+            }
             return nil
         }
 
@@ -156,15 +158,17 @@ struct Rollouts: Sendable {
     }
 
     /// Applies the last revision whose rollout succeeded (else the one the failed rollout started from) again,
-    /// with the app's current replicas.
+    /// with the app's current replicas. A new app's first rollout has nothing to go back to.
     private func revert(_ rollout: RolloutsTable.Record, because reason: String) async throws {
-        let good = try await RolloutsTable.lastSucceeded(store, app: rollout.app, before: rollout.to) ?? rollout.from
+        guard let good = try await RolloutsTable.lastSucceeded(store, app: rollout.app, before: rollout.to)
+                ?? (rollout.from > 0 ? rollout.from : nil) else { return }
         let current = try await apps.currentSpec(rollout.app)
         guard try await store.query(
             "SELECT 1 FROM apps WHERE name = $1 AND revision = $2 AND NOT deleted", rollout.app, rollout.to).count == 1 else { return }
         var spec = try await store.transaction(isolation: .readCommitted) { tx in try await self.spec(tx, app: rollout.app, revision: good) }
         spec.replicas = current.replicas
-        _ = try await apps.apply(spec, cause: "\(Self.revertCause): rollout to revision \(rollout.to) failed (\(reason)); back to revision \(good)")
+        _ = try await apps.apply(spec, cause: "\(Self.revertCause): rollout to revision \(rollout.to) failed (\(reason)); back to revision \(good)",
+                            by: Apps.schedulerRequester)
         logger.notice("rollout reverted", metadata: ["app": "\(rollout.app)", "failed": "\(rollout.to)", "back to": "\(good)"])
     }
 

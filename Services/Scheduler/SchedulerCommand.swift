@@ -50,6 +50,9 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Hours audit log entries are kept (sigmactl audit); older ones are deleted. 0 keeps them all.")
     var auditRetention: Double = 720
 
+    @Option(help: "Hours ended rollouts are kept (sigmactl rollout list); each app's newest \(RolloutsTable.keptPerApp) and its last that succeeded always stay. 0 keeps them all.")
+    var rolloutRetention: Double = 2160
+
     @Option(help: "Hours the volumes of a deleted app, or of an ordinal scaled away, are kept on their nodes (an app applied or scaled up again meanwhile finds them).")
     var volumeRetention: Double = 24
 
@@ -67,6 +70,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         }
         guard eventsRetention >= 0 else { throw ValidationError("--events-retention: hours, 0 or more") }
         guard auditRetention >= 0 else { throw ValidationError("--audit-retention: hours, 0 or more") }
+        guard rolloutRetention >= 0 else { throw ValidationError("--rollout-retention: hours, 0 or more") }
         guard volumeRetention >= 0 else { throw ValidationError("--volume-retention: hours, 0 or more") }
     }
 
@@ -97,6 +101,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             store: store, lease: lease,
             upkeep: Upkeep(store: store, allocator: allocatorClient, lease: lease, thresholds: thresholds,
                            eventsRetention: eventsRetention * 3600, auditRetention: auditRetention * 3600,
+                           rolloutRetention: rolloutRetention * 3600,
                            nodeLeaseMarginMillis: Upkeep.millis(nodeLeaseMargin), volumeRetention: volumeRetention * 3600, logger: logger),
             rollouts: Rollouts(store: store, lease: lease, apps: apps, logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),

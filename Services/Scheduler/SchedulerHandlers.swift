@@ -33,7 +33,7 @@ extension SchedulerCommand {
     }
 
     static func register(_ handlers: inout RPCHandlers, apps: Apps) {
-        handlers.register(SchedulerMethods.applyApp) { request, _ in try await apps.apply(request) }
+        handlers.register(SchedulerMethods.applyApp) { request, context in try await apps.apply(request, by: Apps.requester(context)) }
         handlers.register(SchedulerMethods.getApp) { request, _ in
             var response = Sigma_V1_AppResponse()
             response.app = try await apps.get(request.name)
@@ -45,12 +45,20 @@ extension SchedulerCommand {
             return response
         }
         handlers.register(SchedulerMethods.deleteApp) { request, _ in try await apps.delete(request.name) }
-        handlers.register(SchedulerMethods.scaleApp) { request, _ in try await apps.scale(request) }
+        handlers.register(SchedulerMethods.scaleApp) { request, context in try await apps.scale(request, by: Apps.requester(context)) }
         handlers.register(SchedulerMethods.rolloutHistory) { request, _ in try await apps.history(request.name) }
-        handlers.register(SchedulerMethods.restartRollout) { request, _ in try await apps.restartRollout(request.name) }
-        handlers.register(SchedulerMethods.pauseRollout) { request, _ in try await apps.pauseRollout(request.name) }
-        handlers.register(SchedulerMethods.resumeRollout) { request, _ in try await apps.resumeRollout(request.name) }
-        handlers.register(SchedulerMethods.promoteRollout) { request, _ in try await apps.promoteRollout(request.name) }
+        handlers.register(SchedulerMethods.restartRollout) { request, context in
+            try await apps.restartRollout(request.name, by: Apps.requester(context))
+        }
+        handlers.register(SchedulerMethods.pauseRollout) { request, context in
+            try await apps.pauseRollout(request.name, by: Apps.requester(context))
+        }
+        handlers.register(SchedulerMethods.resumeRollout) { request, context in
+            try await apps.resumeRollout(request.name, by: Apps.requester(context))
+        }
+        handlers.register(SchedulerMethods.promoteRollout) { request, context in
+            try await apps.promoteRollout(request.name, by: Apps.requester(context))
+        }
         handlers.register(SchedulerMethods.listRollouts) { request, _ in
             guard request.app.isEmpty || AppSpec.isValidName(request.app) else {
                 throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name")
@@ -60,7 +68,7 @@ extension SchedulerCommand {
                 apps.store, app: request.app, limit: request.limit <= 0 ? 100 : Int(min(request.limit, 1000)))
             return response
         }
-        handlers.register(SchedulerMethods.rolloutUndo) { request, _ in try await apps.undo(request) }
+        handlers.register(SchedulerMethods.rolloutUndo) { request, context in try await apps.undo(request, by: Apps.requester(context)) }
         handlers.register(SchedulerMethods.setQuota) { request, _ in
             var response = Sigma_V1_SetQuotaResponse()
             response.quota = try await apps.setQuota(request.quota)
@@ -90,7 +98,9 @@ extension SchedulerCommand {
             return response
         }
         handlers.register(SchedulerMethods.getInstance) { request, _ in try await instances.get(request) }
-        handlers.register(SchedulerMethods.updateResources) { request, _ in try await instances.updateResources(request, apps: apps) }
+        handlers.register(SchedulerMethods.updateResources) { request, context in
+            try await instances.updateResources(request, apps: apps, by: Apps.requester(context))
+        }
         handlers.register(SchedulerMethods.migrateInstance) { request, _ in try await instances.migrate(request) }
         handlers.register(SchedulerMethods.issueToken) { request, _ in
             var response = Sigma_V1_IssueTokenResponse()

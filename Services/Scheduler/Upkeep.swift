@@ -17,6 +17,8 @@ struct Upkeep: Sendable {
     let eventsRetention: Double
     /// Seconds audit log entries are kept; 0 keeps them all.
     var auditRetention: Double = 0
+    /// Seconds ended rollouts are kept (each app's newest and last succeeded always); 0 keeps them all.
+    var rolloutRetention: Double = 0
     /// Added to a node's lease (stretched by the clock drift) before its prior copies count as gone.
     var nodeLeaseMarginMillis: Int64 = NodeLease.defaultMarginMillis
     /// Seconds the volumes of a deleted app, or of an ordinal scaled away, are kept before their nodes remove them.
@@ -64,11 +66,15 @@ struct Upkeep: Sendable {
         }
     }
 
-    /// Events and audit log entries older than their retention go, at most 10,000 of each a pass (a long
-    /// backlog drains over a few passes without holding up placement).
+    /// Events, audit log entries and rollout records older than their retention go, at most 10,000 of each
+    /// a pass (a long backlog drains over a few passes without holding up placement).
     func pruneEvents() async throws {
         try await prune("events", olderThan: eventsRetention, what: "events")
         try await prune("audit_log", olderThan: auditRetention, what: "audit log entries")
+        if rolloutRetention > 0 {
+            let pruned = try await RolloutsTable.prune(store, endedBefore: Self.millis(rolloutRetention), limit: 10_000)
+            if pruned > 0 { logger.info("rollout records past their retention deleted", metadata: ["count": "\(pruned)"]) }
+        }
     }
 
     /// `table` is one of the two above (a name, never input); `retention` 0 keeps everything.

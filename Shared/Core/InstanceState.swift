@@ -102,3 +102,25 @@ public enum InstanceState: String, Sendable, CaseIterable, Codable {
     /// The states' names, for SQL (`state = ANY($1::text[])`), in a stable order.
     public static func names(_ states: Set<InstanceState>) -> [String] { allCases.filter(states.contains).map(\.rawValue) }
 }
+
+/// The reason an agent reports for an instance in `BackOff` (docs/protocol.md, "Instance states"): "back-off
+/// 4s restarting after exit 1 (3 restart(s))". Written by the agent, read back by the scheduler's rollouts,
+/// which name only the ending ("exit 1") beside their own restart count.
+public enum BackOffReason {
+    public static func text(waitSeconds: Int, after ending: String, restarts: Int) -> String {
+        "back-off \(waitSeconds)s restarting after \(ending) (\(restarts) restart(s))"
+    }
+
+    /// The ending a back-off reason restarts after; a reason of another form as it is.
+    public static func ending(of reason: String) -> String {
+        var rest = Substring(reason)
+        guard rest.hasPrefix("back-off ") else { return reason }
+        rest = rest.dropFirst("back-off ".count).drop(while: \.isNumber)
+        guard rest.hasPrefix("s restarting after "), rest.hasSuffix(" restart(s))") else { return reason }
+        rest = rest.dropFirst("s restarting after ".count).dropLast(" restart(s))".count)
+        let count = rest.reversed().prefix(while: \.isNumber).count
+        rest = rest.dropLast(count)
+        guard count > 0, rest.hasSuffix(" (") else { return reason }
+        return String(rest.dropLast(2))
+    }
+}

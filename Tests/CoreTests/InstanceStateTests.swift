@@ -71,4 +71,17 @@ import Testing
         #expect(InstanceState.names([.running, .pending]) == ["Pending", "Running"])
         for state in InstanceState.reportable { #expect(InstanceState.transitions.contains { $0.to == state && InstanceState.reportedEvents.contains($0.event) }) }
     }
+
+    /// The agent's back-off reason reads back as the ending it restarts after, whatever that ending says
+    /// (parentheses and "s restarting after" inside it too); a reason of another form stays as it is.
+    @Test func aBackOffReasonReadsBackAsItsEnding() {
+        for ending in ["exit 1", "start failed: image oci:/x:1: not found", "signal SIGKILL (OOM)", "an ending", "exit 2 (see 3s restarting after x)"] {
+            for (wait, restarts) in [(0, 1), (4, 3), (300, 12)] {
+                let reason = BackOffReason.text(waitSeconds: wait, after: ending, restarts: restarts)
+                #expect(BackOffReason.ending(of: reason) == ending, "\(reason)")
+            }
+        }
+        #expect(BackOffReason.ending(of: "exit 1") == "exit 1")
+        #expect(BackOffReason.ending(of: "restarted 2 time(s); last exit 1") == "restarted 2 time(s); last exit 1")
+    }
 }

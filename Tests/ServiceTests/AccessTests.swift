@@ -202,6 +202,14 @@ func waitForStatus(_ wanted: StatusCode, within limit: Duration = .seconds(15), 
             other.spec.name = "db"
             other.spec.image = "oci:/images/db:1"
             _ = try await op.call(SchedulerMethods.applyApp, other)
+            // Records name who asked: the revision and the new app's rollout are the operator's.
+            var named = Sigma_V1_AppRequest()
+            named.name = "web"
+            #expect(try await op.call(SchedulerMethods.rolloutHistory, named).revisions.map(\.appliedBy) == ["operator"])
+            var webRollouts = Sigma_V1_ListRolloutsRequest()
+            webRollouts.app = "web"
+            let created = try await op.call(SchedulerMethods.listRollouts, webRollouts).rollouts
+            #expect(created.map(\.startedBy) == ["operator"] && created.map(\.fromRevision) == [0], "\(created)")
             var tokens: [String: Sigma_V1_Assignment] = [:]
             let deadline = ContinuousClock.now + .seconds(20)
             while tokens.count < 2 {

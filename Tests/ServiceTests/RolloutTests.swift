@@ -38,16 +38,20 @@ import TestSupport
             }
             try await apply(1)
             try await cluster.eventually("4 Running") { try await cluster.allRunning("web", 4) }
-            #expect(try await Self.rollouts(cluster, "web").isEmpty, "a first apply rolls nothing")
+            try await cluster.eventually("the new app's rollout done") { try await Self.rollouts(cluster, "web").first?.state == "Succeeded" }
+            let first = try await Self.rollouts(cluster, "web")
+            #expect(first.map(\.fromRevision) == [0] && first.map(\.toRevision) == [1] && first.map(\.startedBy) == ["anonymous"],
+                    "a new app's rollout, from revision 0: \(first)")
             let before = try await Self.generations(cluster, "web")
 
             try await apply(2)
             try await cluster.eventually("the failed rollout reverted and the revert done", within: .seconds(30)) {
                 let records = try await Self.rollouts(cluster, "web")
-                return records.count == 2 && records.first?.state == "Succeeded"
+                return records.count == 3 && records.first?.state == "Succeeded"
             }
             let records = try await Self.rollouts(cluster, "web")
-            #expect(records.map(\.toRevision) == [3, 2] && records.map(\.state) == ["Succeeded", "Failed"])
+            #expect(records.map(\.toRevision) == [3, 2, 1] && records.map(\.state) == ["Succeeded", "Failed", "Succeeded"])
+            #expect(records.map(\.startedBy) == ["scheduler", "anonymous", "anonymous"], "the revert is the scheduler's")
             #expect(records[1].reason.hasPrefix("web-0 is crash-looping (3 restarts): exit 1"), "\(records[1].reason)")
             #expect(records[0].cause.hasPrefix("auto-revert: rollout to revision 2 failed") && records[0].cause.hasSuffix("back to revision 1"),
                     "\(records[0].cause)")
@@ -61,7 +65,7 @@ import TestSupport
             #expect([1, 2, 3].allSatisfy { after[$0] == before[$0] }, "the others never touched: \(before) → \(after)")
             #expect(try await cluster.instances("web").allSatisfy { $0.revision == 3 })
             let reasons = try await cluster.events("app", "web").map(\.reason)
-            #expect(reasons.contains("RolloutFailed") && reasons.filter { $0 == "RolloutStarted" }.count == 2, "\(reasons)")
+            #expect(reasons.contains("RolloutFailed") && reasons.filter { $0 == "RolloutStarted" }.count == 3, "\(reasons)")
         }
     }
 
@@ -212,7 +216,7 @@ import TestSupport
             #expect(idle?.code == .failedPrecondition)
             try await apply(2)
             let held = try await cluster.client.call(SchedulerMethods.pauseRollout, request).rollout
-            #expect(held.state == "Paused" && held.reason == "paused by an operator")
+            #expect(held.state == "Paused" && held.reason == "paused by anonymous", "\(held.reason)")
             let replaced = try await cluster.instances("web").filter { $0.revision == 2 }.count
             // Held: a few passes later nothing more was replaced.
             for _ in 0..<3 { try await agent.beat() }

@@ -20,9 +20,16 @@ import TestSupport
             ("/tmp/sigma-golden-[0-9a-f]{8}", "<dir>"),
             ("public key: .*", "public key: <key>"),
             ("app/web index [0-9]+", "app/web index <n>"),
+            ("(RolloutSucceeded +revision [0-9]+ → [0-9]+ in )[0-9]+ s", "$1<n> s"),
         ]
         for (pattern, replacement) in rules {
             text = text.replacingOccurrences(of: pattern, with: replacement, options: .regularExpression)
+        }
+        // A table's DURATION cell with the spaces after it: the same width every run whatever the value.
+        let durations = try! NSRegularExpression(pattern: "(?<=   )[0-9]+(ms|s|m[0-9]{2}s|h[0-9]{2}m) {3,}")
+        for match in durations.matches(in: text, range: NSRange(text.startIndex..., in: text)).reversed() {
+            let range = Range(match.range, in: text)!
+            text.replaceSubrange(range, with: "<duration>".padding(toLength: max(11, match.range.length), withPad: " ", startingAt: 0))
         }
         return text
     }
@@ -82,6 +89,7 @@ import TestSupport
             try await Self.golden("get-instances", ["get", "instances", "-o", "wide"], flags: flags)
             try await Self.golden("get-pool", ["get", "pool", "--group-by", "idc"], flags: flags)
             try await Self.golden("get-pool-yaml", ["get", "pool", "--group-by", "idc", "-o", "yaml"], flags: flags)
+            try await cluster.eventually("the new app's rollout done") { try await RolloutTests.rollouts(cluster, "web").first?.state == "Succeeded" }
             try await Self.golden("describe-app", ["describe", "app", "web"], flags: flags)
             try await Self.golden("describe-node", ["describe", "node", "n1"], flags: flags)
             try await Self.golden("discover", ["discover", "web"], flags: flags)

@@ -33,8 +33,9 @@ final class ClusterReader: Sendable {
         self.replicas = replicas
     }
 
-    /// One JSON document for the page: `{"at", "pool", "nodes", "apps", "instances", "events"}`, each part as
-    /// the protobuf JSON mapping of its RPC answer (the same as `sigmactl get pool -o json`).
+    /// One JSON document for the page: `{"at", "pool", "nodes", "apps", "instances", "events", "rollouts"}`,
+    /// each part as the protobuf JSON mapping of its RPC answer (the same as `sigmactl get pool -o json`);
+    /// `rollouts` the newest 20 records of every app.
     func overview() async throws -> String {
         var eventsRequest = Sigma_V1_ListEventsRequest()
         eventsRequest.limit = 30
@@ -43,11 +44,14 @@ final class ClusterReader: Sendable {
         async let apps = scheduler.call(SchedulerMethods.listApps, .init())
         async let instances = scheduler.call(SchedulerMethods.listInstances, .init())
         async let events = scheduler.call(SchedulerMethods.listEvents, eventsRequest)
+        var rolloutsRequest = Sigma_V1_ListRolloutsRequest()
+        rolloutsRequest.limit = 20
+        async let rollouts = scheduler.call(SchedulerMethods.listRollouts, rolloutsRequest)
         let at = Int64(Date().timeIntervalSince1970 * 1000)
         return """
             {"at":\(at),"pool":\(try await pool.jsonString()),"nodes":\(try Self.array(try await nodes.nodes)),\
             "apps":\(try Self.array(try await apps.apps)),"instances":\(try Self.array(try await instances.instances)),\
-            "events":\(try Self.array(try await events.events))}
+            "events":\(try Self.array(try await events.events)),"rollouts":\(try Self.array(try await rollouts.rollouts))}
             """
     }
 

@@ -49,7 +49,7 @@ enum Page {
       .app h3 { margin:0 0 4px; font-size:14px; }
       .app h3 span { color:var(--muted); font-weight:400; font-size:12px; margin-left:8px; }
       .state-Running { color:var(--used); } .state-BackOff, .state-Failed, .state-OOMKilled, .state-Killed { color:var(--bad); }
-      .state-Pending, .state-NeedMigration { color:var(--warn); }
+      .state-Pending, .state-NeedMigration, .state-Paused, .state-Progressing { color:var(--warn); } .state-Succeeded { color:var(--used); }
       .empty { color:var(--muted); }
       .error { color:var(--bad); }
     </style>
@@ -78,6 +78,11 @@ enum Page {
       <section class="wide">
         <h2>Apps and their instances</h2>
         <div id="apps"></div>
+      </section>
+      <section class="wide">
+        <h2>Rollouts</h2>
+        <div class="legend">newest first; new / available / old count the app's instances now, for its newest rollout</div>
+        <div id="rollouts"></div>
       </section>
     </main>
     <script>
@@ -151,6 +156,25 @@ enum Page {
       }).join("") : `<div class="empty">no apps</div>`;
     }
 
+    function span(ms) {
+      const s = Math.floor(Math.max(0, num(ms)) / 1000);
+      if (s === 0) return Math.max(0, num(ms)) + "ms";
+      if (s < 60) return s + "s";
+      if (s < 3600) return Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
+      return Math.floor(s / 3600) + "h" + String(Math.floor(s / 60) % 60).padStart(2, "0") + "m";
+    }
+
+    function renderRollouts(d) {
+      const rollouts = d.rollouts || [];
+      document.getElementById("rollouts").innerHTML = rollouts.length ? `<table><tr><th>app</th><th>revision</th><th>state</th><th>started</th><th>by</th>
+          <th>new</th><th>available</th><th>old</th><th>duration</th><th>cause</th><th>reason</th></tr>` +
+        rollouts.map((r) => `<tr data-rollout="${esc(r.id)}" data-app="${esc(r.app)}" data-state="${esc(r.state)}">
+          <td>${esc(r.app)}</td><td>${num(r.fromRevision)} → ${num(r.toRevision)}</td><td class="state-${esc(r.state)}">${esc(r.state)}${r.promoted ? ", promoted" : ""}</td>
+          <td>${when(r.startedUnixMs)}</td><td>${esc(r.startedBy)}</td><td>${num(r.newInstances)}</td><td>${num(r.availableInstances)}</td><td>${num(r.oldInstances)}</td>
+          <td>${span((num(r.endedUnixMs) || num(d.at)) - num(r.startedUnixMs))}</td><td class="reason">${esc(r.cause)}</td><td class="reason">${esc(r.reason)}</td></tr>`).join("") +
+        `</table>` : `<div class="empty">no rollouts</div>`;
+    }
+
     function status(ok, text) {
       document.getElementById("dot").className = ok ? "dot" : "dot off";
       document.getElementById("status").textContent = text;
@@ -162,6 +186,7 @@ enum Page {
         const d = await response.json();
         if (!response.ok) throw new Error(d.error || response.status);
         render(d);
+        renderRollouts(d);
         status(true, "live · " + when(d.at));
       } catch (e) {
         status(false, "cannot reach the scheduler: " + e.message);

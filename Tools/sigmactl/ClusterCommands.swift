@@ -100,7 +100,8 @@ struct DiffCommand: AsyncParsableCommand {
 
 /// Waits until `replicas` instances of `app` run on the app's current revision, with a live progress line
 /// that names an instance backing off and why; ends with exit code 4 as soon as the rollout to `revision`
-/// (the one applied) fails.
+/// (the one applied; a new app's too) fails, and with 3 at the timeout, naming an instance not running yet
+/// and why.
 func waitRunning(_ client: RPCClient, app: String, replicas: Int, revision applied: Int64, timeout: Double) async throws {
     let terminal = isatty(1) == 1
     let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
@@ -140,7 +141,11 @@ func waitRunning(_ client: RPCClient, app: String, replicas: Int, revision appli
         }
         guard ContinuousClock.now < deadline else {
             if terminal { print("") }
-            throw CLIError(code: 3, message: "app/\(app): not all instances running after \(Int(timeout)) s")
+            let waiting = instances.sorted { $0.ordinal < $1.ordinal }.first { $0.state != "Running" || $0.revision != revision }.map {
+                let why = $0.state == "Pending" ? $0.pendingReason : $0.reason
+                return ": \(app)-\($0.ordinal) is \($0.state)" + ($0.revision != revision ? " at revision \($0.revision)" : "") + (why.isEmpty ? "" : " (\(why))")
+            } ?? ""
+            throw CLIError(code: 3, message: "app/\(app): not all instances running after \(Int(timeout)) s\(waiting)")
         }
         try await Task.sleep(for: .milliseconds(300))
     }

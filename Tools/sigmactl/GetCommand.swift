@@ -216,6 +216,17 @@ func timestamp(_ unixMs: Int64) -> String {
     return formatter.string(from: Date(timeIntervalSince1970: Double(unixMs) / 1000))
 }
 
+/// A span of time as a table shows it: "850ms", "42s", "3m05s", "2h07m".
+func duration(_ millis: Int64) -> String {
+    let seconds = max(0, millis) / 1000
+    switch seconds {
+    case 0: return "\(max(0, millis))ms"
+    case ..<60: return "\(seconds)s"
+    case ..<3600: return "\(seconds / 60)m" + String(format: "%02ds", seconds % 60)
+    default: return "\(seconds / 3600)h" + String(format: "%02dm", seconds / 60 % 60)
+    }
+}
+
 func printMessages<M: SwiftProtobuf.Message>(_ messages: [M], as format: OutputFormat = .json) throws {
     var options = JSONEncodingOptions()
     options.preserveProtoFieldNames = true

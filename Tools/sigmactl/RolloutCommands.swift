@@ -86,9 +86,11 @@ struct RolloutCommand: AsyncParsableCommand {
             request.limit = limit
             let rollouts = try await endpoints.client(.scheduler).call(SchedulerMethods.listRollouts, request).rollouts
             if output.isStructured { return try printMessages(rollouts, as: output) }
-            printTable(["APP", "REVISION", "STATE", "STARTED", "NEW", "AVAILABLE", "OLD", "REASON"], rollouts.map {
-                [$0.app, "\($0.fromRevision) → \($0.toRevision)", $0.state, timestamp($0.startedUnixMs), "\($0.newInstances)",
-                 "\($0.availableInstances)", "\($0.oldInstances)", $0.reason]
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            printTable(["APP", "REVISION", "STATE", "STARTED", "BY", "NEW", "AVAILABLE", "OLD", "DURATION", "REASON"], rollouts.map {
+                [$0.app, "\($0.fromRevision) → \($0.toRevision)", $0.state, timestamp($0.startedUnixMs), $0.startedBy, "\($0.newInstances)",
+                 "\($0.availableInstances)", "\($0.oldInstances)", duration(($0.endedUnixMs > 0 ? $0.endedUnixMs : now) - $0.startedUnixMs),
+                 $0.reason]
             })
         }
     }
@@ -104,15 +106,15 @@ struct RolloutCommand: AsyncParsableCommand {
             request.name = app
             let revisions = try await endpoints.client(.scheduler).call(SchedulerMethods.rolloutHistory, request).revisions
             guard let revision else {
-                return printTable(["REVISION", "TIME", "IMAGE", "REPLICAS", "CHANGE-CAUSE"], revisions.map {
-                    ["\($0.revision)", timestamp($0.createdUnixMs), $0.spec.image, "\($0.spec.replicas)", $0.changeCause]
+                return printTable(["REVISION", "TIME", "IMAGE", "REPLICAS", "BY", "CHANGE-CAUSE"], revisions.map {
+                    ["\($0.revision)", timestamp($0.createdUnixMs), $0.spec.image, "\($0.spec.replicas)", $0.appliedBy, $0.changeCause]
                 })
             }
             guard let shown = revisions.first(where: { $0.revision == revision }) else {
                 throw CLIError(code: 1, message: "app/\(app) has no revision \(revision) (kept: \(revisions.map { "\($0.revision)" }.joined(separator: ", ")))")
             }
             let spec = try manifestText(shown.spec)
-            print("# app/\(app) revision \(revision), \(timestamp(shown.createdUnixMs)): \(shown.changeCause)")
+            print("# app/\(app) revision \(revision), \(timestamp(shown.createdUnixMs)) by \(shown.appliedBy): \(shown.changeCause)")
             print(spec, terminator: "")
             if let before = revisions.filter({ $0.revision < revision }).max(by: { $0.revision < $1.revision }) {
                 let diff = TextDiff.unified(from: try manifestText(before.spec), to: spec, name: "app/\(app)")

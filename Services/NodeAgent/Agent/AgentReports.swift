@@ -42,7 +42,8 @@ extension Agent {
                 let wait = max(.zero, until - now)
                 status.nextRetryUnixMs = Int64((Date().timeIntervalSince1970 + Double(wait.components.seconds)) * 1000)
                     + wait.components.attoseconds / 1_000_000_000_000_000
-                status.reason = "back-off \(Int(wait.components.seconds))s restarting after \(instance.lastEnding.map { "\($0)" } ?? "an ending") (\(instance.restarts) restart(s))"
+                status.reason = BackOffReason.text(waitSeconds: Int(wait.components.seconds), after: instance.lastEnding.map { "\($0)" } ?? "an ending",
+                                                   restarts: instance.restarts)
                 status.exitCode = instance.lastEnding?.exitCode ?? 0
             case .ended:
                 let ending = instance.lastEnding ?? .failed("unknown")

@@ -38,14 +38,16 @@ enum RolloutsTable {
         try JSONDecoder().decode(UpdateStrategy.self, from: Data(try row.decode(String.self, "strategy").utf8))
     }
 
-    /// Starts a rollout of `app` from `from` to `to` (a `restart` replaces every instance); one still
-    /// Progressing is Superseded by it.
-    static func start(_ tx: Transaction, app: String, from: Int64, to: Int64, cause: String, strategy: UpdateStrategy,
-                      restart: Bool = false) async throws {
+    /// Starts a rollout of `app` from `from` to `to` for `requester` (a `restart` replaces every instance); one
+    /// still Progressing is Superseded by it.
+    static func start(_ tx: Transaction, app: String, from: Int64, to: Int64, cause: String, by requester: String,
+                      strategy: UpdateStrategy, restart: Bool = false) async throws {
         try await supersede(tx, app: app, by: to)
         try await tx.execute(
-            "INSERT INTO rollouts (app, from_revision, to_revision, cause, strategy, restart) VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
-            app, from, to, cause, try json(strategy), restart)
+            """
+            INSERT INTO rollouts (app, from_revision, to_revision, cause, started_by, strategy, restart)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+            """, app, from, to, cause, requester, try json(strategy), restart)
     }
 
     /// The states of a rollout that has not ended.
@@ -113,18 +115,21 @@ enum RolloutsTable {
     }
 
     /// `app`'s rollout goes on: `Paused` → `Progressing` (its deadline counts from now); `promote` also lets
-    /// it past its canaries. Returns the rollout's id, nil when none was in a state to go on.
+    /// one with canaries past them. Returns the rollout's id, nil when none was in a state to go on.
     static func proceed(_ tx: Transaction, app: String, promote: Bool) async throws -> Int64? {
         try await tx.query(
             """
             UPDATE rollouts SET state = 'Progressing', reason = '', progressed_at = now(), promoted = promoted OR $2
-            WHERE app = $1 AND (state = 'Paused' OR ($2 AND state = 'Progressing' AND NOT promoted)) RETURNING id
+            WHERE app = $1 AND (state = 'Paused'
+                                OR ($2 AND state = 'Progressing' AND NOT promoted AND from_revision > 0 AND (strategy ->> 'canary')::int > 0))
+            RETURNING id
             """, app, promote).first?.decode(Int64.self, "id")
     }
 
-    /// The id of `app`'s Progressing rollout, if it has one.
+    /// The id of `app`'s Progressing rollout that replaces instances, if it has one (a new app's only
+    /// watches its first instances: nothing to pause).
     static func progressingID(_ tx: Transaction, app: String) async throws -> Int64? {
-        try await tx.query("SELECT id FROM rollouts WHERE app = $1 AND state = 'Progressing'", app).first?.decode(Int64.self, "id")
+        try await tx.query("SELECT id FROM rollouts WHERE app = $1 AND state = 'Progressing' AND from_revision > 0", app).first?.decode(Int64.self, "id")
     }
 
     /// It replaced `count` more instances.
@@ -137,10 +142,33 @@ enum RolloutsTable {
         try await tx.execute("UPDATE rollouts SET promoted = true WHERE id = $1", id)
     }
 
-    /// The revision of `app`'s last rollout that succeeded before `revision`, if any.
+    /// Each app's newest this many rollouts outlive the retention.
+    static let keptPerApp = 10
+
+    /// Deletes at most `limit` rollouts that ended more than `millis` ago, but never one of an app's newest
+    /// `keptPerApp` nor its newest that succeeded (an automatic revert returns to it). Returns how many went.
+    static func prune(_ store: Store, endedBefore millis: Int64, limit: Int) async throws -> Int {
+        try await store.query(
+            """
+            DELETE FROM rollouts WHERE id IN (
+                SELECT id FROM (
+                    SELECT id, ended_at, row_number() OVER (PARTITION BY app ORDER BY id DESC) AS newer,
+                           max(id) FILTER (WHERE state = 'Succeeded') OVER (PARTITION BY app) AS last_succeeded
+                    FROM rollouts) r
+                WHERE ended_at < now() - $1 * interval '1 millisecond' AND newer > $2 AND id IS DISTINCT FROM last_succeeded
+                ORDER BY ended_at LIMIT $3)
+            RETURNING id
+            """, millis, keptPerApp, limit).count
+    }
+
+    /// The revision of `app`'s last rollout that succeeded before `revision`, if any, since the app was last
+    /// created (never one of an app of the same name deleted before).
     static func lastSucceeded(_ store: Store, app: String, before revision: Int64) async throws -> Int64? {
         try await store.query(
-            "SELECT max(to_revision) AS revision FROM rollouts WHERE app = $1 AND state = 'Succeeded' AND to_revision < $2", app, revision
+            """
+            SELECT max(to_revision) AS revision FROM rollouts WHERE app = $1 AND state = 'Succeeded' AND to_revision < $2
+              AND to_revision >= coalesce((SELECT max(to_revision) FROM rollouts WHERE app = $1 AND from_revision = 0 AND to_revision <= $2), 0)
+            """, app, revision
         ).first?.decode(Int64?.self, "revision")
     }
 
@@ -149,7 +177,7 @@ enum RolloutsTable {
     static func list(_ store: Store, app: String, limit: Int) async throws -> [Sigma_V1_Rollout] {
         let rows = try await store.query(
             """
-            SELECT r.id, r.app, r.from_revision, r.to_revision, r.cause, r.strategy::text AS strategy, r.state, r.reason, r.promoted,
+            SELECT r.id, r.app, r.from_revision, r.to_revision, r.cause, r.started_by, r.strategy::text AS strategy, r.state, r.reason, r.promoted,
                    (extract(epoch FROM r.started_at) * 1000)::bigint AS started_ms,
                    coalesce((extract(epoch FROM r.ended_at) * 1000)::bigint, 0) AS ended_ms,
                    c.new_count, c.available_count, c.old_count
@@ -170,6 +198,7 @@ enum RolloutsTable {
             rollout.fromRevision = try row.decode(Int64.self, "from_revision")
             rollout.toRevision = try row.decode(Int64.self, "to_revision")
             rollout.cause = try row.decode(String.self, "cause")
+            rollout.startedBy = try row.decode(String.self, "started_by")
             rollout.strategy = try strategy(row).wire
             rollout.state = try row.decode(String.self, "state")
             rollout.reason = try row.decode(String.self, "reason")

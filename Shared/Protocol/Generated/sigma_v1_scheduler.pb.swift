@@ -1279,6 +1279,10 @@ public nonisolated struct Sigma_V1_AppRevision: Sendable {
 
   public var changeCause: String = String()
 
+  /// Who applied it: the caller's principal name ("anonymous" without access control), or "scheduler" for
+  /// an automatic revert.
+  public var appliedBy: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1454,6 +1458,13 @@ public nonisolated struct Sigma_V1_Rollout: @unchecked Sendable {
   public var promoted: Bool {
     get {_storage._promoted}
     set {_uniqueStorage()._promoted = newValue}
+  }
+
+  /// Who started it: the principal that applied, undid or restarted ("anonymous" without access control),
+  /// or "scheduler" for an automatic revert.
+  public var startedBy: String {
+    get {_storage._startedBy}
+    set {_uniqueStorage()._startedBy = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -4356,7 +4367,7 @@ nonisolated extension Sigma_V1_ScaleAppRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppRevision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppRevision"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}spec\0\u{3}created_unix_ms\0\u{3}change_cause\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}spec\0\u{3}created_unix_ms\0\u{3}change_cause\0\u{3}applied_by\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4368,6 +4379,7 @@ nonisolated extension Sigma_V1_AppRevision: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.changeCause) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.appliedBy) }()
       default: break
       }
     }
@@ -4390,6 +4402,9 @@ nonisolated extension Sigma_V1_AppRevision: SwiftProtobuf.Message, SwiftProtobuf
     if !self.changeCause.isEmpty {
       try visitor.visitSingularStringField(value: self.changeCause, fieldNumber: 4)
     }
+    if !self.appliedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.appliedBy, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4398,6 +4413,7 @@ nonisolated extension Sigma_V1_AppRevision: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._spec != rhs._spec {return false}
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
     if lhs.changeCause != rhs.changeCause {return false}
+    if lhs.appliedBy != rhs.appliedBy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4569,7 +4585,7 @@ nonisolated extension Sigma_V1_RolloutResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Rollout"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{3}from_revision\0\u{3}to_revision\0\u{1}state\0\u{1}reason\0\u{1}cause\0\u{1}strategy\0\u{3}started_unix_ms\0\u{3}ended_unix_ms\0\u{3}new_instances\0\u{3}available_instances\0\u{3}old_instances\0\u{1}promoted\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{3}from_revision\0\u{3}to_revision\0\u{1}state\0\u{1}reason\0\u{1}cause\0\u{1}strategy\0\u{3}started_unix_ms\0\u{3}ended_unix_ms\0\u{3}new_instances\0\u{3}available_instances\0\u{3}old_instances\0\u{1}promoted\0\u{3}started_by\0")
 
   fileprivate class _StorageClass {
     var _id: Int64 = 0
@@ -4586,6 +4602,7 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _availableInstances: Int32 = 0
     var _oldInstances: Int32 = 0
     var _promoted: Bool = false
+    var _startedBy: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4610,6 +4627,7 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
       _availableInstances = source._availableInstances
       _oldInstances = source._oldInstances
       _promoted = source._promoted
+      _startedBy = source._startedBy
     }
   }
 
@@ -4642,6 +4660,7 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 12: try { try decoder.decodeSingularInt32Field(value: &_storage._availableInstances) }()
         case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._oldInstances) }()
         case 14: try { try decoder.decodeSingularBoolField(value: &_storage._promoted) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._startedBy) }()
         default: break
         }
       }
@@ -4696,6 +4715,9 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
       if _storage._promoted != false {
         try visitor.visitSingularBoolField(value: _storage._promoted, fieldNumber: 14)
       }
+      if !_storage._startedBy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._startedBy, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4719,6 +4741,7 @@ nonisolated extension Sigma_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._availableInstances != rhs_storage._availableInstances {return false}
         if _storage._oldInstances != rhs_storage._oldInstances {return false}
         if _storage._promoted != rhs_storage._promoted {return false}
+        if _storage._startedBy != rhs_storage._startedBy {return false}
         return true
       }
       if !storagesAreEqual {return false}

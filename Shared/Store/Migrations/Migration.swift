@@ -36,6 +36,7 @@ public enum Schema {
         m0022Volumes,
         m0023Rollouts,
         m0024RolloutRestart,
+        m0025RolloutRecords,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
