@@ -14,8 +14,11 @@ public final class Publisher: Sendable {
     /// Random per publisher: a subscriber that sees another epoch knows the numbering restarted.
     public let epoch = UInt64.random(in: 1...UInt64.max)
     let logger: Logger
-    let outbox = Mutex<[[[UInt8]]]>([])
-    let sequences = Mutex<[String: UInt64]>([:])
+    /// What waits to be sent and each topic's last number, under one lock: an event takes its number and its
+    /// place in the queue together (two publishing threads never send their events out of order), and the
+    /// sending loop reads the numbers with the queue it takes (a heartbeat never announces a number before
+    /// its event went out).
+    let state = Mutex<(outbox: [[[UInt8]]], sequences: [String: UInt64])>(([], [:]))
     let control = LoopControl()
     let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let bound: String
@@ -46,11 +49,11 @@ public final class Publisher: Sendable {
     /// Publishes `payload` on `topic` and returns its sequence number.
     @discardableResult
     public func publish(topic: String, payload: [UInt8]) -> UInt64 {
-        let next = nextSequence(topic)
-        let frames = eventFrames(topic: topic, sequence: next, heartbeat: false, payload: payload)
-        let wasEmpty = outbox.withLock { box -> Bool in
-            box.append(frames)
-            return box.count == 1
+        let (next, wasEmpty) = state.withLock { state -> (UInt64, Bool) in
+            let next = (state.sequences[topic] ?? 0) + 1
+            state.sequences[topic] = next
+            state.outbox.append(eventFrames(topic: topic, sequence: next, heartbeat: false, payload: payload))
+            return (next, state.outbox.count == 1)
         }
         if wasEmpty { control.wakeup.signal() }
         return next
@@ -59,7 +62,15 @@ public final class Publisher: Sendable {
     /// The last sequence number published on `topic` (0 before the first). Read it together with the
     /// state a snapshot returns.
     public func sequence(of topic: String) -> UInt64 {
-        sequences.withLock { $0[topic] ?? 0 }
+        state.withLock { $0.sequences[topic] ?? 0 }
+    }
+
+    /// What is queued, taken, with every topic's last number as of it.
+    func takeOutbox() -> (events: [[[UInt8]]], sequences: [String: UInt64]) {
+        state.withLock { state in
+            defer { state.outbox = [] }
+            return (state.outbox, state.sequences)
+        }
     }
 
     func eventFrames(topic: String, sequence: UInt64, heartbeat: Bool, payload: [UInt8]) -> [[UInt8]] {
@@ -72,18 +83,10 @@ public final class Publisher: Sendable {
         return [Array(topic.utf8), (try? header.serializedBytes()) ?? [], payload]
     }
 
-    func nextSequence(_ topic: String) -> UInt64 {
-        sequences.withLock { all in
-            let next = (all[topic] ?? 0) + 1
-            all[topic] = next
-            return next
-        }
-    }
-
     /// Counts a number as used without sending it: what a subscriber sees when the network drops a message.
     /// Only for tests of the resync path.
     @_spi(Testing) public func loseNextEvent(on topic: String) {
-        _ = nextSequence(topic)
+        state.withLock { $0.sequences[topic] = ($0.sequences[topic] ?? 0) + 1 }
     }
 
     /// Sends what is queued and closes the socket.
@@ -132,25 +135,23 @@ final class PublisherLoop: @unchecked Sendable {
             if admits != nil { items.append(pollItem(socket: socket, events: ZMQ_POLLIN)) }
             do {
                 try zmqPoll(&items, timeoutMs: max(1, interval))
+                if items[0].readable { publisher.control.wakeup.drain() }
+                if zap != nil && items[1].readable { try zap?.serve() }
+                if admits != nil && items[items.count - 1].readable { try decideSubscriptions() }
+                // The queue first, then the heartbeat with the numbers read as it was taken: each number it
+                // announces has gone out before it.
+                let (events, sequences) = publisher.takeOutbox()
+                for frames in events { try socket.send(frames) }
                 if ContinuousClock.now >= nextHeartbeat {
                     nextHeartbeat = .now + heartbeat
-                    let sequences = publisher.sequences.withLock { $0 }
                     for (topic, sequence) in sequences {
                         try socket.send(publisher.eventFrames(topic: topic, sequence: sequence, heartbeat: true, payload: []))
                     }
                 }
-                if items[0].readable { publisher.control.wakeup.drain() }
-                if zap != nil && items[1].readable { try zap?.serve() }
-                if admits != nil && items[items.count - 1].readable { try decideSubscriptions() }
-                let events = publisher.outbox.withLock { box -> [[[UInt8]]] in
-                    defer { box = [] }
-                    return box
-                }
-                for frames in events { try socket.send(frames) }
             } catch {
                 logger.error("publisher error", metadata: ["error": "\(error)"])
             }
-            if publisher.control.isStopped && publisher.outbox.withLock({ $0.isEmpty }) { break }
+            if publisher.control.isStopped && publisher.state.withLock({ $0.outbox.isEmpty }) { break }
         }
     }
 

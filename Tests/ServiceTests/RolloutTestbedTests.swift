@@ -45,11 +45,14 @@ import TestSupport
 
             // The nodes they run on cordoned: the new revision's copies go elsewhere, each only once the old stopped.
             let used = Set(before.map(\.node))
-            for node in used {
-                var request = Sigma_V1_NodeRequest()
-                request.name = node
-                _ = try await cluster.client.call(SchedulerMethods.cordonNode, request)
+            func each(_ method: RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>) async throws {
+                for node in used {
+                    var request = Sigma_V1_NodeRequest()
+                    request.name = node
+                    _ = try await cluster.client.call(method, request)
+                }
             }
+            try await each(SchedulerMethods.cordonNode)
             try await cluster.apply("kv", replicas: 2, cpu: 100, memory: 16 << 20) { Self.kv(&$0, revision: 2) }
             try await cluster.eventually("the rollout to revision 2 done", within: .seconds(90)) {
                 try await RolloutTests.rollouts(cluster, "kv").first.map { $0.toRevision == 2 && $0.state == "Succeeded" } ?? false
@@ -70,11 +73,7 @@ import TestSupport
 
             // A revision whose image is missing: its first instance crash-loops, the rollout fails naming the
             // image and reverts; the second instance is never touched.
-            for node in used {
-                var request = Sigma_V1_NodeRequest()
-                request.name = node
-                _ = try await cluster.client.call(SchedulerMethods.uncordonNode, request)
-            }
+            try await each(SchedulerMethods.uncordonNode)
             let generations = after.map(\.generation)
             try await cluster.apply("kv", replicas: 2, cpu: 100, memory: 16 << 20) { spec in
                 Self.kv(&spec, revision: 2)
