@@ -1,7 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Protocol
 import RPC
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The version every Sigma executable reports.
 public let sigmaVersion = "0.1.0"
@@ -66,13 +70,67 @@ public struct ClientOptions: ParsableArguments, Sendable {
                                         serverPublicKey: try CurveKeyFile.publicKey(fileOrKey: serverKey))
     }
 
-    /// A client for `endpoints` (comma-separated replicas allowed).
+    /// A client for `endpoints` (comma-separated replicas allowed; see ``EndpointList/parse(_:)``).
     public func client(endpoints: String, timeout: Duration = .seconds(10), file: [String: String] = [:], logger: Logger) throws -> RPCClient {
-        var configuration = RPCClientConfiguration(
-            endpoints: endpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        var configuration = RPCClientConfiguration(endpoints: try EndpointList.parse(endpoints))
         configuration.defaultTimeout = timeout
         configuration.curve = try curve(file: file)
         return try RPCClient(configuration: configuration, logger: logger)
+    }
+}
+
+/// Endpoints as users write them: `tcp://HOST:PORT`, or `HOST:PORT` (tcp:// is the only transport), comma-separated.
+public enum EndpointList {
+    /// Each endpoint with its `tcp://`; anything else is a `ValidationError` that shows the accepted forms.
+    public static func parse(_ text: String) throws -> [String] {
+        let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !parts.isEmpty else { throw ValidationError("no endpoint given (expected tcp://HOST:PORT or HOST:PORT)") }
+        return try parts.map { part in
+            var address = Substring(part)
+            if address.hasPrefix("tcp://") {
+                address = address.dropFirst("tcp://".count)
+            } else if address.contains("://") {
+                throw ValidationError("endpoint \"\(part)\": only tcp:// is supported (tcp://HOST:PORT or HOST:PORT)")
+            }
+            guard let colon = address.lastIndex(of: ":"), colon != address.startIndex,
+                  let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port) else {
+                throw ValidationError("endpoint \"\(part)\": expected tcp://HOST:PORT or HOST:PORT, the port 1-65535")
+            }
+            return "tcp://" + address
+        }
+    }
+
+    /// Whether nothing listens at any of `endpoints` (each `tcp://HOST:PORT` with a numeric IPv4 host): every
+    /// TCP connect was refused at once. An endpoint that accepts, times out (within `within`), or names a
+    /// host by name counts as maybe there; a call then waits its deadline as usual.
+    public static func allRefuse(_ endpoints: [String], within: Duration = .milliseconds(500)) -> Bool {
+        !endpoints.isEmpty && endpoints.allSatisfy { refuses($0, within: within) }
+    }
+
+    static func refuses(_ endpoint: String, within: Duration) -> Bool {
+        let address = endpoint.dropFirst("tcp://".count)
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else { return false }
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, String(address[..<colon]), &target.sin_addr) == 1 else { return false }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        let started = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if started == 0 { return false }
+        if errno == ECONNREFUSED { return true }
+        guard errno == EINPROGRESS else { return false }
+        var poll = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let millis = Int32(within.components.seconds * 1000 + within.components.attoseconds / 1_000_000_000_000_000)
+        guard Glibc.poll(&poll, 1, millis) == 1 else { return false }
+        var failure: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &length)
+        return failure == ECONNREFUSED
     }
 }
 
@@ -88,7 +146,10 @@ public struct EndpointOptions: ParsableArguments, Sendable {
 
     public init() {}
 
-    public func endpoints(_ kind: ServiceKind) -> String {
+    public func endpoints(_ kind: ServiceKind) -> String { givenEndpoints(kind) ?? kind.defaultEndpoint }
+
+    /// `kind`'s endpoints when the flag, the variable or ~/.sigma/config names them.
+    public func givenEndpoints(_ kind: ServiceKind) -> String? {
         let flag: String? = switch kind {
         case .scheduler: scheduler
         case .allocator: allocator
@@ -97,15 +158,20 @@ public struct EndpointOptions: ParsableArguments, Sendable {
         case .discovery: discovery
         }
         return flag ?? environmentValue(kind.endpointVariable) ?? ConfigFile.load()[kind.rawValue]
-            ?? kind.defaultEndpoint
     }
 
     /// A client for `kind`'s endpoints with the per-call timeout and CURVE keys given; its logs stay quiet
-    /// (sigmactl reports errors itself).
-    public func client(_ kind: ServiceKind) throws -> RPCClient {
+    /// (sigmactl reports errors itself). When nothing listens at any of them (every connect refused) it fails
+    /// at once with `UNAVAILABLE`, instead of each call waiting out its deadline.
+    public func client(_ kind: ServiceKind, at given: String? = nil) throws -> RPCClient {
         var logger = Logger(label: "sigmactl")
         logger.logLevel = .critical
-        return try keys.client(endpoints: endpoints(kind), timeout: .milliseconds(Int(timeout * 1000)), file: ConfigFile.load(), logger: logger)
+        let list = try EndpointList.parse(given ?? endpoints(kind))
+        if EndpointList.allRefuse(list) {
+            throw RPCError.unavailable("nothing listens at \(list.joined(separator: ", ")) (is the \(kind.rawValue) running? "
+                           + "set --\(kind.rawValue), \(kind.endpointVariable) or ~/.sigma/config)")
+        }
+        return try keys.client(endpoints: list.joined(separator: ","), timeout: .milliseconds(Int(timeout * 1000)), file: ConfigFile.load(), logger: logger)
     }
 }
 

@@ -32,11 +32,12 @@ public enum AppManifest {
 
     /// Every app in `text` (several YAML documents may follow each other, separated by `---`).
     public static func parse(_ text: String) throws(ParseError) -> [AppSpec] {
-        let documents: [Node]
+        var documents: [Node] = []
         do {
-            documents = Array(try Yams.compose_all(yaml: text))
+            let parser = try Parser(yaml: text)
+            while let document = try parser.nextRoot() { documents.append(document) }
         } catch {
-            throw ParseError(problems: [SpecProblem(field: "(yaml)", reason: "\(error)".split(separator: "\n").first.map(String.init) ?? "not YAML")])
+            throw ParseError(problems: [yamlProblem(error)])
         }
         guard !documents.isEmpty else { throw ParseError(problems: [SpecProblem(field: "(yaml)", reason: "no document")]) }
         var specs: [AppSpec] = []
@@ -52,6 +53,30 @@ public enum AppManifest {
         }
         guard problems.isEmpty else { throw ParseError(problems: problems) }
         return specs
+    }
+
+    /// A YAML mistake (a bad indent, an unclosed quote, a tab, a key twice) as a problem that says where:
+    /// `(yaml): line 3, column 1: found a tab character where an indentation space is expected`.
+    static func yamlProblem(_ error: any Error) -> SpecProblem {
+        func at(_ mark: Mark, _ problem: String, _ context: YamlError.Context?) -> SpecProblem {
+            var reason = "line \(mark.line), column \(mark.column): \(problem)"
+            if let context, context.mark.line != mark.line || context.mark.column != mark.column {
+                reason += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"
+            }
+            return SpecProblem(field: "(yaml)", reason: reason)
+        }
+        switch error as? YamlError {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            return at(mark, problem, context)
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+            return at(context.mark, "\(keys) appear\(duplicates.count == 1 ? "s" : "") more than once in one mapping", nil)
+        case .reader(let problem, let offset, _, _):
+            return SpecProblem(field: "(yaml)", reason: "\(problem)" + (offset.map { " at byte \($0)" } ?? ""))
+        default:
+            return SpecProblem(field: "(yaml)", reason: "\(error)".split(separator: "\n").first.map(String.init) ?? "not YAML")
+        }
     }
 
     struct Reader {

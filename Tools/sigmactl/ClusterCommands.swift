@@ -9,21 +9,31 @@ import SwiftProtobuf
 
 /// `sigmactl apply -f app.yaml`: creates or updates apps, then waits until their instances run.
 struct ApplyCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "apply", abstract: "Create or update apps from a YAML file.")
-    @Option(name: .shortAndLong, help: "YAML file with one or more app specs (- for standard input).") var file: String
+    static let configuration = CommandConfiguration(
+        commandName: "apply", abstract: "Create or update apps from YAML files.",
+        discussion: """
+            Examples:
+              sigmactl apply -f web.yaml                 # create or update, then wait until its instances run
+              sigmactl apply -f web.yaml -f db.yaml      # several files; -f apps/ takes every .yaml and .yml in it
+              sigmactl get apps web -o yaml | sigmactl apply -f -
+              sigmactl apply -f web.yaml --dry-run       # what it would do: create, roll, apply live or nothing
+            """)
+    @Option(name: .shortAndLong, help: "A YAML file with one or more app specs, a folder of them, or - for standard input; repeatable.")
+    var file: [String]
     @Flag(help: "Return once applied, without waiting for the instances to run.") var noWait = false
     @Flag(help: "Check the specs and say what applying them would do (create, roll, apply live or nothing), changing nothing.") var dryRun = false
     @Option(help: "Seconds to wait for the instances to run.") var waitTimeout: Double = 300
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {
-        let specs = try readManifest(file)
+        let manifests = try readManifests(file)
+        let specs = manifests.map(\.spec)
         let client = try endpoints.client(.scheduler)
         var revisions: [Int64] = []
-        for spec in specs {
+        for (source, spec) in manifests {
             var request = Sigma_V1_ApplyAppRequest()
             request.spec = spec.wire
-            request.changeCause = "sigmactl apply -f \(file)"
+            request.changeCause = "sigmactl apply -f \(source)"
             request.dryRun = dryRun
             let answer = try await client.call(SchedulerMethods.applyApp, request)
             print(dryRun ? "app/\(spec.name) \(wouldDo(answer)) (dry run)"
@@ -37,20 +47,48 @@ struct ApplyCommand: AsyncParsableCommand {
     }
 }
 
-/// The app specs of a manifest file (- for standard input); a problem exits 2 with every problem listed.
-func readManifest(_ file: String) throws -> [AppSpec] {
-    let text: String
-    if file == "-" {
-        text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-    } else {
-        guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read \(file)") }
-        text = contents
+/// The app specs of manifest files, each with the file it came from: a folder stands for every `.yaml` and
+/// `.yml` file in it (by name), `-` for standard input. Every file is read; any problem exits 2 with every
+/// problem of every file listed, and an app named twice is one of them.
+func readManifests(_ files: [String]) throws -> [(source: String, spec: AppSpec)] {
+    var sources: [String] = []
+    for file in files {
+        var isFolder: ObjCBool = false
+        if file != "-", FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder.boolValue {
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: file)) ?? [])
+                .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+            guard !names.isEmpty else { throw CLIError(code: 2, message: "\(file): no .yaml or .yml file in this folder") }
+            sources += names.map { (file.hasSuffix("/") ? file : file + "/") + $0 }
+        } else {
+            sources.append(file)
+        }
     }
-    do {
-        return try AppManifest.parse(text)
-    } catch {
-        throw CLIError(code: 2, message: "\(file):\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
+    guard sources.filter({ $0 == "-" }).count <= 1 else { throw CLIError(code: 2, message: "-f -: standard input can be read only once") }
+    var manifests: [(source: String, spec: AppSpec)] = []
+    var problems: [String] = []
+    for source in sources {
+        let text: String
+        if source == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            do {
+                text = try String(contentsOfFile: source, encoding: .utf8)
+            } catch {
+                problems.append("\(source): cannot be read (\((error as NSError).localizedFailureReason ?? (error as NSError).localizedDescription))")
+                continue
+            }
+        }
+        do {
+            manifests += try AppManifest.parse(text).map { (source, $0) }
+        } catch {
+            problems.append("\(source == "-" ? "(standard input)" : source):\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
+        }
     }
+    for name in Set(manifests.map(\.spec.name)).sorted() where manifests.filter({ $0.spec.name == name }).count > 1 {
+        problems.append("app \(name) is given more than once (\(manifests.filter { $0.spec.name == name }.map(\.source).joined(separator: ", ")))")
+    }
+    guard problems.isEmpty else { throw CLIError(code: 2, message: problems.joined(separator: "\n")) }
+    return manifests
 }
 
 /// What a dry-run apply says it would do: "would be created", "would roll (revision 3 → 4)", ...
@@ -76,11 +114,12 @@ struct DiffCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
         abstract: "Show what applying a YAML file would change: exit 0 when nothing, 1 when something differs.")
-    @Option(name: .shortAndLong, help: "YAML file with one or more app specs (- for standard input).") var file: String
+    @Option(name: .shortAndLong, help: "A YAML file with one or more app specs, a folder of them, or - for standard input; repeatable.")
+    var file: [String]
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {
-        let specs = try readManifest(file)
+        let specs = try readManifests(file).map(\.spec)
         let client = try endpoints.client(.scheduler)
         var differs = false
         for spec in specs {

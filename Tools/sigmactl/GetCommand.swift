@@ -10,7 +10,23 @@ import SwiftProtobuf
 /// `sigmactl get nodes|apps|instances|pool|events`.
 struct GetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "get", abstract: "List nodes, apps, instances, the pool or events.")
-    enum Kind: String, ExpressibleByArgument, CaseIterable { case nodes, apps, instances, pool, events, quotas }
+    enum Kind: String, ExpressibleByArgument, CaseIterable {
+        case nodes, apps, instances, pool, events, quotas
+
+        /// Singular, plural and short forms, as kubectl takes them: node, nodes, no; app, apps; inst,
+        /// instance, instances; pool; event, events, ev; quota, quotas.
+        init?(argument: String) {
+            switch argument.lowercased() {
+            case "node", "nodes", "no": self = .nodes
+            case "app", "apps": self = .apps
+            case "inst", "instance", "instances": self = .instances
+            case "pool", "pools": self = .pool
+            case "event", "events", "ev": self = .events
+            case "quota", "quotas": self = .quotas
+            default: return nil
+            }
+        }
+    }
     @Argument(help: "nodes, apps, instances, pool, events or quotas.") var kind: Kind
     @Argument(help: "Only this one (a node, an app, an instance as APP-ORDINAL or its id, a team's quota).") var name: String?
     @Option(help: "Instances or events of this app only.") var app: String = ""
@@ -132,7 +148,19 @@ struct GetCommand: AsyncParsableCommand {
 /// `sigmactl describe node|app|instance NAME`: everything about one object, with its events.
 struct DescribeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "describe", abstract: "Show one node, app or instance with its events.")
-    enum Kind: String, ExpressibleByArgument, CaseIterable { case node, app, instance }
+    enum Kind: String, ExpressibleByArgument, CaseIterable {
+        case node, app, instance
+
+        /// Singular, plural and short forms, as `get` takes them.
+        init?(argument: String) {
+            switch GetCommand.Kind(argument: argument) {
+            case .nodes: self = .node
+            case .apps: self = .app
+            case .instances: self = .instance
+            default: return nil
+            }
+        }
+    }
     @Argument(help: "node, app or instance.") var kind: Kind
     @Argument(help: "Its name (an instance: APP-ORDINAL or its id).") var name: String
     @OptionGroup var endpoints: EndpointOptions

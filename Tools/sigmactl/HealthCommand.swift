@@ -5,8 +5,9 @@ import Protocol
 import RPC
 import ClientKit
 
-/// `sigmactl health`: calls `Health` on all five services and prints one table.
-/// Exits 1 when any service is unreachable or unhealthy.
+/// `sigmactl health`: calls `Health` on every service and prints one table: the control plane's four, and
+/// the agent of every registered node (the scheduler says where they listen) unless an agent endpoint is
+/// given. Exits 1 when any is unreachable or unhealthy.
 struct HealthCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "health", abstract: "Show whether every Sigma service is up and healthy.")
@@ -16,6 +17,8 @@ struct HealthCommand: AsyncParsableCommand {
 
     struct Row {
         let kind: ServiceKind
+        /// The agent's node, when the scheduler named it.
+        let node: String?
         let endpoint: String
         let answer: Sigma_V1_HealthResponse?
         let error: String?
@@ -23,26 +26,35 @@ struct HealthCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let rows = try await withThrowingTaskGroup(of: Row.self) { group in
-            for kind in ServiceKind.allCases {
-                let endpoint = endpoints.endpoints(kind)
-                let client = try endpoints.client(kind)
-                group.addTask {
+        var targets = ServiceKind.allCases.filter { $0 != .agent }.map { (kind: $0, node: String?.none, endpoint: endpoints.endpoints($0)) }
+        if let agents = endpoints.givenEndpoints(.agent) {
+            targets.append((.agent, nil, agents))
+        } else {
+            let nodes = (try? await endpoints.client(.scheduler).call(SchedulerMethods.listNodes, .init()).nodes) ?? []
+            let registered = nodes.filter { !$0.agentEndpoint.isEmpty }.sorted { $0.name < $1.name }
+            targets += registered.isEmpty ? [(.agent, nil, ServiceKind.agent.defaultEndpoint)] : registered.map { (.agent, $0.name, $0.agentEndpoint) }
+        }
+        let rows = try await withThrowingTaskGroup(of: (Int, Row).self) { group in
+            for (index, target) in targets.enumerated() {
+                group.addTask { [endpoints] in
                     do {
-                        return Row(kind: kind, endpoint: endpoint, answer: try await client.call(CommonMethods.health, .init()), error: nil)
+                        let client = try endpoints.client(target.kind, at: target.endpoint)
+                        let answer = try await client.call(CommonMethods.health, .init())
+                        return (index, Row(kind: target.kind, node: target.node, endpoint: target.endpoint, answer: answer, error: nil))
                     } catch {
-                        return Row(kind: kind, endpoint: endpoint, answer: nil, error: "\(error)")
+                        return (index, Row(kind: target.kind, node: target.node, endpoint: target.endpoint, answer: nil, error: "\(error)"))
                     }
                 }
             }
-            var rows: [Row] = []
+            var rows: [(Int, Row)] = []
             for try await row in group { rows.append(row) }
-            return rows.sorted { ServiceKind.allCases.firstIndex(of: $0.kind)! < ServiceKind.allCases.firstIndex(of: $1.kind)! }
+            return rows.sorted { $0.0 < $1.0 }.map(\.1)
         }
         switch output {
         case .json, .yaml:
             try printJSON(rows.map { row -> [String: Any] in
                 var object: [String: Any] = ["service": row.kind.rawValue, "endpoint": row.endpoint, "healthy": row.healthy]
+                if let node = row.node { object["node"] = node }
                 if let answer = row.answer {
                     object["version"] = answer.version
                     object["role"] = answer.role
@@ -66,7 +78,7 @@ struct HealthCommand: AsyncParsableCommand {
                             ? "\(dependency.name)=\(state) (\(dependency.detail))" : "\(dependency.name)=\(state)"
                     }.joined(separator: ", ")
                 } ?? row.error ?? ""
-                return [row.kind.rawValue, coloured(status), row.answer?.role ?? "-", row.answer?.version ?? "-",
+                return [row.kind.rawValue + (row.node.map { " \($0)" } ?? ""), coloured(status), row.answer?.role ?? "-", row.answer?.version ?? "-",
                         row.answer.map { formatUptime($0.uptimeSeconds) } ?? "-", row.endpoint, dependencies]
             })
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Protocol
 import RPC
 import ClientKit
 import Yams
@@ -16,7 +17,42 @@ struct Sigmactl: AsyncParsableCommand {
             DeleteCommand.self, CordonCommand.self, UncordonCommand.self, DrainCommand.self, MigrateCommand.self, QuotaCommand.self, PolicyCommand.self,
             LogsCommand.self, DiscoverCommand.self, ConfigCommand.self,
             AllocCommand.self, HealthCommand.self, MetricsCommand.self, KeysCommand.self, AccessCommand.self, AuditCommand.self,
+            VersionCommand.self,
         ])
+
+    /// ArgumentParser's runner, but misuse (an unknown flag, a missing argument, a bad value) exits 2 as
+    /// README.md says, with the verb's usage (ArgumentParser's own code for it is 64).
+    static func main() async {
+        do {
+            var parsed = try parseAsRoot()
+            if var verb = parsed as? AsyncParsableCommand { try await verb.run() } else { try parsed.run() }
+        } catch {
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+    }
+}
+
+/// `sigmactl version`: this client's version and each service's (from its Health answer).
+struct VersionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Show sigmactl's version and each service's.")
+    @Flag(help: "Only sigmactl's own.") var client = false
+    @OptionGroup var endpoints: EndpointOptions
+
+    func run() async throws {
+        print("sigmactl \(sigmaVersion) (protocol \(sigmaProtocolVersion))")
+        guard !client else { return }
+        for kind in ServiceKind.allCases where kind != .agent {
+            let version: String
+            do {
+                version = try await endpoints.client(kind).call(CommonMethods.health, .init()).version
+            } catch let error as RPCError {
+                version = "unreachable (\(error.code): \(error.message))"
+            }
+            print("\(kind.rawValue) \(version)")
+        }
+    }
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {

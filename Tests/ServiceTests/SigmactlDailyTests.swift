@@ -1,0 +1,118 @@
+import Foundation
+import Protocol
+import RPC
+import Testing
+import TestSupport
+
+/// sigmactl's daily habits against a real scheduler: endpoints without `tcp://`, failing fast when nothing
+/// listens, misuse exiting 2 with the verb's usage, kind aliases, several manifests at once (files, a folder,
+/// standard input), YAML mistakes with their line and column, `version`, and `health` finding the agents.
+@Suite struct SigmactlDailyTests {
+    static let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+
+    /// A loopback port nothing listens on: bound, read and closed again.
+    static func closedPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw TestSetupError("no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func shell(_ command: String) async throws -> (status: Int32, output: String) {
+        try await runProgramStatus("/bin/sh", ["-c", command])
+    }
+
+    @Test func dailyHabits() async throws {
+        try await SchedulerCluster.with { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            agent.start()
+            defer { agent.stop() }
+            let endpoint = cluster.endpoints[0]
+            let bare = String(endpoint.dropFirst("tcp://".count))
+            let flags = ["--scheduler", bare, "--timeout", "20"]
+
+            // An endpoint without tcp:// is taken; another transport or no port is refused naming the forms.
+            let (listed, nodes) = try await runProgramStatus(Self.sigmactl, ["get", "nodes"] + flags)
+            #expect(listed == 0 && nodes.contains("n1"), "\(nodes)")
+            for wrong in ["udp://127.0.0.1:7101", "127.0.0.1", "127.0.0.1:99999"] {
+                let (status, output) = try await runProgramStatus(Self.sigmactl, ["get", "nodes", "--scheduler", wrong])
+                #expect(status == 2 && (output.contains("expected tcp://HOST:PORT or HOST:PORT") || output.contains("only tcp:// is supported")),
+                        "\(wrong): \(status) \(output)")
+            }
+
+            // Nothing listening: it fails at once (UNAVAILABLE, exit 1) instead of waiting out --timeout 20.
+            let port = try Self.closedPort()
+            let started = ContinuousClock.now
+            let (refused, why) = try await runProgramStatus(Self.sigmactl, ["get", "nodes", "--scheduler", "127.0.0.1:\(port)", "--timeout", "20"])
+            let took = ContinuousClock.now - started
+            #expect(refused == 1 && why.contains("nothing listens at tcp://127.0.0.1:\(port)") && why.contains("is the scheduler running?"), "\(why)")
+            #expect(took < .seconds(5), "it waited \(took)")
+
+            // Misuse exits 2 with the verb's usage.
+            let (misuse, usage) = try await runProgramStatus(Self.sigmactl, ["get", "nodes", "--no-such-flag"] + flags)
+            #expect(misuse == 2 && usage.contains("Usage: sigmactl get"), "\(misuse) \(usage)")
+            let (badKind, kinds) = try await runProgramStatus(Self.sigmactl, ["get", "gadgets"] + flags)
+            #expect(badKind == 2 && kinds.contains("gadgets"), "\(kinds)")
+
+            // Kinds singular, plural or short, for get and describe alike.
+            for kind in ["node", "nodes", "no"] {
+                #expect(try await runProgram(Self.sigmactl, ["get", kind] + flags).contains("n1"), "get \(kind)")
+            }
+            #expect(try await runProgram(Self.sigmactl, ["describe", "nodes", "n1"] + flags).contains("name: n1"))
+
+            // Several manifests: two files, a folder, standard input; an app given twice is refused, nothing applied.
+            let folder = NSTemporaryDirectory() + "sigma-daily-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: folder + "/more", withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: folder) }
+            func app(_ name: String) -> String { "name: \(name)\nimage: oci:/images/\(name):1\nreplicas: 1\nresources: {request: {cpu: 100m}}\n" }
+            try app("a").write(toFile: folder + "/a.yaml", atomically: true, encoding: .utf8)
+            try app("b").write(toFile: folder + "/b.yaml", atomically: true, encoding: .utf8)
+            try app("c").write(toFile: folder + "/more/c.yml", atomically: true, encoding: .utf8)
+            try app("d").write(toFile: folder + "/more/d.yaml", atomically: true, encoding: .utf8)
+            try "not an app".write(toFile: folder + "/more/notes.txt", atomically: true, encoding: .utf8)
+            let (twice, duplicate) = try await runProgramStatus(
+                Self.sigmactl, ["apply", "-f", folder + "/a.yaml", "-f", folder + "/a.yaml", "--no-wait"] + flags)
+            #expect(twice == 2 && duplicate.contains("app a is given more than once"), "\(duplicate)")
+            #expect(try await cluster.client.call(SchedulerMethods.listApps, .init()).apps.isEmpty)
+            let files = try await runProgram(Self.sigmactl, ["apply", "-f", folder + "/a.yaml", "-f", folder + "/b.yaml", "--no-wait"] + flags)
+            #expect(files.contains("app/a applied (revision 1)") && files.contains("app/b applied (revision 1)"), "\(files)")
+            let inFolder = try await runProgram(Self.sigmactl, ["apply", "-f", folder + "/more", "--no-wait"] + flags)
+            #expect(inFolder.contains("app/c applied") && inFolder.contains("app/d applied") && !inFolder.contains("notes"), "\(inFolder)")
+            let piped = try await Self.shell("\(Self.sigmactl) get apps a -o yaml \(flags.joined(separator: " ")) | \(Self.sigmactl) apply -f - --no-wait \(flags.joined(separator: " "))")
+            #expect(piped.status == 0 && piped.output.contains("app/a unchanged"), "\(piped.output)")
+            let apps = try await cluster.client.call(SchedulerMethods.listApps, .init()).apps.map(\.spec.name).sorted()
+            #expect(apps == ["a", "b", "c", "d"])
+
+            // A YAML mistake: exit 2, the file, the line and column.
+            try "name: e\nimage: host\n  replicas: 3\n".write(toFile: folder + "/e.yaml", atomically: true, encoding: .utf8)
+            let (mistake, located) = try await runProgramStatus(Self.sigmactl, ["apply", "-f", folder + "/e.yaml"] + flags)
+            #expect(mistake == 2 && located.contains("\(folder)/e.yaml:") && located.contains("(yaml): line 3, column 11: "), "\(located)")
+
+            // version: the client's and each service's.
+            let version = try await runProgram(Self.sigmactl, ["version", "--client"])
+            #expect(version.hasPrefix("sigmactl 0."), "\(version)")
+
+            // health: the agents come from the registered nodes (one here, listening nowhere).
+            var register = Sigma_V1_RegisterNodeRequest()
+            register.name = "n9"
+            register.hostIp = "198.18.0.9"
+            register.capacity.cpuMillis = 1000
+            register.capacity.memoryBytes = 1 << 30
+            register.agentEndpoint = "tcp://127.0.0.1:\(port)"
+            _ = try await cluster.client.call(SchedulerMethods.registerNode, register)
+            let (unhealthy, table) = try await runProgramStatus(Self.sigmactl, ["health"] + flags)
+            #expect(unhealthy == 1 && table.contains("agent n9") && table.contains("tcp://127.0.0.1:\(port)"), "\(table)")
+            #expect(!table.contains("127.0.0.1:7103"), "not the default agent endpoint: \(table)")
+        }
+    }
+}
