@@ -17,6 +17,7 @@ import TestSupport
             ("tcp://127\\.0\\.0\\.1:[0-9]+", "tcp://127.0.0.1:<port>"),
             ("[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}", "YYYY-MM-DD hh:mm:ss"),
             ("(_unix_ms\"?[:=]? *\"?)[0-9]{13}", "$1<unix-ms>"),
+            ("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z", "YYYY-MM-DDThh:mm:ss.sssZ"),
             ("/tmp/sigma-golden-[0-9a-f]{8}", "<dir>"),
             ("public key: .*", "public key: <key>"),
             ("app/web index [0-9]+", "app/web index <n>"),

@@ -40,7 +40,7 @@ import TestSupport
             #expect(table.contains("CPU REQ/CAP") && table.contains("500m/4"), "\(table)")
             let pool = try await runProgram(sigmactl, ["get", "pool", "-o", "json"] + flags)
             let total = (try JSONSerialization.jsonObject(with: Data(pool.utf8)) as! [String: Any])["total"] as! [String: Any]
-            #expect((total["requested"] as! [String: Any])["cpuMillis"] as? String == "1000")
+            #expect((total["requested"] as! [String: Any])["cpu_millis"] as? Int == 1000, "snake_case, a number: \(total)")
 
             let described = try await runProgram(sigmactl, ["describe", "instance", "web-0"] + flags)
             #expect(described.contains("app: web") && described.contains("Scheduled") && described.contains("resources.limit.cpu_millis: 2000"))

@@ -35,10 +35,7 @@ struct DiscoverCommand: AsyncParsableCommand {
             response.app = app
             response.index = answer.index
             response.endpoints = answer.endpoints
-            var options = JSONEncodingOptions()
-            options.preserveProtoFieldNames = true
-            options.alwaysPrintInt64sAsNumbers = true
-            return try printStructured(json: try response.jsonString(options: options), as: output)
+            return try printMessage(response, as: output)
         }
         print("app/\(app) index \(answer.index)\(answer.fromCache ? " (from the cache file)" : "")")
         printTable(["ORDINAL", "STATE", "READY", "IP", "PORTS", "HOST"] + (output == .wide ? ["NODE", "IDC", "ID"] : []),

@@ -112,7 +112,7 @@ struct GetCommand: AsyncParsableCommand {
         var request = Sigma_V1_GetPoolRequest()
         request.groupBy = groupBy.split(separator: ",").map(String.init)
         let pool = try await client.call(SchedulerMethods.getPool, request)
-        if output.isStructured { return try printStructured(json: try pool.jsonString(), as: output) }
+        if output.isStructured { return try printMessage(pool, as: output) }
         func row(_ label: String, _ value: String, _ f: Sigma_V1_PoolFigures) -> [String] {
             [label, value, "\(f.readyNodes)/\(f.nodes)", Quantity.formatCPU(f.capacity.cpuMillis), Quantity.formatCPU(f.requested.cpuMillis),
              Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytesRounded(f.capacity.memoryBytes),
@@ -255,8 +255,4 @@ func duration(_ millis: Int64) -> String {
     }
 }
 
-func printMessages<M: SwiftProtobuf.Message>(_ messages: [M], as format: OutputFormat = .json) throws {
-    var options = JSONEncodingOptions()
-    options.preserveProtoFieldNames = true
-    try printStructured(json: "[" + (try messages.map { try $0.jsonString(options: options) }).joined(separator: ",\n") + "]", as: format)
-}
+

@@ -106,12 +106,6 @@ func printJSON(_ value: Any, as format: OutputFormat = .json) throws {
     print(String(decoding: data, as: UTF8.self))
 }
 
-/// Prints a JSON document (protobuf's JSON mapping of an answer) as it is, or as YAML.
-func printStructured(json: String, as format: OutputFormat) throws {
-    guard format == .yaml else { return print(json) }
-    try printJSON(try JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed]), as: .yaml)
-}
-
 /// The boolean a JSONSerialization value holds, if it is one (it hands booleans over as numbers, told apart only
 /// by their type code).
 func jsonBool(_ value: Any) -> Bool? {
