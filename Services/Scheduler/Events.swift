@@ -23,15 +23,29 @@ enum Events {
     }
 
     static func list(store: Store, kind: String, name: String, limit: Int) async throws -> [Sigma_V1_Event] {
+        try await list(store: store, kind: kind, name: name, app: "", sinceMillis: 0, limit: limit).events
+    }
+
+    /// The newest `limit` events that match, newest last: of one kind and object (either may be empty: all),
+    /// or of an app and its instances (`app`), at or after `sinceMillis` (0: all); `truncated` when more
+    /// matched. Each names its object as people do (an instance APP-ORDINAL while its row is there).
+    static func list(store: Store, kind: String, name: String, app: String, sinceMillis: Int64, limit: Int) async throws
+        -> (events: [Sigma_V1_Event], truncated: Bool)
+    {
         let rows = try await store.query(
             """
             SELECT * FROM (
-                SELECT id, kind, name, reason, message, (extract(epoch FROM at) * 1000)::bigint AS at_ms FROM events
-                WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR name = $2)
-                ORDER BY id DESC LIMIT $3) AS newest
+                SELECT e.id, e.kind, e.name, e.reason, e.message, (extract(epoch FROM e.at) * 1000)::bigint AS at_ms,
+                       CASE WHEN e.kind = 'instance' AND i.id IS NOT NULL THEN i.app || '-' || i.ordinal ELSE e.name END AS object
+                FROM events e LEFT JOIN instances i ON e.kind = 'instance' AND i.id::text = e.name
+                WHERE CASE WHEN $3 = '' THEN ($1 = '' OR e.kind = $1) AND ($2 = '' OR e.name = $2)
+                           ELSE (e.kind = 'app' AND e.name = $3) OR (e.kind = 'instance' AND i.app = $3) END
+                  AND ($4::bigint = 0 OR e.at >= to_timestamp($4::bigint / 1000.0))
+                ORDER BY e.id DESC LIMIT $5) AS newest
             ORDER BY id
-            """, kind, name, limit)
-        return try rows.map(event)
+            """, kind, name, app, sinceMillis, limit + 1)
+        let events = try rows.map(event)
+        return (Array(events.suffix(limit)), events.count > limit)
     }
 
     static func event(_ row: Row) throws -> Sigma_V1_Event {
@@ -42,6 +56,7 @@ enum Events {
         event.reason = try row.decode(String.self, "reason")
         event.message = try row.decode(String.self, "message")
         event.atUnixMs = try row.decode(Int64.self, "at_ms")
+        event.object = (try? row.decode(String.self, "object")) ?? event.name
         return event
     }
 }

@@ -112,9 +112,14 @@ extension SchedulerCommand {
         }
         handlers.register(SchedulerMethods.getRoutes) { _, _ in try await Assignments.routes(store: store, publisher: publisher) }
         handlers.register(SchedulerMethods.listEvents) { request, _ in
+            guard request.app.isEmpty || AppSpec.isValidName(request.app) else {
+                throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name")
+            }
+            guard request.sinceUnixMs >= 0 else { throw RPCError.invalidArgument("since_unix_ms: must not be negative") }
             var response = Sigma_V1_ListEventsResponse()
-            response.events = try await Events.list(
-                store: store, kind: request.kind, name: request.name, limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)))
+            (response.events, response.truncated) = try await Events.list(
+                store: store, kind: request.kind, name: request.name, app: request.app, sinceMillis: request.sinceUnixMs,
+                limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)))
             return response
         }
     }

@@ -93,6 +93,17 @@ import TestSupport
             let apps = try await cluster.client.call(SchedulerMethods.listApps, .init()).apps.map(\.spec.name).sorted()
             #expect(apps == ["a", "b", "c", "d"])
 
+            // Events: an app's with its instances', instances by name; --since, --limit with a notice when cut.
+            try await cluster.eventually("a-0 placed") { try await cluster.instance("a")?.node == "n1" }
+            let events = try await runProgram(Self.sigmactl, ["get", "events", "--app", "a", "--since", "1h"] + flags)
+            #expect(events.contains("app/a ") && events.contains("instance/a-0 ") && !events.contains("instance/b-0"), "\(events)")
+            let (cut, notice) = try await runProgramStatus(Self.sigmactl, ["get", "events", "--app", "a", "--limit", "1"] + flags)
+            #expect(cut == 0 && notice.contains("(the newest 1 events shown; more matched"), "\(notice)")
+            let (later, none) = try await runProgramStatus(Self.sigmactl, ["get", "events", "--since", "0s", "-o", "json"] + flags)
+            #expect(later == 0 && none.hasPrefix("["), "\(none)")
+            let (badSince, _) = try await runProgramStatus(Self.sigmactl, ["get", "events", "--since", "soon"] + flags)
+            #expect(badSince == 2)
+
             // A YAML mistake: exit 2, the file, the line and column.
             try "name: e\nimage: host\n  replicas: 3\n".write(toFile: folder + "/e.yaml", atomically: true, encoding: .utf8)
             let (mistake, located) = try await runProgramStatus(Self.sigmactl, ["apply", "-f", folder + "/e.yaml"] + flags)

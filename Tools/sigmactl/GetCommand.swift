@@ -29,14 +29,25 @@ struct GetCommand: AsyncParsableCommand {
     }
     @Argument(help: "nodes, apps, instances, pool, events or quotas.") var kind: Kind
     @Argument(help: "Only this one (a node, an app, an instance as APP-ORDINAL or its id, a team's quota).") var name: String?
-    @Option(help: "Instances or events of this app only.") var app: String = ""
+    @Option(help: "Instances of this app only; events of this app and its instances.") var app: String = ""
     @Option(help: "Instances on this node, or this node's events, only.") var node: String = ""
     @Option(help: "Pool grouped by these keys (comma-separated; default region,idc,isp).") var groupBy: String = ""
+    @Option(help: "Events: only those of the last DURATION (90s, 10m, 2h, 1d).") var since: String?
+    @Option(help: "Events: at most this many, the newest (1-10000).") var limit: UInt32 = 200
     @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
     @OptionGroup var endpoints: EndpointOptions
 
     func validate() throws {
         if name != nil && (kind == .pool || kind == .events) { throw ValidationError("get \(kind.rawValue) takes no name") }
+        if let since, Self.seconds(since) == nil { throw ValidationError("--since \(since): expected a duration like 90s, 10m, 2h or 1d") }
+        guard (1...10_000).contains(limit) else { throw ValidationError("--limit \(limit): between 1 and 10000") }
+    }
+
+    /// "90s", "10m", "2h", "1d" (or plain seconds) in seconds; nil when it is none of these.
+    static func seconds(_ text: String) -> Double? {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = text.last.flatMap({ units[$0] }), let count = Double(text.dropLast()), count >= 0 { return count * unit }
+        return Double(text).flatMap { $0 >= 0 ? $0 : nil }
     }
 
     /// `items`, or the one named `name` (NOT_FOUND when there is none).
@@ -125,13 +136,19 @@ struct GetCommand: AsyncParsableCommand {
 
     private func events(_ client: RPCClient) async throws {
         var request = Sigma_V1_ListEventsRequest()
-        request.limit = 200
-        if !app.isEmpty { (request.kind, request.name) = ("app", app) }
+        request.limit = limit
+        request.app = app
         if !node.isEmpty { (request.kind, request.name) = ("node", node) }
-        let events = try await client.call(SchedulerMethods.listEvents, request).events
-        if output.isStructured { return try printMessages(events, as: output) }
-        printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], events.map { event in
-            [timestamp(event.atUnixMs), "\(event.kind)/\(event.name)", event.reason, event.message]
+        if let since, let seconds = Self.seconds(since) {
+            request.sinceUnixMs = max(1, Int64((Date().timeIntervalSince1970 - seconds) * 1000))
+        }
+        let answer = try await client.call(SchedulerMethods.listEvents, request)
+        if answer.truncated {
+            FileHandle.standardError.write(Data("(the newest \(limit) events shown; more matched: --limit or --since)\n".utf8))
+        }
+        if output.isStructured { return try printMessages(answer.events, as: output) }
+        printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], answer.events.map { event in
+            [timestamp(event.atUnixMs), "\(event.kind)/\(event.object.isEmpty ? event.name : event.object)", event.reason, event.message]
         })
     }
 

@@ -2208,22 +2208,34 @@ public nonisolated struct Sigma_V1_Event: Sendable {
 
   public var atUnixMs: Int64 = 0
 
+  /// The object as people name it: an instance as APP-ORDINAL ("peers-2"; its id once the instance is gone),
+  /// a node or an app by its name.
+  public var object: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// Method "ListEvents" (idempotent): newest last.
+/// Method "ListEvents" (idempotent): the newest `limit` of those that match, newest last.
 public nonisolated struct Sigma_V1_ListEventsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// "node", "app" or "instance", and its name (an instance's id); empty: every kind / every object.
   public var kind: String = String()
 
   public var name: String = String()
 
+  /// 0: 100; at most 10000.
   public var limit: UInt32 = 0
+
+  /// An app's events and its instances' (kind and name are then ignored).
+  public var app: String = String()
+
+  /// Only events at or after this time (0: all kept).
+  public var sinceUnixMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2236,6 +2248,9 @@ public nonisolated struct Sigma_V1_ListEventsResponse: Sendable {
   // methods supported on all messages.
 
   public var events: [Sigma_V1_Event] = []
+
+  /// More events matched than `limit`: the oldest of them are left out.
+  public var truncated: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -6073,7 +6088,7 @@ nonisolated extension Sigma_V1_RouteEvent: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Sigma_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Event"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{1}name\0\u{1}reason\0\u{1}message\0\u{3}at_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{1}name\0\u{1}reason\0\u{1}message\0\u{3}at_unix_ms\0\u{1}object\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6087,6 +6102,7 @@ nonisolated extension Sigma_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.atUnixMs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.object) }()
       default: break
       }
     }
@@ -6111,6 +6127,9 @@ nonisolated extension Sigma_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.atUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.atUnixMs, fieldNumber: 6)
     }
+    if !self.object.isEmpty {
+      try visitor.visitSingularStringField(value: self.object, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6121,6 +6140,7 @@ nonisolated extension Sigma_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.reason != rhs.reason {return false}
     if lhs.message != rhs.message {return false}
     if lhs.atUnixMs != rhs.atUnixMs {return false}
+    if lhs.object != rhs.object {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6128,7 +6148,7 @@ nonisolated extension Sigma_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Sigma_V1_ListEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}name\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}name\0\u{1}limit\0\u{1}app\0\u{3}since_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6139,6 +6159,8 @@ nonisolated extension Sigma_V1_ListEventsRequest: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.app) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.sinceUnixMs) }()
       default: break
       }
     }
@@ -6154,6 +6176,12 @@ nonisolated extension Sigma_V1_ListEventsRequest: SwiftProtobuf.Message, SwiftPr
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
     }
+    if !self.app.isEmpty {
+      try visitor.visitSingularStringField(value: self.app, fieldNumber: 4)
+    }
+    if self.sinceUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sinceUnixMs, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6161,6 +6189,8 @@ nonisolated extension Sigma_V1_ListEventsRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.kind != rhs.kind {return false}
     if lhs.name != rhs.name {return false}
     if lhs.limit != rhs.limit {return false}
+    if lhs.app != rhs.app {return false}
+    if lhs.sinceUnixMs != rhs.sinceUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6168,7 +6198,7 @@ nonisolated extension Sigma_V1_ListEventsRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Sigma_V1_ListEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListEventsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{1}truncated\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6177,6 +6207,7 @@ nonisolated extension Sigma_V1_ListEventsResponse: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
       default: break
       }
     }
@@ -6186,11 +6217,15 @@ nonisolated extension Sigma_V1_ListEventsResponse: SwiftProtobuf.Message, SwiftP
     if !self.events.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
     }
+    if self.truncated != false {
+      try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_ListEventsResponse, rhs: Sigma_V1_ListEventsResponse) -> Bool {
     if lhs.events != rhs.events {return false}
+    if lhs.truncated != rhs.truncated {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
