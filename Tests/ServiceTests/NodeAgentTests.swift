@@ -110,7 +110,7 @@ import TestSupport
         try await SchedulerCluster.forAgents { cluster in
             try await RealAgent.with(cluster) { agent in
                 try await cluster.apply("job", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
-                    Self.service(&spec, script: "echo working; exit 3")
+                    Self.service(&spec, script: "echo starting; echo working; exit 3")
                     spec.restartPolicy = "Never"
                 }
                 try await cluster.apply("hog", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
@@ -139,9 +139,12 @@ import TestSupport
                 // sigmactl logs finds the node's agent through the scheduler; -f ends when the instance has ended.
                 let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
                 let scheduler = ["--scheduler", cluster.endpoints.joined(separator: ",")]
-                #expect(try await runProgram(sigmactl, ["logs", "job-0"] + scheduler) == "working")
-                #expect(try await runProgram(sigmactl, ["logs", "-f", "job-0"] + scheduler) == "working")
-                #expect(try await runProgram(sigmactl, ["logs", "--tail", "4", "job-0"] + scheduler) == "ing")
+                #expect(try await runProgram(sigmactl, ["logs", "job-0"] + scheduler) == "starting\nworking")
+                #expect(try await runProgram(sigmactl, ["logs", "-f", "job-0"] + scheduler) == "starting\nworking")
+                #expect(try await runProgram(sigmactl, ["logs", "--tail", "1", "job-0"] + scheduler) == "working", "lines, not bytes")
+                #expect(try await runProgram(sigmactl, ["logs", "--tail", "5", "job-0"] + scheduler) == "starting\nworking")
+                #expect(try await runProgram(sigmactl, ["logs", "--tail", "1", "-f", "job-0"] + scheduler) == "working")
+                #expect(try await runProgram(sigmactl, ["logs", "--limit-bytes", "4", "job-0"] + scheduler) == "ing")
                 let flaky = try #require(try await agent.localInstances().first { $0.app == "flaky" })
                 #expect(flaky.restarts >= 1)
                 // A missing image fails the start with the reason; with restart policy Never that is final, and

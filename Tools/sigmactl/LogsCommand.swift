@@ -10,7 +10,13 @@ struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print an instance's stdout and stderr.")
     @Argument(help: "The instance: APP-ORDINAL or its id.") var instance: String
     @Flag(name: .shortAndLong, help: "Keep printing new output until the instance ends (or Ctrl-C).") var follow = false
-    @Option(help: "Start with the last this many bytes (default: the whole current file).") var tail: Int64?
+    @Option(help: "Start with the last this many lines (default: the whole current file).") var tail: Int?
+    @Option(help: "Start with at most the last this many bytes.") var limitBytes: Int64?
+
+    func validate() throws {
+        if let tail, tail < 0 { throw ValidationError("--tail \(tail): a number of lines, 0 or more") }
+        if let limitBytes, limitBytes < 1 { throw ValidationError("--limit-bytes \(limitBytes): 1 or more") }
+    }
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {
@@ -33,8 +39,35 @@ struct LogsCommand: AsyncParsableCommand {
         let agent = try options.client(.agent)
         var request = Sigma_V1_ReadLogsRequest()
         request.instanceID = found.id
-        request.offset = tail.map { _ in -1 } ?? 0
-        request.maxBytes = UInt32(clamping: tail ?? Int64(1 << 20))
+        if let tail {
+            // The end of the file, read back further until it holds `tail` whole lines (or is all of it).
+            var window: UInt32 = UInt32(clamping: max(4096, tail * 160))
+            while true {
+                request.offset = -1
+                request.maxBytes = min(window, UInt32(clamping: limitBytes ?? Int64(UInt32.max)))
+                let answer = try await agent.call(AgentMethods.readLogs, request)
+                var lines = answer.data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+                let endsWithNewline = lines.last?.isEmpty ?? true
+                if endsWithNewline { lines.removeLast() }
+                // All of the file, or as far back as allowed; else enough lines that the first kept one is whole.
+                let complete = answer.data.count < Int(request.maxBytes) || request.maxBytes < window || window >= 64 << 20
+                if lines.count > tail || complete {
+                    let kept = lines.suffix(tail)
+                    var text = Data(kept.joined(separator: [UInt8(ascii: "\n")]))
+                    if endsWithNewline && !kept.isEmpty { text.append(UInt8(ascii: "\n")) }
+                    FileHandle.standardOutput.write(text)
+                    request.offset = answer.nextOffset
+                    if !follow || answer.ended { return }
+                    break
+                }
+                window *= 4
+            }
+            request.maxBytes = 1 << 20
+            request.waitMs = 10_000
+        } else {
+            request.offset = limitBytes.map { _ in -1 } ?? 0
+            request.maxBytes = UInt32(clamping: limitBytes ?? Int64(1 << 20))
+        }
         while true {
             let answer = try await agent.call(AgentMethods.readLogs, request)
             FileHandle.standardOutput.write(answer.data)
