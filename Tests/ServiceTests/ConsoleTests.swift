@@ -11,7 +11,7 @@ import TestSupport
             request = urllib.request.Request(sys.argv[1])
             if len(sys.argv) > 2: request.add_header("Authorization", sys.argv[2])
             try:
-                response = urllib.request.urlopen(request, timeout=10); print(response.status); print(response.read().decode())
+                response = urllib.request.urlopen(request, timeout=60); print(response.status); print(response.read().decode())
             except urllib.error.HTTPError as e:
                 print(e.code); print(e.headers.get("WWW-Authenticate", "")); print(e.read().decode())
             """
