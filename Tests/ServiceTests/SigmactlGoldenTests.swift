@@ -35,10 +35,21 @@ import TestSupport
         return text
     }
 
+    /// The rows of the table under the last "Events" heading sorted: events of several instances, reported by
+    /// different agents, interleave in any order (their times are masked alike).
+    static func eventsSorted(_ text: String) -> String {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let heading = lines.lastIndex(where: { $0.hasPrefix("Events") }), heading + 2 < lines.count else { return text }
+        let rows = lines[(heading + 2)...].filter { !$0.isEmpty }.sorted()
+        lines.replaceSubrange((heading + 2)..., with: rows + [""])
+        return lines.joined(separator: "\n")
+    }
+
     /// Runs sigmactl ARGS and compares `$ sigmactl ARGS`, its output and its exit status with the golden file NAME.
-    static func golden(_ name: String, _ arguments: [String], flags: [String]) async throws {
+    static func golden(_ name: String, _ arguments: [String], flags: [String], eventsInAnyOrder: Bool = false) async throws {
         let result = try await runProgramStatus(ServiceProcess.binDirectory + "/sigmactl", arguments + flags)
-        let shown = masked("$ sigmactl \(arguments.joined(separator: " "))\n\(result.output)" + (result.status == 0 ? "" : "[exit \(result.status)]\n"))
+        var shown = masked("$ sigmactl \(arguments.joined(separator: " "))\n\(result.output)" + (result.status == 0 ? "" : "[exit \(result.status)]\n"))
+        if eventsInAnyOrder { shown = eventsSorted(shown) }
         let path = "\(folder)/\(name).txt"
         if update {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -91,7 +102,7 @@ import TestSupport
             try await Self.golden("get-pool", ["get", "pool", "--group-by", "idc"], flags: flags)
             try await Self.golden("get-pool-yaml", ["get", "pool", "--group-by", "idc", "-o", "yaml"], flags: flags)
             try await cluster.eventually("the new app's rollout done") { try await RolloutTests.rollouts(cluster, "web").first?.state == "Succeeded" }
-            try await Self.golden("describe-app", ["describe", "app", "web"], flags: flags)
+            try await Self.golden("describe-app", ["describe", "app", "web"], flags: flags, eventsInAnyOrder: true)
             try await Self.golden("describe-node", ["describe", "node", "n1"], flags: flags)
             try await Self.golden("discover", ["discover", "web"], flags: flags)
             try await Self.golden("alloc-pools", ["alloc", "pools"], flags: flags)

@@ -162,7 +162,9 @@ struct GetCommand: AsyncParsableCommand {
     }
 }
 
-/// `sigmactl describe node|app|instance NAME`: everything about one object, with its events.
+/// `sigmactl describe node|app|instance NAME`: everything about one object, with its events; an app as a
+/// summary: its state, its spec in the manifest form, its instances, revisions, newest rollout and the events
+/// of it and its instances.
 struct DescribeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "describe", abstract: "Show one node, app or instance with its events.")
     enum Kind: String, ExpressibleByArgument, CaseIterable {
@@ -184,6 +186,7 @@ struct DescribeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try endpoints.client(.scheduler)
+        if kind == .app { return try await describeApp(client) }
         var object: any SwiftProtobuf.Message
         var eventName = name
         switch kind {
@@ -273,3 +276,49 @@ func duration(_ millis: Int64) -> String {
 }
 
 
+
+extension DescribeCommand {
+    /// An app for people: what it is and how it is doing, then what it runs, its history and its events.
+    func describeApp(_ client: RPCClient) async throws {
+        var request = Sigma_V1_AppRequest()
+        request.name = name
+        let app = try await client.call(SchedulerMethods.getApp, request).app
+        var list = Sigma_V1_ListInstancesRequest()
+        list.app = name
+        let instances = try await client.call(SchedulerMethods.listInstances, list).instances.sorted { $0.ordinal < $1.ordinal }
+        let revisions = try await client.call(SchedulerMethods.rolloutHistory, request).revisions
+        let rollout = try await newestRollout(client, app: name)
+        var events = Sigma_V1_ListEventsRequest()
+        events.app = name
+        events.limit = 20
+        let recent = try await client.call(SchedulerMethods.listEvents, events)
+
+        let states = app.states.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        for (field, value) in [
+            ("Name:", app.spec.name), ("Team:", app.spec.team.isEmpty ? "-" : app.spec.team),
+            ("Revision:", "\(app.revision), created \(timestamp(app.createdUnixMs)), updated \(timestamp(app.updatedUnixMs))"),
+            ("Ready:", "\(app.ready)/\(app.spec.replicas)" + (states.isEmpty ? "" : " (\(states))")),
+            ("Rollout:", rollout.map { rolloutLine($0).replacingOccurrences(of: "app/\(name): ", with: "") } ?? "-"),
+        ] {
+            print(field.padding(toLength: 10, withPad: " ", startingAt: 0) + value)
+        }
+        print("\nSpec:")
+        print(try manifestText(app.spec).split(separator: "\n", omittingEmptySubsequences: false).map { $0.isEmpty ? "" : "  " + $0 }
+            .joined(separator: "\n"), terminator: "")
+        print("\nInstances:")
+        printTable(["NAME", "STATE", "READY", "RESTARTS", "REVISION", "NODE", "IP", "HOST PORTS", "REASON"], instances.map { instance in
+            [instanceName(instance), coloured(instance.state), instance.ready ? "yes" : "no", "\(instance.restarts)", "\(instance.revision)",
+             instance.node.isEmpty ? "-" : instance.node, instance.ip.isEmpty ? "-" : instance.ip,
+             instance.hostPorts.isEmpty ? "-" : instance.hostPorts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
+             instance.pendingReason.isEmpty ? (instance.reason.isEmpty ? "-" : instance.reason) : instance.pendingReason]
+        })
+        print("\nRevisions:")
+        printTable(["REVISION", "TIME", "BY", "CHANGE-CAUSE"], revisions.suffix(10).map {
+            ["\($0.revision)", timestamp($0.createdUnixMs), $0.appliedBy, $0.changeCause]
+        })
+        print("\nEvents (of the app and its instances\(recent.truncated ? ", the newest 20" : "")):")
+        printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], recent.events.map {
+            [timestamp($0.atUnixMs), "\($0.kind)/\($0.object.isEmpty ? $0.name : $0.object)", $0.reason, $0.message]
+        })
+    }
+}
