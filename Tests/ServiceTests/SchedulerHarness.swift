@@ -190,6 +190,8 @@ final class SimulatedAgent: Sendable {
         var unready: Set<String> = []
         /// Images whose instances it reports crash-looping: BackOff after 3 restarts, "exit 1".
         var crashing: Set<String> = []
+        /// What each app's running instances report using: CPU millicores, memory bytes.
+        var usage: [String: (cpu: Int64, memory: Int64)] = [:]
     }
     let state = Mutex(State())
     let loop = Mutex<Task<Void, Never>?>(nil)
@@ -236,6 +238,11 @@ final class SimulatedAgent: Sendable {
         state.withLock { _ = $0.crashing.insert(image) }
     }
 
+    /// Reports each running instance of `app` using this much from the next beat on.
+    func setUsage(_ app: String, cpuMillis: Int64, memoryBytes: Int64) {
+        state.withLock { $0.usage[app] = (cpuMillis, memoryBytes) }
+    }
+
     /// One heartbeat after syncing with the assignments.
     @discardableResult
     func beat() async throws -> Sigma_V1_HeartbeatResponse {
@@ -264,6 +271,10 @@ final class SimulatedAgent: Sendable {
                     status.reason = "exit 1"
                 }
                 if let assignment = wanted[id] { status.appliedLimit = assignment.resources.limit }
+                if let used = state.usage[wanted[id]?.app ?? ""] {
+                    status.usage.cpuMillis = used.cpu
+                    status.usage.memoryBytes = used.memory
+                }
                 return status
             }
             for (id, generation) in state.stopped {

@@ -104,6 +104,18 @@ import TestSupport
             let (badSince, _) = try await runProgramStatus(Self.sigmactl, ["get", "events", "--since", "soon"] + flags)
             #expect(badSince == 2)
 
+            // top: what instances use beside their requests and limits, and the nodes' sums.
+            agent.setUsage("a", cpuMillis: 50, memoryBytes: 64 << 20)
+            try await cluster.eventually("a-0's usage reported") { try await cluster.instance("a")?.usage.cpuMillis == 50 }
+            let top = try await runProgram(Self.sigmactl, ["top", "instances", "--app", "a"] + flags)
+            #expect(top.contains("NAME") && top.contains("MEM% OF LIMIT"), "\(top)")
+            let row = top.split(separator: "\n").first { $0.hasPrefix("a-0 ") }.map { $0.split(separator: " ").map(String.init) }
+            #expect(row == ["a-0", "n1", "50m", "100m", "none", "64Mi", "0", "none", "-"], "\(top)")
+            let topNodes = try await runProgram(Self.sigmactl, ["top", "nodes", "--sort-by", "cpu"] + flags)
+            #expect(topNodes.split(separator: "\n").contains { $0.hasPrefix("n1 ") }, "\(topNodes)")
+            let (badTop, _) = try await runProgramStatus(Self.sigmactl, ["top", "apps"] + flags)
+            #expect(badTop == 2)
+
             // A YAML mistake: exit 2, the file, the line and column.
             try "name: e\nimage: host\n  replicas: 3\n".write(toFile: folder + "/e.yaml", atomically: true, encoding: .utf8)
             let (mistake, located) = try await runProgramStatus(Self.sigmactl, ["apply", "-f", folder + "/e.yaml"] + flags)

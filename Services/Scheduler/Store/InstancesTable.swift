@@ -311,7 +311,8 @@ enum InstancesTable {
         i.id::text AS id, i.app, i.ordinal, coalesce(i.node, '') AS node, i.state, i.generation, i.revision, i.ip,
         i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
         i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes,
-        i.applied_cpu_millis, i.applied_memory_bytes, i.pending_reason, i.reason, i.exit_code, i.ready, i.restarts,
+        i.applied_cpu_millis, i.applied_memory_bytes, i.usage_cpu_millis, i.usage_memory_bytes, i.pending_reason, i.reason, i.exit_code,
+        i.ready, i.restarts,
         coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
         (extract(epoch FROM i.created_at) * 1000)::bigint AS created_ms, (extract(epoch FROM i.updated_at) * 1000)::bigint AS updated_ms,
         coalesce(host(n.host_ip), '') AS host_ip
@@ -339,6 +340,8 @@ enum InstancesTable {
         if let cpu = try row.decode(Int64?.self, "applied_cpu_millis"), let memory = try row.decode(Int64?.self, "applied_memory_bytes") {
             instance.appliedLimit = Resources(cpuMillis: cpu, memoryBytes: memory).wire
         }
+        instance.usage.cpuMillis = try row.decode(Int64.self, "usage_cpu_millis")
+        instance.usage.memoryBytes = try row.decode(Int64.self, "usage_memory_bytes")
         instance.pendingReason = try row.decode(String.self, "pending_reason")
         instance.reason = try row.decode(String.self, "reason")
         instance.exitCode = try row.decode(Int32.self, "exit_code")

@@ -1784,6 +1784,16 @@ public nonisolated struct Sigma_V1_Instance: @unchecked Sendable {
     set {_uniqueStorage()._nextRetryUnixMs = newValue}
   }
 
+  /// What it used at its agent's last report (CPU over the last interval, memory now); zero when not running.
+  public var usage: Sigma_V1_NodeUsage {
+    get {_storage._usage ?? Sigma_V1_NodeUsage()}
+    set {_uniqueStorage()._usage = newValue}
+  }
+  /// Returns true if `usage` has been explicitly set.
+  public var hasUsage: Bool {_storage._usage != nil}
+  /// Clears the value of `usage`. Subsequent reads from it will return its default value.
+  public mutating func clearUsage() {_uniqueStorage()._usage = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -5081,7 +5091,7 @@ nonisolated extension Sigma_V1_ListTeamPoliciesResponse: SwiftProtobuf.Message, 
 
 nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Instance"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{1}ordinal\0\u{1}node\0\u{1}state\0\u{1}generation\0\u{1}ip\0\u{3}host_ports\0\u{3}ssd_paths\0\u{1}resources\0\u{3}applied_limit\0\u{3}pending_reason\0\u{1}reason\0\u{3}exit_code\0\u{1}ready\0\u{3}created_unix_ms\0\u{3}updated_unix_ms\0\u{1}revision\0\u{3}host_ip\0\u{3}state_code\0\u{1}restarts\0\u{3}next_retry_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}app\0\u{1}ordinal\0\u{1}node\0\u{1}state\0\u{1}generation\0\u{1}ip\0\u{3}host_ports\0\u{3}ssd_paths\0\u{1}resources\0\u{3}applied_limit\0\u{3}pending_reason\0\u{1}reason\0\u{3}exit_code\0\u{1}ready\0\u{3}created_unix_ms\0\u{3}updated_unix_ms\0\u{1}revision\0\u{3}host_ip\0\u{3}state_code\0\u{1}restarts\0\u{3}next_retry_unix_ms\0\u{1}usage\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -5106,6 +5116,7 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
     var _stateCode: Sigma_V1_InstanceStateCode = .instanceStateUnspecified
     var _restarts: Int32 = 0
     var _nextRetryUnixMs: Int64 = 0
+    var _usage: Sigma_V1_NodeUsage? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5138,6 +5149,7 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
       _stateCode = source._stateCode
       _restarts = source._restarts
       _nextRetryUnixMs = source._nextRetryUnixMs
+      _usage = source._usage
     }
   }
 
@@ -5178,6 +5190,7 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
         case 20: try { try decoder.decodeSingularEnumField(value: &_storage._stateCode) }()
         case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._restarts) }()
         case 22: try { try decoder.decodeSingularInt64Field(value: &_storage._nextRetryUnixMs) }()
+        case 23: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
         default: break
         }
       }
@@ -5256,6 +5269,9 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
       if _storage._nextRetryUnixMs != 0 {
         try visitor.visitSingularInt64Field(value: _storage._nextRetryUnixMs, fieldNumber: 22)
       }
+      try { if let v = _storage._usage {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -5287,6 +5303,7 @@ nonisolated extension Sigma_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._M
         if _storage._stateCode != rhs_storage._stateCode {return false}
         if _storage._restarts != rhs_storage._restarts {return false}
         if _storage._nextRetryUnixMs != rhs_storage._nextRetryUnixMs {return false}
+        if _storage._usage != rhs_storage._usage {return false}
         return true
       }
       if !storagesAreEqual {return false}
