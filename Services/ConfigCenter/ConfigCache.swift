@@ -32,6 +32,12 @@ final class ConfigCache: Sendable {
         }
     }
 
+    /// A deleted set's versions (and what was rendered from them) go: its numbers are never used again.
+    func forgetVersions(of app: String) {
+        versions.withLock { versions in versions = versions.filter { !$0.key.hasPrefix("\(app) ") } }
+        rendered.withLock { rendered in rendered = rendered.filter { !$0.key.hasPrefix("\(app) ") } }
+    }
+
     func members(_ app: String) -> [Fetcher.Member]? { members.withLock { $0.lists[app] } }
 
     /// Keeps a list read at Discovery index `revision`, unless a newer change has been announced meanwhile.

@@ -45,6 +45,7 @@ struct ConfigCommand: AsyncParsableCommand {
         handlers.register(ConfigMethods.promote) { request, _ in try await sets.promote(request.app) }
         handlers.register(ConfigMethods.abandon) { request, _ in try await sets.abandon(request.app) }
         handlers.register(ConfigMethods.fetch) { request, context in try await fetcher.fetch(request, context: context) }
+        handlers.register(ConfigMethods.delete) { request, _ in try await sets.delete(request.app) }
         let follower = ReleaseFollower(store: store, sets: sets, waiters: waiters, publisher: publisher, logger: host.logger)
         try await host.run(handlers: handlers, role: "replica", services: [follower])
     }
@@ -91,7 +92,7 @@ struct ReleaseFollower: Service {
         // The cache first, then the long polls: a woken poll must find the new release.
         do {
             var change = Sigma_V1_ConfigChange()
-            change.release = try await sets.release(app)
+            change.release = try await sets.storedRelease(app)
             waiters.advance(app, to: revision)
             publisher.publish(topic: FeedTopics.config(app), payload: try change.serializedBytes())
         } catch {

@@ -4,6 +4,7 @@ import Logging
 import Protocol
 import RPC
 import Store
+import ControlPlane
 import Synchronization
 
 /// Each app's config sets: immutable versions (files + startup script), and the release — the current version
@@ -87,7 +88,7 @@ struct ConfigSets: Sendable {
     // MARK: writing
 
     func publish(_ request: Sigma_V1_PublishConfigRequest) async throws -> Sigma_V1_PublishConfigResponse {
-        guard AppSpec.isValidName(request.app) else { throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name") }
+        try AppNames.check(request)
         try Self.validate(request.files, script: request.script)
         let gray = !request.grayOrdinals.isEmpty || !request.grayInstances.isEmpty
         let instances = try Self.instanceIDs(request.grayInstances)
@@ -97,13 +98,14 @@ struct ConfigSets: Sendable {
             let version = try await tx.query(
                 """
                 INSERT INTO config_versions (app, version, files, script, author, message, checksum)
-                SELECT $1, coalesce(max(version), 0) + 1, $2::jsonb, $3, $4, $5,
+                SELECT $1, greatest(coalesce(max(version), 0),
+                                    coalesce((SELECT last_version FROM config_releases WHERE app = $1), 0)) + 1, $2::jsonb, $3, $4, $5,
                        encode(sha256(convert_to($2::jsonb::text || E'\\n' || $3::text, 'UTF8')), 'hex')
                 FROM config_versions WHERE app = $1
                 RETURNING version
                 """, request.app, json, request.script, request.author, request.message)[0].decode(Int64.self, "version")
             if gray {
-                let rows = try await tx.query("SELECT 1 FROM config_releases WHERE app = $1", request.app)
+                let rows = try await tx.query("SELECT 1 FROM config_releases WHERE app = $1 AND current > 0", request.app)
                 guard !rows.isEmpty else {
                     throw RPCError.failedPrecondition("app \(request.app) has no current config yet; publish one without gray instances first")
                 }
@@ -135,6 +137,7 @@ struct ConfigSets: Sendable {
     }
 
     func rollback(_ request: Sigma_V1_RollbackConfigRequest) async throws -> Sigma_V1_PublishConfigResponse {
+        _ = try await release(request.app)
         let old = try await load(request.app, version: request.to)
         var publish = Sigma_V1_PublishConfigRequest()
         publish.app = request.app
@@ -150,6 +153,7 @@ struct ConfigSets: Sendable {
             throw RPCError.invalidArgument("ordinals or instance_ids: name at least one instance")
         }
         let instances = try Self.instanceIDs(request.instanceIds)
+        _ = try await release(request.app)
         _ = try await load(request.app, version: request.version)
         try await store.transaction(isolation: .serializable) { tx in
             let current = try await currentVersion(tx, request.app)
@@ -161,6 +165,7 @@ struct ConfigSets: Sendable {
 
     func promote(_ app: String) async throws -> Sigma_V1_ConfigReleaseResponse {
         try await store.transaction(isolation: .serializable) { tx in
+            _ = try await currentVersion(tx, app)
             let gray = try await grayVersion(tx, app)
             guard gray > 0 else { throw RPCError.failedPrecondition("app \(app) has no gray version to promote") }
             try await setRelease(tx, app: app, current: gray)
@@ -171,6 +176,7 @@ struct ConfigSets: Sendable {
 
     func abandon(_ app: String) async throws -> Sigma_V1_ConfigReleaseResponse {
         try await store.transaction(isolation: .serializable) { tx in
+            _ = try await currentVersion(tx, app)
             guard try await grayVersion(tx, app) > 0 else { throw RPCError.failedPrecondition("app \(app) has no gray version to abandon") }
             try await setRelease(tx, app: app, gray: (0, [], []))
         }
@@ -178,10 +184,39 @@ struct ConfigSets: Sendable {
     }
 
     private func currentVersion(_ tx: Transaction, _ app: String) async throws -> Int64 {
-        guard let row = try await tx.query("SELECT current FROM config_releases WHERE app = $1 FOR UPDATE", app).first else {
+        guard let row = try await tx.query("SELECT current FROM config_releases WHERE app = $1 AND current > 0 FOR UPDATE", app).first else {
             throw RPCError.notFound("app \(app) has no config")
         }
         return try row.decode(Int64.self, "current")
+    }
+
+    /// Removes every version of the set and leaves its release a tombstone (current 0) that keeps the numbering;
+    /// refused while an app of that name runs with a config.
+    func delete(_ app: String) async throws -> Sigma_V1_DeleteConfigResponse {
+        let response = try await store.transaction(isolation: .serializable) { tx -> Sigma_V1_DeleteConfigResponse in
+            _ = try await currentVersion(tx, app)
+            if try await !tx.query("SELECT 1 FROM app_directory WHERE name = $1 AND has_config", app).isEmpty {
+                throw RPCError.failedPrecondition(
+                    "app \(app) runs with this config; delete the app, or apply it without config:, first")
+            }
+            let removed = try await tx.query(
+                "DELETE FROM config_versions WHERE app = $1 RETURNING version", app).map { try $0.decode(Int64.self, "version") }
+            let last = removed.max() ?? 0
+            let rows = try await tx.query(
+                """
+                UPDATE config_releases SET current = 0, gray_version = 0, gray_ordinals = '{}', gray_instances = '{}',
+                    revision = revision + 1, last_version = greatest(last_version, $2)
+                WHERE app = $1 RETURNING revision
+                """, app, last)
+            try await tx.execute("SELECT pg_notify('sigma_config', $1)", "\(app) \(try rows[0].decode(Int64.self, "revision"))")
+            var response = Sigma_V1_DeleteConfigResponse()
+            response.versions = Int64(removed.count)
+            response.lastVersion = last
+            return response
+        }
+        _ = try? await storedRelease(app)
+        logger.info("config deleted", metadata: ["app": "\(app)", "versions": "\(response.versions)"])
+        return response
     }
 
     private func grayVersion(_ tx: Transaction, _ app: String) async throws -> Int64 {
@@ -249,7 +284,16 @@ struct ConfigSets: Sendable {
         return version
     }
 
+    /// The release, NOT_FOUND when the app has no config (never had one, or it was deleted).
     func release(_ app: String) async throws -> Sigma_V1_ConfigRelease {
+        let release = try await storedRelease(app)
+        guard release.current > 0 else { throw RPCError.notFound("app \(app) has no config") }
+        return release
+    }
+
+    /// The release row as stored, a deleted set's tombstone (current 0) too, refreshing the cache; the versions
+    /// of a deleted set leave the cache with it.
+    func storedRelease(_ app: String) async throws -> Sigma_V1_ConfigRelease {
         let rows = try await store.query(
             """
             SELECT current, gray_version, gray_ordinals::text AS ordinals, gray_instances::text AS instances, revision
@@ -264,12 +308,16 @@ struct ConfigSets: Sendable {
         release.grayInstances = Self.array(try row.decode(String.self, "instances"))
         release.revision = try row.decode(Int64.self, "revision")
         cache.store(release)
+        if release.current == 0 { cache.forgetVersions(of: app) }
         return release
     }
 
     /// The release as last read, for the hot path; read from the database the first time.
     func cachedRelease(_ app: String) async throws -> Sigma_V1_ConfigRelease {
-        if let release = cache.release(app) { return release }
+        if let release = cache.release(app) {
+            guard release.current > 0 else { throw RPCError.notFound("app \(app) has no config") }
+            return release
+        }
         return try await release(app)
     }
 
@@ -318,6 +366,7 @@ struct ConfigSets: Sendable {
     }
 
     func diff(_ request: Sigma_V1_DiffConfigRequest) async throws -> Sigma_V1_DiffConfigResponse {
+        _ = try await release(request.app)
         let from = try await load(request.app, version: request.from)
         let to = try await load(request.app, version: request.to)
         var response = Sigma_V1_DiffConfigResponse()

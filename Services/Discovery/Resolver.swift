@@ -21,7 +21,7 @@ struct Resolver: Sendable {
     }
 
     func resolve(_ request: Sigma_V1_ResolveRequest, context: RequestContext) async throws -> Sigma_V1_ResolveResponse {
-        guard AppSpec.isValidName(request.app) else { throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name") }
+        try AppNames.check(request)
         if !request.state.isEmpty && InstanceState(rawValue: request.state) == nil {
             throw RPCError.invalidArgument("state: \"\(request.state)\" is not one of \(InstanceState.allCases.map(\.rawValue).joined(separator: ", "))")
         }

@@ -60,9 +60,6 @@ extension SchedulerCommand {
             try await apps.promoteRollout(request.name, by: Apps.requester(context))
         }
         handlers.register(SchedulerMethods.listRollouts) { request, _ in
-            guard request.app.isEmpty || AppSpec.isValidName(request.app) else {
-                throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name")
-            }
             var response = Sigma_V1_ListRolloutsResponse()
             response.rollouts = try await RolloutsTable.list(
                 apps.store, app: request.app, limit: request.limit <= 0 ? 100 : Int(min(request.limit, 1000)))
@@ -112,9 +109,6 @@ extension SchedulerCommand {
         }
         handlers.register(SchedulerMethods.getRoutes) { _, _ in try await Assignments.routes(store: store, publisher: publisher) }
         handlers.register(SchedulerMethods.listEvents) { request, _ in
-            guard request.app.isEmpty || AppSpec.isValidName(request.app) else {
-                throw RPCError.invalidArgument("app: \(request.app.quotedForError) is not an app name")
-            }
             guard request.sinceUnixMs >= 0 else { throw RPCError.invalidArgument("since_unix_ms: must not be negative") }
             var response = Sigma_V1_ListEventsResponse()
             (response.events, response.truncated) = try await Events.list(

@@ -87,6 +87,7 @@ public struct AccessPolicy: Sendable {
             policy.allow(ConfigMethods.gray, [], write: true, subject: { $0.app })
             policy.allow(ConfigMethods.promote, [], write: true, subject: { $0.app })
             policy.allow(ConfigMethods.abandon, [], write: true, subject: { $0.app })
+            policy.allow(ConfigMethods.delete, [], write: true, subject: { $0.app })
             policy.allow(ConfigMethods.get, readers, scope: .app, subject: { $0.app })
             policy.allow(ConfigMethods.history, readers, scope: .app, subject: { $0.app })
             policy.allow(ConfigMethods.diff, readers, scope: .app, subject: { $0.app })

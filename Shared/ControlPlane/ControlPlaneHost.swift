@@ -52,6 +52,8 @@ public final class ControlPlaneHost: Sendable {
     public let access: AccessControl
     public let audit: AuditLog
     let schema = SchemaState()
+    /// The feed's endpoint as clients are told it (empty: this service has no feed): `Health` says it too.
+    let advertisedFeed = Mutex("")
 
     public init(kind: ServiceKind, options: ServiceOptions, database: DatabaseOptions) throws {
         precondition(kind.usesDatabase, "\(kind) is not a control-plane service")
@@ -85,6 +87,7 @@ public final class ControlPlaneHost: Sendable {
             curve: curve, admits: admits, logger: logger)
         let advertised = feed.eventsAdvertise ?? environmentValue(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
         logger.info("feed", metadata: ["endpoint": "\(publisher.endpoint)", "advertised": "\(advertised)"])
+        advertisedFeed.withLock { $0 = advertised }
         return (publisher, advertised)
     }
 
@@ -105,6 +108,7 @@ public final class ControlPlaneHost: Sendable {
         defer { store.shutdown() }
         try await host.serve(
             handlers: handlers, checks: [databaseCheck(store)] + checks, role: role, services: configured,
+            eventsEndpoint: advertisedFeed.withLock { $0 },
             gate: { method, body, context, next in try await access.gate(method: method, body: body, context: context, next: next) })
     }
 

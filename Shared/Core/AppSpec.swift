@@ -90,7 +90,7 @@ public struct AppSpec: Hashable, Sendable, Codable {
         func check(_ ok: Bool, _ field: String, _ reason: String) {
             if !ok { problems.append(SpecProblem(field: field, reason: reason)) }
         }
-        check(Self.isValidName(name), "name", "\(name.quotedForError) is not a name (lowercase letters, digits and '-', 1-63 characters, starting with a letter)")
+        check(Self.isValidName(name), "name", "\(name.quotedForError) is not a name (\(Self.nameRule))")
         check(team.isEmpty || Self.isValidName(team), "team", "\(team.quotedForError) is not a name (lowercase letters, digits and '-')")
         check(!image.isEmpty, "image", "required (oci:PATH:TAG, docker-archive:PATH, docker://REF or host)")
         check(replicas >= 0, "replicas", "must not be negative")
@@ -133,6 +133,10 @@ public struct AppSpec: Hashable, Sendable, Codable {
     }
 
     /// DNS-label style names: `[a-z][a-z0-9-]*`, at most 63 characters, not ending in '-'.
+    /// The rule `isValidName` checks, as messages say it.
+    public static let nameRule = "[a-z][a-z0-9-]*, at most 63 characters, not ending in '-'"
+
+    /// A name of an app or a team (a DNS label that starts with a letter).
     public static func isValidName(_ name: String) -> Bool {
         guard let first = name.first, first.isASCII, first.isLowercase, name.count <= 63, name.last != "-" else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }

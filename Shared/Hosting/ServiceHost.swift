@@ -55,11 +55,11 @@ public final class ServiceHost: Sendable {
     /// `run`, with `gate` in front of every method (Health and Metrics too) and `services` configured as given.
     package func serve(
         handlers: RPCHandlers, checks: [HealthCheck], role: @escaping @Sendable () -> String,
-        services: [ServiceGroupConfiguration.ServiceConfiguration],
+        services: [ServiceGroupConfiguration.ServiceConfiguration], eventsEndpoint: String = "",
         gate: (@Sendable (String, [UInt8], RequestContext, RPCHandlers.Next) async throws -> [UInt8])? = nil
     ) async throws {
         var handlers = handlers
-        handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: checks, role: role()) }
+        handlers.register(CommonMethods.health) { [self] _, _ in await health(checks: checks, role: role(), eventsEndpoint: eventsEndpoint) }
         handlers.register(CommonMethods.metrics) { [self] _, _ in metrics.snapshot(service: kind.rawValue) }
         if let gate { handlers.guardAll(with: gate) }
         let server = RPCServer(configuration: try options.serverConfiguration(kind, curve: curve), handlers: handlers,
@@ -73,9 +73,10 @@ public final class ServiceHost: Sendable {
         logger.info("stopped cleanly")
     }
 
-    func health(checks: [HealthCheck], role: String) async -> Sigma_V1_HealthResponse {
+    func health(checks: [HealthCheck], role: String, eventsEndpoint: String = "") async -> Sigma_V1_HealthResponse {
         var response = Sigma_V1_HealthResponse()
         response.service = kind.rawValue
+        response.eventsEndpoint = eventsEndpoint
         response.version = sigmaVersion
         response.role = role
         response.instance = "\(ProcessInfo.processInfo.hostName)/\(getpid())"

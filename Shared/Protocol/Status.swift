@@ -63,8 +63,15 @@ extension RPCError: RPCStatusConvertible {
     public var rpcError: RPCError { self }
 }
 
+/// A method with its types erased: what registries of every method list.
+public protocol AnyRPCMethod: Sendable {
+    var name: String { get }
+    var idempotent: Bool { get }
+    var requestType: any SwiftProtobuf.Message.Type { get }
+}
+
 /// A method: its name on the wire and its request and response types.
-public struct RPCMethod<Request: SwiftProtobuf.Message & Sendable, Response: SwiftProtobuf.Message & Sendable>: Sendable {
+public struct RPCMethod<Request: SwiftProtobuf.Message & Sendable, Response: SwiftProtobuf.Message & Sendable>: AnyRPCMethod {
     public let name: String
     /// Safe to send again when no reply came (the client retries such calls with backoff).
     public let idempotent: Bool
@@ -73,6 +80,8 @@ public struct RPCMethod<Request: SwiftProtobuf.Message & Sendable, Response: Swi
         self.name = name
         self.idempotent = idempotent
     }
+
+    public var requestType: any SwiftProtobuf.Message.Type { Request.self }
 }
 
 /// Methods that every Sigma service serves.
@@ -80,9 +89,10 @@ public enum CommonMethods {
     public static let health = RPCMethod<Sigma_V1_HealthRequest, Sigma_V1_HealthResponse>("Health", idempotent: true)
     public static let metrics = RPCMethod<Sigma_V1_MetricsRequest, Sigma_V1_MetricsResponse>("Metrics", idempotent: true)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [health.name, metrics.name]
+    public static let methods: [any AnyRPCMethod] = [health, metrics]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// Methods of sigma-allocator.
@@ -107,13 +117,14 @@ public enum AllocatorMethods {
     public static let listIPAllocations = RPCMethod<Sigma_V1_ListIPAllocationsRequest, Sigma_V1_ListIPAllocationsResponse>(
         "ListIPAllocations", idempotent: true)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [
-        createIPPool.name, listIPPools.name, allocateIPs.name, releaseIPs.name, reclaim.name, setNodePortRange.name,
-        allocateHostPorts.name, releaseHostPorts.name, listHostPorts.name, reportSSDs.name, allocateSSDs.name,
-        releaseSSDs.name, listSSDs.name, listIPAllocations.name,
+    public static let methods: [any AnyRPCMethod] = [
+        createIPPool, listIPPools, allocateIPs, releaseIPs, reclaim, setNodePortRange,
+        allocateHostPorts, releaseHostPorts, listHostPorts, reportSSDs, allocateSSDs,
+        releaseSSDs, listSSDs, listIPAllocations,
     ]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// Methods of sigma-scheduler.
@@ -153,24 +164,26 @@ public enum SchedulerMethods {
     public static let getRoutes = RPCMethod<Sigma_V1_GetRoutesRequest, Sigma_V1_GetRoutesResponse>("GetRoutes", idempotent: true)
     public static let listEvents = RPCMethod<Sigma_V1_ListEventsRequest, Sigma_V1_ListEventsResponse>("ListEvents", idempotent: true)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [
-        registerNode.name, heartbeat.name, cordonNode.name, uncordonNode.name, drainNode.name, removeNode.name,
-        listNodes.name, getPool.name, applyApp.name, getApp.name, listApps.name, deleteApp.name, scaleApp.name,
-        rolloutHistory.name, rolloutUndo.name, listRollouts.name, restartRollout.name, pauseRollout.name, resumeRollout.name, promoteRollout.name, setQuota.name, listQuotas.name, setTeamPolicy.name,
-        listTeamPolicies.name, listInstances.name, getInstance.name, updateResources.name, migrateInstance.name,
-        issueToken.name, getAssignments.name, getRoutes.name, listEvents.name,
+    public static let methods: [any AnyRPCMethod] = [
+        registerNode, heartbeat, cordonNode, uncordonNode, drainNode, removeNode,
+        listNodes, getPool, applyApp, getApp, listApps, deleteApp, scaleApp,
+        rolloutHistory, rolloutUndo, listRollouts, restartRollout, pauseRollout, resumeRollout, promoteRollout, setQuota, listQuotas, setTeamPolicy,
+        listTeamPolicies, listInstances, getInstance, updateResources, migrateInstance,
+        issueToken, getAssignments, getRoutes, listEvents,
     ]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// Methods of sigma-discovery.
 public enum DiscoveryMethods {
     public static let resolve = RPCMethod<Sigma_V1_ResolveRequest, Sigma_V1_ResolveResponse>("Resolve", idempotent: true)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [resolve.name]
+    public static let methods: [any AnyRPCMethod] = [resolve]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// Methods of sigma-config.
@@ -184,13 +197,15 @@ public enum ConfigMethods {
     public static let promote = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("PromoteConfig", idempotent: false)
     public static let abandon = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_ConfigReleaseResponse>("AbandonConfig", idempotent: false)
     public static let fetch = RPCMethod<Sigma_V1_FetchConfigRequest, Sigma_V1_FetchConfigResponse>("FetchConfig", idempotent: true)
+    public static let delete = RPCMethod<Sigma_V1_ConfigAppRequest, Sigma_V1_DeleteConfigResponse>("DeleteConfig", idempotent: false)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [
-        publish.name, get.name, history.name, diff.name, rollback.name, gray.name, promote.name, abandon.name,
-        fetch.name,
+    public static let methods: [any AnyRPCMethod] = [
+        publish, get, history, diff, rollback, gray, promote, abandon,
+        fetch, delete,
     ]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// Methods of sigma-agent (each agent serves its own node).
@@ -199,9 +214,10 @@ public enum AgentMethods {
     public static let listLocalInstances = RPCMethod<Sigma_V1_ListLocalInstancesRequest, Sigma_V1_ListLocalInstancesResponse>(
         "ListLocalInstances", idempotent: true)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [readLogs.name, listLocalInstances.name]
+    public static let methods: [any AnyRPCMethod] = [readLogs, listLocalInstances]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// Access control, served by sigma-scheduler (operators only).
@@ -213,9 +229,10 @@ public enum AccessMethods {
         "ListPrincipals", idempotent: true)
     public static let listAudit = RPCMethod<Sigma_V1_ListAuditRequest, Sigma_V1_ListAuditResponse>("ListAudit", idempotent: true)
 
-    /// Every method above, by name: what the fuzzer sends, what the access rules and docs/protocol.md are
+    /// Every method above (`all`: their names): what the fuzzer sends, what the access rules and docs/protocol.md are
     /// checked against (MethodRegistryTests reads this file to keep the list whole).
-    public static let all: [String] = [addPrincipal.name, removePrincipal.name, listPrincipals.name, listAudit.name]
+    public static let methods: [any AnyRPCMethod] = [addPrincipal, removePrincipal, listPrincipals, listAudit]
+    public static var all: [String] { methods.map(\.name) }
 }
 
 /// The topics of the push feeds. Each ends where a name ends (`node/<name>/`), because ZeroMQ matches

@@ -133,6 +133,65 @@ import TestSupport
     }
 
     /// A feed bound to 0.0.0.0 (inside a container) is advertised where clients reach it: --events-advertise.
+    /// DeleteConfig removes every version, on every replica, and is refused while an app of that name runs with a
+    /// config; a set published again goes on with the next number (no old version's content comes back).
+    @Test func deleteRemovesEveryVersionAndTheNumberingGoesOn() async throws {
+        try await SchedulerCluster.with(configs: 2) { cluster in
+            let replicas = try cluster.configEndpoints.map { try SchedulerCluster.rpcClient([$0]) }
+            let config = replicas[0]
+            _ = try await Self.publish(config, "web", [Self.file("/conf/web.conf", "a=1")])
+            _ = try await Self.publish(config, "web", [Self.file("/conf/web.conf", "a=2")])
+            var get = Sigma_V1_GetConfigRequest()
+            get.app = "web"
+            get.version = 1
+            for replica in replicas { #expect(try await replica.call(ConfigMethods.get, get).version.version == 1) }  // cached there
+
+            try await cluster.apply("web", replicas: 0) { $0.config = Sigma_V1_ConfigReference() }
+            var delete = Sigma_V1_ConfigAppRequest()
+            delete.app = "web"
+            await #expect(throws: RPCError.failedPrecondition("app web runs with this config; delete the app, or apply it without config:, first")) {
+                _ = try await config.call(ConfigMethods.delete, delete)
+            }
+            var app = Sigma_V1_AppRequest()
+            app.name = "web"
+            _ = try await cluster.client.call(SchedulerMethods.deleteApp, app)
+            let deleted = try await config.call(ConfigMethods.delete, delete)
+            #expect(deleted.versions == 2 && deleted.lastVersion == 2)
+
+            var history = Sigma_V1_ConfigHistoryRequest()
+            history.app = "web"
+            var diff = Sigma_V1_DiffConfigRequest()
+            diff.app = "web"
+            diff.from = 1
+            diff.to = 2
+            var rollback = Sigma_V1_RollbackConfigRequest()
+            rollback.app = "web"
+            rollback.to = 1
+            for replica in replicas {
+                await #expect(throws: RPCError.notFound("app web has no config")) { _ = try await replica.call(ConfigMethods.get, get) }
+                await #expect(throws: RPCError.notFound("app web has no config")) { _ = try await replica.call(ConfigMethods.history, history) }
+                await #expect(throws: RPCError.notFound("app web has no config")) { _ = try await replica.call(ConfigMethods.diff, diff) }
+                await #expect(throws: RPCError.notFound("app web has no config")) { _ = try await replica.call(ConfigMethods.rollback, rollback) }
+                await #expect(throws: RPCError.notFound("app web has no config")) { _ = try await replica.call(ConfigMethods.promote, delete) }
+                await #expect(throws: RPCError.notFound("app web has no config")) { _ = try await replica.call(ConfigMethods.delete, delete) }
+            }
+            await #expect(throws: RPCError.failedPrecondition("app web has no current config yet; publish one without gray instances first")) {
+                _ = try await Self.publish(config, "web", [Self.file("/conf/web.conf", "a=3")], gray: [0])
+            }
+
+            let again = try await Self.publish(replicas[1], "web", [Self.file("/conf/web.conf", "a=3")])
+            #expect(again.version.version == 3 && again.release.current == 3)
+            get.version = 0
+            for replica in replicas {
+                let current = try await replica.call(ConfigMethods.get, get).version
+                #expect(current.version == 3 && String(decoding: current.files[0].content, as: UTF8.self) == "a=3")
+            }
+            get.version = 1
+            await #expect(throws: RPCError.notFound("app web has no config version 1")) { _ = try await replicas[0].call(ConfigMethods.get, get) }
+            #expect(try await config.call(ConfigMethods.history, history).versions.map(\.version) == [3])
+        }
+    }
+
     @Test func theFeedIsAdvertisedWhereClientsReachIt() async throws {
         try await withTestDatabase { db in
             let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url, "--events-listen", "tcp://0.0.0.0:*",
@@ -241,6 +300,10 @@ import TestSupport
             try "{{instance.nope}}".write(toFile: folder + "/app.conf", atomically: true, encoding: .utf8)
             let refused = try await runProgramStatus(sigmactl, ["config", "publish", "web", "--file", "/etc/app.conf=\(folder)/app.conf"] + flags)
             #expect(refused.status == 1 && refused.output.contains("{{instance.nope}}: unknown variable"))
+            let deleted = try await runProgram(sigmactl, ["config", "delete", "web"] + flags)
+            #expect(deleted.contains("config/web deleted (3 version(s); the next publish is version 4)"), "\(deleted)")
+            let gone = try await runProgramStatus(sigmactl, ["config", "get", "web"] + flags)
+            #expect(gone.status == 1 && gone.output.contains("app web has no config"), "\(gone.output)")
         }
     }
 }

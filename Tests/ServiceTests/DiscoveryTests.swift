@@ -1,3 +1,4 @@
+import Core
 import DiscoveryClient
 import Foundation
 import Protocol
@@ -224,7 +225,7 @@ import TestSupport
         try await SchedulerCluster.with(discoveries: 1) { cluster in
             let discovery = try SchedulerCluster.rpcClient(cluster.discoveryEndpoints)
             await #expect(throws: RPCError.notFound("no app ghost")) { try await Self.resolve(discovery, "ghost") }
-            await #expect(throws: RPCError.invalidArgument("app: \"Bad App\" is not an app name")) { try await Self.resolve(discovery, "Bad App") }
+            await #expect(throws: RPCError.invalidArgument("app: \"Bad App\" is not an app name (\(AppSpec.nameRule))")) { try await Self.resolve(discovery, "Bad App") }
             try await cluster.apply("empty", replicas: 0)
             let empty = try await Self.resolve(discovery, "empty")
             #expect(empty.endpoints.isEmpty)

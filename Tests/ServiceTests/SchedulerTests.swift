@@ -113,7 +113,7 @@ import TestSupport
             try await agent.register(cpu: 4000, memory: 8 << 30)
 
             await #expect(throws: RPCError.invalidArgument(
-                "spec.name: \"Bad_Name\" is not a name (lowercase letters, digits and '-', 1-63 characters, starting with a letter); spec.resources.limit.cpu: 100m is below the request 1 (0 means unlimited)"
+                "spec.name: \"Bad_Name\" is not a name ([a-z][a-z0-9-]*, at most 63 characters, not ending in '-'); spec.resources.limit.cpu: 100m is below the request 1 (0 means unlimited)"
             )) {
                 try await cluster.apply("Bad_Name", replicas: 1) { $0.resources.limit.cpuMillis = 100 }
             }

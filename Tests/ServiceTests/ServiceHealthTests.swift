@@ -117,29 +117,6 @@ import TestSupport
     }
 }
 
-/// docs/protocol.md is enough to call Sigma from another language: its Python example, using only pyzmq
-/// and protobuf, calls a real service.
-@Suite struct ForeignClientTests {
-    @Test func pythonClientFromTheProtocolDocument() async throws {
-        try await withTestDatabase { db in
-            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", db.url]
-            try await withServices({ [try ServiceProcess("sigma-discovery", arguments + eventsOnFreePort("sigma-discovery"))] }) { services in
-                let endpoint = try await services[0].endpoint()
-                let script = packageRoot.path + "/docs/examples/sigma_call.py"
-                func call(_ method: String) async throws -> [String: Any] {
-                    let output = try await runProgram("/usr/bin/python3", [script, endpoint, method])
-                    return try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
-                }
-                let health = try await call("Health")
-                #expect(health["status"] as? String == "OK")
-                #expect((health["response"] as? [String: Any])?["service"] as? String == "discovery")
-                let unknown = try await call("NoSuchMethod")
-                #expect(unknown["status"] as? String == "UNIMPLEMENTED")
-            }
-        }
-    }
-}
-
 /// CURVE end to end through the service flags and sigmactl's key files.
 @Suite struct ServiceCurveTests {
     @Test func serviceAdmitsOnlyAllowListedKeys() async throws {

@@ -8,7 +8,7 @@ import ClientKit
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "config", abstract: "Publish, inspect, gray-release and roll back an app's config.",
-        subcommands: [Publish.self, Get.self, History.self, Diff.self, Rollback.self, Gray.self, Promote.self, Abandon.self])
+        subcommands: [Publish.self, Get.self, History.self, Diff.self, Rollback.self, Gray.self, Promote.self, Abandon.self, Delete.self])
 
     static func client(_ endpoints: EndpointOptions) throws -> RPCClient { try endpoints.client(.config) }
 
@@ -170,6 +170,24 @@ struct ConfigCommand: AsyncParsableCommand {
             var request = Sigma_V1_ConfigAppRequest()
             request.app = app
             print(ConfigCommand.release(try await ConfigCommand.client(endpoints).call(ConfigMethods.abandon, request).release))
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete every version of an app's config; refused while the app runs with it.",
+            discussion: """
+                Examples:
+                  sigmactl config delete web      # after sigmactl delete app web, or once web's spec has no config:
+                A set published again goes on with the next version number.
+                """)
+        @Argument(help: "App name.") var app: String
+        @OptionGroup var endpoints: EndpointOptions
+        func run() async throws {
+            var request = Sigma_V1_ConfigAppRequest()
+            request.app = app
+            let deleted = try await ConfigCommand.client(endpoints).call(ConfigMethods.delete, request)
+            print("config/\(app) deleted (\(deleted.versions) version(s); the next publish is version \(deleted.lastVersion + 1))")
         }
     }
 }

@@ -379,6 +379,24 @@ public nonisolated struct Sigma_V1_ConfigReleaseResponse: Sendable {
   fileprivate var _release: Sigma_V1_ConfigRelease? = nil
 }
 
+/// Method "DeleteConfig" (ConfigAppRequest): removes every version of the app's config set; refused while an app
+/// of that name runs with a config. Publishing again goes on with the next version number.
+public nonisolated struct Sigma_V1_DeleteConfigResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// How many versions were removed.
+  public var versions: Int64 = 0
+
+  /// The last version number the set had; the next publish is above it.
+  public var lastVersion: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Method "FetchConfig" (idempotent): exactly what one instance should run, rendered for it. With
 /// `known_version` and `wait_ms`, a long poll: the answer comes once that instance's version differs, or at
 /// the timeout (same version).
@@ -430,6 +448,7 @@ public nonisolated struct Sigma_V1_ConfigChange: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// `current` 0: the config set was deleted.
   public var release: Sigma_V1_ConfigRelease {
     get {_release ?? Sigma_V1_ConfigRelease()}
     set {_release = newValue}
@@ -1185,6 +1204,41 @@ nonisolated extension Sigma_V1_ConfigReleaseResponse: SwiftProtobuf.Message, Swi
 
   public static func ==(lhs: Sigma_V1_ConfigReleaseResponse, rhs: Sigma_V1_ConfigReleaseResponse) -> Bool {
     if lhs._release != rhs._release {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_DeleteConfigResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteConfigResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}versions\0\u{3}last_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.versions) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.lastVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.versions != 0 {
+      try visitor.visitSingularInt64Field(value: self.versions, fieldNumber: 1)
+    }
+    if self.lastVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastVersion, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_DeleteConfigResponse, rhs: Sigma_V1_DeleteConfigResponse) -> Bool {
+    if lhs.versions != rhs.versions {return false}
+    if lhs.lastVersion != rhs.lastVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

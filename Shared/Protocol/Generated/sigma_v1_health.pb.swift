@@ -57,6 +57,10 @@ public nonisolated struct Sigma_V1_HealthResponse: Sendable {
   /// Name of this process (hostname/pid), so replicas can be told apart.
   public var instance: String = String()
 
+  /// The PUB endpoint of this service's feed (docs/protocol.md, "Events"): the scheduler's, the config center's,
+  /// Discovery's; empty for a service without one (the allocator, an agent).
+  public var eventsEndpoint: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -167,7 +171,7 @@ nonisolated extension Sigma_V1_HealthRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Sigma_V1_HealthResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HealthResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}version\0\u{3}uptime_seconds\0\u{1}healthy\0\u{1}role\0\u{1}dependencies\0\u{1}instance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}version\0\u{3}uptime_seconds\0\u{1}healthy\0\u{1}role\0\u{1}dependencies\0\u{1}instance\0\u{3}events_endpoint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -182,6 +186,7 @@ nonisolated extension Sigma_V1_HealthResponse: SwiftProtobuf.Message, SwiftProto
       case 5: try { try decoder.decodeSingularStringField(value: &self.role) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.dependencies) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.instance) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.eventsEndpoint) }()
       default: break
       }
     }
@@ -209,6 +214,9 @@ nonisolated extension Sigma_V1_HealthResponse: SwiftProtobuf.Message, SwiftProto
     if !self.instance.isEmpty {
       try visitor.visitSingularStringField(value: self.instance, fieldNumber: 7)
     }
+    if !self.eventsEndpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.eventsEndpoint, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -220,6 +228,7 @@ nonisolated extension Sigma_V1_HealthResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.role != rhs.role {return false}
     if lhs.dependencies != rhs.dependencies {return false}
     if lhs.instance != rhs.instance {return false}
+    if lhs.eventsEndpoint != rhs.eventsEndpoint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -37,6 +37,7 @@ public enum Schema {
         m0023Rollouts,
         m0024RolloutRestart,
         m0025RolloutRecords,
+        m0026ConfigDelete,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
