@@ -141,3 +141,60 @@ struct Instances: Sendable {
         return response
     }
 }
+
+extension Instances {
+    /// `RestartInstance`: a new generation of one instance. On its node (a live state) it is bound there again
+    /// in the same transaction, keeping its IP, host ports and SSDs: its agent stops the old generation and
+    /// starts the new one (no other copy can start meanwhile). One that ended is moved (NeedMigration) and
+    /// placement puts it where it fits, its volumes' node first.
+    func restart(_ request: Sigma_V1_GetInstanceRequest, by requester: String) async throws -> Sigma_V1_RestartInstanceResponse {
+        let id = try await get(request).instance.id
+        try await store.transaction(isolation: .readCommitted) { tx in
+            let rows = try await tx.query(
+                """
+                SELECT app, state, coalesce(node, '') AS node, ip, prefix_length, gateway, host_ports::text AS ports, ssds::text AS ssds
+                FROM instances WHERE id = $1::uuid FOR UPDATE
+                """, id)
+            guard let row = rows.first else { throw RPCError.notFound("no instance \(id)") }
+            let app = try row.decode(String.self, "app")
+            let stateName = try row.decode(String.self, "state")
+            guard let state = InstanceState(rawValue: stateName) else { throw RPCError.internal("instance \(id) is in state \(stateName)") }
+            let node = try row.decode(String.self, "node")
+            if InstanceState.live.contains(state) && !node.isEmpty {
+                try await tx.execute(
+                    "UPDATE instances SET state = 'NeedMigration', reason = $2, updated_at = now() WHERE id = $1::uuid",
+                    id, "restarted by \(requester)")
+                var again = Placement.Allocated()
+                again.ids = [id]
+                again.nodes = [node]
+                again.ips = [try row.decode(String.self, "ip")]
+                again.prefixes = [try row.decode(Int.self, "prefix_length")]
+                again.gateways = [try row.decode(String.self, "gateway")]
+                again.ports = [try row.decode(String.self, "ports")]
+                again.ssds = [try row.decode(String.self, "ssds")]
+                try await Events.record(tx, .instance, id, "Restarted", "by \(requester), on \(node)")
+                guard try await InstancesTable.bind(tx, again, channel: Assignments.channel) == 1 else {
+                    throw RPCError.unavailable("instance \(id) changed meanwhile; try again")
+                }
+            } else if InstanceState.endings.contains(state) {
+                try await tx.execute(
+                    "UPDATE instances SET state = 'NeedMigration', reason = $2, target_node = '', updated_at = now() WHERE id = $1::uuid",
+                    id, "restarted by \(requester) after it ended \(state.rawValue)")
+                try await Events.record(tx, .instance, id, "Restarted", "by \(requester), after it ended \(state.rawValue)")
+                try await Placement.wake(tx, because: app)
+            } else {
+                let why = switch state {
+                case .pending: "not placed yet"
+                case .needMigration: "being placed again already"
+                default: "being stopped"
+                }
+                throw RPCError.failedPrecondition("instance \(id) is \(state.rawValue): \(why); nothing to restart")
+            }
+        }
+        var get = Sigma_V1_GetInstanceRequest()
+        get.id = id
+        var response = Sigma_V1_RestartInstanceResponse()
+        response.instance = try await self.get(get).instance
+        return response
+    }
+}

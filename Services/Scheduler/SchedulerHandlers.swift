@@ -99,6 +99,9 @@ extension SchedulerCommand {
             try await instances.updateResources(request, apps: apps, by: Apps.requester(context))
         }
         handlers.register(SchedulerMethods.migrateInstance) { request, _ in try await instances.migrate(request) }
+        handlers.register(SchedulerMethods.restartInstance) { request, context in
+            try await instances.restart(request, by: Apps.requester(context))
+        }
         handlers.register(SchedulerMethods.issueToken) { request, _ in
             var response = Sigma_V1_IssueTokenResponse()
             response.token = try await Assignments.issueToken(store, request)

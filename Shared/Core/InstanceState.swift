@@ -30,6 +30,8 @@ public enum InstanceState: String, Sendable, CaseIterable, Codable {
         case ended
         /// It must run elsewhere: its node broke or drains, an operator moved it, or a rollout re-places it.
         case moved
+        /// An operator restarted it after it ended (`RestartInstance`): it is placed again, as a new generation.
+        case restarted
         /// Deleted or scaled away while its node may still run it: the agent stops it.
         case stopping
         /// Deleted or scaled away while nothing runs it (never bound, waiting to move, or ended).
@@ -74,6 +76,7 @@ public enum InstanceState: String, Sendable, CaseIterable, Codable {
             add([.scheduled, .starting, .running, .backOff], .ended, ending)
         }
         add([.scheduled, .starting, .running, .backOff], .moved, .needMigration)
+        add(endings.sorted(by: { $0.rawValue < $1.rawValue }), .restarted, .needMigration)
         add([.scheduled, .starting, .running, .backOff], .stopping, .terminating)
         add([.pending, .needMigration] + endings.sorted(by: { $0.rawValue < $1.rawValue }), .removed, .terminated)
         add([.terminating], .stopped, .terminated)

@@ -192,6 +192,8 @@ final class SimulatedAgent: Sendable {
         var crashing: Set<String> = []
         /// What each app's running instances report using: CPU millicores, memory bytes.
         var usage: [String: (cpu: Int64, memory: Int64)] = [:]
+        /// Apps whose instances it reports ended in this state (Failed, Succeeded, ...), "exit 1", not restarted.
+        var ended: [String: String] = [:]
     }
     let state = Mutex(State())
     let loop = Mutex<Task<Void, Never>?>(nil)
@@ -238,6 +240,11 @@ final class SimulatedAgent: Sendable {
         state.withLock { _ = $0.crashing.insert(image) }
     }
 
+    /// Reports the instances of `app` ended in `state` from the next beat on (nil: running again).
+    func setEnded(_ app: String, _ state: String?) {
+        self.state.withLock { $0.ended[app] = state }
+    }
+
     /// Reports each running instance of `app` using this much from the next beat on.
     func setUsage(_ app: String, cpuMillis: Int64, memoryBytes: Int64) {
         state.withLock { $0.usage[app] = (cpuMillis, memoryBytes) }
@@ -271,6 +278,12 @@ final class SimulatedAgent: Sendable {
                     status.reason = "exit 1"
                 }
                 if let assignment = wanted[id] { status.appliedLimit = assignment.resources.limit }
+                if let ending = state.ended[wanted[id]?.app ?? ""] {
+                    status.state = ending
+                    status.ready = false
+                    status.exitCode = 1
+                    status.reason = "exit 1"
+                }
                 if let used = state.usage[wanted[id]?.app ?? ""] {
                     status.usage.cpuMillis = used.cpu
                     status.usage.memoryBytes = used.memory

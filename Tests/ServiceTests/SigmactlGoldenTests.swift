@@ -111,6 +111,19 @@ import TestSupport
             try await Self.golden("config-get", ["config", "get", "web"], flags: flags)
             try await Self.golden("config-history", ["config", "history", "web"], flags: flags)
             try await Self.golden("describe-instance", ["describe", "instance", "web-0"], flags: flags)
+            n1.setUsage("web", cpuMillis: 250, memoryBytes: 300 << 20)
+            n2.setUsage("web", cpuMillis: 250, memoryBytes: 300 << 20)
+            try await cluster.eventually("web's usage reported") {
+                try await cluster.instances("web").allSatisfy { $0.usage.cpuMillis == 250 && $0.usage.memoryBytes == 300 << 20 }
+            }
+            try await Self.golden("top-instances", ["top", "instances", "--app", "web"], flags: flags)
+            try await Self.golden("top-nodes", ["top", "nodes"], flags: flags)
+            let generation = try #require(try await cluster.instance("web", ordinal: 1)).generation
+            try await Self.golden("restart", ["restart", "web-1"], flags: flags)
+            try await cluster.eventually("web-1 running again") {
+                let now = try await cluster.instance("web", ordinal: 1)
+                return now?.state == "Running" && now?.generation == generation + 1
+            }
             try await Self.golden("set-resources", ["set", "resources", "web", "--limit-cpu", "3"], flags: flags)
             try await Self.golden("scale", ["scale", "web", "--replicas", "3"], flags: flags)
             try await cluster.eventually("3 running") { try await cluster.allRunning("web", 3) }
@@ -147,6 +160,7 @@ import TestSupport
             try await Self.golden("apply-bad", ["apply", "-f", scratch + "/bad.yaml"], flags: flags)
             try await Self.golden("describe-missing", ["describe", "app", "nothing"], flags: flags)
             try await Self.golden("delete", ["delete", "app", "web"], flags: flags)
+            try await Self.golden("config-delete", ["config", "delete", "web"], flags: flags)
         }
     }
 }

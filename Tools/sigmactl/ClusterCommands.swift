@@ -317,23 +317,6 @@ struct DrainCommand: AsyncParsableCommand {
     func run() async throws { try await changeNode(SchedulerMethods.drainNode, node, endpoints, "draining") }
 }
 
-/// `sigmactl migrate INSTANCE [--to NODE]`.
-struct MigrateCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move one instance to another node, keeping its IP.")
-    @Argument(help: "APP-ORDINAL or instance id.") var instance: String
-    @Option(help: "Target node (default: wherever placement says).") var to: String = ""
-    @OptionGroup var endpoints: EndpointOptions
-
-    func run() async throws {
-        let client = try endpoints.client(.scheduler)
-        var request = Sigma_V1_MigrateInstanceRequest()
-        request.instanceID = try await resolveInstance(client, instance).id
-        request.toNode = to
-        let answer = try await client.call(SchedulerMethods.migrateInstance, request)
-        print("instance \(instanceName(answer.instance)) needs migration off \(answer.instance.node)\(to.isEmpty ? "" : " to \(to)")")
-    }
-}
-
 /// `sigmactl policy TEAM [--allow-seccomp-unconfined | --deny-seccomp-unconfined]`.
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -14,7 +14,7 @@ struct Sigmactl: AsyncParsableCommand {
         abstract: "Operate a Sigma cluster.",
         subcommands: [
             ApplyCommand.self, DiffCommand.self, GetCommand.self, DescribeCommand.self, ScaleCommand.self, RolloutCommand.self, SetCommand.self,
-            DeleteCommand.self, CordonCommand.self, UncordonCommand.self, DrainCommand.self, MigrateCommand.self, QuotaCommand.self, PolicyCommand.self,
+            DeleteCommand.self, CordonCommand.self, UncordonCommand.self, DrainCommand.self, MigrateCommand.self, RestartCommand.self, QuotaCommand.self, PolicyCommand.self,
             LogsCommand.self, DiscoverCommand.self, ConfigCommand.self,
             AllocCommand.self, HealthCommand.self, MetricsCommand.self, KeysCommand.self, AccessCommand.self, AuditCommand.self,
             VersionCommand.self, TopCommand.self,

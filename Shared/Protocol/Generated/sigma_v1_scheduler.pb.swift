@@ -1944,6 +1944,30 @@ public nonisolated struct Sigma_V1_MigrateInstanceResponse: Sendable {
   fileprivate var _instance: Sigma_V1_Instance? = nil
 }
 
+/// Method "RestartInstance" (GetInstanceRequest: id, or app and ordinal): a new generation of one instance. One on
+/// a node (Scheduled, Starting, Running, BackOff) starts again there at once, keeping its IP, ports and SSDs; one
+/// that ended (Succeeded, Failed, OOMKilled, Killed) is placed again.
+public nonisolated struct Sigma_V1_RestartInstanceResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var instance: Sigma_V1_Instance {
+    get {_instance ?? Sigma_V1_Instance()}
+    set {_instance = newValue}
+  }
+  /// Returns true if `instance` has been explicitly set.
+  public var hasInstance: Bool {self._instance != nil}
+  /// Clears the value of `instance`. Subsequent reads from it will return its default value.
+  public mutating func clearInstance() {self._instance = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _instance: Sigma_V1_Instance? = nil
+}
+
 public nonisolated struct Sigma_V1_Assignment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -5599,6 +5623,40 @@ nonisolated extension Sigma_V1_MigrateInstanceResponse: SwiftProtobuf.Message, S
   }
 
   public static func ==(lhs: Sigma_V1_MigrateInstanceResponse, rhs: Sigma_V1_MigrateInstanceResponse) -> Bool {
+    if lhs._instance != rhs._instance {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_RestartInstanceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RestartInstanceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}instance\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._instance) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._instance {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_RestartInstanceResponse, rhs: Sigma_V1_RestartInstanceResponse) -> Bool {
     if lhs._instance != rhs._instance {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -38,6 +38,7 @@ public enum Schema {
         m0024RolloutRestart,
         m0025RolloutRecords,
         m0026ConfigDelete,
+        m0027InstanceRestart,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
