@@ -161,9 +161,7 @@ extension Instances {
             guard let state = InstanceState(rawValue: stateName) else { throw RPCError.internal("instance \(id) is in state \(stateName)") }
             let node = try row.decode(String.self, "node")
             if InstanceState.live.contains(state) && !node.isEmpty {
-                try await tx.execute(
-                    "UPDATE instances SET state = 'NeedMigration', reason = $2, updated_at = now() WHERE id = $1::uuid",
-                    id, "restarted by \(requester)")
+                try await InstancesTable.restarting(tx, id: id, reason: "restarted by \(requester)")
                 var again = Placement.Allocated()
                 again.ids = [id]
                 again.nodes = [node]
@@ -177,9 +175,7 @@ extension Instances {
                     throw RPCError.unavailable("instance \(id) changed meanwhile; try again")
                 }
             } else if InstanceState.endings.contains(state) {
-                try await tx.execute(
-                    "UPDATE instances SET state = 'NeedMigration', reason = $2, target_node = '', updated_at = now() WHERE id = $1::uuid",
-                    id, "restarted by \(requester) after it ended \(state.rawValue)")
+                try await InstancesTable.restarting(tx, id: id, reason: "restarted by \(requester) after it ended \(state.rawValue)")
                 try await Events.record(tx, .instance, id, "Restarted", "by \(requester), after it ended \(state.rawValue)")
                 try await Placement.wake(tx, because: app)
             } else {

@@ -37,7 +37,9 @@ import TestSupport
         "ip_pools": ["Services/Allocator/IPPools.swift"], "ip_addresses": ["Services/Allocator/IPPools.swift"],
         "host_ports": ["Services/Allocator/HostPorts.swift"], "node_port_ranges": ["Services/Allocator/HostPorts.swift"],
         "ssds": ["Services/Allocator/SSDs.swift"],
-        "config_versions": ["Services/ConfigCenter/ConfigSets.swift"], "config_releases": ["Services/ConfigCenter/ConfigSets.swift"],
+        // A deleted set's versions go and its release turns a tombstone in the delete's file.
+        "config_versions": ["Services/ConfigCenter/ConfigSets.swift", "Services/ConfigCenter/ConfigReleases.swift"],
+        "config_releases": ["Services/ConfigCenter/ConfigSets.swift", "Services/ConfigCenter/ConfigReleases.swift"],
         "audit_log": ["Shared/ControlPlane/AuditLog.swift"], "principals": ["Shared/ControlPlane/AccessAdmin.swift"],
     ]
 

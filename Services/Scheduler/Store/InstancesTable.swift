@@ -81,6 +81,13 @@ enum InstancesTable {
             """, id, targetNode)
     }
 
+    /// `RestartInstance`: the instance is to be bound again (at once onto its node, or by placement after it ended).
+    static func restarting(_ tx: Transaction, id: String, reason: String) async throws {
+        try await tx.execute(
+            "UPDATE instances SET state = 'NeedMigration', reason = $2, target_node = '', updated_at = now() WHERE id = $1::uuid",
+            id, reason)
+    }
+
     /// Instances of a broken node that were being stopped: nobody is left to report them, so they end.
     static func endTerminating(_ tx: Transaction, node: String) async throws {
         try await tx.execute(
