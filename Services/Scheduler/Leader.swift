@@ -12,6 +12,7 @@ struct Leader: Service {
     let upkeep: Upkeep
     let rollouts: Rollouts
     let placement: Placement
+    let usage: UsageHistory
     let interval: Duration
     let logger: Logger
 
@@ -52,6 +53,7 @@ struct Leader: Service {
             try await rollouts.step()
             try await upkeep.cleanUp()
             try await upkeep.pruneEvents()
+            try await usage.step()
             try await placement.run()
         } catch is LeaseLost {
             logger.warning("lease lost during a pass; standing by")

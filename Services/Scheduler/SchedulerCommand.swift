@@ -56,6 +56,12 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Hours the volumes of a deleted app, or of an ordinal scaled away, are kept on their nodes (an app applied or scaled up again meanwhile finds them).")
     var volumeRetention: Double = 24
 
+    @Option(help: "Seconds between the usage history's samples of every Running instance and pool group (sigmactl recommend). 0 keeps no history.")
+    var usageInterval: Double = 60
+
+    @Option(help: "Hours the usage history's hourly rows are kept.")
+    var usageRetention: Double = 168
+
     func validate() throws {
         guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
             throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
@@ -72,6 +78,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         guard auditRetention >= 0 else { throw ValidationError("--audit-retention: hours, 0 or more") }
         guard rolloutRetention >= 0 else { throw ValidationError("--rollout-retention: hours, 0 or more") }
         guard volumeRetention >= 0 else { throw ValidationError("--volume-retention: hours, 0 or more") }
+        guard usageInterval >= 0 else { throw ValidationError("--usage-interval: seconds, 0 or more") }
+        guard usageRetention > 0 else { throw ValidationError("--usage-retention: hours, more than 0") }
     }
 
     func run() async throws {
@@ -91,7 +99,9 @@ struct SchedulerCommand: AsyncParsableCommand {
         let instances = Instances(store: store, logger: logger)
         let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)
 
+        let usage = UsageHistory(store: store, lease: lease, interval: .seconds(usageInterval), retention: usageRetention * 3600, logger: logger)
         var handlers = RPCHandlers()
+        handlers.register(SchedulerMethods.recommendResources) { request, _ in try await usage.recommend(request, apps: apps) }
         Self.register(&handlers, nodes: nodes)
         Self.register(&handlers, apps: apps)
         Self.register(&handlers, instances: instances, apps: apps, store: store, publisher: publisher)
@@ -105,6 +115,7 @@ struct SchedulerCommand: AsyncParsableCommand {
                            nodeLeaseMarginMillis: Upkeep.millis(nodeLeaseMargin), volumeRetention: volumeRetention * 3600, logger: logger),
             rollouts: Rollouts(store: store, lease: lease, apps: apps, logger: logger),
             placement: Placement(store: store, allocator: allocatorClient, lease: lease, logger: logger),
+            usage: usage,
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)
         try await host.run(handlers: handlers, role: lease.role, services: [feed, leader])

@@ -138,6 +138,7 @@ public struct AccessPolicy: Sendable {
         policy.allow(SchedulerMethods.migrateInstance, [], write: true, instance: { $0.instanceID })
         policy.allow(SchedulerMethods.restartInstance, [], write: true, subject: { $0.app }, instance: { $0.id })
         policy.allow(SchedulerMethods.listEvents, staff)
+        policy.allow(SchedulerMethods.recommendResources, staff)
         policy.allow(AccessMethods.addPrincipal, [], write: true, subject: { $0.principal.name })
         policy.allow(AccessMethods.removePrincipal, [], write: true, subject: { $0.nameOrKey })
         policy.allow(AccessMethods.listPrincipals, [])

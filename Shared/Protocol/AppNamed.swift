@@ -66,3 +66,4 @@ extension Sigma_V1_GrayConfigRequest: RequiresApp {}
 extension Sigma_V1_ConfigAppRequest: RequiresApp {}
 extension Sigma_V1_FetchConfigRequest: RequiresApp {}
 extension Sigma_V1_ResolveRequest: RequiresApp {}
+extension Sigma_V1_RecommendResourcesRequest: RequiresApp {}

@@ -160,6 +160,8 @@ public enum SchedulerMethods {
     public static let updateResources = RPCMethod<Sigma_V1_UpdateResourcesRequest, Sigma_V1_UpdateResourcesResponse>("UpdateResources", idempotent: true)
     public static let migrateInstance = RPCMethod<Sigma_V1_MigrateInstanceRequest, Sigma_V1_MigrateInstanceResponse>("MigrateInstance", idempotent: false)
     public static let restartInstance = RPCMethod<Sigma_V1_GetInstanceRequest, Sigma_V1_RestartInstanceResponse>("RestartInstance", idempotent: false)
+    public static let recommendResources = RPCMethod<Sigma_V1_RecommendResourcesRequest, Sigma_V1_RecommendResourcesResponse>(
+        "RecommendResources", idempotent: true)
     public static let issueToken = RPCMethod<Sigma_V1_IssueTokenRequest, Sigma_V1_IssueTokenResponse>("IssueToken", idempotent: false)
     public static let getAssignments = RPCMethod<Sigma_V1_GetAssignmentsRequest, Sigma_V1_GetAssignmentsResponse>("GetAssignments", idempotent: true)
     public static let getRoutes = RPCMethod<Sigma_V1_GetRoutesRequest, Sigma_V1_GetRoutesResponse>("GetRoutes", idempotent: true)
@@ -171,7 +173,7 @@ public enum SchedulerMethods {
         registerNode, heartbeat, cordonNode, uncordonNode, drainNode, removeNode,
         listNodes, getPool, applyApp, getApp, listApps, deleteApp, scaleApp,
         rolloutHistory, rolloutUndo, listRollouts, restartRollout, pauseRollout, resumeRollout, promoteRollout, setQuota, listQuotas, setTeamPolicy,
-        listTeamPolicies, listInstances, getInstance, updateResources, migrateInstance, restartInstance,
+        listTeamPolicies, listInstances, getInstance, updateResources, migrateInstance, restartInstance, recommendResources,
         issueToken, getAssignments, getRoutes, listEvents,
     ]
     public static var all: [String] { methods.map(\.name) }

@@ -11,7 +11,7 @@ import TestSupport
     static let owners: [String: String] = [
         "apps": "Scheduler", "app_revisions": "Scheduler", "instances": "Scheduler", "nodes": "Scheduler",
         "events": "Scheduler", "leases": "Scheduler", "team_policies": "Scheduler", "team_quotas": "Scheduler",
-        "volumes": "Scheduler", "rollouts": "Scheduler",
+        "volumes": "Scheduler", "rollouts": "Scheduler", "usage_history": "Scheduler",
         // Kept by triggers on instances (migrations): the scheduler's, read as app_index.
         "discovery_index": "Scheduler", "lifecycle_moves": "Scheduler",
         "ip_pools": "Allocator", "ip_addresses": "Allocator", "host_ports": "Allocator", "node_port_ranges": "Allocator",
@@ -33,6 +33,7 @@ import TestSupport
         // The binding statement records where each ordinal's volumes now are, in the same statement too.
         "volumes": ["Services/Scheduler/Store/VolumesTable.swift", "Services/Scheduler/Store/InstancesTable.swift"],
         "rollouts": ["Services/Scheduler/Store/RolloutsTable.swift"],
+        "usage_history": ["Services/Scheduler/Store/UsageTable.swift"],
         "discovery_index": [], "lifecycle_moves": [],
         "ip_pools": ["Services/Allocator/IPPools.swift"], "ip_addresses": ["Services/Allocator/IPPools.swift"],
         "host_ports": ["Services/Allocator/HostPorts.swift"], "node_port_ranges": ["Services/Allocator/HostPorts.swift"],

@@ -17,7 +17,7 @@ struct Sigmactl: AsyncParsableCommand {
             DeleteCommand.self, CordonCommand.self, UncordonCommand.self, DrainCommand.self, MigrateCommand.self, RestartCommand.self, QuotaCommand.self, PolicyCommand.self,
             LogsCommand.self, DiscoverCommand.self, ConfigCommand.self,
             AllocCommand.self, HealthCommand.self, MetricsCommand.self, KeysCommand.self, AccessCommand.self, AuditCommand.self,
-            VersionCommand.self, TopCommand.self,
+            VersionCommand.self, TopCommand.self, RecommendCommand.self,
         ])
 
     /// ArgumentParser's runner, but misuse (an unknown flag, a missing argument, a bad value) exits 2 as

@@ -1968,6 +1968,108 @@ public nonisolated struct Sigma_V1_RestartInstanceResponse: Sendable {
   fileprivate var _instance: Sigma_V1_Instance? = nil
 }
 
+/// Method "RecommendResources" (idempotent): requests and limits for an app's instances from their usage history
+/// (docs/operations.md, "Usage history and right-sizing").
+public nonisolated struct Sigma_V1_RecommendResourcesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var app: String = String()
+
+  /// Hours of history read, up to now (0: 168).
+  public var windowHours: Int32 = 0
+
+  /// Headroom over the p95 for requests, in percent (0: 15; at most 400); limits get twice this over the peak.
+  public var headroomPercent: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sigma_V1_RecommendResourcesResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var app: String {
+    get {_storage._app}
+    set {_uniqueStorage()._app = newValue}
+  }
+
+  /// Readings read (samples of the current hour, hourly rows before) and the instances they came from.
+  public var readings: Int64 {
+    get {_storage._readings}
+    set {_uniqueStorage()._readings = newValue}
+  }
+
+  public var instances: Int64 {
+    get {_storage._instances}
+    set {_uniqueStorage()._instances = newValue}
+  }
+
+  public var fromUnixMs: Int64 {
+    get {_storage._fromUnixMs}
+    set {_uniqueStorage()._fromUnixMs = newValue}
+  }
+
+  public var toUnixMs: Int64 {
+    get {_storage._toUnixMs}
+    set {_uniqueStorage()._toUnixMs = newValue}
+  }
+
+  public var cpuP95Millis: Int64 {
+    get {_storage._cpuP95Millis}
+    set {_uniqueStorage()._cpuP95Millis = newValue}
+  }
+
+  public var cpuPeakMillis: Int64 {
+    get {_storage._cpuPeakMillis}
+    set {_uniqueStorage()._cpuPeakMillis = newValue}
+  }
+
+  public var memoryP95Bytes: Int64 {
+    get {_storage._memoryP95Bytes}
+    set {_uniqueStorage()._memoryP95Bytes = newValue}
+  }
+
+  public var memoryPeakBytes: Int64 {
+    get {_storage._memoryPeakBytes}
+    set {_uniqueStorage()._memoryPeakBytes = newValue}
+  }
+
+  /// The app's spec now, and what is proposed (apply it with UpdateResources).
+  public var current: Sigma_V1_ResourceRequirements {
+    get {_storage._current ?? Sigma_V1_ResourceRequirements()}
+    set {_uniqueStorage()._current = newValue}
+  }
+  /// Returns true if `current` has been explicitly set.
+  public var hasCurrent: Bool {_storage._current != nil}
+  /// Clears the value of `current`. Subsequent reads from it will return its default value.
+  public mutating func clearCurrent() {_uniqueStorage()._current = nil}
+
+  public var recommended: Sigma_V1_ResourceRequirements {
+    get {_storage._recommended ?? Sigma_V1_ResourceRequirements()}
+    set {_uniqueStorage()._recommended = newValue}
+  }
+  /// Returns true if `recommended` has been explicitly set.
+  public var hasRecommended: Bool {_storage._recommended != nil}
+  /// Clears the value of `recommended`. Subsequent reads from it will return its default value.
+  public mutating func clearRecommended() {_uniqueStorage()._recommended = nil}
+
+  public var method: String {
+    get {_storage._method}
+    set {_uniqueStorage()._method = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Sigma_V1_Assignment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -5658,6 +5760,193 @@ nonisolated extension Sigma_V1_RestartInstanceResponse: SwiftProtobuf.Message, S
 
   public static func ==(lhs: Sigma_V1_RestartInstanceResponse, rhs: Sigma_V1_RestartInstanceResponse) -> Bool {
     if lhs._instance != rhs._instance {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_RecommendResourcesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecommendResourcesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{3}window_hours\0\u{3}headroom_percent\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.app) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.windowHours) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.headroomPercent) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.app.isEmpty {
+      try visitor.visitSingularStringField(value: self.app, fieldNumber: 1)
+    }
+    if self.windowHours != 0 {
+      try visitor.visitSingularInt32Field(value: self.windowHours, fieldNumber: 2)
+    }
+    if self.headroomPercent != 0 {
+      try visitor.visitSingularInt32Field(value: self.headroomPercent, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_RecommendResourcesRequest, rhs: Sigma_V1_RecommendResourcesRequest) -> Bool {
+    if lhs.app != rhs.app {return false}
+    if lhs.windowHours != rhs.windowHours {return false}
+    if lhs.headroomPercent != rhs.headroomPercent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sigma_V1_RecommendResourcesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecommendResourcesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}app\0\u{1}readings\0\u{1}instances\0\u{3}from_unix_ms\0\u{3}to_unix_ms\0\u{3}cpu_p95_millis\0\u{3}cpu_peak_millis\0\u{3}memory_p95_bytes\0\u{3}memory_peak_bytes\0\u{1}current\0\u{1}recommended\0\u{1}method\0")
+
+  fileprivate class _StorageClass {
+    var _app: String = String()
+    var _readings: Int64 = 0
+    var _instances: Int64 = 0
+    var _fromUnixMs: Int64 = 0
+    var _toUnixMs: Int64 = 0
+    var _cpuP95Millis: Int64 = 0
+    var _cpuPeakMillis: Int64 = 0
+    var _memoryP95Bytes: Int64 = 0
+    var _memoryPeakBytes: Int64 = 0
+    var _current: Sigma_V1_ResourceRequirements? = nil
+    var _recommended: Sigma_V1_ResourceRequirements? = nil
+    var _method: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _app = source._app
+      _readings = source._readings
+      _instances = source._instances
+      _fromUnixMs = source._fromUnixMs
+      _toUnixMs = source._toUnixMs
+      _cpuP95Millis = source._cpuP95Millis
+      _cpuPeakMillis = source._cpuPeakMillis
+      _memoryP95Bytes = source._memoryP95Bytes
+      _memoryPeakBytes = source._memoryPeakBytes
+      _current = source._current
+      _recommended = source._recommended
+      _method = source._method
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._app) }()
+        case 2: try { try decoder.decodeSingularInt64Field(value: &_storage._readings) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._instances) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._fromUnixMs) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._toUnixMs) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._cpuP95Millis) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._cpuPeakMillis) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryP95Bytes) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryPeakBytes) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._current) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._recommended) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._method) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._app.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._app, fieldNumber: 1)
+      }
+      if _storage._readings != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._readings, fieldNumber: 2)
+      }
+      if _storage._instances != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._instances, fieldNumber: 3)
+      }
+      if _storage._fromUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._fromUnixMs, fieldNumber: 4)
+      }
+      if _storage._toUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._toUnixMs, fieldNumber: 5)
+      }
+      if _storage._cpuP95Millis != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._cpuP95Millis, fieldNumber: 6)
+      }
+      if _storage._cpuPeakMillis != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._cpuPeakMillis, fieldNumber: 7)
+      }
+      if _storage._memoryP95Bytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._memoryP95Bytes, fieldNumber: 8)
+      }
+      if _storage._memoryPeakBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._memoryPeakBytes, fieldNumber: 9)
+      }
+      try { if let v = _storage._current {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._recommended {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      if !_storage._method.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._method, fieldNumber: 12)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sigma_V1_RecommendResourcesResponse, rhs: Sigma_V1_RecommendResourcesResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._app != rhs_storage._app {return false}
+        if _storage._readings != rhs_storage._readings {return false}
+        if _storage._instances != rhs_storage._instances {return false}
+        if _storage._fromUnixMs != rhs_storage._fromUnixMs {return false}
+        if _storage._toUnixMs != rhs_storage._toUnixMs {return false}
+        if _storage._cpuP95Millis != rhs_storage._cpuP95Millis {return false}
+        if _storage._cpuPeakMillis != rhs_storage._cpuPeakMillis {return false}
+        if _storage._memoryP95Bytes != rhs_storage._memoryP95Bytes {return false}
+        if _storage._memoryPeakBytes != rhs_storage._memoryPeakBytes {return false}
+        if _storage._current != rhs_storage._current {return false}
+        if _storage._recommended != rhs_storage._recommended {return false}
+        if _storage._method != rhs_storage._method {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -39,6 +39,7 @@ public enum Schema {
         m0025RolloutRecords,
         m0026ConfigDelete,
         m0027InstanceRestart,
+        m0028UsageHistory,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
