@@ -142,9 +142,18 @@ public struct EndpointOptions: ParsableArguments, Sendable {
     @Option(help: "Config center endpoints. [SIGMA_CONFIG]") public var config: String?
     @Option(help: "Discovery endpoints. [SIGMA_DISCOVERY]") public var discovery: String?
     @Option(help: "Per-call timeout in seconds.") public var timeout: Double = 5
+    @Option(help: "Context of ~/.sigma/config to use (default: its current-context). [SIGMA_CONTEXT]") public var context: String?
     @OptionGroup public var keys: ClientOptions
 
     public init() {}
+
+    /// The context named for this call, if any: the flag, then `SIGMA_CONTEXT`.
+    public var chosenContext: String? { context ?? environmentValue("SIGMA_CONTEXT") }
+
+    /// ~/.sigma/config's settings for this call (its context's).
+    public var settings: [String: String] { ConfigFile.load(context: chosenContext) }
+
+    public func validate() throws { try ConfigFile.check(context: chosenContext) }
 
     public func endpoints(_ kind: ServiceKind) -> String { givenEndpoints(kind) ?? kind.defaultEndpoint }
 
@@ -157,7 +166,7 @@ public struct EndpointOptions: ParsableArguments, Sendable {
         case .config: config
         case .discovery: discovery
         }
-        return flag ?? environmentValue(kind.endpointVariable) ?? ConfigFile.load()[kind.rawValue]
+        return flag ?? environmentValue(kind.endpointVariable) ?? settings[kind.rawValue]
     }
 
     /// A client for `kind`'s endpoints with the per-call timeout and CURVE keys given; its logs stay quiet
@@ -171,21 +180,92 @@ public struct EndpointOptions: ParsableArguments, Sendable {
             throw RPCError.unavailable("nothing listens at \(list.joined(separator: ", ")) (is the \(kind.rawValue) running? "
                            + "set --\(kind.rawValue), \(kind.endpointVariable) or ~/.sigma/config)")
         }
-        return try keys.client(endpoints: list.joined(separator: ","), timeout: .milliseconds(Int(timeout * 1000)), file: ConfigFile.load(), logger: logger)
+        return try keys.client(endpoints: list.joined(separator: ","), timeout: .milliseconds(Int(timeout * 1000)), file: settings, logger: logger)
     }
 }
 
 /// `~/.sigma/config`: `key = value` lines, e.g. `scheduler = tcp://10.0.0.1:7101,tcp://10.0.0.2:7101`, and with
-/// CURVE `client-key = PATH` and `server-key = PATH_OR_KEY`.
+/// CURVE `client-key = PATH` and `server-key = PATH_OR_KEY`. Several clusters are contexts: a `[context NAME]`
+/// line starts one, whose keys override the top-level ones; `current-context = NAME` (top-level) picks one,
+/// `--context NAME` or `SIGMA_CONTEXT` another for one call.
 public enum ConfigFile {
-    public static func load() -> [String: String] {
-        let path = (environmentValue("HOME") ?? "/root") + "/.sigma/config"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [:] }
-        var values: [String: String] = [:]
-        for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
+    public static var path: String { (environmentValue("HOME") ?? "/root") + "/.sigma/config" }
+
+    public struct Contents: Sendable {
+        public var top: [String: String] = [:]
+        public var contexts: [String: [String: String]] = [:]
+        /// The contexts in the file's order.
+        public var names: [String] = []
+        public var current: String? { top["current-context"] }
+    }
+
+    public static func read() -> Contents { parse((try? String(contentsOfFile: path, encoding: .utf8)) ?? "") }
+
+    public static func parse(_ text: String) -> Contents {
+        var contents = Contents()
+        var section: String?
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("[context "), line.hasSuffix("]") {
+                let name = String(line.dropFirst("[context ".count).dropLast()).trimmingCharacters(in: .whitespaces)
+                section = name
+                if contents.contexts[name] == nil { contents.contexts[name] = [:]; contents.names.append(name) }
+                continue
+            }
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            if parts.count == 2 { values[parts[0]] = parts[1] }
+            guard parts.count == 2 else { continue }
+            if let section { contents.contexts[section]![parts[0]] = parts[1] } else { contents.top[parts[0]] = parts[1] }
         }
-        return values
+        return contents
+    }
+
+    /// The settings in force: the top-level keys, overridden by those of `context` (else of the current one).
+    public static func load(context: String? = nil) -> [String: String] {
+        let contents = read()
+        guard let name = context ?? contents.current, let chosen = contents.contexts[name] else { return contents.top }
+        return contents.top.merging(chosen) { _, context in context }
+    }
+
+    /// A ValidationError unless `context` (else the current one) names a context of the file.
+    public static func check(context: String?) throws {
+        let contents = read()
+        guard let name = context ?? contents.current else { return }
+        guard contents.contexts[name] != nil else {
+            let known = contents.names.isEmpty ? "none" : contents.names.joined(separator: ", ")
+            throw ValidationError("no context \"\(name)\" in \(path) (contexts: \(known); sigmactl config set-context NAME --scheduler ...)")
+        }
+    }
+
+    /// Writes the file with `current-context` set (or removed when nil), keeping every other line.
+    public static func setCurrent(_ name: String?) throws {
+        var lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        lines.removeAll { $0.trimmingCharacters(in: .whitespaces).hasPrefix("current-context") }
+        if let name { lines.insert("current-context = \(name)", at: 0) }
+        try write(lines)
+    }
+
+    /// Writes `[context NAME]` with `values` (replacing that section if there is one), keeping the rest.
+    public static func setContext(_ name: String, _ values: [(String, String)]) throws {
+        let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var kept: [String] = []
+        var inside = false
+        for line in lines {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("[context ") { inside = trimmed == "[context \(name)]" }
+            if !inside { kept.append(line) }
+        }
+        while kept.last?.isEmpty == true { kept.removeLast() }
+        kept.append("[context \(name)]")
+        kept += values.map { "\($0.0) = \($0.1)" }
+        try write(kept)
+    }
+
+    private static func write(_ lines: [String]) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var text = lines.joined(separator: "\n")
+        if !text.hasSuffix("\n") { text += "\n" }
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 }

@@ -121,6 +121,30 @@ import TestSupport
             let (mistake, located) = try await runProgramStatus(Self.sigmactl, ["apply", "-f", folder + "/e.yaml"] + flags)
             #expect(mistake == 2 && located.contains("\(folder)/e.yaml:") && located.contains("(yaml): line 3, column 11: "), "\(located)")
 
+            // Contexts: one per cluster in ~/.sigma/config; use-context picks one, --context or SIGMA_CONTEXT one call's.
+            let home = folder + "/home"
+            let ctl = "HOME='\(home)' \(Self.sigmactl)"
+            for (name, at) in [("good", bare), ("gone", "127.0.0.1:\(port)")] {
+                let (written, said) = try await Self.shell("\(ctl) config set-context \(name) --scheduler \(at)")
+                #expect(written == 0 && said.contains("context \(name) written"), "\(said)")
+            }
+            let (used, _) = try await Self.shell("\(ctl) config use-context gone")
+            #expect(used == 0)
+            let (toGone, goneWhy) = try await Self.shell("\(ctl) get nodes --timeout 20")
+            #expect(toGone == 1 && goneWhy.contains("nothing listens at tcp://127.0.0.1:\(port)"), "\(goneWhy)")
+            #expect(try await Self.shell("\(ctl) --context good get nodes").output.contains("n1"))
+            #expect(try await Self.shell("\(ctl) get nodes --context good").output.contains("n1"))
+            #expect(try await Self.shell("SIGMA_CONTEXT=good \(ctl) get nodes").output.contains("n1"))
+            _ = try await Self.shell("\(ctl) config use-context good")
+            #expect(try await Self.shell("\(ctl) get nodes").output.contains("n1"))
+            let contexts = try await Self.shell("\(ctl) config get-contexts").output
+            #expect(contexts.split(separator: "\n").contains { $0.hasPrefix("*") && $0.contains("good") && $0.contains(bare) }, "\(contexts)")
+            #expect(try await Self.shell("\(ctl) config current-context").output == "good\n")
+            let (unknown, unknownWhy) = try await Self.shell("\(ctl) get nodes --context nope")
+            #expect(unknown == 2 && unknownWhy.contains("no context \"nope\"") && unknownWhy.contains("contexts: good, gone"), "\(unknownWhy)")
+            let (badUse, _) = try await Self.shell("\(ctl) config use-context nope")
+            #expect(badUse == 2)
+
             // version: the client's and each service's.
             let version = try await runProgram(Self.sigmactl, ["version", "--client"])
             #expect(version.hasPrefix("sigmactl 0."), "\(version)")

@@ -23,11 +23,11 @@ final class ClusterReader: Sendable {
         var quiet = logger
         quiet.logLevel = .critical
         self.quiet = quiet
-        scheduler = try endpoints.keys.client(endpoints: endpoints.endpoints(.scheduler), timeout: .seconds(3), file: ConfigFile.load(), logger: quiet)
+        scheduler = try endpoints.keys.client(endpoints: endpoints.endpoints(.scheduler), timeout: .seconds(3), file: endpoints.settings, logger: quiet)
         var replicas: [(ServiceKind, String, RPCClient)] = []
         for kind in [ServiceKind.scheduler, .allocator, .config, .discovery] {
             for endpoint in endpoints.endpoints(kind).split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-                replicas.append((kind, endpoint, try endpoints.keys.client(endpoints: endpoint, timeout: .seconds(2), file: ConfigFile.load(), logger: quiet)))
+                replicas.append((kind, endpoint, try endpoints.keys.client(endpoints: endpoint, timeout: .seconds(2), file: endpoints.settings, logger: quiet)))
             }
         }
         self.replicas = replicas
@@ -128,7 +128,7 @@ extension ClusterReader {
             let gone = known.filter { !wanted.contains($0.key) }
             for endpoint in gone.keys { known[endpoint] = nil }
             for endpoint in wanted where known[endpoint] == nil {
-                known[endpoint] = try? endpoints.keys.client(endpoints: endpoint, timeout: .seconds(1), file: ConfigFile.load(), logger: quiet)
+                known[endpoint] = try? endpoints.keys.client(endpoints: endpoint, timeout: .seconds(1), file: endpoints.settings, logger: quiet)
             }
             return (known.sorted { $0.key < $1.key }, Array(gone.values))
         }

@@ -7,8 +7,9 @@ import ClientKit
 /// `sigmactl config ...`: an app's config files and startup script on sigma-config. Secret files are never shown.
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "config", abstract: "Publish, inspect, gray-release and roll back an app's config.",
-        subcommands: [Publish.self, Get.self, History.self, Diff.self, Rollback.self, Gray.self, Promote.self, Abandon.self, Delete.self])
+        commandName: "config", abstract: "Publish, inspect, gray-release and roll back an app's config; choose the cluster (contexts).",
+        subcommands: [Publish.self, Get.self, History.self, Diff.self, Rollback.self, Gray.self, Promote.self, Abandon.self, Delete.self,
+                      UseContext.self, CurrentContext.self, GetContexts.self, SetContext.self])
 
     static func client(_ endpoints: EndpointOptions) throws -> RPCClient { try endpoints.client(.config) }
 

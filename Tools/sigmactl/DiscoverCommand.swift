@@ -23,7 +23,7 @@ struct DiscoverCommand: AsyncParsableCommand {
     func run() async throws {
         let client = try DiscoveryClient(
             endpoints: endpoints.endpoints(.discovery).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
-            curve: try endpoints.keys.curve(file: ConfigFile.load()), timeout: .milliseconds(Int(endpoints.timeout * 1000)))
+            curve: try endpoints.keys.curve(file: endpoints.settings), timeout: .milliseconds(Int(endpoints.timeout * 1000)))
         defer { client.close() }
         let filter = DiscoveryClient.Filter(readyOnly: ready, state: state, idc: idc)
         var answer = try await client.resolve(app, filter: filter)

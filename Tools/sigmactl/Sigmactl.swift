@@ -20,11 +20,28 @@ struct Sigmactl: AsyncParsableCommand {
             VersionCommand.self, TopCommand.self, RecommendCommand.self,
         ])
 
+    /// `--context NAME` may come before the verb too (`sigmactl --context prod get apps`, as kubectl takes it):
+    /// there it is moved behind the verbs, where every verb that calls a service reads it.
+    static func globalFlagsMoved(_ arguments: [String]) -> [String] {
+        var rest = arguments, moved: [String] = []
+        while let first = rest.first, first.hasPrefix("--context") {
+            if first == "--context", rest.count >= 2 {
+                moved += rest.prefix(2)
+                rest.removeFirst(2)
+            } else if first.hasPrefix("--context=") {
+                moved.append(rest.removeFirst())
+            } else {
+                break
+            }
+        }
+        return rest + moved
+    }
+
     /// ArgumentParser's runner, but misuse (an unknown flag, a missing argument, a bad value) exits 2 as
     /// README.md says, with the verb's usage (ArgumentParser's own code for it is 64).
     static func main() async {
         do {
-            var parsed = try parseAsRoot()
+            var parsed = try parseAsRoot(Self.globalFlagsMoved(Array(CommandLine.arguments.dropFirst())))
             if var verb = parsed as? AsyncParsableCommand { try await verb.run() } else { try parsed.run() }
         } catch {
             guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
