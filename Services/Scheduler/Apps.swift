@@ -32,6 +32,7 @@ struct Apps: Sendable {
         template.replicas = 0
         template.resources = .init()
         template.update = nil
+        template.labels = [:]
         return template
     }
 

@@ -54,7 +54,7 @@ extension AppSpec {
                 name: port.name, containerPort: Int(port.containerPort),
                 protocol: parse(port.protocol, "ports[\(index)].protocol", default: .tcp, all: ContainerPort.TransportProtocol.allCases))
         }
-        let spec = AppSpec(
+        var spec = AppSpec(
             name: wire.name, team: wire.team, image: wire.image, command: wire.command, args: wire.args, env: wire.env,
             replicas: Int(wire.replicas), resources: ResourceRequirements(wire: wire.resources),
             nodeSelector: LabelSelector(requirements), spread: spread,
@@ -74,6 +74,7 @@ extension AppSpec {
             failover: wire.failover.isEmpty ? nil : parse(wire.failover, "failover", default: .safe, all: FailoverMode.allCases),
             volumes: wire.volumes.map { VolumeSpec(name: $0.name, mountPath: $0.mountPath, sizeBytes: Int64(clamping: $0.sizeBytes)) },
             update: wire.hasUpdate ? UpdateStrategy(wire: wire.update) : nil)
+        spec.labels = wire.labels
         return (spec, problems + spec.problems())
     }
 
@@ -85,6 +86,7 @@ extension AppSpec {
         wire.command = command
         wire.args = args
         wire.env = env
+        wire.labels = labels
         wire.replicas = Int32(clamping: replicas)
         wire.resources = resources.wire
         wire.nodeSelector = nodeSelector.requirements.map { requirement in

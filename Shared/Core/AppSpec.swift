@@ -29,13 +29,15 @@ public struct AppSpec: Hashable, Sendable, Codable {
     public var volumes: [VolumeSpec]
     /// How a changed template rolls through the instances; nil = the defaults (`rollout`).
     public var update: UpdateStrategy?
+    /// The app's own labels: metadata for people and selectors, no part of the template (a change restarts nothing).
+    public var labels: [String: String] = [:]
 
     /// The keys of the stored JSON (apps.spec, app_revisions.spec): fixed here, not by the property names,
     /// because SQL reads some of them (`AppSpec.StoredPath`, and the views of migration 20). Rename a
     /// property and keep its key.
     public enum CodingKeys: String, CodingKey {
         case name, team, image, command, args, env, replicas, resources, nodeSelector, spread, idcAffinity, network, ports
-        case ssd, startup, restartPolicy, config, lifecycle, security, failover, volumes, update
+        case ssd, startup, restartPolicy, config, lifecycle, security, failover, volumes, update, labels
     }
 
     public init(
@@ -95,6 +97,10 @@ public struct AppSpec: Hashable, Sendable, Codable {
         check(!image.isEmpty, "image", "required (oci:PATH:TAG, docker-archive:PATH, docker://REF or host)")
         check(replicas >= 0, "replicas", "must not be negative")
         check(replicas <= 100_000, "replicas", "at most 100000")
+        for (key, value) in labels.sorted(by: { $0.key < $1.key }) {
+            check(LabelSelector.isValidKey(key), "labels.\(key)", "not a label key (letters, digits, - _ . /; 1-63 characters)")
+            check(Self.isValidLabelValue(value), "labels.\(key)", "\(value.quotedForError) is not a label value (letters, digits, - _ .; at most 63 characters)")
+        }
         for key in env.keys.sorted() {
             check(Self.isValidEnvName(key), "env.\(key)", "not an environment variable name")
         }
@@ -140,6 +146,10 @@ public struct AppSpec: Hashable, Sendable, Codable {
     public static func isValidName(_ name: String) -> Bool {
         guard let first = name.first, first.isASCII, first.isLowercase, name.count <= 63, name.last != "-" else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    }
+
+    static func isValidLabelValue(_ value: String) -> Bool {
+        value.count <= 63 && value.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
 
     static func isValidEnvName(_ name: String) -> Bool {

@@ -63,5 +63,6 @@ extension AppSpec {
             failover: try c.decodeIfPresent(FailoverMode.self, forKey: .failover),
             volumes: try c.decodeIfPresent([VolumeSpec].self, forKey: .volumes) ?? [],
             update: try c.decodeIfPresent(UpdateStrategy.self, forKey: .update))
+        labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
     }
 }

@@ -7,6 +7,7 @@ import Yams
 /// ```yaml
 /// name: web
 /// team: shop
+/// labels: {tier: web}                            # the app's own; sigmactl get apps -l tier=web; changes restart nothing
 /// image: oci:/images/web:1
 /// replicas: 3
 /// resources:
@@ -230,7 +231,7 @@ public enum AppManifest {
             let fields = mapping(document, "", keys: [
                 "name", "team", "image", "command", "args", "env", "replicas", "resources", "nodeSelector", "spread",
                 "idcAffinity", "network", "ports", "ssd", "startup", "restartPolicy", "config", "lifecycle", "security",
-                "failover", "volumes", "update",
+                "failover", "volumes", "update", "labels",
             ])
             if case .mapping = document {} else { return AppSpec(name: "") }
             var spec = AppSpec(name: string(fields["name"], "name"))
@@ -239,6 +240,7 @@ public enum AppManifest {
             spec.command = strings(fields["command"], "command")
             spec.args = strings(fields["args"], "args")
             spec.env = stringMap(fields["env"], "env")
+            spec.labels = stringMap(fields["labels"], "labels")
             spec.replicas = int(fields["replicas"], "replicas", default: 1)
             let resources = mapping(fields["resources"], "resources", keys: ["request", "limit"])
             spec.resources = ResourceRequirements(

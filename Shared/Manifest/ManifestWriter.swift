@@ -18,15 +18,14 @@ extension AppManifest {
         var fields = Fields()
         fields["name"] = text(spec.name)
         if !spec.team.isEmpty { fields["team"] = text(spec.team) }
+        if !spec.labels.isEmpty { fields["labels"] = textMap(spec.labels) }
         fields["image"] = text(spec.image)
         if !spec.command.isEmpty { fields["command"] = texts(spec.command) }
         if !spec.args.isEmpty { fields["args"] = texts(spec.args) }
         if !spec.env.isEmpty { fields["env"] = textMap(spec.env) }
         fields["replicas"] = number(spec.replicas)
-        var resources = Fields()
-        resources["request"] = quantities(spec.resources.request)
-        resources["limit"] = quantities(spec.resources.limit)
-        fields["resources"] = resources.node
+        fields["resources"] = Fields(pairs: [(Node("request"), quantities(spec.resources.request)),
+                                             (Node("limit"), quantities(spec.resources.limit))]).node
         placement(spec, into: &fields)
         if spec.network != .overlay { fields["network"] = text(spec.network.rawValue) }
         if !spec.ports.isEmpty {

@@ -36,7 +36,7 @@ import Testing
     /// Seeded random specs with every field drawn, awkward strings included; each valid one survives.
     /// A field added to AppSpec fails the first check until it is drawn here too (and written by render).
     @Test func randomValidSpecsComeBackEqual() throws {
-        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 22, "AppSpec has a new field: draw it below")
+        #expect(Mirror(reflecting: AppSpec(name: "")).children.count == 23, "AppSpec has a new field: draw it below")
         var random = SeededGenerator(seed: 7)
         let words = ["web", "a", "true", "no", "1", "0x1F", "null", "~", "", " spaced ", "a: b", "- x", "#c", "[x]", "{y}",
                      "'q'", "\"dq\"", "multi\nline", "tab\there", "😀", "1.5", "2026-12-01", "*ref", "&anchor", "!tag", "%"]
@@ -55,6 +55,8 @@ import Testing
             spec.command = some(word)
             spec.args = some(word)
             spec.env = Dictionary(some { ("VAR_\(Int.random(in: 0...9, using: &random))", word()) }, uniquingKeysWith: { $1 })
+            spec.labels = Dictionary(some { (["tier", "env", "a.b/c", "x_y"].randomElement(using: &random)!, ["web", "", "1.5", "a-b"].randomElement(using: &random)!) },
+                                     uniquingKeysWith: { $1 })
             let cpu = Int64.random(in: 0...8000, using: &random), memory = Int64.random(in: 0...(8 << 30), using: &random)
             spec.resources = ResourceRequirements(
                 request: Resources(cpuMillis: cpu, memoryBytes: memory),

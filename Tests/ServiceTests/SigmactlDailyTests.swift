@@ -104,6 +104,33 @@ import TestSupport
             let (badSince, _) = try await runProgramStatus(Self.sigmactl, ["get", "events", "--since", "soon"] + flags)
             #expect(badSince == 2)
 
+            // Labels on apps and -l selectors: apps by theirs, instances by their app's, nodes by theirs and the IDC.
+            let labelled = "name: tagged\nimage: oci:/images/tagged:1\nreplicas: 1\nlabels: {tier: web, env: prod}\nresources: {request: {cpu: 100m}}\n"
+            try labelled.write(toFile: folder + "/tagged.yaml", atomically: true, encoding: .utf8)
+            #expect(try await runProgram(Self.sigmactl, ["apply", "-f", folder + "/tagged.yaml", "--no-wait"] + flags).contains("app/tagged applied"))
+            try await cluster.eventually("tagged-0 placed") { try await cluster.instance("tagged")?.node == "n1" }
+            func names(_ arguments: [String]) async throws -> [String] {
+                try await runProgram(Self.sigmactl, arguments + flags).split(separator: "\n").dropFirst().map { String($0.split(separator: " ")[0]) }
+            }
+            #expect(try await names(["get", "apps", "-l", "tier=web"]) == ["tagged"])
+            #expect(try await names(["get", "apps", "-l", "tier!=web"]) == ["a", "b", "c", "d"])
+            #expect(try await names(["get", "apps", "--selector", "env in (prod,stage),tier"]) == ["tagged"])
+            #expect(try await names(["get", "instances", "-l", "tier=web"]) == ["tagged-0"])
+            #expect(try await names(["get", "nodes", "-l", "idc=idc-a"]) == ["n1"])
+            #expect(try await names(["get", "nodes", "-l", "idc=idc-z"]).isEmpty)
+            let (badSelector, selectorWhy) = try await runProgramStatus(Self.sigmactl, ["get", "apps", "-l", "tier in (web"] + flags)
+            #expect(badSelector == 2 && selectorWhy.contains("-l tier in (web"), "\(selectorWhy)")
+            let (badLabel, labelWhy) = try await Self.shell(
+                "printf 'name: tagged\\nimage: oci:/images/tagged:1\\nlabels: {\"bad key\": x}\\n' | \(Self.sigmactl) apply -f - \(flags.joined(separator: " "))")
+            #expect(badLabel == 2 && labelWhy.contains("labels.bad key: not a label key"), "\(labelWhy)")
+            // A change of labels alone restarts nothing.
+            let generation = try #require(try await cluster.instance("tagged")).generation
+            try labelled.replacingOccurrences(of: "env: prod", with: "env: stage").write(toFile: folder + "/tagged.yaml", atomically: true, encoding: .utf8)
+            #expect(try await runProgram(Self.sigmactl, ["apply", "-f", folder + "/tagged.yaml", "--dry-run"] + flags).contains("would apply live"))
+            #expect(try await runProgram(Self.sigmactl, ["apply", "-f", folder + "/tagged.yaml", "--no-wait"] + flags).contains("applied (revision 2)"))
+            #expect(try await names(["get", "apps", "-l", "env=stage"]) == ["tagged"])
+            #expect(try await cluster.instance("tagged")?.generation == generation)
+
             // top: what instances use beside their requests and limits, and the nodes' sums.
             agent.setUsage("a", cpuMillis: 50, memoryBytes: 64 << 20)
             try await cluster.eventually("a-0's usage reported") { try await cluster.instance("a")?.usage.cpuMillis == 50 }

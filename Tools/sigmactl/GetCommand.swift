@@ -35,12 +35,23 @@ struct GetCommand: AsyncParsableCommand {
     @Option(help: "Events: only those of the last DURATION (90s, 10m, 2h, 1d).") var since: String?
     @Option(help: "Events: at most this many, the newest (1-10000).") var limit: UInt32 = 200
     @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
+    @Option(name: [.customShort("l"), .long], help: ArgumentHelp(
+        "Only those whose labels match (nodes: their labels, region, idc, isp; apps: theirs; instances: their app's), "
+            + "e.g. -l tier=web,env!=test,'zone in (a,b)',gpu,!spot.", valueName: "selector"))
+    var selector: String?
     @OptionGroup var endpoints: EndpointOptions
+
+    /// The parsed `-l`, nil without one.
+    var labelSelector: LabelSelector? { selector.flatMap { try? LabelSelector(parsing: $0) } }
 
     func validate() throws {
         if name != nil && (kind == .pool || kind == .events) { throw ValidationError("get \(kind.rawValue) takes no name") }
         if let since, Self.seconds(since) == nil { throw ValidationError("--since \(since): expected a duration like 90s, 10m, 2h or 1d") }
         guard (1...10_000).contains(limit) else { throw ValidationError("--limit \(limit): between 1 and 10000") }
+        if let selector {
+            guard [.nodes, .apps, .instances].contains(kind) else { throw ValidationError("-l: only nodes, apps and instances have labels") }
+            do { _ = try LabelSelector(parsing: selector) } catch { throw ValidationError("-l \(selector): \(error.reason)") }
+        }
     }
 
     /// "90s", "10m", "2h", "1d" (or plain seconds) in seconds; nil when it is none of these.
@@ -71,7 +82,17 @@ struct GetCommand: AsyncParsableCommand {
     }
 
     private func nodes(_ client: RPCClient) async throws {
-        let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }
+        let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }.filter { node in
+            labelSelector?.matches { key in
+                switch key {
+                case "region": node.region
+                case "idc": node.idc
+                case "isp": node.isp
+                case "node": node.name
+                default: node.labels[key]
+                }
+            } ?? true
+        }
         if output.isStructured { return try printMessages(nodes, as: output) }
         printTable(
             ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),
@@ -89,6 +110,7 @@ struct GetCommand: AsyncParsableCommand {
 
     private func apps(_ client: RPCClient) async throws {
         let apps = try named(try await client.call(SchedulerMethods.listApps, .init()).apps) { [$0.spec.name] }
+            .filter { labelSelector?.matches($0.spec.labels) ?? true }
         // YAML is the manifest format, so it applies back (`sigmactl apply -f`); its status goes in comments.
         if output == .yaml {
             return print(try AppManifest.render(apps.map { AppSpec.from(wire: $0.spec).spec }, comments: apps.map { app in
@@ -96,10 +118,11 @@ struct GetCommand: AsyncParsableCommand {
             }), terminator: "")
         }
         if output.isStructured { return try printMessages(apps, as: output) }
-        printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES"] : []), apps.map { app in
+        printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES", "LABELS"] : []), apps.map { app in
             [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(app.ready)/\(app.spec.replicas)", app.spec.image]
                 + (output == .wide ? ["\(Resources(wire: app.spec.resources.request))", "\(Resources(wire: app.spec.resources.limit))",
-                                      app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
+                                      app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
+                                      app.spec.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")] : [])
         })
     }
 
@@ -107,7 +130,12 @@ struct GetCommand: AsyncParsableCommand {
         var request = Sigma_V1_ListInstancesRequest()
         request.app = app
         request.node = node
-        let instances = try named(try await client.call(SchedulerMethods.listInstances, request).instances) { [instanceName($0), $0.id] }
+        var instances = try named(try await client.call(SchedulerMethods.listInstances, request).instances) { [instanceName($0), $0.id] }
+        if let labelSelector {
+            let labels = Dictionary(try await client.call(SchedulerMethods.listApps, .init()).apps.map { ($0.spec.name, $0.spec.labels) },
+                                    uniquingKeysWith: { first, _ in first })
+            instances = instances.filter { labelSelector.matches(labels[$0.app] ?? [:]) }
+        }
         if output.isStructured { return try printMessages(instances, as: output) }
         printTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
                    instances.map { instance in

@@ -924,6 +924,13 @@ public nonisolated struct Sigma_V1_AppSpec: @unchecked Sendable {
   /// Clears the value of `update`. Subsequent reads from it will return its default value.
   public mutating func clearUpdate() {_uniqueStorage()._update = nil}
 
+  /// The app's own labels (team=..., tier=...), for people and for selectors (sigmactl get apps -l tier=web);
+  /// changing them changes no instance.
+  public var labels: Dictionary<String,String> {
+    get {_storage._labels}
+    set {_uniqueStorage()._labels = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3709,7 +3716,7 @@ nonisolated extension Sigma_V1_ConfigReference: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0\u{1}volumes\0\u{1}update\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}team\0\u{1}image\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}replicas\0\u{1}resources\0\u{3}node_selector\0\u{1}spread\0\u{3}required_idcs\0\u{3}preferred_idcs\0\u{1}network\0\u{1}ports\0\u{1}ssd\0\u{1}startup\0\u{3}restart_policy\0\u{1}config\0\u{1}lifecycle\0\u{1}security\0\u{1}failover\0\u{1}volumes\0\u{1}update\0\u{1}labels\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3735,6 +3742,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _failover: String = String()
     var _volumes: [Sigma_V1_Volume] = []
     var _update: Sigma_V1_UpdateStrategy? = nil
+    var _labels: Dictionary<String,String> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3768,6 +3776,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       _failover = source._failover
       _volumes = source._volumes
       _update = source._update
+      _labels = source._labels
     }
   }
 
@@ -3809,6 +3818,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._failover) }()
         case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._volumes) }()
         case 23: try { try decoder.decodeSingularMessageField(value: &_storage._update) }()
+        case 24: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._labels) }()
         default: break
         }
       }
@@ -3890,6 +3900,9 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
       try { if let v = _storage._update {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
       } }()
+      if !_storage._labels.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._labels, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3922,6 +3935,7 @@ nonisolated extension Sigma_V1_AppSpec: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._failover != rhs_storage._failover {return false}
         if _storage._volumes != rhs_storage._volumes {return false}
         if _storage._update != rhs_storage._update {return false}
+        if _storage._labels != rhs_storage._labels {return false}
         return true
       }
       if !storagesAreEqual {return false}
