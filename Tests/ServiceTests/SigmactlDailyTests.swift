@@ -131,6 +131,33 @@ import TestSupport
             #expect(try await names(["get", "apps", "-l", "env=stage"]) == ["tagged"])
             #expect(try await cluster.instance("tagged")?.generation == generation)
 
+            // --watch: the listing once, then only what changed: a new instance, then the same one gone.
+            let watched = folder + "/watch.txt"
+            _ = try await Self.shell("\(Self.sigmactl) get instances --app a -w --watch-interval 0.2 --watch-timeout 60 "
+                                     + "\(flags.joined(separator: " ")) > \(watched) 2>&1 & echo $! > \(watched).pid")
+            let watcher = try #require(pid_t(try String(contentsOfFile: watched + ".pid", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)), "the watch's pid")
+            defer { _ = kill(watcher, SIGTERM) }
+            func watchedText() -> String { (try? String(contentsOfFile: watched, encoding: .utf8)) ?? "" }
+            try await cluster.eventually("the watch lists a-0") { watchedText().contains("a-0 ") }
+            var scale = Sigma_V1_ScaleAppRequest()
+            scale.name = "a"
+            scale.replicas = 2
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            try await cluster.eventually("the watch shows a-1 running", within: .seconds(25)) {
+                watchedText().split(separator: "\n").contains { $0.hasPrefix("a-1 ") && $0.contains("Running") }
+            }
+            scale.replicas = 1
+            _ = try await cluster.client.call(SchedulerMethods.scaleApp, scale)
+            try await cluster.eventually("the watch shows a-1 gone", within: .seconds(25)) {
+                watchedText().split(separator: "\n").contains { $0.hasPrefix("a-1 ") && $0.hasSuffix("(gone)") }
+            }
+            let lines = watchedText().split(separator: "\n")
+            #expect(lines.filter { $0.hasPrefix("NAME ") }.count == 1, "one header: \(lines)")
+            #expect(lines.filter { $0.hasPrefix("a-0 ") }.count < 5, "a-0 shown only when it changed: \(lines)")
+            let (watchJSON, _) = try await runProgramStatus(Self.sigmactl, ["get", "apps", "-w", "-o", "json"] + flags)
+            #expect(watchJSON == 2)
+
             // top: what instances use beside their requests and limits, and the nodes' sums.
             agent.setUsage("a", cpuMillis: 50, memoryBytes: 64 << 20)
             try await cluster.eventually("a-0's usage reported") { try await cluster.instance("a")?.usage.cpuMillis == 50 }

@@ -39,6 +39,9 @@ struct GetCommand: AsyncParsableCommand {
         "Only those whose labels match (nodes: their labels, region, idc, isp; apps: theirs; instances: their app's), "
             + "e.g. -l tier=web,env!=test,'zone in (a,b)',gpu,!spot.", valueName: "selector"))
     var selector: String?
+    @Flag(name: [.customShort("w"), .long], help: "Keep watching: the listing, then every --watch-interval what changed.") var watch = false
+    @Option(help: "Seconds between two looks of --watch.") var watchInterval: Double = 1
+    @Option(help: "Stop watching after this many seconds (default: until interrupted).") var watchTimeout: Double?
     @OptionGroup var endpoints: EndpointOptions
 
     /// The parsed `-l`, nil without one.
@@ -48,6 +51,10 @@ struct GetCommand: AsyncParsableCommand {
         if name != nil && (kind == .pool || kind == .events) { throw ValidationError("get \(kind.rawValue) takes no name") }
         if let since, Self.seconds(since) == nil { throw ValidationError("--since \(since): expected a duration like 90s, 10m, 2h or 1d") }
         guard (1...10_000).contains(limit) else { throw ValidationError("--limit \(limit): between 1 and 10000") }
+        if watch {
+            guard !output.isStructured else { throw ValidationError("--watch prints tables; for scripts, poll -o json") }
+            guard watchInterval >= 0.1 else { throw ValidationError("--watch-interval: seconds, at least 0.1") }
+        }
         if let selector {
             guard [.nodes, .apps, .instances].contains(kind) else { throw ValidationError("-l: only nodes, apps and instances have labels") }
             do { _ = try LabelSelector(parsing: selector) } catch { throw ValidationError("-l \(selector): \(error.reason)") }
@@ -71,6 +78,18 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try endpoints.client(.scheduler)
+        guard watch else { return try await list(client) }
+        let deadline = watchTimeout.map { ContinuousClock.now + .milliseconds(Int($0 * 1000)) }
+        let watching = TableWatch(keyedByRow: kind == .events)
+        try await TableWatch.$current.withValue(watching) {
+            while deadline.map({ ContinuousClock.now < $0 }) ?? true {
+                try await list(client)
+                try await Task.sleep(for: .milliseconds(Int(watchInterval * 1000)))
+            }
+        }
+    }
+
+    private func list(_ client: RPCClient) async throws {
         switch kind {
         case .nodes: try await nodes(client)
         case .apps: try await apps(client)
@@ -94,7 +113,7 @@ struct GetCommand: AsyncParsableCommand {
             } ?? true
         }
         if output.isStructured { return try printMessages(nodes, as: output) }
-        printTable(
+        showTable(
             ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),
             nodes.map { node in
                 var status = node.health
@@ -118,7 +137,7 @@ struct GetCommand: AsyncParsableCommand {
             }), terminator: "")
         }
         if output.isStructured { return try printMessages(apps, as: output) }
-        printTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES", "LABELS"] : []), apps.map { app in
+        showTable(["NAME", "TEAM", "REVISION", "READY", "IMAGE"] + (output == .wide ? ["REQUEST", "LIMIT", "STATES", "LABELS"] : []), apps.map { app in
             [app.spec.name, app.spec.team.isEmpty ? "-" : app.spec.team, "\(app.revision)", "\(app.ready)/\(app.spec.replicas)", app.spec.image]
                 + (output == .wide ? ["\(Resources(wire: app.spec.resources.request))", "\(Resources(wire: app.spec.resources.limit))",
                                       app.states.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
@@ -137,7 +156,7 @@ struct GetCommand: AsyncParsableCommand {
             instances = instances.filter { labelSelector.matches(labels[$0.app] ?? [:]) }
         }
         if output.isStructured { return try printMessages(instances, as: output) }
-        printTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
+        showTable(["NAME", "STATE", "RESTARTS", "NODE", "IP", "HOST PORTS", "REASON"] + (output == .wide ? ["ID", "GENERATION", "REVISION"] : []),
                    instances.map { instance in
                        [instanceName(instance), coloured(instance.state), "\(instance.restarts)", instance.node.isEmpty ? "-" : instance.node,
                         instance.ip.isEmpty ? "-" : instance.ip,
@@ -157,7 +176,7 @@ struct GetCommand: AsyncParsableCommand {
              Quantity.formatCPU(f.limits.cpuMillis), Quantity.formatCPU(f.usage.cpuMillis), Quantity.formatBytesRounded(f.capacity.memoryBytes),
              Quantity.formatBytesRounded(f.requested.memoryBytes), Quantity.formatBytesRounded(f.usage.memoryBytes), "\(f.instances)"]
         }
-        printTable(["GROUP", "VALUE", "READY", "CPU", "CPU REQ", "CPU LIM", "CPU USED", "MEMORY", "MEM REQ", "MEM USED", "INSTANCES"],
+        showTable(["GROUP", "VALUE", "READY", "CPU", "CPU REQ", "CPU LIM", "CPU USED", "MEMORY", "MEM REQ", "MEM USED", "INSTANCES"],
                    [row("total", "-", pool.total)] + pool.groups.map { row($0.key, $0.value.isEmpty ? "-" : $0.value, $0.figures) }
                        + (output == .wide ? pool.nodes.map { row("node", $0.node, $0.figures) } : []))
     }
@@ -175,7 +194,7 @@ struct GetCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("(the newest \(limit) events shown; more matched: --limit or --since)\n".utf8))
         }
         if output.isStructured { return try printMessages(answer.events, as: output) }
-        printTable(["TIME", "OBJECT", "REASON", "MESSAGE"], answer.events.map { event in
+        showTable(["TIME", "OBJECT", "REASON", "MESSAGE"], answer.events.map { event in
             [timestamp(event.atUnixMs), "\(event.kind)/\(event.object.isEmpty ? event.name : event.object)", event.reason, event.message]
         })
     }
@@ -183,7 +202,7 @@ struct GetCommand: AsyncParsableCommand {
     private func quotas(_ client: RPCClient) async throws {
         let quotas = try named(try await client.call(SchedulerMethods.listQuotas, .init()).quotas) { [$0.team] }
         if output.isStructured { return try printMessages(quotas, as: output) }
-        printTable(["TEAM", "CPU USED/QUOTA", "MEMORY USED/QUOTA"], quotas.map { quota in
+        showTable(["TEAM", "CPU USED/QUOTA", "MEMORY USED/QUOTA"], quotas.map { quota in
             [quota.team, "\(Quantity.formatCPU(quota.used.cpuMillis))/\(Quantity.formatCPU(quota.requests.cpuMillis))",
              "\(Quantity.formatBytesRounded(quota.used.memoryBytes))/\(Quantity.formatBytesRounded(quota.requests.memoryBytes))"]
         })
