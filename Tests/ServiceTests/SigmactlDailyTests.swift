@@ -158,6 +158,16 @@ import TestSupport
             let (watchJSON, _) = try await runProgramStatus(Self.sigmactl, ["get", "apps", "-w", "-o", "json"] + flags)
             #expect(watchJSON == 2)
 
+            // Completion of names, as the generated shell scripts ask for it: apps, instances, a kind's names.
+            let complete = "SIGMA_SCHEDULER=\(bare) \(Self.sigmactl) ---completion"
+            let completed = try await Self.shell("\(complete) restart -- positional@0 1 1 sigmactl restart a")
+            #expect(completed.output.split(separator: "\n") == ["a-0"], "\(completed.output)")
+            let appNames = try await Self.shell("\(complete) get -- positional@1 3 0 sigmactl get apps ''")
+            #expect(appNames.output.split(separator: "\n") == ["a", "b", "c", "d", "tagged"], "\(appNames.output)")
+            let ofNodes = try await Self.shell("\(complete) describe -- positional@1 3 1 sigmactl describe node n")
+            #expect(ofNodes.output.split(separator: "\n") == ["n1"], "\(ofNodes.output)")
+            #expect(try await Self.shell("\(complete) scale -- positional@0 1 1 sigmactl scale t").output.split(separator: "\n") == ["tagged"])
+
             // top: what instances use beside their requests and limits, and the nodes' sums.
             agent.setUsage("a", cpuMillis: 50, memoryBytes: 64 << 20)
             try await cluster.eventually("a-0's usage reported") { try await cluster.instance("a")?.usage.cpuMillis == 50 }

@@ -154,7 +154,7 @@ struct AllocCommand: AsyncParsableCommand {
     struct PortRange: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "port-range", abstract: "Set a node's host port range (default 20000-32767).")
-        @Argument(help: "Node name.") var node: String
+        @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
         @Argument(help: "First port.") var first: UInt32
         @Argument(help: "Last port.") var last: UInt32
         @Option(parsing: .upToNextOption, help: "Ports of the range to keep out of allocation.") var reserve: [UInt32] = []

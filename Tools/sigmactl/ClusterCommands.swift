@@ -199,7 +199,7 @@ func CLIError(code: Int32, message: String) -> ExitCode {
 /// `sigmactl scale APP --replicas N`.
 struct ScaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "scale", abstract: "Change an app's replica count.")
-    @Argument(help: "App name.") var app: String
+    @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
     @Option(help: "Replicas wanted.") var replicas: Int32
     @OptionGroup var endpoints: EndpointOptions
 
@@ -219,7 +219,7 @@ struct SetCommand: AsyncParsableCommand {
     struct SetResources: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "resources", abstract: "Change requests and limits of an app or one instance without restarting it.")
-        @Argument(help: "App name (or use --instance).") var app: String = ""
+        @Argument(help: "App name (or use --instance).", completion: NameCompletion.apps) var app: String = ""
         @Option(help: "One instance: APP-ORDINAL or id.") var instance: String = ""
         @Option(help: "CPU request, e.g. 500m.") var requestCpu: String?
         @Option(help: "Memory request, e.g. 1Gi.") var requestMemory: String?
@@ -298,21 +298,21 @@ func changeNode(_ method: RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>
 
 struct CordonCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cordon", abstract: "Stop placing new instances on a node.")
-    @Argument(help: "Node name.") var node: String
+    @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
     @OptionGroup var endpoints: EndpointOptions
     func run() async throws { try await changeNode(SchedulerMethods.cordonNode, node, endpoints, "cordoned") }
 }
 
 struct UncordonCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "uncordon", abstract: "Place instances on a node again.")
-    @Argument(help: "Node name.") var node: String
+    @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
     @OptionGroup var endpoints: EndpointOptions
     func run() async throws { try await changeNode(SchedulerMethods.uncordonNode, node, endpoints, "uncordoned") }
 }
 
 struct DrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "drain", abstract: "Cordon a node and move its instances elsewhere (same IPs).")
-    @Argument(help: "Node name.") var node: String
+    @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
     @OptionGroup var endpoints: EndpointOptions
     func run() async throws { try await changeNode(SchedulerMethods.drainNode, node, endpoints, "draining") }
 }

@@ -25,7 +25,7 @@ struct ConfigCommand: AsyncParsableCommand {
     struct Publish: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Publish a new version: --file PATH=LOCAL (a Mustache template), --secret PATH=LOCAL, --raw PATH=LOCAL.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(name: .customLong("file"), help: "A template file: path in the instance = local file.") var files: [String] = []
         @Option(name: .customLong("secret"), help: "A secret file (never shown again): path = local file.") var secrets: [String] = []
         @Option(name: .customLong("raw"), help: "A file delivered as it is (not a template): path = local file.") var raws: [String] = []
@@ -65,7 +65,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Get: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a version (default: the current one); secrets stay hidden.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "Version (0: the current one).") var version: Int64 = 0
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
@@ -85,7 +85,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct History: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the versions.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
             var request = Sigma_V1_ConfigHistoryRequest()
@@ -100,7 +100,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Diff: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "What changed between two versions (secret files: only that they changed).")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Argument(help: "From version.") var from: Int64
         @Argument(help: "To version.") var to: Int64
         @OptionGroup var endpoints: EndpointOptions
@@ -121,7 +121,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Rollback: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Publish a copy of an earlier version as the current one.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "The version to return to.") var to: Int64
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
@@ -137,7 +137,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Gray: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Release a published version to some instances first.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "The version.") var version: Int64
         @Option(help: "Ordinals that get it.") var ordinal: [Int32] = []
         @Option(help: "Instance ids that get it.") var instance: [String] = []
@@ -154,7 +154,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Promote: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make the gray version current for every instance.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
             var request = Sigma_V1_ConfigAppRequest()
@@ -165,7 +165,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Abandon: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Drop the gray version; its instances return to the current one.")
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
             var request = Sigma_V1_ConfigAppRequest()
@@ -182,7 +182,7 @@ struct ConfigCommand: AsyncParsableCommand {
                   sigmactl config delete web      # after sigmactl delete app web, or once web's spec has no config:
                 A set published again goes on with the next version number.
                 """)
-        @Argument(help: "App name.") var app: String
+        @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
             var request = Sigma_V1_ConfigAppRequest()

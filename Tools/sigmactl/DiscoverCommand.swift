@@ -10,7 +10,7 @@ import SwiftProtobuf
 struct DiscoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "discover", abstract: "Show an app's endpoints (instance IP, ports, host IP:port, state) from Discovery.")
-    @Argument(help: "App name.") var app: String
+    @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
     @Flag(help: "Only Running instances whose readiness check passes.") var ready = false
     @Option(help: "Only this state.") var state: String = ""
     @Option(help: "Only this IDC.") var idc: String = ""

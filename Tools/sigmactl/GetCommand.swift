@@ -28,7 +28,7 @@ struct GetCommand: AsyncParsableCommand {
         }
     }
     @Argument(help: "nodes, apps, instances, pool, events or quotas.") var kind: Kind
-    @Argument(help: "Only this one (a node, an app, an instance as APP-ORDINAL or its id, a team's quota).") var name: String?
+    @Argument(help: "Only this one (a node, an app, an instance as APP-ORDINAL or its id, a team's quota).", completion: NameCompletion.ofKind) var name: String?
     @Option(help: "Instances of this app only; events of this app and its instances.") var app: String = ""
     @Option(help: "Instances on this node, or this node's events, only.") var node: String = ""
     @Option(help: "Pool grouped by these keys (comma-separated; default region,idc,isp).") var groupBy: String = ""
@@ -228,7 +228,7 @@ struct DescribeCommand: AsyncParsableCommand {
         }
     }
     @Argument(help: "node, app or instance.") var kind: Kind
-    @Argument(help: "Its name (an instance: APP-ORDINAL or its id).") var name: String
+    @Argument(help: "Its name (an instance: APP-ORDINAL or its id).", completion: NameCompletion.ofKind) var name: String
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {

@@ -7,7 +7,7 @@ import ClientKit
 /// `sigmactl migrate INSTANCE [--to NODE]`.
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move one instance to another node, keeping its IP.")
-    @Argument(help: "APP-ORDINAL or instance id.") var instance: String
+    @Argument(help: "APP-ORDINAL or instance id.", completion: NameCompletion.instances) var instance: String
     @Option(help: "Target node (default: wherever placement says).") var to: String = ""
     @OptionGroup var endpoints: EndpointOptions
 
@@ -31,7 +31,7 @@ struct RestartCommand: AsyncParsableCommand {
               sigmactl restart web-0            # web-0 ended Failed (restartPolicy Never): it is placed again
             Every instance of an app, one after another under its update strategy: sigmactl rollout restart APP.
             """)
-    @Argument(help: "APP-ORDINAL or instance id.") var instance: String
+    @Argument(help: "APP-ORDINAL or instance id.", completion: NameCompletion.instances) var instance: String
     @OptionGroup var endpoints: EndpointOptions
 
     func run() async throws {

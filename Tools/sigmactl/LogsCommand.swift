@@ -8,7 +8,7 @@ import ClientKit
 /// node it runs on (found through the scheduler, or given with --agent).
 struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print an instance's stdout and stderr.")
-    @Argument(help: "The instance: APP-ORDINAL or its id.") var instance: String
+    @Argument(help: "The instance: APP-ORDINAL or its id.", completion: NameCompletion.instances) var instance: String
     @Flag(name: .shortAndLong, help: "Keep printing new output until the instance ends (or Ctrl-C).") var follow = false
     @Option(help: "Start with the last this many lines (default: the whole current file).") var tail: Int?
     @Option(help: "Start with at most the last this many bytes.") var limitBytes: Int64?

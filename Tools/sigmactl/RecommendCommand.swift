@@ -17,7 +17,7 @@ struct RecommendCommand: AsyncParsableCommand {
             The method (docs/operations.md, "Usage history and right-sizing"): request = p95 × (100 + headroom)%,
             limit = peak × (100 + 2 × headroom)%, never below the request; CPU rounded up to 10m, memory to 1Mi.
             """)
-    @Argument(help: "App name.") var app: String
+    @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
     @Option(help: "Hours of history to read (default 168: the week kept).") var window: Int32 = 0
     @Option(help: "Headroom in percent over the p95 for requests; limits get twice this over the peak (default 15).")
     var headroom: Int32 = 0

@@ -41,7 +41,7 @@ struct Sigmactl: AsyncParsableCommand {
     /// README.md says, with the verb's usage (ArgumentParser's own code for it is 64).
     static func main() async {
         do {
-            var parsed = try parseAsRoot(Self.globalFlagsMoved(Array(CommandLine.arguments.dropFirst())))
+            var parsed = try await asyncParseAsRoot(Self.globalFlagsMoved(Array(CommandLine.arguments.dropFirst())))
             if var verb = parsed as? AsyncParsableCommand { try await verb.run() } else { try parsed.run() }
         } catch {
             guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
