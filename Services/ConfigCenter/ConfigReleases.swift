@@ -1,5 +1,4 @@
 import Core
-import ControlPlane
 import Protocol
 import RPC
 import Store

@@ -4,7 +4,6 @@ import Logging
 import Protocol
 import RPC
 import Store
-import ControlPlane
 import Synchronization
 
 /// Each app's config sets: immutable versions (files + startup script), and the release — the current version
@@ -88,7 +87,6 @@ struct ConfigSets: Sendable {
     // MARK: writing
 
     func publish(_ request: Sigma_V1_PublishConfigRequest) async throws -> Sigma_V1_PublishConfigResponse {
-        try AppNames.check(request)
         try Self.validate(request.files, script: request.script)
         let gray = !request.grayOrdinals.isEmpty || !request.grayInstances.isEmpty
         let instances = try Self.instanceIDs(request.grayInstances)

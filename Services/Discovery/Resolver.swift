@@ -12,16 +12,16 @@ struct Resolver: Sendable {
     let eventsEndpoint: String
     static let longestWait: Duration = .seconds(300)
 
-    /// The answer, encoded: the unfiltered one comes from the cache as it is.
+    /// The answer, encoded: the unfiltered one comes from the cache as it is. The app's name was checked where
+    /// the method is registered (ControlPlane's `registerEncoded` for requests that name an app).
     func resolveEncoded(_ request: Sigma_V1_ResolveRequest, context: RequestContext) async throws -> [UInt8] {
-        if request.waitIndex == 0 && !request.readyOnly && request.state.isEmpty && request.idc.isEmpty && AppSpec.isValidName(request.app) {
+        if request.waitIndex == 0 && !request.readyOnly && request.state.isEmpty && request.idc.isEmpty {
             return try await cache.entry(request.app).encoded
         }
         return try await resolve(request, context: context).serializedBytes()
     }
 
     func resolve(_ request: Sigma_V1_ResolveRequest, context: RequestContext) async throws -> Sigma_V1_ResolveResponse {
-        try AppNames.check(request)
         if !request.state.isEmpty && InstanceState(rawValue: request.state) == nil {
             throw RPCError.invalidArgument("state: \"\(request.state)\" is not one of \(InstanceState.allCases.map(\.rawValue).joined(separator: ", "))")
         }

@@ -43,6 +43,14 @@ struct Instances: Sendable {
     }
 
     func get(_ request: Sigma_V1_GetInstanceRequest) async throws -> Sigma_V1_GetInstanceResponse {
+        var response = Sigma_V1_GetInstanceResponse()
+        response.instance = try await find(request)
+        response.events = try await Events.list(store: store, kind: "instance", name: response.instance.id, limit: 100)
+        return response
+    }
+
+    /// The instance named by id, or by app and ordinal; NOT_FOUND when there is none.
+    func find(_ request: Sigma_V1_GetInstanceRequest) async throws -> Sigma_V1_Instance {
         let rows: [Row]
         if !request.id.isEmpty {
             guard UUID(uuidString: request.id) != nil else { throw RPCError.invalidArgument("id: \"\(request.id)\" is not a UUID") }
@@ -58,10 +66,7 @@ struct Instances: Sendable {
         guard let row = rows.first else {
             throw RPCError.notFound(request.id.isEmpty ? "no instance \(request.app)-\(request.ordinal)" : "no instance \(request.id)")
         }
-        var response = Sigma_V1_GetInstanceResponse()
-        response.instance = try InstancesTable.instance(row)
-        response.events = try await Events.list(store: store, kind: "instance", name: response.instance.id, limit: 100)
-        return response
+        return try InstancesTable.instance(row)
     }
 
     /// Live limits (and requests, if they still fit) for an app's instances or one instance; the agents apply
@@ -102,7 +107,7 @@ struct Instances: Sendable {
         }
         var get = Sigma_V1_GetInstanceRequest()
         get.id = request.instanceID
-        response.instances = [try await self.get(get).instance]
+        response.instances = [try await find(get)]
         return response
     }
 
@@ -137,7 +142,7 @@ struct Instances: Sendable {
         var get = Sigma_V1_GetInstanceRequest()
         get.id = request.instanceID
         var response = Sigma_V1_MigrateInstanceResponse()
-        response.instance = try await self.get(get).instance
+        response.instance = try await find(get)
         return response
     }
 }
@@ -148,7 +153,7 @@ extension Instances {
     /// starts the new one (no other copy can start meanwhile). One that ended is moved (NeedMigration) and
     /// placement puts it where it fits, its volumes' node first.
     func restart(_ request: Sigma_V1_GetInstanceRequest, by requester: String) async throws -> Sigma_V1_RestartInstanceResponse {
-        let id = try await get(request).instance.id
+        let id = try await find(request).id
         try await store.transaction(isolation: .readCommitted) { tx in
             let rows = try await tx.query(
                 """
@@ -187,10 +192,10 @@ extension Instances {
                 throw RPCError.failedPrecondition("instance \(id) is \(state.rawValue): \(why); nothing to restart")
             }
         }
-        var get = Sigma_V1_GetInstanceRequest()
-        get.id = id
+        var restarted = Sigma_V1_GetInstanceRequest()
+        restarted.id = id
         var response = Sigma_V1_RestartInstanceResponse()
-        response.instance = try await self.get(get).instance
+        response.instance = try await find(restarted)
         return response
     }
 }

@@ -41,7 +41,7 @@ final class UsageHistory: Sendable {
         guard due else { return }
         try await store.transaction(isolation: .readCommitted) { tx in
             try await lease.check(tx)
-            _ = try await UsageTable.record(tx)
+            try await UsageTable.record(tx)
             let folded = try await UsageTable.fold(tx)
             try await UsageTable.prune(tx, retention: retention)
             if folded > 0 { logger.debug("usage samples folded into hours", metadata: ["rows": "\(folded)"]) }

@@ -6,19 +6,17 @@ import Store
 /// app that `RecommendResources` sizes from.
 enum UsageTable {
     /// One sample row per Running instance (APP-ORDINAL) and per IDC: use, requests, limits, capacity.
-    static func record(_ tx: Transaction) async throws -> Int {
-        let instances = try await tx.query(
+    static func record(_ tx: Transaction) async throws {
+        try await tx.execute(
             """
-            WITH written AS (
-                INSERT INTO usage_history (scope, name, app, resolution, at, cpu_millis, cpu_peak_millis, memory_bytes,
-                                           memory_peak_bytes, request_cpu_millis, request_memory_bytes, limit_cpu_millis,
-                                           limit_memory_bytes)
-                SELECT 'instance', app || '-' || ordinal, app, 'sample', date_trunc('milliseconds', now()), usage_cpu_millis,
-                       usage_cpu_millis, usage_memory_bytes, usage_memory_bytes, request_cpu_millis, request_memory_bytes,
-                       limit_cpu_millis, limit_memory_bytes
-                FROM instances WHERE state = 'Running'
-                ON CONFLICT DO NOTHING RETURNING 1
-            ) SELECT count(*)::bigint AS n FROM written
+            INSERT INTO usage_history (scope, name, app, resolution, at, cpu_millis, cpu_peak_millis, memory_bytes,
+                                       memory_peak_bytes, request_cpu_millis, request_memory_bytes, limit_cpu_millis,
+                                       limit_memory_bytes)
+            SELECT 'instance', app || '-' || ordinal, app, 'sample', date_trunc('milliseconds', now()), usage_cpu_millis,
+                   usage_cpu_millis, usage_memory_bytes, usage_memory_bytes, request_cpu_millis, request_memory_bytes,
+                   limit_cpu_millis, limit_memory_bytes
+            FROM instances WHERE state = 'Running'
+            ON CONFLICT DO NOTHING
             """)
         try await tx.execute(
             """
@@ -36,7 +34,6 @@ enum UsageTable {
             FROM nodes n LEFT JOIN held h ON h.node = n.name GROUP BY n.idc
             ON CONFLICT DO NOTHING
             """, Nodes.holdingStates)
-        return try instances.first?.decode(Int.self, "n") ?? 0
     }
 
     /// The samples of every hour that is over become one `hour` row each (merged into one there already):
