@@ -47,7 +47,7 @@ struct ConfigCommand: AsyncParsableCommand {
         handlers.register(ConfigMethods.fetch) { request, context in try await fetcher.fetch(request, context: context) }
         handlers.register(ConfigMethods.delete) { request, _ in try await sets.delete(request.app) }
         let follower = ReleaseFollower(store: store, sets: sets, waiters: waiters, publisher: publisher, logger: host.logger)
-        try await host.run(handlers: handlers, role: "replica", services: [follower])
+        try await host.run(handlers: handlers, role: "replica", services: [follower], eventsEndpoint: advertised)
     }
 }
 

@@ -27,7 +27,8 @@ struct DiscoveryCommand: AsyncParsableCommand {
         let resolver = Resolver(cache: cache, eventsEndpoint: advertised)
         var handlers = RPCHandlers()
         handlers.registerEncoded(DiscoveryMethods.resolve) { request, context in try await resolver.resolveEncoded(request, context: context) }
-        try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store, cache: cache)])
+        try await host.run(handlers: handlers, role: "replica", services: [Follower(store: host.store, cache: cache)],
+                           eventsEndpoint: advertised)
     }
 }
 

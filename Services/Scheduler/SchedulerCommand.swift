@@ -118,7 +118,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             usage: usage,
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)
-        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader])
+        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader], eventsEndpoint: advertised)
     }
 
     static func node(_ node: Sigma_V1_Node) throws -> Sigma_V1_NodeResponse {

@@ -52,8 +52,6 @@ public final class ControlPlaneHost: Sendable {
     public let access: AccessControl
     public let audit: AuditLog
     let schema = SchemaState()
-    /// The feed's endpoint as clients are told it (empty: this service has no feed): `Health` says it too.
-    let advertisedFeed = Mutex("")
 
     public init(kind: ServiceKind, options: ServiceOptions, database: DatabaseOptions) throws {
         precondition(kind.usesDatabase, "\(kind) is not a control-plane service")
@@ -87,16 +85,16 @@ public final class ControlPlaneHost: Sendable {
             curve: curve, admits: admits, logger: logger)
         let advertised = feed.eventsAdvertise ?? environmentValue(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
         logger.info("feed", metadata: ["endpoint": "\(publisher.endpoint)", "advertised": "\(advertised)"])
-        advertisedFeed.withLock { $0 = advertised }
         return (publisher, advertised)
     }
 
     /// Serves `handlers` plus `Health` (with the database among its checks) and `Metrics`, every method behind
     /// access control, next to the migrations, the access list's reloads, the audit log and `services`, until
-    /// SIGTERM/SIGINT.
+    /// SIGTERM/SIGINT. `Health` names `eventsEndpoint`, the feed's endpoint as `publisher` advertises it (empty:
+    /// no feed).
     public func run(
         handlers: RPCHandlers = RPCHandlers(), checks: [HealthCheck] = [], role: @autoclosure @escaping @Sendable () -> String = "active",
-        services: [any Service] = []
+        services: [any Service] = [], eventsEndpoint: String = ""
     ) async throws {
         let access = access
         let configured: [ServiceGroupConfiguration.ServiceConfiguration] = [
@@ -108,7 +106,7 @@ public final class ControlPlaneHost: Sendable {
         defer { store.shutdown() }
         try await host.serve(
             handlers: handlers, checks: [databaseCheck(store)] + checks, role: role, services: configured,
-            eventsEndpoint: advertisedFeed.withLock { $0 },
+            eventsEndpoint: eventsEndpoint,
             gate: { method, body, context, next in try await access.gate(method: method, body: body, context: context, next: next) })
     }
 

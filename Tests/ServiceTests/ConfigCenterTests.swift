@@ -203,6 +203,8 @@ import TestSupport
                 var get = Sigma_V1_GetConfigRequest()
                 get.app = "web"
                 #expect(try await config.call(ConfigMethods.get, get).eventsEndpoint == "tcp://198.18.0.254:7114")
+                // Health says it too, for a client that reads no config (docs/protocol.md, "Where the feeds are").
+                #expect(try await config.call(CommonMethods.health, .init()).eventsEndpoint == "tcp://198.18.0.254:7114")
             }
         }
     }
