@@ -9,7 +9,7 @@ enum Pool {
         response.total = figures(nodes)
         let keys = groupBy.isEmpty ? ["region", "idc", "isp"] : groupBy
         for key in keys {
-            let groups = Dictionary(grouping: nodes) { value(of: $0, key) }
+            let groups = Dictionary(grouping: nodes) { $0.value(forKey: key) ?? "" }
             for name in groups.keys.sorted() {
                 var group = Sigma_V1_PoolGroup()
                 group.key = key
@@ -28,15 +28,6 @@ enum Pool {
         return response
     }
 
-    static func value(of node: Sigma_V1_Node, _ key: String) -> String {
-        switch key {
-        case "region": node.region
-        case "idc": node.idc
-        case "isp": node.isp
-        case "node": node.name
-        default: node.labels[key] ?? ""
-        }
-    }
 
     static func figures(_ nodes: [Sigma_V1_Node]) -> Sigma_V1_PoolFigures {
         var figures = Sigma_V1_PoolFigures()

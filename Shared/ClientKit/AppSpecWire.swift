@@ -212,3 +212,17 @@ extension UpdateStrategy {
         return wire
     }
 }
+
+extension Sigma_V1_Node {
+    /// A label's value, as selectors and pool groups read it: the topology keys `node`, `region`, `idc` and
+    /// `isp` come from the node's own fields (Core's `NodeCandidate.value(forKey:)` for placement).
+    public func value(forKey key: String) -> String? {
+        switch key {
+        case "node": name
+        case "region": region
+        case "idc": idc
+        case "isp": isp
+        default: labels[key]
+        }
+    }
+}

@@ -101,17 +101,8 @@ struct GetCommand: AsyncParsableCommand {
     }
 
     private func nodes(_ client: RPCClient) async throws {
-        let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }.filter { node in
-            labelSelector?.matches { key in
-                switch key {
-                case "region": node.region
-                case "idc": node.idc
-                case "isp": node.isp
-                case "node": node.name
-                default: node.labels[key]
-                }
-            } ?? true
-        }
+        let nodes = try named(try await client.call(SchedulerMethods.listNodes, .init()).nodes) { [$0.name] }
+            .filter { node in labelSelector?.matches(node.value(forKey:)) ?? true }
         if output.isStructured { return try printMessages(nodes, as: output) }
         showTable(
             ["NAME", "STATUS", "IDC", "CPU REQ/CAP", "MEM REQ/CAP", "INSTANCES"] + (output == .wide ? ["HOST IP", "REGION", "ISP", "CPU USED", "LABELS"] : []),

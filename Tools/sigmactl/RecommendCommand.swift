@@ -39,9 +39,8 @@ struct RecommendCommand: AsyncParsableCommand {
             print("used: CPU p95 \(Quantity.formatCPU(answer.cpuP95Millis)), peak \(Quantity.formatCPU(answer.cpuPeakMillis)); "
                   + "memory p95 \(Quantity.formatBytesRounded(answer.memoryP95Bytes)), peak \(Quantity.formatBytesRounded(answer.memoryPeakBytes))")
             func cells(_ name: String, _ resources: Sigma_V1_ResourceRequirements) -> [String] {
-                func limit(_ value: Int64, _ format: (Int64) -> String) -> String { value > 0 ? format(value) : "none" }
-                return [name, Quantity.formatCPU(resources.request.cpuMillis), limit(resources.limit.cpuMillis, Quantity.formatCPU),
-                        Quantity.formatBytesRounded(resources.request.memoryBytes), limit(resources.limit.memoryBytes, Quantity.formatBytesRounded)]
+                [name, Quantity.formatCPU(resources.request.cpuMillis), limitText(resources.limit.cpuMillis, Quantity.formatCPU),
+                 Quantity.formatBytesRounded(resources.request.memoryBytes), limitText(resources.limit.memoryBytes, Quantity.formatBytesRounded)]
             }
             printTable(["", "CPU REQ", "CPU LIMIT", "MEM REQ", "MEM LIMIT"], [cells("current", answer.current), cells("proposed", answer.recommended)])
             print("method: \(answer.method)")

@@ -90,6 +90,9 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     }
 }
 
+/// A limit as tables show it: its quantity, or "none" for 0 (unlimited).
+func limitText(_ value: Int64, _ format: (Int64) -> String) -> String { value > 0 ? format(value) : "none" }
+
 func visibleWidth(_ text: String) -> Int {
     var width = 0, inEscape = false
     for character in text {

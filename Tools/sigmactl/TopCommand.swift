@@ -56,12 +56,11 @@ struct TopCommand: AsyncParsableCommand {
                 .filter { !$0.node.isEmpty }.sorted { (instanceName($0)) < (instanceName($1)) }
             if sortBy == .cpu { instances.sort { $0.usage.cpuMillis > $1.usage.cpuMillis } }
             if sortBy == .memory { instances.sort { $0.usage.memoryBytes > $1.usage.memoryBytes } }
-            func limit(_ value: Int64, _ format: (Int64) -> String) -> String { value > 0 ? format(value) : "none" }
             printTable(["NAME", "NODE", "CPU USED", "CPU REQ", "CPU LIMIT", "MEM USED", "MEM REQ", "MEM LIMIT", "MEM% OF LIMIT"], instances.map { instance in
                 let request = instance.resources.request, cap = instance.resources.limit
                 return [instanceName(instance), instance.node, Quantity.formatCPU(instance.usage.cpuMillis), Quantity.formatCPU(request.cpuMillis),
-                        limit(cap.cpuMillis, Quantity.formatCPU), Quantity.formatBytesRounded(instance.usage.memoryBytes),
-                        Quantity.formatBytesRounded(request.memoryBytes), limit(cap.memoryBytes, Quantity.formatBytesRounded),
+                        limitText(cap.cpuMillis, Quantity.formatCPU), Quantity.formatBytesRounded(instance.usage.memoryBytes),
+                        Quantity.formatBytesRounded(request.memoryBytes), limitText(cap.memoryBytes, Quantity.formatBytesRounded),
                         Self.percent(instance.usage.memoryBytes, cap.memoryBytes)]
             })
         }
