@@ -354,9 +354,9 @@ import Testing
             #expect(kill(first.pid, 0) != 0)
             #expect(await runtime.ending(of: "again") == nil)
             #expect(await runtime.isRunning("again"))
-            try await eventually("the second run's trap is set") {
-                contents(runtime.logFile(of: "again")).components(separatedBy: "trapped").count - 1 == 2
-            }
+            // The second run writes a log of its own; the first one's is kept as the previous run's.
+            try await eventually("the second run's trap is set") { contents(runtime.logFile(of: "again")) == "trapped\n" }
+            #expect(contents(runtime.previousLogFile(of: "again")) == "trapped\n")
             #expect(await runtime.stop("again", grace: .seconds(10)) == .exited(0))
         }
     }
@@ -443,6 +443,31 @@ import Testing
             #expect(sizes.allSatisfy { $0 > 0 && $0 <= 4096 }, "\(sizes)")
             #expect(!FileManager.default.fileExists(atPath: log + ".3"))
             #expect(contents(log).contains("line 999 of the chatty instance"))
+        }
+    }
+
+    @Test func eachRunHasItsOwnLogAndTheRunBeforeIsKept() async throws {
+        try await withRuntime { runtime in
+            func run(_ text: String) async throws {
+                try await runtime.start(LaunchRequest(id: "runs", image: .host, command: ["/bin/sh", "-c", "echo \(text)"]))
+                #expect(try #require(await runtime.waitForEnding("runs", within: .seconds(20))) == .exited(0))
+            }
+            let log = runtime.logFile(of: "runs"), previous = runtime.previousLogFile(of: "runs")
+            let before = Int64(Date().timeIntervalSince1970 * 1000)
+            try await run("first")
+            #expect(contents(log) == "first\n")
+            #expect(!FileManager.default.fileExists(atPath: previous))
+            try await run("second")
+            try await run("third")
+            #expect(contents(log) == "third\n")
+            #expect(contents(previous) == "second\n", "one earlier run kept")
+            // Each log's times: where the output of each second with output starts, in wall-clock milliseconds.
+            for file in [log, previous] {
+                let entries = contents(file + ".times").split(separator: "\n").map { $0.split(separator: " ").compactMap { Int64($0) } }
+                #expect(entries.count == 1 && entries[0].count == 2, "\(entries)")
+                #expect(entries.first?.last == 0)
+                #expect((before - 1000...before + 60_000).contains(entries.first?.first ?? 0))
+            }
         }
     }
 

@@ -148,7 +148,11 @@ import Testing
 
     @Test func retryAcrossServerRestart() async throws {
         let (arrived, arrival) = AsyncStream<Void>.makeStream()
-        let first = RPCServer(configuration: .init(endpoint: "tcp://127.0.0.1:*"),
+        // A socket file of this test's own: a TCP port given up by the first server could be taken by another
+        // suite's connection before the second binds it again.
+        let socket = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-rpc-\(UUID().uuidString).sock").path
+        defer { try? FileManager.default.removeItem(atPath: socket) }
+        let first = RPCServer(configuration: .init(endpoint: "ipc://\(socket)"),
                               handlers: testHandlers(sleepStarted: { arrival.yield() }), logger: testLogger)
         let endpoint = try await first.start()
         let client = try client(endpoint, timeout: .seconds(20))

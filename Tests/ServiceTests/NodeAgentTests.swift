@@ -120,7 +120,7 @@ import TestSupport
                     spec.restartPolicy = "Never"
                 }
                 try await cluster.apply("flaky", replicas: 1, cpu: 100, memory: 16 << 20) { spec in
-                    Self.service(&spec, script: "sleep 0.2; exit 1")
+                    Self.service(&spec, script: "echo run; sleep 0.2; exit 1")
                     spec.restartPolicy = "Always"
                 }
                 try await cluster.eventually("the job Failed with its exit code") {
@@ -145,6 +145,16 @@ import TestSupport
                 #expect(try await runProgram(sigmactl, ["logs", "--tail", "5", "job-0"] + scheduler) == "starting\nworking")
                 #expect(try await runProgram(sigmactl, ["logs", "--tail", "1", "-f", "job-0"] + scheduler) == "working")
                 #expect(try await runProgram(sigmactl, ["logs", "--limit-bytes", "4", "job-0"] + scheduler) == "ing")
+                // --since: a duration back, or an RFC 3339 time (nothing was written an hour from now).
+                #expect(try await runProgram(sigmactl, ["logs", "--since", "1h", "job-0"] + scheduler) == "starting\nworking")
+                let later = ISO8601DateFormatter().string(from: Date().addingTimeInterval(3600))
+                #expect(try await runProgram(sigmactl, ["logs", "--since", later, "job-0"] + scheduler) == "")
+                #expect(try await runProgram(sigmactl, ["logs", "--since", "1h", "--tail", "1", "job-0"] + scheduler) == "working")
+                // -p: the run before the current one; a job that ran once has none.
+                let once = try await runProgramStatus(sigmactl, ["logs", "-p", "job-0"] + scheduler)
+                #expect(once.status != 0 && once.output.contains("has no earlier run's log"), "\(once)")
+                try await cluster.eventually("the flaky one ran three times") { (try await cluster.instance("flaky")?.restarts ?? 0) >= 2 }
+                #expect(try await runProgram(sigmactl, ["logs", "-p", "flaky-0"] + scheduler) == "run")
                 let flaky = try #require(try await agent.localInstances().first { $0.app == "flaky" })
                 #expect(flaky.restarts >= 1)
                 // A missing image fails the start with the reason; with restart policy Never that is final, and

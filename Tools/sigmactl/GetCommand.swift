@@ -32,7 +32,7 @@ struct GetCommand: AsyncParsableCommand {
     @Option(help: "Instances of this app only; events of this app and its instances.") var app: String = ""
     @Option(help: "Instances on this node, or this node's events, only.") var node: String = ""
     @Option(help: "Pool grouped by these keys (comma-separated; default region,idc,isp).") var groupBy: String = ""
-    @Option(help: "Events: only those of the last DURATION (90s, 10m, 2h, 1d).") var since: String?
+    @Option(help: "Events: only those since then: \(Since.help).") var since: String?
     @Option(help: "Events: at most this many, the newest (1-10000).") var limit: UInt32 = 200
     @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
     @Option(name: [.customShort("l"), .long], help: ArgumentHelp(
@@ -49,7 +49,7 @@ struct GetCommand: AsyncParsableCommand {
 
     func validate() throws {
         if name != nil && (kind == .pool || kind == .events) { throw ValidationError("get \(kind.rawValue) takes no name") }
-        if let since, Self.seconds(since) == nil { throw ValidationError("--since \(since): expected a duration like 90s, 10m, 2h or 1d") }
+        if let since, Since.unixMs(since) == nil { throw ValidationError("--since \(since): expected \(Since.help)") }
         guard (1...10_000).contains(limit) else { throw ValidationError("--limit \(limit): between 1 and 10000") }
         if watch {
             guard !output.isStructured else { throw ValidationError("--watch prints tables; for scripts, poll -o json") }
@@ -59,13 +59,6 @@ struct GetCommand: AsyncParsableCommand {
             guard [.nodes, .apps, .instances].contains(kind) else { throw ValidationError("-l: only nodes, apps and instances have labels") }
             do { _ = try LabelSelector(parsing: selector) } catch { throw ValidationError("-l \(selector): \(error.reason)") }
         }
-    }
-
-    /// "90s", "10m", "2h", "1d" (or plain seconds) in seconds; nil when it is none of these.
-    static func seconds(_ text: String) -> Double? {
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        if let unit = text.last.flatMap({ units[$0] }), let count = Double(text.dropLast()), count >= 0 { return count * unit }
-        return Double(text).flatMap { $0 >= 0 ? $0 : nil }
     }
 
     /// `items`, or the one named `name` (NOT_FOUND when there is none).
@@ -177,9 +170,7 @@ struct GetCommand: AsyncParsableCommand {
         request.limit = limit
         request.app = app
         if !node.isEmpty { (request.kind, request.name) = ("node", node) }
-        if let since, let seconds = Self.seconds(since) {
-            request.sinceUnixMs = max(1, Int64((Date().timeIntervalSince1970 - seconds) * 1000))
-        }
+        if let since, let moment = Since.unixMs(since) { request.sinceUnixMs = moment }
         let answer = try await client.call(SchedulerMethods.listEvents, request)
         if answer.truncated {
             FileHandle.standardError.write(Data("(the newest \(limit) events shown; more matched: --limit or --since)\n".utf8))

@@ -15,9 +15,16 @@ struct LogReader: Sendable {
         guard !id.isEmpty, !id.contains("/"), !id.hasPrefix(".") else {
             throw RPCError.invalidArgument("instance_id: \"\(request.instanceID)\" is not an instance id")
         }
-        let path = runtime.logFile(of: id)
+        let path = request.previous ? runtime.previousLogFile(of: id) : runtime.logFile(of: id)
         guard FileManager.default.fileExists(atPath: runtime.directory(of: id)) else {
             throw RPCError.notFound("no instance \(id) on this node")
+        }
+        if request.previous && !FileManager.default.fileExists(atPath: path) {
+            throw RPCError.notFound("instance \(id) has no earlier run's log on this node")
+        }
+        var request = request
+        if request.sinceUnixMs > 0 {
+            request.offset = Self.offset(ofSecond: request.sinceUnixMs / 1000, times: path + ".times", size: Self.size(path))
         }
         let limit = Int(min(request.maxBytes == 0 ? 64 << 10 : request.maxBytes, Self.maxChunk))
         let deadline = ContinuousClock.now + .milliseconds(Int64(min(request.waitMs, 30_000)))
@@ -32,7 +39,7 @@ struct LogReader: Sendable {
             }
             response.data = Self.readChunk(path, offset: offset, limit: limit)
             response.nextOffset = offset + Int64(response.data.count)
-            let ended = await runtime.ending(of: id) != nil
+            let ended = request.previous ? true : await runtime.ending(of: id) != nil
             response.ended = ended
             if !response.data.isEmpty || ended || ContinuousClock.now >= deadline { return response }
             try await Task.sleep(for: .milliseconds(100))
@@ -58,6 +65,21 @@ struct LogReader: Sendable {
             response.instances.append(entry)
         }
         return response
+    }
+
+    /// Where the output of `second` (Unix seconds) or later starts in a log, from its times file ("UNIX_MS OFFSET"
+    /// for the first byte of every second with output): the first entry of that second or a later one; the
+    /// log's end when there is none, its start when the log has no times file.
+    static func offset(ofSecond second: Int64, times: String, size: Int64) -> Int64 {
+        guard let text = FileManager.default.contents(atPath: times) else { return 0 }
+        for line in text.split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: " "))
+            guard fields.count == 2, let ms = Int64(String(decoding: fields[0], as: UTF8.self)),
+                  let offset = Int64(String(decoding: fields[1], as: UTF8.self))
+            else { continue }
+            if ms / 1000 >= second { return min(offset, size) }
+        }
+        return size
     }
 
     static func size(_ path: String) -> Int64 {

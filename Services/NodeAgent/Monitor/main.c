@@ -11,6 +11,9 @@
 // nothing else about the instance lives in this process. The child holds an exclusive flock on
 // DIR/monitor.lock for as long as it lives: a new start waits for it, so an earlier run's ending is never
 // written over the next run's (a second monitor on the same folder refuses to start).
+// Each run starts a fresh console.log: the one an earlier run wrote becomes console.previous.log (sigmactl
+// logs -p). Beside each console.log, console.log.times holds "UNIX_MS OFFSET" for the first byte written in
+// every second that had output (sigmactl logs --since); a rotation starts it afresh.
 //
 // With --lease (failover: safe) the instance lives on the node's lease: FILE holds a deadline in milliseconds
 // of CLOCK_BOOTTIME, which the agent moves on after every heartbeat the scheduler granted. The instance does
@@ -41,8 +44,8 @@
 static const char *runtime, *runc_root, *bundle, *id, *dir, *lease_file, *journal_file;
 static long long log_max = 10LL << 20;
 static int log_keep = 3;
-static int log_fd = -1;
-static long long log_size = 0;
+static int log_fd = -1, times_fd = -1;
+static long long log_size = 0, times_second = -1;
 
 static void usage(void) {
     fprintf(stderr, "usage: sigma-monitor --runtime PATH --root DIR --bundle DIR --id ID --dir DIR "
@@ -104,12 +107,45 @@ static void open_log(void) {
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     struct stat st;
     log_size = (log_fd >= 0 && fstat(log_fd, &st) == 0) ? st.st_size : 0;
+    path_in_dir(path, sizeof path, "console.log.times");
+    times_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    times_second = -1;
+}
+
+// An earlier run's non-empty log (and its times) becomes console.previous.log, replacing an older one.
+static void keep_previous_log(void) {
+    char log[PATH_BYTES], times[PATH_BYTES], previous[PATH_BYTES], previous_times[PATH_BYTES];
+    path_in_dir(log, sizeof log, "console.log");
+    path_in_dir(times, sizeof times, "console.log.times");
+    path_in_dir(previous, sizeof previous, "console.previous.log");
+    path_in_dir(previous_times, sizeof previous_times, "console.previous.log.times");
+    struct stat st;
+    if (stat(log, &st) != 0 || st.st_size == 0) return;
+    unlink(previous_times);
+    rename(log, previous);
+    rename(times, previous_times);
+}
+
+// Notes where the first byte written in a new second of wall-clock time lands.
+static void note_time(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (times_fd < 0 || now.tv_sec == times_second) return;
+    times_second = now.tv_sec;
+    char line[64];
+    int n = snprintf(line, sizeof line, "%lld %lld\n", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, log_size);
+    ssize_t ignored = write(times_fd, line, (size_t)n);
+    (void)ignored;
 }
 
 static void rotate_log(void) {
     char from[PATH_BYTES + 16], to[PATH_BYTES + 16], base[PATH_BYTES];
     path_in_dir(base, sizeof base, "console.log");
     if (log_fd >= 0) close(log_fd);
+    if (times_fd >= 0) close(times_fd);
+    char times[PATH_BYTES];
+    path_in_dir(times, sizeof times, "console.log.times");
+    unlink(times);
     for (int i = log_keep; i >= 1; i--) {
         if (i == 1) snprintf(from, sizeof from, "%s", base);
         else snprintf(from, sizeof from, "%s.%d", base, i - 1);
@@ -122,6 +158,7 @@ static void rotate_log(void) {
 }
 
 static void write_log(const char *data, size_t length) {
+    if (length > 0) note_time();
     while (length > 0) {
         ssize_t n = write(log_fd, data, length);
         if (n < 0) {
@@ -211,6 +248,7 @@ static int monitor(int report_fd) {
         report(report_fd, "error another monitor still watches %s\n", dir);
         return 1;
     }
+    keep_previous_log();
     open_log();
 
     int out[2], err[2];

@@ -52,6 +52,8 @@ public actor InstanceRuntime {
 
     /// The instance's console log (stdout and stderr, rotated by the monitor).
     public nonisolated func logFile(of id: String) -> String { directory(of: id) + "/console.log" }
+    /// The console log of the instance's run before the current one (the monitor keeps one).
+    public nonisolated func previousLogFile(of id: String) -> String { directory(of: id) + "/console.previous.log" }
 
     /// Starts the instance and returns once its process runs. On any failure nothing is left behind but the
     /// instance's folder (its log and the reason), and the error says what failed. `ready` is awaited after the

@@ -127,7 +127,7 @@ public enum OutputFields {
         "sigma.v1.PublishConfigRequest": [("app", "app", .string), ("files", "files", .list(.message("sigma.v1.ConfigFile"))), ("script", "script", .string), ("author", "author", .string), ("message", "message", .string), ("gray_ordinals", "gray_ordinals", .list(.integer)), ("gray_instances", "gray_instances", .list(.string))],
         "sigma.v1.PublishConfigResponse": [("version", "version", .message("sigma.v1.ConfigVersion")), ("release", "release", .message("sigma.v1.ConfigRelease"))],
         "sigma.v1.Quota": [("team", "team", .string), ("requests", "requests", .message("sigma.v1.Resources")), ("used", "used", .message("sigma.v1.Resources"))],
-        "sigma.v1.ReadLogsRequest": [("instance_id", "instance_id", .string), ("offset", "offset", .integer), ("max_bytes", "max_bytes", .integer), ("wait_ms", "wait_ms", .integer)],
+        "sigma.v1.ReadLogsRequest": [("instance_id", "instance_id", .string), ("offset", "offset", .integer), ("max_bytes", "max_bytes", .integer), ("wait_ms", "wait_ms", .integer), ("previous", "previous", .boolean), ("since_unix_ms", "since_at", .time)],
         "sigma.v1.ReadLogsResponse": [("data", "data", .bytes), ("next_offset", "next_offset", .integer), ("ended", "ended", .boolean), ("rotated", "rotated", .boolean)],
         "sigma.v1.ReclaimRequest": [],
         "sigma.v1.ReclaimResponse": [("reclaimed_ips", "reclaimed_ips", .list(.message("sigma.v1.IPAllocation"))), ("reclaimed_ports", "reclaimed_ports", .list(.message("sigma.v1.HostPortAllocation"))), ("reclaimed_ssds", "reclaimed_ssds", .list(.message("sigma.v1.SSD")))],

@@ -43,6 +43,14 @@ public nonisolated struct Sigma_V1_ReadLogsRequest: Sendable {
 
   public var waitMs: UInt32 = 0
 
+  /// The log of the run before the current one (the instance restarted, or its generation changed) instead
+  /// of the current run's; that log has always ended. NOT_FOUND when there was no earlier run on this node.
+  public var previous: Bool = false
+
+  /// When > 0: start at the first byte written at or after this time (Unix ms, to the second: output of the
+  /// second it falls in is included), in place of `offset`. Reaches back to the start of the current file.
+  public var sinceUnixMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -128,7 +136,7 @@ fileprivate nonisolated let _protobuf_package = "sigma.v1"
 
 nonisolated extension Sigma_V1_ReadLogsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReadLogsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}offset\0\u{3}max_bytes\0\u{3}wait_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}instance_id\0\u{1}offset\0\u{3}max_bytes\0\u{3}wait_ms\0\u{1}previous\0\u{3}since_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -140,6 +148,8 @@ nonisolated extension Sigma_V1_ReadLogsRequest: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.offset) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.maxBytes) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.previous) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.sinceUnixMs) }()
       default: break
       }
     }
@@ -158,6 +168,12 @@ nonisolated extension Sigma_V1_ReadLogsRequest: SwiftProtobuf.Message, SwiftProt
     if self.waitMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 4)
     }
+    if self.previous != false {
+      try visitor.visitSingularBoolField(value: self.previous, fieldNumber: 5)
+    }
+    if self.sinceUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sinceUnixMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -166,6 +182,8 @@ nonisolated extension Sigma_V1_ReadLogsRequest: SwiftProtobuf.Message, SwiftProt
     if lhs.offset != rhs.offset {return false}
     if lhs.maxBytes != rhs.maxBytes {return false}
     if lhs.waitMs != rhs.waitMs {return false}
+    if lhs.previous != rhs.previous {return false}
+    if lhs.sinceUnixMs != rhs.sinceUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
