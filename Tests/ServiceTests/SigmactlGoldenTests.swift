@@ -46,8 +46,13 @@ import TestSupport
     }
 
     /// Runs sigmactl ARGS and compares `$ sigmactl ARGS`, its output and its exit status with the golden file NAME.
-    static func golden(_ name: String, _ arguments: [String], flags: [String], eventsInAnyOrder: Bool = false) async throws {
-        let result = try await runProgramStatus(ServiceProcess.binDirectory + "/sigmactl", arguments + flags)
+    /// `environment` (NAME=VALUE) is added to the test's own.
+    static func golden(_ name: String, _ arguments: [String], flags: [String], environment: [String] = [],
+                       eventsInAnyOrder: Bool = false) async throws {
+        let sigmactl = ServiceProcess.binDirectory + "/sigmactl"
+        let result = environment.isEmpty
+            ? try await runProgramStatus(sigmactl, arguments + flags)
+            : try await runProgramStatus("/usr/bin/env", environment + [sigmactl] + arguments + flags)
         var shown = masked("$ sigmactl \(arguments.joined(separator: " "))\n\(result.output)" + (result.status == 0 ? "" : "[exit \(result.status)]\n"))
         if eventsInAnyOrder { shown = eventsSorted(shown) }
         let path = "\(folder)/\(name).txt"
@@ -104,6 +109,8 @@ import TestSupport
             try await cluster.eventually("the new app's rollout done") { try await RolloutTests.rollouts(cluster, "web").first?.state == "Succeeded" }
             try await Self.golden("describe-app", ["describe", "app", "web"], flags: flags, eventsInAnyOrder: true)
             try await Self.golden("describe-node", ["describe", "node", "n1"], flags: flags)
+            // Watching a listing that stays as it is: the table once.
+            try await Self.golden("get-instances-watch", ["get", "instances", "-w", "--watch-interval", "0.2", "--watch-timeout", "1"], flags: flags)
             try await Self.golden("discover", ["discover", "web"], flags: flags)
             try await Self.golden("alloc-pools", ["alloc", "pools"], flags: flags)
             try await Self.golden("alloc-ips", ["alloc", "ips"], flags: flags)
@@ -159,6 +166,17 @@ import TestSupport
             try await Self.golden("keys-generate", ["keys", "generate", "ops", "--out", scratch + "/keys"], flags: [])
             try await Self.golden("apply-bad", ["apply", "-f", scratch + "/bad.yaml"], flags: flags)
             try await Self.golden("describe-missing", ["describe", "app", "nothing"], flags: flags)
+            // Contexts, in a home of the test's own: the cluster's endpoints written once, then only a name.
+            let home = ["HOME=\(scratch)"]
+            try await Self.golden("config-set-context", ["config", "set-context", "lab", "--scheduler", cluster.endpoints.joined(separator: ","),
+                                                         "--config", cluster.configEndpoints.joined(separator: ","), "--use"],
+                                  flags: [], environment: home)
+            try await Self.golden("config-set-context-other", ["config", "set-context", "prod", "--scheduler", "10.0.0.1:7101"],
+                                  flags: [], environment: home)
+            try await Self.golden("config-get-contexts", ["config", "get-contexts"], flags: [], environment: home)
+            try await Self.golden("config-current-context", ["config", "current-context"], flags: [], environment: home)
+            try await Self.golden("get-nodes-context", ["--context", "lab", "get", "nodes"], flags: [], environment: home)
+            try await Self.golden("config-use-context-missing", ["config", "use-context", "staging"], flags: [], environment: home)
             try await Self.golden("delete", ["delete", "app", "web"], flags: flags)
             try await Self.golden("config-delete", ["config", "delete", "web"], flags: flags)
         }

@@ -12,7 +12,8 @@ struct AccessCommand: AsyncParsableCommand {
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Admit a key (in force at every service within about a second); again to change its role.")
+            abstract: "Admit a key (in force at every service within about a second); again to change its role.",
+            discussion: Examples.discussion("access add"))
         @Argument(help: "The key: a .pub or .key file from `sigmactl keys generate`, or the Z85 text.") var key: String
         @Option(help: "operator, service or agent.") var role: String
         @Option(help: "Its name in the audit log (default: the key file's name).") var name: String?
@@ -37,7 +38,8 @@ struct AccessCommand: AsyncParsableCommand {
 
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a key by its name or key (refused at every service within about a second).")
+            abstract: "Revoke a key by its name or key (refused at every service within about a second).",
+            discussion: Examples.discussion("access remove"))
         @Argument(help: "Name, Z85 key, or key file.") var nameOrKey: String
         @OptionGroup var endpoints: EndpointOptions
 
@@ -51,7 +53,9 @@ struct AccessCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the admitted keys.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the admitted keys.",
+            discussion: Examples.discussion("access list"))
         @Option(name: .shortAndLong, help: "table, json or yaml.") var output: OutputFormat = .table
         @OptionGroup var endpoints: EndpointOptions
 
@@ -68,7 +72,8 @@ struct AccessCommand: AsyncParsableCommand {
 /// `sigmactl audit`: who called which write method, when, and how it ended (newest first).
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Show the audit log: write calls and refused calls, newest first.")
+        commandName: "audit", abstract: "Show the audit log: write calls and refused calls, newest first.",
+        discussion: Examples.discussion("audit"))
     @Option(help: "Only calls by this caller (a principal's name, or instance/<id>).") var caller: String = ""
     @Option(help: "Only this method, e.g. ApplyApp.") var method: String = ""
     @Option(help: "At most this many entries.") var limit: UInt32 = 50

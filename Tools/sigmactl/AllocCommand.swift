@@ -16,7 +16,9 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct Pools: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List IP pools with their usage (total, used, free, reserved).")
+        static let configuration = CommandConfiguration(
+            abstract: "List IP pools with their usage (total, used, free, reserved).",
+            discussion: Examples.discussion("alloc pools"))
         @OptionGroup var endpoints: EndpointOptions
         @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table
 
@@ -42,7 +44,8 @@ struct AllocCommand: AsyncParsableCommand {
 
     struct CreatePool: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "create-pool", abstract: "Create an IP pool (at most a /16; network and broadcast are reserved).")
+            commandName: "create-pool", abstract: "Create an IP pool (at most a /16; network and broadcast are reserved).",
+            discussion: Examples.discussion("alloc create-pool"))
         @Argument(help: "Pool name.") var name: String
         @Argument(help: "IPv4 CIDR, e.g. 100.64.0.0/16.") var cidr: String
         @Option(help: "Gateway address inside the pool (reserved).") var gateway: String = ""
@@ -61,7 +64,9 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct IPs: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "ips", abstract: "List instance IP allocations.")
+        static let configuration = CommandConfiguration(
+            commandName: "ips", abstract: "List instance IP allocations.",
+            discussion: Examples.discussion("alloc ips"))
         @Option(help: "Only this pool.") var pool: String = ""
         @Option(help: "Only this instance (id).") var instance: String = ""
         @OptionGroup var endpoints: EndpointOptions
@@ -84,7 +89,9 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct Reclaim: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Release what deleted instances still hold, now.")
+        static let configuration = CommandConfiguration(
+            abstract: "Release what deleted instances still hold, now.",
+            discussion: Examples.discussion("alloc reclaim"))
         @OptionGroup var endpoints: EndpointOptions
 
         func run() async throws {
@@ -99,7 +106,9 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct Ports: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List host ports in use, and nodes' port ranges.")
+        static let configuration = CommandConfiguration(
+            abstract: "List host ports in use, and nodes' port ranges.",
+            discussion: Examples.discussion("alloc ports"))
         @Option(help: "Only this node.") var node: String = ""
         @Option(help: "Only this instance (id).") var instance: String = ""
         @OptionGroup var endpoints: EndpointOptions
@@ -126,7 +135,9 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct SSDs: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "ssds", abstract: "List SSDs of the nodes and who holds them.")
+        static let configuration = CommandConfiguration(
+            commandName: "ssds", abstract: "List SSDs of the nodes and who holds them.",
+            discussion: Examples.discussion("alloc ssds"))
         @Option(help: "Only this node.") var node: String = ""
         @Option(help: "Only this instance (id).") var instance: String = ""
         @OptionGroup var endpoints: EndpointOptions
@@ -153,7 +164,8 @@ struct AllocCommand: AsyncParsableCommand {
 
     struct PortRange: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "port-range", abstract: "Set a node's host port range (default 20000-32767).")
+            commandName: "port-range", abstract: "Set a node's host port range (default 20000-32767).",
+            discussion: Examples.discussion("alloc port-range"))
         @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
         @Argument(help: "First port.") var first: UInt32
         @Argument(help: "Last port.") var last: UInt32
@@ -172,7 +184,9 @@ struct AllocCommand: AsyncParsableCommand {
     }
 
     struct Release: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Release the IPs, host ports and SSDs of deleted instances.")
+        static let configuration = CommandConfiguration(
+            abstract: "Release the IPs, host ports and SSDs of deleted instances.",
+            discussion: Examples.discussion("alloc release"))
         @Argument(help: "Instance ids.") var instances: [String]
         @OptionGroup var endpoints: EndpointOptions
 

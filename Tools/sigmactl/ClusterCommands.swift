@@ -11,13 +11,7 @@ import SwiftProtobuf
 struct ApplyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply", abstract: "Create or update apps from YAML files.",
-        discussion: """
-            Examples:
-              sigmactl apply -f web.yaml                 # create or update, then wait until its instances run
-              sigmactl apply -f web.yaml -f db.yaml      # several files; -f apps/ takes every .yaml and .yml in it
-              sigmactl get apps web -o yaml | sigmactl apply -f -
-              sigmactl apply -f web.yaml --dry-run       # what it would do: create, roll, apply live or nothing
-            """)
+        discussion: Examples.discussion("apply", "A folder given to -f: every .yaml and .yml file in it."))
     @Option(name: .shortAndLong, help: "A YAML file with one or more app specs, a folder of them, or - for standard input; repeatable.")
     var file: [String]
     @Flag(help: "Return once applied, without waiting for the instances to run.") var noWait = false
@@ -113,7 +107,8 @@ func manifestText(_ spec: Sigma_V1_AppSpec) throws -> String {
 struct DiffCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
-        abstract: "Show what applying a YAML file would change: exit 0 when nothing, 1 when something differs.")
+        abstract: "Show what applying a YAML file would change: exit 0 when nothing, 1 when something differs.",
+        discussion: Examples.discussion("diff"))
     @Option(name: .shortAndLong, help: "A YAML file with one or more app specs, a folder of them, or - for standard input; repeatable.")
     var file: [String]
     @OptionGroup var endpoints: EndpointOptions
@@ -198,7 +193,9 @@ func CLIError(code: Int32, message: String) -> ExitCode {
 
 /// `sigmactl scale APP --replicas N`.
 struct ScaleCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "scale", abstract: "Change an app's replica count.")
+    static let configuration = CommandConfiguration(
+        commandName: "scale", abstract: "Change an app's replica count.",
+        discussion: Examples.discussion("scale"))
     @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
     @Option(help: "Replicas wanted.") var replicas: Int32
     @OptionGroup var endpoints: EndpointOptions
@@ -218,7 +215,8 @@ struct SetCommand: AsyncParsableCommand {
 
     struct SetResources: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "resources", abstract: "Change requests and limits of an app or one instance without restarting it.")
+            commandName: "resources", abstract: "Change requests and limits of an app or one instance without restarting it.",
+            discussion: Examples.discussion("set resources"))
         @Argument(help: "App name (or use --instance).", completion: NameCompletion.apps) var app: String = ""
         @Option(help: "One instance: APP-ORDINAL or id.") var instance: String = ""
         @Option(help: "CPU request, e.g. 500m.") var requestCpu: String?
@@ -265,7 +263,9 @@ struct SetCommand: AsyncParsableCommand {
 
 /// `sigmactl delete app NAME` / `sigmactl delete node NAME`.
 struct DeleteCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete an app (its instances stop) or remove a drained node.")
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete an app (its instances stop) or remove a drained node.",
+        discussion: Examples.discussion("delete"))
     enum Kind: String, ExpressibleByArgument, CaseIterable { case app, node }
     @Argument(help: "app or node.") var kind: Kind
     @Argument(help: "Its name.") var name: String
@@ -297,21 +297,27 @@ func changeNode(_ method: RPCMethod<Sigma_V1_NodeRequest, Sigma_V1_NodeResponse>
 }
 
 struct CordonCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cordon", abstract: "Stop placing new instances on a node.")
+    static let configuration = CommandConfiguration(
+        commandName: "cordon", abstract: "Stop placing new instances on a node.",
+        discussion: Examples.discussion("cordon"))
     @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
     @OptionGroup var endpoints: EndpointOptions
     func run() async throws { try await changeNode(SchedulerMethods.cordonNode, node, endpoints, "cordoned") }
 }
 
 struct UncordonCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "uncordon", abstract: "Place instances on a node again.")
+    static let configuration = CommandConfiguration(
+        commandName: "uncordon", abstract: "Place instances on a node again.",
+        discussion: Examples.discussion("uncordon"))
     @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
     @OptionGroup var endpoints: EndpointOptions
     func run() async throws { try await changeNode(SchedulerMethods.uncordonNode, node, endpoints, "uncordoned") }
 }
 
 struct DrainCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "drain", abstract: "Cordon a node and move its instances elsewhere (same IPs).")
+    static let configuration = CommandConfiguration(
+        commandName: "drain", abstract: "Cordon a node and move its instances elsewhere (same IPs).",
+        discussion: Examples.discussion("drain"))
     @Argument(help: "Node name.", completion: NameCompletion.nodes) var node: String
     @OptionGroup var endpoints: EndpointOptions
     func run() async throws { try await changeNode(SchedulerMethods.drainNode, node, endpoints, "draining") }
@@ -320,7 +326,8 @@ struct DrainCommand: AsyncParsableCommand {
 /// `sigmactl policy TEAM [--allow-seccomp-unconfined | --deny-seccomp-unconfined]`.
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "policy", abstract: "Show or change what a team's apps may do beyond the defaults (seccomp Unconfined).")
+        commandName: "policy", abstract: "Show or change what a team's apps may do beyond the defaults (seccomp Unconfined).",
+        discussion: Examples.discussion("policy"))
     @Argument(help: "Team.") var team: String
     @Flag(help: "Let the team's apps run without the seccomp filter (security.seccomp: Unconfined).")
     var allowSeccompUnconfined = false
@@ -354,7 +361,9 @@ struct PolicyCommand: AsyncParsableCommand {
 
 /// `sigmactl quota TEAM --cpu N --memory SIZE`.
 struct QuotaCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "quota", abstract: "Cap a team's summed requests (0 and 0 remove the cap).")
+    static let configuration = CommandConfiguration(
+        commandName: "quota", abstract: "Cap a team's summed requests (0 and 0 remove the cap).",
+        discussion: Examples.discussion("quota"))
     @Argument(help: "Team.") var team: String
     @Option(help: "CPU, e.g. 64.") var cpu: String
     @Option(help: "Memory, e.g. 256Gi.") var memory: String

@@ -24,7 +24,8 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Publish: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Publish a new version: --file PATH=LOCAL (a Mustache template), --secret PATH=LOCAL, --raw PATH=LOCAL.")
+            abstract: "Publish a new version: --file PATH=LOCAL (a Mustache template), --secret PATH=LOCAL, --raw PATH=LOCAL.",
+            discussion: Examples.discussion("config publish"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(name: .customLong("file"), help: "A template file: path in the instance = local file.") var files: [String] = []
         @Option(name: .customLong("secret"), help: "A secret file (never shown again): path = local file.") var secrets: [String] = []
@@ -64,7 +65,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a version (default: the current one); secrets stay hidden.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show a version (default: the current one); secrets stay hidden.",
+            discussion: Examples.discussion("config get"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "Version (0: the current one).") var version: Int64 = 0
         @OptionGroup var endpoints: EndpointOptions
@@ -84,7 +87,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct History: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the versions.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the versions.",
+            discussion: Examples.discussion("config history"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
@@ -99,7 +104,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct Diff: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "What changed between two versions (secret files: only that they changed).")
+        static let configuration = CommandConfiguration(
+            abstract: "What changed between two versions (secret files: only that they changed).",
+            discussion: Examples.discussion("config diff"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Argument(help: "From version.") var from: Int64
         @Argument(help: "To version.") var to: Int64
@@ -120,7 +127,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct Rollback: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Publish a copy of an earlier version as the current one.")
+        static let configuration = CommandConfiguration(
+            abstract: "Publish a copy of an earlier version as the current one.",
+            discussion: Examples.discussion("config rollback"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "The version to return to.") var to: Int64
         @OptionGroup var endpoints: EndpointOptions
@@ -136,7 +145,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct Gray: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Release a published version to some instances first.")
+        static let configuration = CommandConfiguration(
+            abstract: "Release a published version to some instances first.",
+            discussion: Examples.discussion("config gray"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "The version.") var version: Int64
         @Option(help: "Ordinals that get it.") var ordinal: [Int32] = []
@@ -153,7 +164,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct Promote: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make the gray version current for every instance.")
+        static let configuration = CommandConfiguration(
+            abstract: "Make the gray version current for every instance.",
+            discussion: Examples.discussion("config promote"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
@@ -164,7 +177,9 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 
     struct Abandon: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Drop the gray version; its instances return to the current one.")
+        static let configuration = CommandConfiguration(
+            abstract: "Drop the gray version; its instances return to the current one.",
+            discussion: Examples.discussion("config abandon"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {
@@ -177,11 +192,9 @@ struct ConfigCommand: AsyncParsableCommand {
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete every version of an app's config; refused while the app runs with it.",
-            discussion: """
-                Examples:
-                  sigmactl config delete web      # after sigmactl delete app web, or once web's spec has no config:
-                A set published again goes on with the next version number.
-                """)
+            discussion: Examples.discussion(
+                "config delete", "Once no app runs with it (deleted, or its spec has no config). A set published again goes on "
+                    + "with the next version number."))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws {

@@ -7,11 +7,8 @@ extension ConfigCommand {
     struct UseContext: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "use-context", abstract: "Make a context of ~/.sigma/config the current one.",
-            discussion: """
-                Examples:
-                  sigmactl config use-context prod     # every call goes to prod's endpoints from now on
-                  sigmactl --context staging get apps  # one call to another (or SIGMA_CONTEXT=staging)
-                """)
+            discussion: Examples.discussion(
+                "config use-context", "--context NAME (before or after the verb) or SIGMA_CONTEXT=NAME choose another for one call."))
         @Argument(help: "Context name.") var name: String
         func run() async throws {
             try ConfigFile.check(context: name)
@@ -21,7 +18,9 @@ extension ConfigCommand {
     }
 
     struct CurrentContext: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "current-context", abstract: "Print the current context.")
+        static let configuration = CommandConfiguration(
+            commandName: "current-context", abstract: "Print the current context.",
+            discussion: Examples.discussion("config current-context"))
         func run() async throws {
             guard let current = ConfigFile.read().current else { throw ValidationError("no current context in \(ConfigFile.path)") }
             print(current)
@@ -30,7 +29,8 @@ extension ConfigCommand {
 
     struct GetContexts: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "get-contexts", abstract: "List the contexts of ~/.sigma/config; the current one is marked *.")
+            commandName: "get-contexts", abstract: "List the contexts of ~/.sigma/config; the current one is marked *.",
+            discussion: Examples.discussion("config get-contexts"))
         func run() async throws {
             let contents = ConfigFile.read()
             printTable(["CURRENT", "NAME", "SCHEDULER"], contents.names.map { name in
@@ -42,13 +42,8 @@ extension ConfigCommand {
     struct SetContext: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "set-context", abstract: "Write a context of ~/.sigma/config: where one cluster's services are, its keys.",
-            discussion: """
-                Examples:
-                  sigmactl config set-context prod --scheduler 10.0.0.1:7101,10.0.0.2:7101 --config 10.0.0.1:7104 \\
-                      --discovery 10.0.0.1:7105 --server-key keys/prod.pub --client-key keys/me.key
-                  sigmactl config set-context lab --scheduler 127.0.0.1:7101 --use
-                A context replaces one of the same name; keys it leaves out come from the file's top-level lines.
-                """)
+            discussion: Examples.discussion(
+                "config set-context", "A context replaces one of the same name; keys it leaves out come from the file's top-level lines."))
         @Argument(help: "Context name.") var name: String
         @Option(help: "Scheduler endpoints.") var scheduler: String?
         @Option(help: "Allocator endpoints.") var allocator: String?

@@ -9,7 +9,8 @@ import SwiftProtobuf
 /// `sigmactl discover APP [--wait]`: an app's endpoints as Discovery serves them to its peers.
 struct DiscoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "discover", abstract: "Show an app's endpoints (instance IP, ports, host IP:port, state) from Discovery.")
+        commandName: "discover", abstract: "Show an app's endpoints (instance IP, ports, host IP:port, state) from Discovery.",
+        discussion: Examples.discussion("discover"))
     @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
     @Flag(help: "Only Running instances whose readiness check passes.") var ready = false
     @Option(help: "Only this state.") var state: String = ""

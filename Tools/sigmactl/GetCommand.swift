@@ -9,7 +9,9 @@ import SwiftProtobuf
 
 /// `sigmactl get nodes|apps|instances|pool|events`.
 struct GetCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "get", abstract: "List nodes, apps, instances, the pool or events.")
+    static let configuration = CommandConfiguration(
+        commandName: "get", abstract: "List nodes, apps, instances, the pool or events.",
+        discussion: Examples.discussion("get"))
     enum Kind: String, ExpressibleByArgument, CaseIterable {
         case nodes, apps, instances, pool, events, quotas
 
@@ -195,7 +197,9 @@ struct GetCommand: AsyncParsableCommand {
 /// summary: its state, its spec in the manifest form, its instances, revisions, newest rollout and the events
 /// of it and its instances.
 struct DescribeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "describe", abstract: "Show one node, app or instance with its events.")
+    static let configuration = CommandConfiguration(
+        commandName: "describe", abstract: "Show one node, app or instance with its events.",
+        discussion: Examples.discussion("describe"))
     enum Kind: String, ExpressibleByArgument, CaseIterable {
         case node, app, instance
 

@@ -10,7 +10,8 @@ import ClientKit
 /// given. Exits 1 when any is unreachable or unhealthy.
 struct HealthCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "health", abstract: "Show whether every Sigma service is up and healthy.")
+        commandName: "health", abstract: "Show whether every Sigma service is up and healthy.",
+        discussion: Examples.discussion("health"))
 
     @OptionGroup var endpoints: EndpointOptions
     @Option(name: .shortAndLong, help: "Output: table, wide, json or yaml.") var output: OutputFormat = .table

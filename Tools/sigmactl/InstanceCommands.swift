@@ -6,7 +6,9 @@ import ClientKit
 
 /// `sigmactl migrate INSTANCE [--to NODE]`.
 struct MigrateCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move one instance to another node, keeping its IP.")
+    static let configuration = CommandConfiguration(
+        commandName: "migrate", abstract: "Move one instance to another node, keeping its IP.",
+        discussion: Examples.discussion("migrate"))
     @Argument(help: "APP-ORDINAL or instance id.", completion: NameCompletion.instances) var instance: String
     @Option(help: "Target node (default: wherever placement says).") var to: String = ""
     @OptionGroup var endpoints: EndpointOptions
@@ -25,12 +27,8 @@ struct MigrateCommand: AsyncParsableCommand {
 struct RestartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restart", abstract: "Restart one instance: a new generation, on its node; one that ended is placed again.",
-        discussion: """
-            Examples:
-              sigmactl restart web-2            # stop and start web-2 where it runs (same IP, ports, SSDs)
-              sigmactl restart web-0            # web-0 ended Failed (restartPolicy Never): it is placed again
-            Every instance of an app, one after another under its update strategy: sigmactl rollout restart APP.
-            """)
+        discussion: Examples.discussion(
+            "restart", "Every instance of an app, one after another under its update strategy: sigmactl rollout restart APP."))
     @Argument(help: "APP-ORDINAL or instance id.", completion: NameCompletion.instances) var instance: String
     @OptionGroup var endpoints: EndpointOptions
 

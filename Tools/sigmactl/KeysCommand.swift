@@ -9,7 +9,8 @@ struct KeysCommand: AsyncParsableCommand {
 
     struct Generate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a new key pair: NAME.key (secret, 0600) and NAME.pub (for allow-lists and --server-key).")
+            abstract: "Write a new key pair: NAME.key (secret, 0600) and NAME.pub (for allow-lists and --server-key).",
+            discussion: Examples.discussion("keys generate"))
 
         @Argument(help: "Name of the key pair, e.g. scheduler, agent-node1, operator.") var name: String
         @Option(help: "Folder to write into.") var out: String = "."

@@ -9,16 +9,10 @@ import ClientKit
 struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logs", abstract: "Print an instance's stdout and stderr.",
-        discussion: """
+        discussion: Examples.discussion("logs", """
             The current run's output; -p the run's before it (after a restart or a new generation), which the \
             node keeps one of. --since, --tail and --limit-bytes choose from the end; -f then keeps printing.
-
-            Examples:
-              sigmactl logs peers-0                 # all of the current run's output
-              sigmactl logs peers-0 --tail 20 -f    # the last 20 lines, then new output as it comes
-              sigmactl logs peers-0 --since 10m     # what it wrote in the last ten minutes
-              sigmactl logs peers-0 -p              # why the previous run ended
-            """)
+            """))
     @Argument(help: "The instance: APP-ORDINAL or its id.", completion: NameCompletion.instances) var instance: String
     @Flag(name: .shortAndLong, help: "Keep printing new output until the instance ends (or Ctrl-C).") var follow = false
     @Flag(name: .shortAndLong, help: "The log of the run before the current one (it restarted, or its generation changed).") var previous = false

@@ -7,7 +7,8 @@ import ClientKit
 /// `sigmactl metrics SERVICE`: request counts and latencies per method.
 struct MetricsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "metrics", abstract: "Show calls and latency per method of one service.")
+        commandName: "metrics", abstract: "Show calls and latency per method of one service.",
+        discussion: Examples.discussion("metrics"))
 
     @Argument(help: "scheduler, allocator, agent, config or discovery") var service: ServiceKind
     @OptionGroup var endpoints: EndpointOptions

@@ -9,14 +9,11 @@ import RPC
 struct RecommendCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recommend", abstract: "Propose requests and limits for an app from its usage history; --apply sets them live.",
-        discussion: """
-            Examples:
-              sigmactl recommend web                  # the last week: p95 and peak of CPU and memory, current and proposed
-              sigmactl recommend web --window 24 --headroom 25
-              sigmactl recommend web --apply          # sets the proposal live (a new revision; no instance restarts)
-            The method (docs/operations.md, "Usage history and right-sizing"): request = p95 × (100 + headroom)%,
-            limit = peak × (100 + 2 × headroom)%, never below the request; CPU rounded up to 10m, memory to 1Mi.
-            """)
+        discussion: Examples.discussion("recommend", """
+            The method (docs/operations.md, "Usage history and right-sizing"): request = p95 × (100 + headroom)%, \
+            limit = peak × (100 + 2 × headroom)%, never below the request; CPU rounded up to 10m, memory to 1Mi. \
+            --apply sets the proposal live: a new revision, no instance restarts.
+            """))
     @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
     @Option(help: "Hours of history to read (default 168: the week kept).") var window: Int32 = 0
     @Option(help: "Headroom in percent over the p95 for requests; limits get twice this over the peak (default 15).")

@@ -13,28 +13,35 @@ struct RolloutCommand: AsyncParsableCommand {
 
     struct Restart: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Give every instance a new generation with the same spec, through a rollout under the app's strategy.")
+            abstract: "Give every instance a new generation with the same spec, through a rollout under the app's strategy.",
+            discussion: Examples.discussion("rollout restart"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws { try await control(SchedulerMethods.restartRollout, app, endpoints) }
     }
 
     struct Pause: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Stop the app's rollout from replacing more instances.")
+        static let configuration = CommandConfiguration(
+            abstract: "Stop the app's rollout from replacing more instances.",
+            discussion: Examples.discussion("rollout pause"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws { try await control(SchedulerMethods.pauseRollout, app, endpoints) }
     }
 
     struct Resume: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Let a paused rollout go on (one paused after its canaries needs promote).")
+        static let configuration = CommandConfiguration(
+            abstract: "Let a paused rollout go on (one paused after its canaries needs promote).",
+            discussion: Examples.discussion("rollout resume"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws { try await control(SchedulerMethods.resumeRollout, app, endpoints) }
     }
 
     struct Promote: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Let the app's rollout replace the rest after its canaries.")
+        static let configuration = CommandConfiguration(
+            abstract: "Let the app's rollout replace the rest after its canaries.",
+            discussion: Examples.discussion("rollout promote"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @OptionGroup var endpoints: EndpointOptions
         func run() async throws { try await control(SchedulerMethods.promoteRollout, app, endpoints) }
@@ -42,7 +49,8 @@ struct RolloutCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Follow the app's newest rollout until it ends or pauses: exit 0 when it succeeded or waits paused, 4 when it failed, 3 on --wait-timeout.")
+            abstract: "Follow the app's newest rollout until it ends or pauses: exit 0 when it succeeded or waits paused, 4 when it failed, 3 on --wait-timeout.",
+            discussion: Examples.discussion("rollout status"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "Seconds to wait for the rollout to end.") var waitTimeout: Double = 600
         @OptionGroup var endpoints: EndpointOptions
@@ -75,7 +83,9 @@ struct RolloutCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List rollouts, newest first (every app's without APP).")
+        static let configuration = CommandConfiguration(
+            abstract: "List rollouts, newest first (every app's without APP).",
+            discussion: Examples.discussion("rollout list"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String = ""
         @Option(help: "At most this many.") var limit: Int32 = 20
         @Option(name: .shortAndLong, help: "Output: table, json or yaml.") var output: OutputFormat = .table
@@ -97,7 +107,8 @@ struct RolloutCommand: AsyncParsableCommand {
 
     struct History: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List an app's revisions; with --revision N, that revision's whole spec and its diff against the one before.")
+            abstract: "List an app's revisions; with --revision N, that revision's whole spec and its diff against the one before.",
+            discussion: Examples.discussion("rollout history"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "Show this revision in full.") var revision: Int64?
         @OptionGroup var endpoints: EndpointOptions
@@ -125,7 +136,9 @@ struct RolloutCommand: AsyncParsableCommand {
     }
 
     struct Undo: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Apply an earlier revision again (default: the previous one).")
+        static let configuration = CommandConfiguration(
+            abstract: "Apply an earlier revision again (default: the previous one).",
+            discussion: Examples.discussion("rollout undo"))
         @Argument(help: "App name.", completion: NameCompletion.apps) var app: String
         @Option(help: "Revision to return to.") var toRevision: Int64 = 0
         @OptionGroup var endpoints: EndpointOptions

@@ -38,14 +38,26 @@ struct Sigmactl: AsyncParsableCommand {
     }
 
     /// ArgumentParser's runner, but misuse (an unknown flag, a missing argument, a bad value) exits 2 as
-    /// README.md says, with the verb's usage (ArgumentParser's own code for it is 64).
+    /// README.md says, with the verb's usage (ArgumentParser's own code for it is 64). With SIGMACTL_PARSE_ONLY
+    /// set, a command line is only parsed and validated, and the verb's type printed (the help examples' test).
     static func main() async {
+        var parsed: ParsableCommand
         do {
-            var parsed = try await asyncParseAsRoot(Self.globalFlagsMoved(Array(CommandLine.arguments.dropFirst())))
-            if var verb = parsed as? AsyncParsableCommand { try await verb.run() } else { try parsed.run() }
+            parsed = try await asyncParseAsRoot(Self.globalFlagsMoved(Array(CommandLine.arguments.dropFirst())))
         } catch {
             guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
             FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+        if ProcessInfo.processInfo.environment["SIGMACTL_PARSE_ONLY"] != nil { return print(String(reflecting: type(of: parsed))) }
+        do {
+            if var verb = parsed as? AsyncParsableCommand { try await verb.run() } else { try parsed.run() }
+        } catch {
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            // A mistake found while running (a context that isn't there): the verb's usage, as for one found parsing.
+            let usage = usageString(for: type(of: parsed))
+            let verb = usage.split(separator: " ").prefix { !"<[-".contains($0.first ?? "-") }.joined(separator: " ")
+            FileHandle.standardError.write(Data("Error: \(error)\nUsage: \(usage)\n  See '\(verb) --help' for more information.\n".utf8))
             Foundation.exit(2)
         }
     }
@@ -53,7 +65,9 @@ struct Sigmactl: AsyncParsableCommand {
 
 /// `sigmactl version`: this client's version and each service's (from its Health answer).
 struct VersionCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "version", abstract: "Show sigmactl's version and each service's.")
+    static let configuration = CommandConfiguration(
+        commandName: "version", abstract: "Show sigmactl's version and each service's.",
+        discussion: Examples.discussion("version"))
     @Flag(help: "Only sigmactl's own.") var client = false
     @OptionGroup var endpoints: EndpointOptions
 

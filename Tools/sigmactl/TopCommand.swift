@@ -10,11 +10,7 @@ import RPC
 struct TopCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "top", abstract: "Show CPU and memory used by nodes or instances, beside their requests, limits and capacity.",
-        discussion: """
-            Examples:
-              sigmactl top nodes                          # used / capacity and requested per node
-              sigmactl top instances --app web --sort-by memory
-            """)
+        discussion: Examples.discussion("top"))
     enum Kind: String, ExpressibleByArgument, CaseIterable {
         case nodes, instances
 
