@@ -38,7 +38,7 @@ public enum AppManifest {
             let parser = try Parser(yaml: text)
             while let document = try parser.nextRoot() { documents.append(document) }
         } catch {
-            throw ParseError(problems: [yamlProblem(error)])
+            throw ParseError(problems: [yamlProblem(error, in: text)])
         }
         guard !documents.isEmpty else { throw ParseError(problems: [SpecProblem(field: "(yaml)", reason: "no document")]) }
         var specs: [AppSpec] = []
@@ -58,7 +58,7 @@ public enum AppManifest {
 
     /// A YAML mistake (a bad indent, an unclosed quote, a tab, a key twice) as a problem that says where:
     /// `(yaml): line 3, column 1: found a tab character where an indentation space is expected`.
-    static func yamlProblem(_ error: any Error) -> SpecProblem {
+    static func yamlProblem(_ error: any Error, in text: String) -> SpecProblem {
         func at(_ mark: Mark, _ problem: String, _ context: YamlError.Context?) -> SpecProblem {
             var reason = "line \(mark.line), column \(mark.column): \(problem)"
             if let context, context.mark.line != mark.line || context.mark.column != mark.column {
@@ -72,12 +72,33 @@ public enum AppManifest {
             return at(mark, problem, context)
         case .duplicatedKeysInMapping(let duplicates, let context):
             let keys = duplicates.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
-            return at(context.mark, "\(keys) appear\(duplicates.count == 1 ? "s" : "") more than once in one mapping", nil)
+            let problem = "\(keys) appear\(duplicates.count == 1 ? "s" : "") more than once in one mapping"
+            guard let (first, again) = repeatedKey(duplicates.sorted()[0], in: text, from: context.mark) else { return at(context.mark, problem, nil) }
+            return SpecProblem(field: "(yaml)", reason: "line \(again.line), column \(again.column): \(problem) (first at line \(first.line))")
         case .reader(let problem, let offset, _, _):
             return SpecProblem(field: "(yaml)", reason: "\(problem)" + (offset.map { " at byte \($0)" } ?? ""))
         default:
             return SpecProblem(field: "(yaml)", reason: "\(error)".split(separator: "\n").first.map(String.init) ?? "not YAML")
         }
+    }
+
+    /// Where a key repeated in the block mapping starting at `start` stands, first and again: lines that hold
+    /// `key:` at the indentation of its first line (nil for a flow mapping, or where it can't be told).
+    static func repeatedKey(_ key: String, in text: String, from start: Mark) -> ((line: Int, column: Int), (line: Int, column: Int))? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard start.line >= 1, start.line <= lines.count else { return nil }
+        let indent = start.column - 1
+        var found: [(line: Int, column: Int)] = []
+        for (index, line) in lines.enumerated().dropFirst(start.line - 1) {
+            let content = line.drop { $0 == " " }
+            let depth = line.count - content.count
+            if index >= start.line && !content.isEmpty && !content.hasPrefix("#") && depth < indent { break }
+            guard depth == indent, content.hasPrefix(key) else { continue }
+            let rest = content.dropFirst(key.count).drop { $0 == " " }
+            if rest.hasPrefix(":") { found.append((index + 1, depth + 1)) }
+            if found.count == 2 { return (found[0], found[1]) }
+        }
+        return nil
     }
 
     struct Reader {

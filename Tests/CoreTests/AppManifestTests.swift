@@ -85,7 +85,10 @@ import Testing
         ("name: a\nimage: host\n  replicas: 3\n", "line 3, column 11: mapping values are not allowed in this context"),
         ("name: a\nimage: \"host\nreplicas: 3\n", "line 4, column 1: found unexpected end of stream (while scanning a quoted scalar at line 2, column 8)"),
         ("name: a\n\timage: host\n", "line 2, column 1: found a tab character that violates indentation (while scanning a plain scalar at line 1, column 7)"),
-        ("name: a\nimage: host\nname: b\n", "line 1, column 1: \"name\" appears more than once in one mapping"),
+        ("name: a\nimage: host\nname: b\n", "line 3, column 1: \"name\" appears more than once in one mapping (first at line 1)"),
+        ("name: a\nimage: host\nresources:\n  request: {cpu: 1}\n  limit: {cpu: 2}\n  request: {cpu: 3}\n",
+         "line 6, column 3: \"request\" appears more than once in one mapping (first at line 4)"),
+        ("{name: a, image: host, name: b}", "line 1, column 2: \"name\" appears more than once in one mapping"),
         ("name: a\nresources:\n  request: {cpu: 1\n", "line 4, column 1: did not find expected ',' or '}' (while parsing a flow mapping at line 3, column 12)"),
     ])
     func aYAMLMistakeSaysWhereAndWhat(_ yaml: String, _ reason: String) {
