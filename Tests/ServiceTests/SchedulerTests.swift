@@ -182,7 +182,7 @@ import TestSupport
             #expect(moved.generation == victim.generation + 1)
             let reasons = try await cluster.events("instance", victim.id).map(\.reason)
             // (CopyGone may follow: n1's lease lapses and the old copy counts as gone, fast mode or not.)
-            #expect(reasons.contains("NeedMigration") && reasons.last { $0 != "CopyGone" } == "Running")
+            #expect(reasons.contains("NeedMigration") && reasons.last { $0 != "CopyGone" } == "Running", "\(reasons)")
             #expect(Set(try await cluster.instances("kv").map(\.ip)) == Set(before.map(\.ip)))
             #expect(try await cluster.node("n1").epoch == epoch + 1)
 
