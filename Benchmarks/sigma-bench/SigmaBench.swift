@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct SigmaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, NetBench.self, FailoverBench.self, AllBench.self])
+        commandName: "sigma-bench", abstract: "Measure Sigma's performance figures.", subcommands: [RPCBench.self, AllocBench.self, ScheduleBench.self, BindBench.self, DiscoveryBench.self, ConfigBench.self, AgentBench.self, NetBench.self, FailoverBench.self, HollowBench.self, AllBench.self])
 }
 
 struct OutputOptions: ParsableArguments {
@@ -132,7 +132,10 @@ struct AllBench: AsyncParsableCommand {
         var failovers = try FailoverBench.parse([])
         failovers.databaseURL = databaseURL
         let failover = try await failovers.measure()
-        let all = [rpc, allocation, schedule, binding, discovery, config, agent, net, failover]
+        var hollows = try HollowBench.parse(["--nodes", "1000", "--instances", "10"])
+        hollows.databaseURL = databaseURL
+        let hollow = try await hollows.measure()
+        let all = [rpc, allocation, schedule, binding, discovery, config, agent, net, failover, hollow]
         var report = Report(title: "sigma-bench all (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
         report.figures = all.flatMap(\.figures)
         report.notes = all.flatMap(\.notes)
