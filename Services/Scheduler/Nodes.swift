@@ -19,6 +19,8 @@ struct Nodes: Sendable {
     let brokenAfter: Duration
     /// What each accepted heartbeat grants the node's safe-mode instances.
     let lease: NodeLease
+    /// What heartbeats' instance statuses change (their rows written only when something did).
+    let reports: StatusReports
     let logger: Logger
 
     static func milliseconds(_ duration: Duration) -> UInt32 {
@@ -124,7 +126,7 @@ struct Nodes: Sendable {
             response.epoch = epoch
             response.fence = !fenced && health == .broken || request.epoch > epoch
             response.leaseTtlMs = UInt32(clamping: granted)
-            response.stop = try await applyStatuses(tx, node: request.node, accepted)
+            response.stop = try await reports.apply(tx, node: request.node, accepted)
             try await VolumesTable.released(tx, node: request.node, request.releasedVolumes)
             response.releaseVolumes = try await VolumesTable.due(tx, node: request.node)
             // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
@@ -163,92 +165,6 @@ struct Nodes: Sendable {
             refused.append(entry)
         }
         return (accepted, refused)
-    }
-
-    /// Updates the instances this node owns at the reported generation. Returns the generations reported that
-    /// it does not own and that still run (to stop); a final report of an old generation only says it is gone.
-    private func applyStatuses(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {
-        let priors = try await settlePriors(tx, node: node, statuses)
-        guard !statuses.isEmpty else { return priors }
-        let ids = Array(Set(statuses.map(\.instanceID)))
-        let owned = try await tx.query(
-            "SELECT id::text AS id, generation, state, ready FROM instances WHERE id = ANY($1::uuid[]) AND node = $2 FOR UPDATE",
-            ids, node)
-        var current: [String: (generation: Int64, state: InstanceState, ready: Bool)] = [:]
-        for row in owned {
-            current[try row.decode(String.self, "id")] = (
-                try row.decode(Int64.self, "generation"), InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending,
-                try row.decode(Bool.self, "ready"))
-        }
-        // Instances that turn Running, and Running and ready: an ordered app's next ordinal may start.
-        var nowRunning: [String] = []
-        var nowServing: [String] = []
-        var stop: [Sigma_V1_InstanceRef] = []
-        var rows = InstancesTable.Reports()
-        var changes: [(id: String, state: InstanceState, detail: String)] = []
-        for status in statuses {
-            let id = status.instanceID
-            let reported = InstanceState(rawValue: status.state)!
-            guard let known = current[id], known.generation == status.generation else {
-                if !reported.isFinal {
-                    var ref = Sigma_V1_InstanceRef()
-                    ref.instanceID = id
-                    ref.generation = status.generation
-                    stop.append(ref)
-                }
-                continue
-            }
-            // Only moves an agent's report can make (an instance the scheduler moved or is removing stays so).
-            let state = known.state.canBeReported(as: reported) ? reported : known.state
-            rows.ids.append(id)
-            rows.states.append(state.rawValue)
-            rows.cpu.append(status.usage.cpuMillis)
-            rows.memory.append(status.usage.memoryBytes)
-            rows.appliedCPU.append(status.hasAppliedLimit ? status.appliedLimit.cpuMillis : nil)
-            rows.appliedMemory.append(status.hasAppliedLimit ? status.appliedLimit.memoryBytes : nil)
-            rows.codes.append(Int(status.exitCode))
-            rows.reasons.append(status.reason)
-            rows.ready.append(status.ready && state == .running)
-            rows.restarts.append(Int(max(0, status.restarts)))
-            rows.retries.append(state == .backOff ? status.nextRetryUnixMs : 0)
-            if state == .running && known.state != .running { nowRunning.append(id) }
-            if state == .running && status.ready && !(known.state == .running && known.ready) { nowServing.append(id) }
-            if state != known.state {
-                changes.append((id, state, status.reason.isEmpty ? "reported by \(node)" : "\(status.reason) (exit \(status.exitCode)) on \(node)"))
-            }
-        }
-        try await InstancesTable.apply(tx, rows)
-        for (state, group) in Dictionary(grouping: changes, by: \.state) {
-            try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
-        }
-        try await Assignments.releaseSuccessors(tx, running: nowRunning, serving: nowServing)
-        let asked = Set(stop.map { "\($0.instanceID)/\($0.generation)" })
-        return stop + priors.filter { !asked.contains("\($0.instanceID)/\($0.generation)") }
-    }
-
-    /// The copies this node may still run of instances placed elsewhere (`prior_node`): each one it reports
-    /// final is gone, and its successor may start (safe mode); each one it does not report at all is asked
-    /// for in `stop`, so the agent stops it or, never having run it, says so and never will. Returns those asks.
-    private func settlePriors(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {
-        let priors = try await InstancesTable.priors(tx, node: node)
-        guard !priors.isEmpty else { return [] }
-        var reported: [String: InstanceState] = [:]
-        for status in statuses { reported["\(status.instanceID)/\(status.generation)"] = InstanceState(rawValue: status.state) }
-        var gone: [(id: String, generation: Int64)] = []
-        var ask: [Sigma_V1_InstanceRef] = []
-        for prior in priors {
-            switch reported["\(prior.id)/\(prior.generation)"] {
-            case .some(let state) where state.isFinal: gone.append((prior.id, prior.generation))
-            case .some: break  // it runs: `stop` asks for it already
-            case .none:
-                var ref = Sigma_V1_InstanceRef()
-                ref.instanceID = prior.id
-                ref.generation = prior.generation
-                ask.append(ref)
-            }
-        }
-        try await Assignments.priorsGone(tx, InstancesTable.clearPriors(tx, node: node, gone), because: "reported stopped by \(node)")
-        return ask
     }
 
     /// Ready → Suspect, and Ready or Suspect → Broken (its epoch rises), for nodes silent longer than the

@@ -62,6 +62,9 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Hours the usage history's hourly rows are kept.")
     var usageRetention: Double = 168
 
+    @Option(help: "Seconds between this replica's writes of the instance usage heartbeats report (an instance's row is written at once only when its state, readiness, limit or the like changed).")
+    var usageFlushInterval: Double = 5
+
     func validate() throws {
         guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
             throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
@@ -80,6 +83,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         guard volumeRetention >= 0 else { throw ValidationError("--volume-retention: hours, 0 or more") }
         guard usageInterval >= 0 else { throw ValidationError("--usage-interval: seconds, 0 or more") }
         guard usageRetention > 0 else { throw ValidationError("--usage-retention: hours, more than 0") }
+        guard usageFlushInterval >= 0.05 else { throw ValidationError("--usage-flush-interval: seconds, at least 0.05") }
     }
 
     func run() async throws {
@@ -91,10 +95,11 @@ struct SchedulerCommand: AsyncParsableCommand {
         let allocatorClient = try client.client(endpoints: allocatorEndpoints, timeout: .seconds(10), logger: logger)
         let (publisher, advertised) = try host.publisher(feed)
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
+        let usageBuffer = InstanceUsageBuffer()
         let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: advertised,
                           heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter),
                           lease: NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter), marginMillis: Upkeep.millis(nodeLeaseMargin)),
-                          logger: logger)
+                          reports: StatusReports(usage: usageBuffer), logger: logger)
         let apps = Apps(store: store, logger: logger)
         let instances = Instances(store: store, logger: logger)
         let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)
@@ -118,7 +123,8 @@ struct SchedulerCommand: AsyncParsableCommand {
             usage: usage,
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)
-        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader], eventsEndpoint: advertised)
+        let usageWriter = InstanceUsageWriter(buffer: usageBuffer, store: store, interval: .seconds(usageFlushInterval), logger: logger)
+        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader, usageWriter], eventsEndpoint: advertised)
     }
 
     static func node(_ node: Sigma_V1_Node) throws -> Sigma_V1_NodeResponse {

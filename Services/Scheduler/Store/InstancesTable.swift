@@ -5,7 +5,7 @@ import Store
 
 /// The `instances` table, the scheduler's: every statement that writes it is here, each a function whose
 /// parameters name the columns it sets (TableOwnershipTests fails on a write anywhere else). The listing's
-/// columns and their decoding are here too. Other services read the table through `instance_directory`.
+/// columns and their decoding are in InstancesListing.swift. Other services read the table through `instance_directory`.
 enum InstancesTable {
     // MARK: - Creating and removing rows
 
@@ -275,6 +275,52 @@ enum InstancesTable {
         var ids: [String] = [], states: [String] = [], cpu: [Int64] = [], memory: [Int64] = []
         var appliedCPU: [Int64?] = [], appliedMemory: [Int64?] = [], codes: [Int] = [], reasons: [String] = []
         var ready: [Bool] = [], restarts: [Int] = [], retries: [Int64] = []
+
+        /// One row: what it becomes, the reason as the agent gave it (the write applies the keeping rule), its usage.
+        mutating func add(id: String, _ row: Reported, reportedReason: String, usage: Sigma_V1_NodeUsage) {
+            ids.append(id)
+            states.append(row.state.rawValue)
+            (cpu, memory) = (cpu + [usage.cpuMillis], memory + [usage.memoryBytes])
+            (appliedCPU, appliedMemory) = (appliedCPU + [row.appliedCPU], appliedMemory + [row.appliedMemory])
+            (codes, reasons, ready) = (codes + [row.exitCode], reasons + [reportedReason], ready + [row.ready])
+            (restarts, retries) = (restarts + [row.restarts], retries + [row.retryMs])
+        }
+    }
+
+    /// An instance as a heartbeat compares it with its report: what the report may change.
+    struct Reported: Sendable, Equatable {
+        var generation: Int64, state: InstanceState, ready: Bool
+        var appliedCPU: Int64?, appliedMemory: Int64?, exitCode: Int, reason: String, restarts: Int, retryMs: Int64
+    }
+
+    /// The instances among `ids` that `node` owns, as stored; `forUpdate` locks their rows.
+    static func reported(_ tx: Transaction, ids: [String], node: String, forUpdate: Bool = false) async throws -> [String: Reported] {
+        let rows = try await tx.query(
+            """
+            SELECT id::text AS id, generation, state, ready, applied_cpu_millis, applied_memory_bytes, exit_code, reason, restarts,
+                   coalesce(round(extract(epoch FROM next_retry_at) * 1000), 0)::bigint AS retry_ms
+            FROM instances WHERE id = ANY($1::uuid[]) AND node = $2\(forUpdate ? " FOR UPDATE" : "")
+            """, ids, node)
+        var current: [String: Reported] = [:]
+        for row in rows {
+            current[try row.decode(String.self, "id")] = Reported(
+                generation: try row.decode(Int64.self, "generation"),
+                state: InstanceState(rawValue: try row.decode(String.self, "state")) ?? .pending, ready: try row.decode(Bool.self, "ready"),
+                appliedCPU: try row.decode(Int64?.self, "applied_cpu_millis"), appliedMemory: try row.decode(Int64?.self, "applied_memory_bytes"),
+                exitCode: try row.decode(Int.self, "exit_code"), reason: try row.decode(String.self, "reason"),
+                restarts: try row.decode(Int.self, "restarts"), retryMs: try row.decode(Int64.self, "retry_ms"))
+        }
+        return current
+    }
+
+    /// Usage samples of instances whose rows heartbeats left alone, in one statement (a replica's buffer).
+    static func writeUsage(_ store: Store, ids: [String], cpu: [Int64], memory: [Int64]) async throws {
+        try await store.execute(
+            """
+            UPDATE instances i SET usage_cpu_millis = u.cpu, usage_memory_bytes = u.memory
+            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, cpu, memory)
+            WHERE i.id = u.id AND (i.usage_cpu_millis, i.usage_memory_bytes) IS DISTINCT FROM (u.cpu, u.memory)
+            """, ids, cpu, memory)
     }
 
     /// One statement for the whole report, however many instances the node runs.
@@ -309,54 +355,5 @@ enum InstancesTable {
             RETURNING id
             """, token, id, node, generation, InstanceState.names(InstanceState.tokenValid))
         return !rows.isEmpty
-    }
-
-    // MARK: - The listing
-
-    /// The columns of an instance's listing, `instances i` joined with `nodes n`, as `instance(_:)` reads them.
-    static let listColumns = """
-        i.id::text AS id, i.app, i.ordinal, coalesce(i.node, '') AS node, i.state, i.generation, i.revision, i.ip,
-        i.prefix_length, i.gateway, i.host_ports::text AS host_ports, i.ssds::text AS ssds,
-        i.request_cpu_millis, i.request_memory_bytes, i.limit_cpu_millis, i.limit_memory_bytes,
-        i.applied_cpu_millis, i.applied_memory_bytes, i.usage_cpu_millis, i.usage_memory_bytes, i.pending_reason, i.reason, i.exit_code,
-        i.ready, i.restarts,
-        coalesce((extract(epoch FROM i.next_retry_at) * 1000)::bigint, 0) AS next_retry_ms,
-        (extract(epoch FROM i.created_at) * 1000)::bigint AS created_ms, (extract(epoch FROM i.updated_at) * 1000)::bigint AS updated_ms,
-        coalesce(host(n.host_ip), '') AS host_ip
-        """
-
-    static func instance(_ row: Row) throws -> Sigma_V1_Instance {
-        var instance = Sigma_V1_Instance()
-        instance.id = try row.decode(String.self, "id")
-        instance.app = try row.decode(String.self, "app")
-        instance.ordinal = try row.decode(Int32.self, "ordinal")
-        instance.node = try row.decode(String.self, "node")
-        instance.state = try row.decode(String.self, "state")
-        instance.stateCode = InstanceState(rawValue: instance.state)?.code ?? .instanceStateUnspecified
-        instance.generation = try row.decode(Int64.self, "generation")
-        instance.revision = try row.decode(Int64.self, "revision")
-        instance.ip = try row.decode(String.self, "ip")
-        instance.hostIp = try row.decode(String.self, "host_ip")
-        let ports = try row.decodeJSON([String: Int].self, "host_ports")
-        instance.hostPorts = ports.mapValues { UInt32(clamping: $0) }
-        instance.ssdPaths = try Assignments.decodeSSDs(try row.decode(String.self, "ssds")).map(\.path)
-        instance.resources.request = Resources(
-            cpuMillis: try row.decode(Int64.self, "request_cpu_millis"), memoryBytes: try row.decode(Int64.self, "request_memory_bytes")).wire
-        instance.resources.limit = Resources(
-            cpuMillis: try row.decode(Int64.self, "limit_cpu_millis"), memoryBytes: try row.decode(Int64.self, "limit_memory_bytes")).wire
-        if let cpu = try row.decode(Int64?.self, "applied_cpu_millis"), let memory = try row.decode(Int64?.self, "applied_memory_bytes") {
-            instance.appliedLimit = Resources(cpuMillis: cpu, memoryBytes: memory).wire
-        }
-        instance.usage.cpuMillis = try row.decode(Int64.self, "usage_cpu_millis")
-        instance.usage.memoryBytes = try row.decode(Int64.self, "usage_memory_bytes")
-        instance.pendingReason = try row.decode(String.self, "pending_reason")
-        instance.reason = try row.decode(String.self, "reason")
-        instance.exitCode = try row.decode(Int32.self, "exit_code")
-        instance.ready = try row.decode(Bool.self, "ready")
-        instance.restarts = try row.decode(Int32.self, "restarts")
-        instance.nextRetryUnixMs = try row.decode(Int64.self, "next_retry_ms")
-        instance.createdUnixMs = try row.decode(Int64.self, "created_ms")
-        instance.updatedUnixMs = try row.decode(Int64.self, "updated_ms")
-        return instance
     }
 }
