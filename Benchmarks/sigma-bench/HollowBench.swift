@@ -21,6 +21,8 @@ struct HollowBench: AsyncParsableCommand {
     @Option(help: "Instances per node deployed (0: only the empty nodes' phase).") var instances = 0
     @Option(help: "Seconds each phase at rest is measured.") var seconds = 20.0
     @Option(help: "Percent of the nodes silenced in the failover phase.") var silence = 10
+    @Option(help: ArgumentHelp("A flag for sigma-scheduler (repeatable), e.g. --scheduler-flag=--usage-flush-interval=1.", valueName: "flag"))
+    var schedulerFlag: [String] = []
     @OptionGroup var output: OutputOptions
 
     func run() async throws { try output.emit(try await measure()) }
@@ -38,7 +40,7 @@ struct HollowBench: AsyncParsableCommand {
             let scheduler = try BenchProcess("sigma-scheduler", [
                 "--listen", "tcp://127.0.0.1:*", "--events-listen", "tcp://127.0.0.1:*", "--database-url", url,
                 "--allocator", allocatorEndpoint, "--log-level", ProcessInfo.processInfo.environment["SIGMA_BENCH_LOG_LEVEL"] ?? "error",
-            ])
+            ] + schedulerFlag)
             defer { scheduler.stop() }
             var configuration = RPCClientConfiguration(endpoints: [try await scheduler.endpoint()])
             configuration.defaultTimeout = .seconds(60)

@@ -80,7 +80,7 @@ struct StatusReports: Sendable {
             outcome.steady += first.steady
         }
         usage.note(outcome.steady)
-        usage.forget(outcome.rows.ids)
+        usage.written(outcome.rows)
         try await InstancesTable.apply(tx, outcome.rows)
         for (state, group) in Dictionary(grouping: outcome.changes, by: \.state) {
             try await Events.record(tx, .instance, group.map(\.id), state.rawValue, group.map(\.detail))
@@ -116,23 +116,61 @@ struct StatusReports: Sendable {
 }
 
 /// The latest usage reported for each instance whose row a heartbeat did not write, kept by this replica and
-/// written every `interval` in one statement (`InstancesTable.writeUsage`): what `top`, the pool figures and the
-/// usage history read is at most that old.
+/// written every `interval` (`InstancesTable.writeUsage`, in statements of at most `chunk` rows): what `top`,
+/// the pool figures and the usage history read is at most that old. A sample equal to the one this replica
+/// last wrote (or saw written) for the instance is not written again for `rewriteAfter` flushes (after which it
+/// is, in case another replica wrote another value meanwhile).
 final class InstanceUsageBuffer: Sendable {
-    private let pending = Mutex<[String: (cpu: Int64, memory: Int64)]>([:])
+    typealias Sample = (cpu: Int64, memory: Int64)
+    struct State {
+        var pending: [String: Sample] = [:]
+        /// What this replica last wrote or saw written, and at which flush.
+        var written: [String: (sample: Sample, flush: Int)] = [:]
+        var flushes = 0
+    }
+    private let state = Mutex(State())
+    static let chunk = 500
+    /// Flushes after which an unchanged sample is written again.
+    static let rewriteAfter = 12
 
     func note(_ usage: [(id: String, cpu: Int64, memory: Int64)]) {
         guard !usage.isEmpty else { return }
-        pending.withLock { for entry in usage { $0[entry.id] = (entry.cpu, entry.memory) } }
+        state.withLock { state in
+            for entry in usage {
+                if let known = state.written[entry.id], known.sample == (entry.cpu, entry.memory),
+                   state.flushes - known.flush < Self.rewriteAfter { continue }
+                state.pending[entry.id] = (entry.cpu, entry.memory)
+            }
+        }
     }
 
-    /// Rows written with their usage just now: an older buffered sample must not overwrite it.
-    func forget(_ ids: [String]) {
-        guard !ids.isEmpty else { return }
-        pending.withLock { for id in ids { $0[id] = nil } }
+    /// Rows a heartbeat wrote with their usage just now: an older buffered sample must not overwrite it.
+    func written(_ rows: InstancesTable.Reports) {
+        guard !rows.ids.isEmpty else { return }
+        state.withLock { state in
+            for (index, id) in rows.ids.enumerated() {
+                state.pending[id] = nil
+                state.written[id] = ((rows.cpu[index], rows.memory[index]), state.flushes)
+            }
+        }
     }
 
-    func take() -> [String: (cpu: Int64, memory: Int64)] { pending.withLock { state in defer { state = [:] }; return state } }
+    /// What waits to be written, in chunks; forgets what was written long ago (deleted instances among it).
+    func take() -> [[(id: String, sample: Sample)]] {
+        state.withLock { state in
+            defer { state.pending = [:] }
+            state.flushes += 1
+            let flushes = state.flushes
+            state.written = state.written.filter { flushes - $0.value.flush <= Self.rewriteAfter }
+            let entries = state.pending.map { (id: $0.key, sample: $0.value) }
+            return stride(from: 0, to: entries.count, by: Self.chunk).map { Array(entries[$0..<min($0 + Self.chunk, entries.count)]) }
+        }
+    }
+
+    /// A chunk now stored.
+    func stored(_ chunk: [(id: String, sample: Sample)]) {
+        state.withLock { state in for entry in chunk { state.written[entry.id] = (entry.sample, state.flushes) } }
+    }
 }
 
 /// Writes the buffered usage every interval, and once more at shutdown.
@@ -153,13 +191,13 @@ struct InstanceUsageWriter: Service {
     }
 
     func flush() async {
-        let usage = buffer.take()
-        guard !usage.isEmpty else { return }
-        let ids = Array(usage.keys)
-        do {
-            try await InstancesTable.writeUsage(store, ids: ids, cpu: ids.map { usage[$0]!.cpu }, memory: ids.map { usage[$0]!.memory })
-        } catch {
-            logger.warning("instance usage not written; the next interval writes newer", metadata: ["instances": "\(ids.count)", "error": "\(error)"])
+        for chunk in buffer.take() {
+            do {
+                try await InstancesTable.writeUsage(store, ids: chunk.map(\.id), cpu: chunk.map(\.sample.cpu), memory: chunk.map(\.sample.memory))
+                buffer.stored(chunk)
+            } catch {
+                logger.warning("instance usage not written; the next interval writes newer", metadata: ["instances": "\(chunk.count)", "error": "\(error)"])
+            }
         }
     }
 }
