@@ -29,9 +29,13 @@ extension HollowRun {
             return state.values.sorted()
         }
         let flaps = try await flapped(since: since)
+        // No heartbeat answered within its timeout (3 intervals): the latency is at least that.
+        let timedOut = milliseconds(interval * 3)
         return [
-            Figure(name: "\(what): heartbeat p50", value: percentile(values, 0.5), unit: "ms", baseline: percentile(health, 0.5), target: .none),
-            Figure(name: "\(what): heartbeat p99", value: percentile(values, 0.99), unit: "ms", baseline: percentile(health, 0.99), target: .maxValue(100)),
+            Figure(name: "\(what): heartbeat p50", value: values.isEmpty ? timedOut : percentile(values, 0.5), unit: "ms",
+                   baseline: percentile(health, 0.5), target: .none),
+            Figure(name: "\(what): heartbeat p99", value: values.isEmpty ? timedOut : percentile(values, 0.99), unit: "ms",
+                   baseline: percentile(health, 0.99), target: .maxValue(100)),
             Figure(name: "\(what): heartbeats answered", value: Double(values.count) / seconds, unit: "/s", baseline: 0, target: .none),
             Figure(name: "\(what): nodes that flapped", value: Double(flaps.count), unit: "nodes", baseline: 0, target: .maxValue(0)),
         ] + cpuFigures(what, used)
