@@ -33,15 +33,17 @@ struct Upkeep: Sendable {
         try await store.transaction(isolation: .readCommitted) { tx in
             try await lease.check(tx)
             let changed = try await Nodes.markSilent(tx, suspectAfter: thresholds.suspectAfter, brokenAfter: thresholds.brokenAfter)
-            for (name, state, epoch) in changed {
-                try await Events.record(tx, .node, name, state, state == "Broken"
-                    ? "no heartbeat for \(thresholds.brokenAfter) s; epoch \(epoch), its instances move"
-                    : "no heartbeat for \(thresholds.suspectAfter) s")
-                logger.warning("node \(state.lowercased())", metadata: ["node": "\(name)"])
-                if state == "Broken" {
-                    try await moveOff(tx, node: name, reason: "node \(name) broken")
-                    try await InstancesTable.endTerminating(tx, node: name)
-                }
+            // One statement of events per new state, however many nodes (their rows stay locked until commit).
+            for (state, group) in Dictionary(grouping: changed, by: \.1) {
+                try await Events.record(tx, .node, group.map(\.0), state, group.map { _, state, epoch in
+                    state == "Broken" ? "no heartbeat for \(thresholds.brokenAfter) s; epoch \(epoch), its instances move"
+                        : "no heartbeat for \(thresholds.suspectAfter) s"
+                })
+                logger.warning("node \(state.lowercased())", metadata: ["nodes": "\(group.map(\.0).joined(separator: ","))", "count": "\(group.count)"])
+            }
+            for (name, state, _) in changed where state == "Broken" {
+                try await moveOff(tx, node: name, reason: "node \(name) broken")
+                try await InstancesTable.endTerminating(tx, node: name)
             }
         }
     }
