@@ -122,14 +122,12 @@ final class HollowRun: Sendable {
 
     /// One subscriber for every node's assignment topic, each change handed to its node (the snapshot first).
     func follow(_ endpoint: String) throws -> Subscriber {
-        let byTopic = Dictionary(uniqueKeysWithValues: nodes.map { (HollowNode.topic($0.name), $0) })
-        let subscriber = try Subscriber(endpoints: [endpoint], topics: Array(byTopic.keys), logger: logger) { [client] topic in
-            var get = Sigma_V1_GetAssignmentsRequest()
-            get.node = String(topic.dropFirst("node/".count).dropLast())
-            let snapshot = try await client.call(SchedulerMethods.getAssignments, get)
+        let byTopic = Dictionary(uniqueKeysWithValues: nodes.map { (FeedTopics.node($0.name), $0) })
+        let subscriber = try Subscriber(endpoints: [endpoint], topics: Array(byTopic.keys), logger: logger) { [self] topic in
+            let snapshot = try await assignments(of: byTopic[topic]?.name ?? "")
             return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
         }
-        Task { [client] in
+        Task { [self] in
             for await event in subscriber.events {
                 switch event {
                 case .snapshot(let topic, _, let payload):
@@ -137,9 +135,7 @@ final class HollowRun: Sendable {
                 case .update(let topic, _, let payload):
                     guard let node = byTopic[topic] else { continue }
                     if payload.isEmpty {
-                        var get = Sigma_V1_GetAssignmentsRequest()
-                        get.node = node.name
-                        if let snapshot = try? await client.call(SchedulerMethods.getAssignments, get) { node.replace(snapshot.assignments) }
+                        if let snapshot = try? await assignments(of: node.name) { node.replace(snapshot.assignments) }
                     } else if let change = try? Sigma_V1_AssignmentEvent(serializedBytes: payload) {
                         node.apply(change)
                     }
@@ -147,5 +143,11 @@ final class HollowRun: Sendable {
             }
         }
         return subscriber
+    }
+
+    func assignments(of node: String) async throws -> Sigma_V1_GetAssignmentsResponse {
+        var get = Sigma_V1_GetAssignmentsRequest()
+        get.node = node
+        return try await client.call(SchedulerMethods.getAssignments, get)
     }
 }

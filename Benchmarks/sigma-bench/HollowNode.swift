@@ -27,8 +27,6 @@ final class HollowNode: Sendable {
         name = "hollow-\(index)"
     }
 
-    static func topic(_ node: String) -> String { FeedTopics.node(node) }
-
     /// Registers the node; returns the scheduler's events endpoint.
     func register(_ client: RPCClient) async throws -> String {
         var request = Sigma_V1_RegisterNodeRequest()

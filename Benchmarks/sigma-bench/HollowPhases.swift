@@ -74,7 +74,7 @@ extension HollowRun {
             _ = try await client.call(SchedulerMethods.applyApp, apply)
         }
         let applied = ContinuousClock.now - started
-        try await until("all \(total) Running", within: .seconds(600)) { try await self.ready(apps) == total }
+        try await until("all \(total) Running", within: .seconds(600)) { try await self.ready() == total }
         let allRunning = ContinuousClock.now - started
         let each = nodes.flatMap { $0.confirmations.values.map { milliseconds($0 - started) / 1000 } }.sorted()
         let flaps = try await flapped(since: since)
@@ -89,8 +89,8 @@ extension HollowRun {
         return try await placements(apps)
     }
 
-    /// Instances Running and ready over the first `apps` hollow apps.
-    func ready(_ apps: Int) async throws -> Int {
+    /// Instances Running and ready over the hollow apps.
+    func ready() async throws -> Int {
         let listed = try await client.call(SchedulerMethods.listApps, .init()).apps
         return listed.filter { $0.spec.name.hasPrefix("hollow-") }.reduce(0) { $0 + Int($1.ready) }
     }
@@ -119,7 +119,7 @@ extension HollowRun {
             let now = try await self.placements(apps)
             let moved = moving.allSatisfy { id, was in now[id].map { !names.contains($0.node) && $0.ip == was.ip } ?? false }
             guard moved else { return false }
-            return try await self.ready(apps) == placed.count
+            return try await self.ready() == placed.count
         }
         let moved = ContinuousClock.now - started
         let flaps = try await flapped(since: since, except: names)
@@ -188,8 +188,6 @@ struct CPUWatch {
     func percent() -> [String: Double] {
         let now = Self.sample(watched)
         let elapsed = milliseconds(ContinuousClock.now - began) / 1000
-        return now.mapValues { $0 }.reduce(into: [:]) { result, entry in
-            result[entry.key] = max(0, entry.value - (start[entry.key] ?? 0)) / elapsed * 100
-        }
+        return Dictionary(uniqueKeysWithValues: now.map { ($0.key, max(0, $0.value - (start[$0.key] ?? 0)) / elapsed * 100) })
     }
 }

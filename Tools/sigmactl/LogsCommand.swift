@@ -93,8 +93,7 @@ struct LogsCommand: AsyncParsableCommand {
             request.offset = -1
             request.maxBytes = min(window, UInt32(clamping: limitBytes ?? Int64(UInt32.max)))
             let answer = try await agent.call(AgentMethods.readLogs, request)
-            let pieces = answer.data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-            let found = pieces.count - (pieces.last?.isEmpty ?? true ? 1 : 0)
+            let found = Self.lines(of: answer.data).lines.count
             // All of the file, or as far back as allowed; else enough lines that the first kept one is whole.
             let complete = answer.data.count < Int(request.maxBytes) || request.maxBytes < window || window >= 64 << 20
             if found > lines || complete {
@@ -107,12 +106,18 @@ struct LogsCommand: AsyncParsableCommand {
         }
     }
 
-    /// The last `count` lines of `data` (all of it without a count); a last line without a newline counts.
-    static func lastLines(_ count: Int?, of data: Data) -> Data {
-        guard let count else { return data }
+    /// The lines of `data` without their newlines (a last line without one counts), and whether it ends in one.
+    static func lines(of data: Data) -> (lines: [Data.SubSequence], endsWithNewline: Bool) {
         var lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         let endsWithNewline = lines.last?.isEmpty ?? true
         if endsWithNewline { lines.removeLast() }
+        return (lines, endsWithNewline)
+    }
+
+    /// The last `count` lines of `data` (all of it without a count).
+    static func lastLines(_ count: Int?, of data: Data) -> Data {
+        guard let count else { return data }
+        let (lines, endsWithNewline) = Self.lines(of: data)
         let kept = lines.suffix(count)
         var text = Data(kept.joined(separator: [UInt8(ascii: "\n")]))
         if endsWithNewline && !kept.isEmpty { text.append(UInt8(ascii: "\n")) }

@@ -280,10 +280,15 @@ enum InstancesTable {
         mutating func add(id: String, _ row: Reported, reportedReason: String, usage: Sigma_V1_NodeUsage) {
             ids.append(id)
             states.append(row.state.rawValue)
-            (cpu, memory) = (cpu + [usage.cpuMillis], memory + [usage.memoryBytes])
-            (appliedCPU, appliedMemory) = (appliedCPU + [row.appliedCPU], appliedMemory + [row.appliedMemory])
-            (codes, reasons, ready) = (codes + [row.exitCode], reasons + [reportedReason], ready + [row.ready])
-            (restarts, retries) = (restarts + [row.restarts], retries + [row.retryMs])
+            cpu.append(usage.cpuMillis)
+            memory.append(usage.memoryBytes)
+            appliedCPU.append(row.appliedCPU)
+            appliedMemory.append(row.appliedMemory)
+            codes.append(row.exitCode)
+            reasons.append(reportedReason)
+            ready.append(row.ready)
+            restarts.append(row.restarts)
+            retries.append(row.retryMs)
         }
     }
 
@@ -298,7 +303,7 @@ enum InstancesTable {
         let rows = try await tx.query(
             """
             SELECT id::text AS id, generation, state, ready, applied_cpu_millis, applied_memory_bytes, exit_code, reason, restarts,
-                   coalesce(round(extract(epoch FROM next_retry_at) * 1000), 0)::bigint AS retry_ms
+                   coalesce((extract(epoch FROM next_retry_at) * 1000)::bigint, 0) AS retry_ms
             FROM instances WHERE id = ANY($1::uuid[]) AND node = $2\(forUpdate ? " FOR UPDATE" : "")
             """, ids, node)
         var current: [String: Reported] = [:]
