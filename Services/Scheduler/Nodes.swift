@@ -21,6 +21,8 @@ struct Nodes: Sendable {
     let lease: NodeLease
     /// What heartbeats' instance statuses change (their rows written only when something did).
     let reports: StatusReports
+    /// Steady nodes' heartbeats, answered from memory and persisted in batches.
+    let liveness: NodeLiveness
     let logger: Logger
 
     static func milliseconds(_ duration: Duration) -> UInt32 {
@@ -96,7 +98,47 @@ struct Nodes: Sendable {
     func heartbeat(_ request: Sigma_V1_HeartbeatRequest) async throws -> Sigma_V1_HeartbeatResponse {
         guard !request.node.isEmpty else { throw RPCError.invalidArgument("node: required") }
         let (accepted, refused) = Self.screen(request.instances)
-        return try await store.transaction(isolation: .readCommitted) { tx in
+        let heard = NodeLiveness.Heard(at: .now, epoch: request.epoch, cpu: request.usage.cpuMillis,
+                                       memory: request.usage.memoryBytes, disk: request.usage.diskBytes)
+        var response: Sigma_V1_HeartbeatResponse
+        if let (grant, known) = liveness.grant(node: request.node, heard) {
+            // A steady node: nothing of the node is written now (`NodeLiveness`); its instances' reports are.
+            response = Sigma_V1_HeartbeatResponse()
+            response.health = NodeHealth.ready.rawValue
+            response.healthCode = NodeHealth.ready.code
+            response.epoch = known.epoch
+            response.leaseTtlMs = UInt32(clamping: grant)
+            if !accepted.isEmpty || known.hasPriors || known.volumesDue || !request.releasedVolumes.isEmpty {
+                (response.stop, response.releaseVolumes) = try await store.transaction(isolation: .readCommitted) { tx in
+                    try await instances(tx, request, accepted, priors: known.hasPriors, volumesDue: known.volumesDue)
+                }
+            }
+        } else {
+            response = try await lockedHeartbeat(request, accepted, at: heard.at)
+        }
+        // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
+        // reported (else they would stop the generation this node does own).
+        let generations = Dictionary(accepted.map { ($0.instanceID, 1) }, uniquingKeysWith: +)
+        response.stopInstances = response.stop.map(\.instanceID).filter { generations[$0] == 1 }
+        response.refused = refused
+        return response
+    }
+
+    /// What a heartbeat's instance statuses and volumes change: the generations to stop, the volumes to remove.
+    private func instances(
+        _ tx: Transaction, _ request: Sigma_V1_HeartbeatRequest, _ accepted: [Sigma_V1_InstanceStatus], priors: Bool, volumesDue: Bool
+    ) async throws -> ([Sigma_V1_InstanceRef], [Sigma_V1_VolumeRef]) {
+        let stop = try await reports.apply(tx, node: request.node, accepted, priors: priors)
+        try await VolumesTable.released(tx, node: request.node, request.releasedVolumes)
+        return (stop, volumesDue ? try await VolumesTable.due(tx, node: request.node) : [])
+    }
+
+    /// A heartbeat through the transaction that locks the node's row: its health may change, its lease is
+    /// renewed now, and this replica learns the node's state for the heartbeats after.
+    private func lockedHeartbeat(
+        _ request: Sigma_V1_HeartbeatRequest, _ accepted: [Sigma_V1_InstanceStatus], at received: ContinuousClock.Instant
+    ) async throws -> Sigma_V1_HeartbeatResponse {
+        let (response, known) = try await store.transaction(isolation: .readCommitted) { tx in
             let rows = try await tx.query(
                 "SELECT state, epoch FROM nodes WHERE name = $1 FOR UPDATE", request.node)
             guard let row = rows.first else {
@@ -126,16 +168,13 @@ struct Nodes: Sendable {
             response.epoch = epoch
             response.fence = !fenced && health == .broken || request.epoch > epoch
             response.leaseTtlMs = UInt32(clamping: granted)
-            response.stop = try await reports.apply(tx, node: request.node, accepted)
-            try await VolumesTable.released(tx, node: request.node, request.releasedVolumes)
-            response.releaseVolumes = try await VolumesTable.due(tx, node: request.node)
-            // Agents that predate `stop` act on ids: an id goes there only when no other generation of it was
-            // reported (else they would stop the generation this node does own).
-            let generations = Dictionary(accepted.map { ($0.instanceID, 1) }, uniquingKeysWith: +)
-            response.stopInstances = response.stop.map(\.instanceID).filter { generations[$0] == 1 }
-            response.refused = refused
-            return response
+            (response.stop, response.releaseVolumes) = try await instances(tx, request, accepted, priors: true, volumesDue: true)
+            // Counted from before the transaction began, so never past what it persists.
+            let grantable = granted > 0 ? received + .milliseconds(granted) : received
+            return (response, NodeLiveness.Known(health: next, epoch: epoch, grantable: grantable))
         }
+        liveness.learned(request.node, known)
+        return response
     }
 
     /// Splits a heartbeat's entries into those taken and those refused, each refusal saying why.
@@ -168,17 +207,25 @@ struct Nodes: Sendable {
     }
 
     /// Ready → Suspect, and Ready or Suspect → Broken (its epoch rises), for nodes silent longer than the
-    /// thresholds (seconds). Returns (name, new state, epoch) of each changed.
+    /// thresholds (seconds). Returns (name, new state, epoch) of each changed. Rows are locked in name order,
+    /// as the liveness flush locks them (`NodesFlush`), so the two never deadlock.
     static func markSilent(_ tx: Transaction, suspectAfter: Double, brokenAfter: Double) async throws -> [(String, String, Int64)] {
         let rows = try await tx.query(
             """
-            UPDATE nodes SET
-                state = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN 'Broken' ELSE 'Suspect' END,
-                epoch = CASE WHEN last_heartbeat < now() - $2 * interval '1 millisecond' THEN epoch + 1 ELSE epoch END,
+            WITH silent AS (
+                SELECT name FROM nodes
+                WHERE (state = 'Ready' AND last_heartbeat < now() - $1 * interval '1 millisecond')
+                   OR (state = 'Suspect' AND last_heartbeat < now() - $2 * interval '1 millisecond')
+                ORDER BY name FOR UPDATE
+            )
+            UPDATE nodes n SET
+                state = CASE WHEN n.last_heartbeat < now() - $2 * interval '1 millisecond' THEN 'Broken' ELSE 'Suspect' END,
+                epoch = CASE WHEN n.last_heartbeat < now() - $2 * interval '1 millisecond' THEN n.epoch + 1 ELSE n.epoch END,
                 updated_at = now()
-            WHERE (state = 'Ready' AND last_heartbeat < now() - $1 * interval '1 millisecond')
-               OR (state = 'Suspect' AND last_heartbeat < now() - $2 * interval '1 millisecond')
-            RETURNING name, state, epoch
+            FROM silent s
+            WHERE n.name = s.name AND ((n.state = 'Ready' AND n.last_heartbeat < now() - $1 * interval '1 millisecond')
+               OR (n.state = 'Suspect' AND n.last_heartbeat < now() - $2 * interval '1 millisecond'))
+            RETURNING n.name, n.state, n.epoch
             """, Upkeep.millis(suspectAfter), Upkeep.millis(brokenAfter))
         return try rows.map { (try $0.decode(String.self, "name"), try $0.decode(String.self, "state"), try $0.decode(Int64.self, "epoch")) }
     }
@@ -222,6 +269,7 @@ struct Nodes: Sendable {
             try await tx.execute("DELETE FROM nodes WHERE name = $1", name)
             try await Events.record(tx, .node, name, "Removed")
         }
+        liveness.forget(name)
         logger.info("node removed", metadata: ["node": "\(name)"])
         return node
     }

@@ -65,6 +65,12 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between this replica's writes of the instance usage heartbeats report (an instance's row is written at once only when its state, readiness, limit or the like changed).")
     var usageFlushInterval: Double = 5
 
+    @Option(help: "Seconds between this replica's writes of when it last heard each steady node (one statement for all of them, renewing their leases); the leader adds it to --suspect-after and --broken-after. Default: 1, or a quarter of --node-lease if that is less.")
+    var livenessFlushInterval: Double?
+
+    /// The liveness flush interval in effect.
+    var livenessFlush: Double { livenessFlushInterval ?? min(1, (nodeLease ?? brokenAfter) / 4) }
+
     func validate() throws {
         guard heartbeatInterval > 0, suspectAfter > 0, brokenAfter >= suspectAfter else {
             throw ValidationError("need --heartbeat-interval > 0 and 0 < --suspect-after <= --broken-after")
@@ -84,6 +90,9 @@ struct SchedulerCommand: AsyncParsableCommand {
         guard usageInterval >= 0 else { throw ValidationError("--usage-interval: seconds, 0 or more") }
         guard usageRetention > 0 else { throw ValidationError("--usage-retention: hours, more than 0") }
         guard usageFlushInterval >= 0.05 else { throw ValidationError("--usage-flush-interval: seconds, at least 0.05") }
+        guard livenessFlush >= 0.05, livenessFlush < (nodeLease ?? brokenAfter) / 2 else {
+            throw ValidationError("--liveness-flush-interval: seconds, at least 0.05 and less than half of --node-lease (default --broken-after)")
+        }
     }
 
     func run() async throws {
@@ -96,13 +105,15 @@ struct SchedulerCommand: AsyncParsableCommand {
         let (publisher, advertised) = try host.publisher(feed)
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
         let usageBuffer = InstanceUsageBuffer()
+        let grants = NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter), marginMillis: Upkeep.millis(nodeLeaseMargin))
+        let liveness = NodeLiveness(ttlMillis: grants.ttlMillis, flushInterval: .seconds(livenessFlush))
         let nodes = Nodes(store: store, allocator: allocatorClient, eventsEndpoint: advertised,
                           heartbeatInterval: .seconds(heartbeatInterval), brokenAfter: .seconds(brokenAfter),
-                          lease: NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter), marginMillis: Upkeep.millis(nodeLeaseMargin)),
-                          reports: StatusReports(usage: usageBuffer), logger: logger)
+                          lease: grants, reports: StatusReports(usage: usageBuffer), liveness: liveness, logger: logger)
         let apps = Apps(store: store, logger: logger)
         let instances = Instances(store: store, logger: logger)
-        let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter, brokenAfter: brokenAfter)
+        // What the leader reads was persisted up to one liveness flush ago.
+        let thresholds = NodeHealth.Thresholds(suspectAfter: suspectAfter + livenessFlush, brokenAfter: brokenAfter + livenessFlush)
 
         let usage = UsageHistory(store: store, lease: lease, interval: .seconds(usageInterval), retention: usageRetention * 3600, logger: logger)
         var handlers = RPCHandlers()
@@ -124,7 +135,8 @@ struct SchedulerCommand: AsyncParsableCommand {
             interval: .seconds(passInterval), logger: logger)
         let feed = AssignmentFeed(store: store, publisher: publisher, logger: logger)
         let usageWriter = InstanceUsageWriter(buffer: usageBuffer, store: store, interval: .seconds(usageFlushInterval), logger: logger)
-        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader, usageWriter], eventsEndpoint: advertised)
+        let livenessWriter = NodeLivenessWriter(liveness: liveness, store: store, interval: .seconds(livenessFlush), logger: logger)
+        try await host.run(handlers: handlers, role: lease.role, services: [feed, leader, usageWriter, livenessWriter], eventsEndpoint: advertised)
     }
 
     static func node(_ node: Sigma_V1_Node) throws -> Sigma_V1_NodeResponse {

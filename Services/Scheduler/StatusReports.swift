@@ -67,8 +67,9 @@ struct StatusReports: Sendable {
     /// Updates the instances this node owns at the reported generation. Returns the generations reported that
     /// it does not own and that still run (to stop); a final report of an old generation only says it is gone.
     /// Rows are read without a lock; those that change are locked and decided again on what is then stored.
-    func apply(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus]) async throws -> [Sigma_V1_InstanceRef] {
-        let priors = try await settlePriors(tx, node: node, statuses)
+    /// `priors: false` when the node is known to hold no prior copies (`NodeLiveness`): they are not read.
+    func apply(_ tx: Transaction, node: String, _ statuses: [Sigma_V1_InstanceStatus], priors readPriors: Bool = true) async throws -> [Sigma_V1_InstanceRef] {
+        let priors = readPriors ? try await settlePriors(tx, node: node, statuses) : []
         guard !statuses.isEmpty else { return priors }
         let first = Self.decide(statuses, try await InstancesTable.reported(tx, ids: Array(Set(statuses.map(\.instanceID))), node: node), node: node)
         var outcome = first

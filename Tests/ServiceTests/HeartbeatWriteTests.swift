@@ -44,4 +44,62 @@ import TestSupport
             #expect(try await cluster.instances("calm").allSatisfy { $0.state == "Failed" && $0.exitCode == 1 && !$0.ready })
         }
     }
+
+    /// A steady node's heartbeats are answered from memory: its row is written by the replica's liveness flush
+    /// (one statement for every node heard), not by each heartbeat; and the lease each of them grants never
+    /// outlasts the one persisted (checked after every heartbeat against the row).
+    @Test func aSteadyNodesHeartbeatsWriteItsRowOncePerFlushAndNoGrantOutlastsTheRow() async throws {
+        try await SchedulerCluster.with(extra: ["--liveness-flush-interval", "4"]) { cluster in
+            let agent = SimulatedAgent("quiet", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            func row() async throws -> (version: String, seen: Int64, left: Int64) {
+                let rows = try await cluster.store.query(
+                    """
+                    SELECT xmin::text AS version, (extract(epoch FROM last_heartbeat) * 1000)::bigint AS seen,
+                           (extract(epoch FROM lease_renewed_at - now()) * 1000)::bigint + lease_ttl_ms AS left_ms
+                    FROM nodes WHERE name = 'quiet'
+                    """)
+                let found = try #require(rows.first)
+                return (try found.decode(String.self, "version"), try found.decode(Int64.self, "seen"), try found.decode(Int64.self, "left_ms"))
+            }
+            // Heard, then the flush: it writes when the node was last heard and renews the lease.
+            func flushed(since version: String) async throws {
+                _ = try await agent.beat()
+                try await cluster.eventually("the flush wrote the row", within: .seconds(15)) { try await row().version != version }
+            }
+            // The first heartbeat this replica takes from the node goes through the row (and a full lease).
+            let first = try await agent.beat()
+            #expect(first.leaseTtlMs == 12_000)
+            let registered = try await row()
+            try await flushed(since: registered.version)
+            #expect(try await row().seen > registered.seen)
+
+            // Just after a flush, 4 s before the next: five heartbeats, none of which writes the row. (Should a
+            // loaded machine's pause let a flush fall among them, the five are beaten again.)
+            var grants: [UInt32] = []
+            for _ in 0..<3 {
+                let before = try await row()
+                grants = []
+                for _ in 0..<5 {
+                    let sent = ContinuousClock.now
+                    let answer = try await agent.beat()
+                    let now = try await row()
+                    let elapsed = ContinuousClock.now - sent
+                    grants.append(answer.leaseTtlMs)
+                    #expect(answer.health == "Ready" && answer.leaseTtlMs > 0)
+                    // The agent counts the grant from `sent`: what the row holds from now, plus what passed since, covers it.
+                    let elapsedMs = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+                    #expect(now.left + elapsedMs + 1 >= Int64(answer.leaseTtlMs), "granted \(answer.leaseTtlMs) ms, the row holds \(now.left) ms")
+                }
+                if try await row().version == before.version { break }
+                grants = []
+            }
+            #expect(grants.count == 5, "five steady heartbeats wrote no node row (three tries)")
+            #expect(grants == grants.sorted(by: >) && grants.allSatisfy { $0 < 12_000 }, "grants shrink toward what was persisted: \(grants)")
+
+            try await flushed(since: try await row().version)
+            let later = try await agent.beat()
+            #expect(later.leaseTtlMs > grants.last ?? 0, "a renewal is granted again from where it was persisted")
+        }
+    }
 }

@@ -53,7 +53,7 @@ struct SchedulerCluster {
                 let arguments = [
                     "--listen", "tcp://\(host):*", "--events-listen", "tcp://\(host):*", "--database-url", db.url,
                     "--allocator", allocatorEndpoint, "--suspect-after", "\(brokenAfter / 3)", "--broken-after", "\(brokenAfter)",
-                    "--lease-duration", "1", "--pass-interval", "0.1", "--usage-flush-interval", "0.2",
+                    "--lease-duration", "1", "--pass-interval", "0.1", "--usage-flush-interval", "0.2", "--liveness-flush-interval", "0.2",
                 ] + extra
                 let discoveryArguments = ["--listen", "tcp://\(host):*", "--events-listen", "tcp://\(host):*", "--database-url", db.url]
                 try await withServices({

@@ -27,7 +27,7 @@ import TestSupport
         "instances": ["Services/Scheduler/Store/InstancesTable.swift"],
         "apps": ["Services/Scheduler/Apps.swift"], "app_revisions": ["Services/Scheduler/Apps.swift"],
         "team_policies": ["Services/Scheduler/Apps.swift"], "team_quotas": ["Services/Scheduler/Apps.swift"],
-        "nodes": ["Services/Scheduler/Nodes.swift"], "leases": ["Services/Scheduler/Lease.swift"],
+        "nodes": ["Services/Scheduler/Nodes.swift", "Services/Scheduler/NodeLiveness.swift"], "leases": ["Services/Scheduler/Lease.swift"],
         // The binding statement records its Scheduled events in the same statement, for speed.
         "events": ["Services/Scheduler/Events.swift", "Services/Scheduler/Store/InstancesTable.swift"],
         // The binding statement records where each ordinal's volumes now are, in the same statement too.

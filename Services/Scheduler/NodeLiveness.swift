@@ -1,0 +1,179 @@
+import Core
+import Foundation
+import Logging
+import ServiceLifecycle
+import Store
+import Synchronization
+
+/// What this replica knows of each node's liveness, so that a steady node's heartbeat writes nothing
+/// (docs/protocol.md, "What a heartbeat writes"). A heartbeat from a Ready node at its current epoch is noted
+/// in memory; every `interval` one statement (`NodeLivenessWriter`) persists, for every node heard since the
+/// last, when it was last heard, its usage, and a renewal of its lease, and reads back each node's state and
+/// epoch. Any other heartbeat — the first this replica takes from a node, one from a Suspect or Broken node,
+/// one at another epoch, one when this replica's last renewal is half a lease old — goes through the
+/// transaction that locks the node's row, as every heartbeat once did.
+///
+/// The lease: a heartbeat answered from memory is granted only what is left of the lease this replica last
+/// persisted for the node (counted from before that statement was sent, on this replica's clock), never a
+/// full TTL from now; so what an agent holds never outlasts what the database says, and the leader's lapse
+/// check (`InstancesTable.leaseLapsed`) stays true. A renewal persists only while the node is still Ready at
+/// the epoch the heartbeat was at: a node the leader declared Broken meanwhile gets nothing more.
+///
+/// Failure detection reads `last_heartbeat` as persisted, at most one interval (and a statement) old: the
+/// leader adds the interval to its Suspect and Broken thresholds.
+final class NodeLiveness: Sendable {
+    struct Known: Sendable {
+        var health: NodeHealth
+        var epoch: Int64
+        /// Until when this replica may grant the node's lease, on this replica's clock.
+        var grantable: ContinuousClock.Instant
+        /// Whether the node holds prior copies of instances placed elsewhere, or volumes due to go: its
+        /// heartbeats then read them. Trusted only while fresher than two flush intervals (else read).
+        var hasPriors = true
+        var volumesDue = true
+        var flagsRead: ContinuousClock.Instant? = nil
+    }
+
+    struct Heard: Sendable {
+        var at: ContinuousClock.Instant
+        var epoch: Int64
+        var cpu: Int64, memory: Int64, disk: Int64
+    }
+
+    private let state = Mutex<(known: [String: Known], heard: [String: Heard])>(([:], [:]))
+    /// The TTL each renewal persists (the node lease's).
+    let ttl: Duration
+    /// How long the flags a flush read stay trusted.
+    let flagsTrusted: Duration
+
+    init(ttlMillis: Int64, flushInterval: Duration) {
+        ttl = .milliseconds(ttlMillis)
+        flagsTrusted = flushInterval * 2
+    }
+
+    /// The lease to grant a heartbeat answered from memory (milliseconds), with what is known of its node; nil
+    /// when this one needs the transaction. A grant notes the node as heard, with its usage.
+    func grant(node: String, _ heard: Heard) -> (millis: Int64, known: Known)? {
+        state.withLock { state -> (Int64, Known)? in
+            guard var known = state.known[node], known.health == .ready, known.epoch == heard.epoch else { return nil }
+            let left = known.grantable - heard.at
+            guard left >= ttl / 2 else { return nil }
+            state.heard[node] = heard
+            if known.flagsRead.map({ heard.at - $0 > flagsTrusted }) ?? true { (known.hasPriors, known.volumesDue) = (true, true) }
+            return (Int64(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000), known)
+        }
+    }
+
+    /// What the transaction of a heartbeat found and persisted (`grantable` counted from before it began).
+    func learned(_ node: String, _ known: Known) {
+        state.withLock { state in
+            state.known[node] = known
+            state.heard[node] = nil
+        }
+    }
+
+    func forget(_ node: String) {
+        state.withLock { state in
+            state.known[node] = nil
+            state.heard[node] = nil
+        }
+    }
+
+    /// The nodes heard since the last flush (and forgets them: a failed flush is made good by the next heartbeat).
+    func take() -> [(name: String, heard: Heard)] {
+        state.withLock { state in
+            defer { state.heard = [:] }
+            return state.heard.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        }
+    }
+
+    /// What a flush read back; `renewedFrom` is when it was sent. Nodes it did not find are gone.
+    func flushed(_ rows: [NodesFlush.Result], asked: [String], renewedFrom sent: ContinuousClock.Instant) {
+        let found = Set(rows.map(\.name))
+        state.withLock { state in
+            for row in rows {
+                var known = state.known[row.name] ?? Known(health: row.health, epoch: row.epoch, grantable: sent)
+                known.health = row.health
+                known.epoch = row.epoch
+                if row.renewed { known.grantable = sent + ttl }
+                (known.hasPriors, known.volumesDue, known.flagsRead) = (row.hasPriors, row.volumesDue, sent)
+                state.known[row.name] = known
+            }
+            for name in asked where !found.contains(name) { state.known[name] = nil }
+        }
+    }
+}
+
+/// The flush: one statement per at most `chunk` nodes heard, in name order (the order every statement that
+/// locks several node rows takes, so none deadlocks with another).
+enum NodesFlush {
+    struct Result: Sendable {
+        let name: String, health: NodeHealth, epoch: Int64, renewed: Bool, hasPriors: Bool, volumesDue: Bool
+    }
+
+    static let chunk = 2000
+
+    static func write(_ store: Store, _ heard: [(name: String, heard: NodeLiveness.Heard)], ttlMillis: Int64, at now: ContinuousClock.Instant) async throws -> [Result] {
+        let ages = heard.map { entry -> Int64 in
+            let age = now - entry.heard.at
+            return max(0, age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000)
+        }
+        let rows = try await store.query(
+            """
+            WITH heard AS (
+                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+                    AS v(name, age_ms, epoch, cpu, memory, disk)
+            ), locked AS (
+                SELECT n.name FROM nodes n JOIN heard v ON v.name = n.name ORDER BY n.name FOR UPDATE OF n
+            )
+            UPDATE nodes n SET
+                last_heartbeat = GREATEST(n.last_heartbeat, now() - v.age_ms * interval '1 millisecond'),
+                usage_cpu_millis = v.cpu, usage_memory_bytes = v.memory, usage_disk_bytes = v.disk,
+                lease_renewed_at = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch THEN now() ELSE n.lease_renewed_at END,
+                lease_ttl_ms = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch THEN $7::bigint ELSE n.lease_ttl_ms END
+            FROM heard v, locked l WHERE n.name = v.name AND l.name = v.name
+            RETURNING n.name, n.state, n.epoch, (n.state = 'Ready' AND n.epoch = v.epoch) AS renewed,
+                EXISTS (SELECT 1 FROM instances i WHERE i.prior_node = n.name) AS has_priors,
+                EXISTS (SELECT 1 FROM volumes w WHERE w.node = n.name AND w.release_at <= now()) AS volumes_due
+            """, heard.map(\.name), ages, heard.map(\.heard.epoch), heard.map(\.heard.cpu), heard.map(\.heard.memory),
+            heard.map(\.heard.disk), ttlMillis)
+        return try rows.map { row in
+            Result(name: try row.decode(String.self, "name"), health: NodeHealth(rawValue: try row.decode(String.self, "state")) ?? .suspect,
+                   epoch: try row.decode(Int64.self, "epoch"), renewed: try row.decode(Bool.self, "renewed"),
+                   hasPriors: try row.decode(Bool.self, "has_priors"), volumesDue: try row.decode(Bool.self, "volumes_due"))
+        }
+    }
+}
+
+/// Persists what `NodeLiveness` heard every interval, and once more at shutdown.
+struct NodeLivenessWriter: Service {
+    let liveness: NodeLiveness
+    let store: Store
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                await flush()
+            }
+        }
+        await flush()
+    }
+
+    func flush() async {
+        let heard = liveness.take()
+        let ttlMillis = Int64(liveness.ttl.components.seconds * 1000 + liveness.ttl.components.attoseconds / 1_000_000_000_000_000)
+        for start in stride(from: 0, to: heard.count, by: NodesFlush.chunk) {
+            let chunk = Array(heard[start..<min(start + NodesFlush.chunk, heard.count)])
+            let sent = ContinuousClock.now
+            do {
+                let rows = try await NodesFlush.write(store, chunk, ttlMillis: ttlMillis, at: sent)
+                liveness.flushed(rows, asked: chunk.map(\.name), renewedFrom: sent)
+            } catch {
+                logger.warning("node liveness not written; those nodes' next heartbeats renew it", metadata: ["nodes": "\(chunk.count)", "error": "\(error)"])
+            }
+        }
+    }
+}
