@@ -12,7 +12,8 @@ import Synchronization
 final class ConfigCache: Sendable {
     private let releases = Mutex<[String: Sigma_V1_ConfigRelease]>([:])
     private let versions = Mutex<[String: Sigma_V1_ConfigVersion]>([:])
-    private let members = Mutex<(lists: [String: [Fetcher.Member]], revisions: [String: UInt64])>(([:], [:]))
+    /// Each app's instances, and how many changes of them were announced (a list read before the latest is stale).
+    private let members = Mutex<(lists: [String: [Fetcher.Member]], changes: [String: UInt64])>(([:], [:]))
     private let rendered = Mutex<[String: Sigma_V1_FetchConfigResponse]>([:])
 
     func release(_ app: String) -> Sigma_V1_ConfigRelease? { releases.withLock { $0[app] } }
@@ -40,18 +41,23 @@ final class ConfigCache: Sendable {
 
     func members(_ app: String) -> [Fetcher.Member]? { members.withLock { $0.lists[app] } }
 
-    /// Keeps a list read at Discovery index `revision`, unless a newer change has been announced meanwhile.
-    func store(members list: [Fetcher.Member], of app: String, revision: UInt64) {
+    /// The changes of the app's instances announced so far: read before reading the list, given to `store`.
+    func membersChanges(_ app: String) -> UInt64 { members.withLock { $0.changes[app] ?? 0 } }
+
+    /// Keeps a list whose read began after `changes` announcements, unless another came meanwhile (the read
+    /// may have missed it). The notification's Discovery index is only a lower bound (migration 29): it can't
+    /// say whether a list read at some index holds the change.
+    func store(members list: [Fetcher.Member], of app: String, changes: UInt64) {
         members.withLock { members in
-            if revision >= (members.revisions[app] ?? 0) { members.lists[app] = list }
+            if changes == (members.changes[app] ?? 0) { members.lists[app] = list }
         }
     }
 
     /// The app's instances changed (Discovery index `revision`): their list and every answer rendered from it go.
-    func instancesChanged(_ app: String, revision: UInt64) {
+    func instancesChanged(_ app: String) {
         members.withLock { members in
             members.lists[app] = nil
-            members.revisions[app] = max(members.revisions[app] ?? 0, revision)
+            members.changes[app, default: 0] += 1
         }
         rendered.withLock { rendered in rendered = rendered.filter { !$0.key.hasPrefix("\(app) ") } }
     }
@@ -68,7 +74,10 @@ final class ConfigCache: Sendable {
     /// After the LISTEN connection came back: notifications may have been lost.
     func clear() {
         releases.withLock { $0.removeAll() }
-        members.withLock { $0.lists.removeAll() }
+        members.withLock { members in
+            members.lists.removeAll()
+            for app in members.changes.keys { members.changes[app]! += 1 }
+        }
         rendered.withLock { $0.removeAll() }
     }
 }

@@ -79,7 +79,7 @@ struct ReleaseFollower: Service {
                 let parts = payload.split(separator: " ")
                 guard parts.count == 2, let revision = UInt64(parts[1]) else { continue }
                 if channel == "sigma_discovery" {
-                    sets.cache.instancesChanged(String(parts[0]), revision: revision)
+                    sets.cache.instancesChanged(String(parts[0]))
                 } else {
                     await announce(String(parts[0]), revision: revision)
                 }

@@ -58,23 +58,22 @@ struct Fetcher: Sendable {
 
     func instances(_ app: String) async throws -> [Member] {
         if let members = sets.cache.members(app) { return members }
-        var revision: UInt64 = 0
+        let changes = sets.cache.membersChanges(app)
         let members = try await sets.store.query(
             """
-            SELECT coalesce((SELECT d.revision FROM app_index d WHERE d.app = $1), 0)::bigint AS revision, id::text AS id, ordinal, ip, node,
+            SELECT id::text AS id, ordinal, ip, node,
                    host_ip, idc, state, ready, host_ports::text AS ports
             FROM instance_directory
             WHERE app = $1 AND state <> 'Terminated' ORDER BY ordinal
             """, app
         ).map { row in
-            revision = UInt64(try row.decode(Int64.self, "revision"))
-            return Member(
+            Member(
                 id: try row.decode(String.self, "id"), ordinal: try row.decode(Int.self, "ordinal"), ip: try row.decode(String.self, "ip"),
                 node: try row.decode(String.self, "node"), hostIP: try row.decode(String.self, "host_ip"), idc: try row.decode(String.self, "idc"),
                 state: try row.decode(String.self, "state"), ready: try row.decode(Bool.self, "ready"),
                 ports: try row.decodeJSON([String: Int].self, "ports"))
         }
-        sets.cache.store(members: members, of: app, revision: revision)
+        sets.cache.store(members: members, of: app, changes: changes)
         return members
     }
 

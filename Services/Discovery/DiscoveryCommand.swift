@@ -46,8 +46,8 @@ struct Follower: Service {
                 await cache.reloadAll()
             case .notification(_, let payload):
                 let parts = payload.split(separator: " ")
-                guard parts.count == 2, let revision = UInt64(parts[1]) else { continue }
-                await cache.announced(String(parts[0]), revision: revision)
+                guard parts.count == 2, UInt64(parts[1]) != nil else { continue }
+                cache.announced(String(parts[0]))
             }
         }
         await cache.publisher.close()

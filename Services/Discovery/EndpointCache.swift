@@ -10,8 +10,9 @@ import Store
 import Synchronization
 
 /// Each app's endpoints in memory, with the app's index (its revision in `discovery_index`, so every replica
-/// answers the same index for the same state). An app is loaded on its first lookup and reloaded when
-/// `NOTIFY sigma_discovery` announces a higher revision; blocking queries wait here for that.
+/// answers the same index for the same state). An app is loaded on its first lookup and reloaded on every
+/// `NOTIFY sigma_discovery` for it (its revision there is only a lower bound, migration 29), one reload of an
+/// app at a time: notifications that come during one ask for one more after it. Blocking queries wait here.
 final class EndpointCache: Sendable {
     struct Entry: Sendable {
         var index: UInt64
@@ -26,6 +27,8 @@ final class EndpointCache: Sendable {
     let logger: Logger
     private let entries = Mutex<[String: Entry]>([:])
     private let waiters = RevisionWaiters()
+    /// Apps being reloaded after a notification, and whether another came meanwhile.
+    private let reloading = Mutex<[String: Bool]>([:])
 
     init(store: Store, publisher: Publisher, eventsEndpoint: String, logger: Logger) {
         self.store = store
@@ -92,13 +95,34 @@ final class EndpointCache: Sendable {
         }
     }
 
-    /// A notification: `app` is at `revision` now.
-    func announced(_ app: String, revision: UInt64) async {
-        guard let known = entries.withLock({ $0[app]?.index }), known < revision else { return }
-        do { try await reload(app) } catch let error as RPCError where error.code == .notFound {
-            return  // deleted: dropped and said by reload
-        } catch {
-            logger.warning("could not reload an app's endpoints", metadata: ["app": "\(app)", "error": "\(error)"])
+    /// A notification: a change of `app` committed. Reloaded unless memory doesn't hold it (its first lookup
+    /// reads it); never waited for here, so the notifications of other apps go on meanwhile.
+    func announced(_ app: String) {
+        guard entries.withLock({ $0[app] != nil }) else { return }
+        let start = reloading.withLock { reloading -> Bool in
+            guard reloading[app] == nil else {
+                reloading[app] = true
+                return false
+            }
+            reloading[app] = false
+            return true
+        }
+        guard start else { return }
+        Task {
+            repeat {
+                do { try await reload(app) } catch let error as RPCError where error.code == .notFound {
+                    // deleted: dropped and said by reload
+                } catch {
+                    logger.warning("could not reload an app's endpoints", metadata: ["app": "\(app)", "error": "\(error)"])
+                }
+            } while reloading.withLock { reloading -> Bool in
+                if reloading[app] == true {
+                    reloading[app] = false
+                    return true
+                }
+                reloading[app] = nil
+                return false
+            }
         }
     }
 

@@ -53,6 +53,7 @@ struct Leader: Service {
             try await rollouts.step()
             try await upkeep.cleanUp()
             try await upkeep.pruneEvents()
+            try await upkeep.foldDiscoveryIndex()
             try await usage.step()
             try await placement.run()
         } catch is LeaseLost {

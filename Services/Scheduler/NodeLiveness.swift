@@ -17,7 +17,9 @@ import Synchronization
 /// persisted for the node (counted from before that statement was sent, on this replica's clock), never a
 /// full TTL from now; so what an agent holds never outlasts what the database says, and the leader's lapse
 /// check (`InstancesTable.leaseLapsed`) stays true. A renewal persists only while the node is still Ready at
-/// the epoch the heartbeat was at: a node the leader declared Broken meanwhile gets nothing more.
+/// the epoch the heartbeat was at: a node the leader declared Broken meanwhile gets nothing more. A renewal
+/// never moves the stored one back (a statement that waited for the row's lock began before the one it waited
+/// for), so what is stored is the latest of every grant's bound.
 ///
 /// Failure detection reads `last_heartbeat` as persisted, at most one interval (and a statement) old: the
 /// leader adds the interval to its Suspect and Broken thresholds.
@@ -129,7 +131,8 @@ enum NodesFlush {
             UPDATE nodes n SET
                 last_heartbeat = GREATEST(n.last_heartbeat, now() - v.age_ms * interval '1 millisecond'),
                 usage_cpu_millis = v.cpu, usage_memory_bytes = v.memory, usage_disk_bytes = v.disk,
-                lease_renewed_at = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch THEN now() ELSE n.lease_renewed_at END,
+                lease_renewed_at = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch
+                    THEN GREATEST(n.lease_renewed_at, now()) ELSE n.lease_renewed_at END,
                 lease_ttl_ms = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch THEN $7::bigint ELSE n.lease_ttl_ms END
             FROM heard v, locked l WHERE n.name = v.name AND l.name = v.name
             RETURNING n.name, n.state, n.epoch, (n.state = 'Ready' AND n.epoch = v.epoch) AS renewed,

@@ -154,7 +154,7 @@ struct Nodes: Sendable {
                 """
                 UPDATE nodes SET last_heartbeat = now(), state = $2, usage_cpu_millis = $3, usage_memory_bytes = $4,
                     usage_disk_bytes = $5,
-                    lease_renewed_at = CASE WHEN $6::bigint > 0 THEN now() ELSE lease_renewed_at END,
+                    lease_renewed_at = CASE WHEN $6::bigint > 0 THEN GREATEST(lease_renewed_at, now()) ELSE lease_renewed_at END,
                     lease_ttl_ms = CASE WHEN $6::bigint > 0 THEN $6::bigint ELSE lease_ttl_ms END
                 WHERE name = $1
                 """, request.node, next.rawValue, request.usage.cpuMillis, request.usage.memoryBytes, request.usage.diskBytes, granted)

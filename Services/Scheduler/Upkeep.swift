@@ -4,6 +4,7 @@ import Logging
 import Protocol
 import RPC
 import Store
+import Synchronization
 
 /// The leader's housekeeping besides placement and rollouts: node health from heartbeats (Broken nodes'
 /// instances NeedMigration), draining, and removing terminated instances after the Allocator has released
@@ -23,6 +24,8 @@ struct Upkeep: Sendable {
     var nodeLeaseMarginMillis: Int64 = NodeLease.defaultMarginMillis
     /// Seconds the volumes of a deleted app, or of an ordinal scaled away, are kept before their nodes remove them.
     var volumeRetention: Double = 86_400
+    /// When Discovery's index rows were last folded.
+    let folds = Cadence(every: .seconds(30))
     let logger: Logger
 
     static func millis(_ seconds: Double) -> Int64 { Int64(seconds * 1000) }
@@ -66,6 +69,13 @@ struct Upkeep: Sendable {
             try await lease.check(tx)
             _ = try await VolumesTable.markReleases(tx, retention: volumeRetention)
         }
+    }
+
+    /// Every 30 s, the database sessions' rows of Discovery's index fold into one per app (migration 29; the
+    /// sums, and so every app's index, stay as they are).
+    func foldDiscoveryIndex() async throws {
+        guard folds.due() else { return }
+        _ = try await store.query("SELECT sigma_fold_discovery_index() AS folded")
     }
 
     /// Events, audit log entries and rollout records older than their retention go, at most 10,000 of each
@@ -143,6 +153,24 @@ struct Upkeep: Sendable {
                 try await Events.record(tx, .instance, created, "Created", Array(repeating: "ordinal free again", count: created.count))
             }
             for app in try await Apps.removeDeleted(tx) { try await Events.record(tx, .app, app, "Removed", "last instance gone") }
+        }
+    }
+}
+
+/// Something done at most once every `interval` (the first time at once).
+final class Cadence: Sendable {
+    let interval: Duration
+    private let last = Mutex<ContinuousClock.Instant?>(nil)
+
+    init(every interval: Duration) { self.interval = interval }
+
+    /// True, and counts as done now, when `interval` has passed since the last time.
+    func due() -> Bool {
+        last.withLock { last in
+            let now = ContinuousClock.now
+            if let last, now - last < interval { return false }
+            last = now
+            return true
         }
     }
 }

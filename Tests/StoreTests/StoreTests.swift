@@ -62,7 +62,7 @@ import TestSupport
             try await store.execute("INSERT INTO instances (app, ordinal) SELECT 'big', g FROM generate_series(0, 4999) g")
             try await store.execute("INSERT INTO instances (app, ordinal) VALUES ('other', 0)")
             func revision(_ app: String) async throws -> Int {
-                try await store.query("SELECT revision FROM discovery_index WHERE app = $1", app)[0].decode(Int.self, "revision")
+                try await store.query("SELECT revision FROM app_index WHERE app = $1", app)[0].decode(Int.self, "revision")
             }
             let before = (big: try await revision("big"), other: try await revision("other"))
             try await store.execute("UPDATE instances SET state = 'Scheduled' WHERE app = 'other'")
@@ -72,6 +72,54 @@ import TestSupport
             // A change nobody resolving endpoints sees (the pending reason) bumps nothing.
             try await store.execute("UPDATE instances SET pending_reason = 'x' WHERE app = 'big'")
             #expect(try await revision("big") == before.big + 1)
+        }
+    }
+
+    /// No hot row per app: two sessions changing instances of the same app never wait for each other (each
+    /// bumps its own row of Discovery's index, migration 29), the app's index counts both once committed, and
+    /// folding the rows keeps it.
+    @Test func twoSessionsChangingOneAppsInstancesNeverWaitForEachOther() async throws {
+        try await withTestDatabase { db in
+            func session() -> Store {
+                var configuration = StoreConfiguration(url: db.url)
+                configuration.poolSize = 1
+                return Store(configuration: configuration, logger: quietLogger)
+            }
+            let first = session(), second = session()
+            defer { first.shutdown(); second.shutdown() }
+            try await first.migrate()
+            try await first.execute("INSERT INTO apps (name) VALUES ('one')")
+            try await first.execute("INSERT INTO instances (app, ordinal) VALUES ('one', 0), ('one', 1)")
+            func index() async throws -> Int {
+                try await second.query("SELECT revision FROM app_index WHERE app = 'one'")[0].decode(Int.self, "revision")
+            }
+            let before = try await index()
+            let (bumped, signalBumped) = AsyncStream<Void>.makeStream()
+            let (release, signalRelease) = AsyncStream<Void>.makeStream()
+            // (Released however this test ends: an open transaction would hold the sessions' shutdown.)
+            defer { signalRelease.finish() }
+            let holder = Task {
+                try await first.transaction { tx in
+                    try await tx.execute("UPDATE instances SET state = 'Scheduled' WHERE app = 'one' AND ordinal = 0")
+                    signalBumped.yield()
+                    var waiting = release.makeAsyncIterator()
+                    await waiting.next()
+                }
+            }
+            var iterator = bumped.makeAsyncIterator()
+            await iterator.next()
+            // While the first transaction is open with its change: any lock wait fails this one.
+            try await second.transaction { tx in
+                try await tx.execute("SET LOCAL lock_timeout = '5s'")
+                #expect(try await tx.execute("UPDATE instances SET state = 'Scheduled' WHERE app = 'one' AND ordinal = 1") == 1)
+            }
+            #expect(try await index() == before + 1, "the open transaction's change is not counted yet")
+            signalRelease.finish()
+            try await holder.value
+            #expect(try await index() == before + 2)
+            #expect(try await second.query("SELECT sigma_fold_discovery_index() AS n")[0].decode(Int.self, "n") >= 1)
+            #expect(try await index() == before + 2)
+            #expect(try await second.query("SELECT shard FROM discovery_index WHERE app = 'one'").count == 1)
         }
     }
 

@@ -22,7 +22,8 @@
 // agent still runs or not, and records "fenced the node's lease lapsed". The scheduler starts a copy elsewhere
 // only once it is sure the deadline has passed (docs/operations.md, "At most one copy").
 // With --journal, one line is appended to FILE before the runtime runs the instance ("MS start ID") and one
-// once it is reaped ("MS stop ID ENDING"), MS in CLOCK_BOOTTIME milliseconds: bounds of each copy's life.
+// as soon as it is reaped ("MS stop ID ENDING"; its PID namespace is empty by then), before the exit file the
+// agent reports from is written, MS in CLOCK_BOOTTIME milliseconds: bounds of each copy's life.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -305,8 +306,8 @@ static int monitor(int report_fd) {
         report(report_fd, "error %s\n", reason);
         char text[4200];
         snprintf(text, sizeof text, "failed %s\n", reason);
-        write_file_atomically("exit", text);
         journal("stop", "failed");
+        write_file_atomically("exit", text);
         return 1;
     }
     pid_t instance = 0;
@@ -317,14 +318,14 @@ static int monitor(int report_fd) {
     }
     if (instance <= 0) {
         report(report_fd, "error the runtime wrote no pid\n");
-        write_file_atomically("exit", "failed the runtime wrote no pid\n");
         journal("stop", "failed");
+        write_file_atomically("exit", "failed the runtime wrote no pid\n");
         return 1;
     }
     report(report_fd, "pid %d\n", instance);
     close(report_fd);
 
-    int open_pipes = 2, exited = 0, fenced = 0;
+    int open_pipes = 2, exited = 0, fenced = 0, journaled = 0;
     char ending[64] = "";
     struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
     for (;;) {
@@ -342,6 +343,15 @@ static int monitor(int report_fd) {
                 exited = 1;
                 snprintf(ending, sizeof ending, "unknown\n");
             }
+        }
+        if (exited && !journaled) {
+            // The copy's life ends here, not once its output is drained (up to a poll later, or more on a
+            // loaded machine): the journal's bound must not trail the exit the agent reports.
+            char detail[64];
+            snprintf(detail, sizeof detail, "%s", ending);
+            detail[strcspn(detail, "\n")] = 0;
+            journal("stop", detail);
+            journaled = 1;
         }
         if (exited && open_pipes == 0) break;
         int wait_ms = exited ? 200 : 100;
@@ -370,10 +380,6 @@ static int monitor(int report_fd) {
         }
     }
     write_file_atomically("exit", ending);
-    char detail[64];
-    snprintf(detail, sizeof detail, "%s", ending);
-    detail[strcspn(detail, "\n")] = 0;
-    journal("stop", detail);
     return 0;
 }
 

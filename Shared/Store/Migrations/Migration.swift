@@ -40,6 +40,7 @@ public enum Schema {
         m0026ConfigDelete,
         m0027InstanceRestart,
         m0028UsageHistory,
+        m0029DiscoveryIndexShards,
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
