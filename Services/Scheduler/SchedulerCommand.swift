@@ -102,7 +102,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         let allocatorEndpoints = allocator ?? environmentValue(ServiceKind.allocator.endpointVariable)
             ?? ServiceKind.allocator.defaultEndpoint
         let allocatorClient = try client.client(endpoints: allocatorEndpoints, timeout: .seconds(10), logger: logger)
-        let (publisher, advertised) = try host.publisher(feed)
+        // The routes feed keeps its latest 4,096 events: an agent that missed a few fetches just those.
+        let (publisher, advertised) = try host.publisher(feed, keepsRecent: { $0 == FeedTopics.routes ? 4096 : 0 })
         let lease = Lease(store: store, duration: .seconds(leaseDuration), logger: logger)
         let usageBuffer = InstanceUsageBuffer()
         let grants = NodeLease(ttlMillis: Upkeep.millis(nodeLease ?? brokenAfter), marginMillis: Upkeep.millis(nodeLeaseMargin))

@@ -110,7 +110,19 @@ extension SchedulerCommand {
         handlers.register(SchedulerMethods.getAssignments) { request, _ in
             try await Assignments.snapshot(store: store, node: request.node, publisher: publisher)
         }
-        handlers.register(SchedulerMethods.getRoutes) { _, _ in try await Assignments.routes(store: store, publisher: publisher) }
+        handlers.register(SchedulerMethods.getRoutes) { request, _ in
+            if request.sinceSequence > 0, request.feedEpoch == publisher.epoch,
+               let missed = publisher.missed(on: FeedTopics.routes, after: request.sinceSequence),
+               // (An empty event is the feed's "fetch everything", after the scheduler lost its notifications.)
+               !missed.contains(where: { $0.payload.isEmpty }),
+               let events = try? missed.map({ try Sigma_V1_RouteEvent(serializedBytes: $0.payload) }) {
+                var response = Sigma_V1_GetRoutesResponse()
+                (response.delta, response.missed, response.feedEpoch) = (true, events, publisher.epoch)
+                response.sequence = request.sinceSequence + UInt64(events.count)
+                return response
+            }
+            return try await Assignments.routes(store: store, publisher: publisher)
+        }
         handlers.register(SchedulerMethods.listEvents) { request, _ in
             guard request.sinceUnixMs >= 0 else { throw RPCError.invalidArgument("since_unix_ms: must not be negative") }
             var response = Sigma_V1_ListEventsResponse()

@@ -73,7 +73,8 @@ public final class ControlPlaneHost: Sendable {
     /// `SIGMA_<SERVICE>_EVENTS`, else on the default; CURVE as the service's own sockets but known principals
     /// only (no token-bearing strangers). The endpoint clients are told to subscribe at is `--events-advertise`
     /// when given, else the one bound.
-    public func publisher(_ feed: FeedOptions) throws -> (publisher: Publisher, advertised: String) {
+    /// `keepsRecent` as `Publisher` takes it (how many of a topic's latest events it keeps for catch-ups).
+    public func publisher(_ feed: FeedOptions, keepsRecent: @escaping @Sendable (String) -> Int = { _ in 0 }) throws -> (publisher: Publisher, advertised: String) {
         let access = access
         let curve = host.curve.map { curve in
             access.feedAllowList.map { CurveServerConfiguration(keyPair: curve.keyPair, allowList: $0) } ?? curve
@@ -82,7 +83,7 @@ public final class ControlPlaneHost: Sendable {
             ? { @Sendable topic, key in access.admitsSubscription(topic: topic, key: key) } : nil
         let publisher = try Publisher(
             endpoint: feed.eventsListen ?? environmentValue(kind.eventsVariable) ?? kind.defaultEventsEndpoint,
-            curve: curve, admits: admits, logger: logger)
+            curve: curve, admits: admits, keepsRecent: keepsRecent, logger: logger)
         let advertised = feed.eventsAdvertise ?? environmentValue(kind.eventsVariable + "_ADVERTISE") ?? publisher.endpoint
         logger.info("feed", metadata: ["endpoint": "\(publisher.endpoint)", "advertised": "\(advertised)"])
         return (publisher, advertised)

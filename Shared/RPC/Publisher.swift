@@ -18,7 +18,17 @@ public final class Publisher: Sendable {
     /// place in the queue together (two publishing threads never send their events out of order), and the
     /// sending loop reads the numbers with the queue it takes (a heartbeat never announces a number before
     /// its event went out).
-    let state = Mutex<(outbox: [[[UInt8]]], sequences: [String: UInt64])>(([], [:]))
+    struct State {
+        var outbox: [[[UInt8]]] = []
+        var sequences: [String: UInt64] = [:]
+        /// Each topic's latest events, for `missed(on:after:)`.
+        var recent: [String: [(sequence: UInt64, payload: [UInt8])]] = [:]
+        /// Topics whose next event is numbered and kept but not sent (tests of the catch-up path).
+        var unsent: Set<String> = []
+    }
+    let state = Mutex(State())
+    /// How many of a topic's latest events are kept for subscribers that missed some (`missed(on:after:)`).
+    let keepsRecent: @Sendable (String) -> Int
     let control = LoopControl()
     let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let bound: String
@@ -30,11 +40,16 @@ public final class Publisher: Sendable {
     /// With `admits`, every subscription is checked first (an XPUB socket with manual subscriptions): a
     /// subscriber gets a topic only when `admits(topic, its CURVE key)` says so; refused subscriptions are
     /// logged and have no effect (ZeroMQ has no way to tell the subscriber).
+    ///
+    /// `keepsRecent(topic)` events of each topic are kept (none by default), so that a subscriber that missed
+    /// some catches up on just those (`missed(on:after:)`) instead of fetching the whole state.
     public init(
         endpoint: String, curve: CurveServerConfiguration? = nil, heartbeat: Duration = .seconds(1),
-        admits: (@Sendable (_ topic: String, _ subscriberKey: String?) -> Bool)? = nil, logger: Logger
+        admits: (@Sendable (_ topic: String, _ subscriberKey: String?) -> Bool)? = nil,
+        keepsRecent: @escaping @Sendable (String) -> Int = { _ in 0 }, logger: Logger
     ) throws {
         self.logger = logger
+        self.keepsRecent = keepsRecent
         let loop = try PublisherLoop(endpoint: endpoint, curve: curve, heartbeat: heartbeat, admits: admits, logger: logger)
         bound = loop.socket.lastEndpoint
         startThread(name: "publisher") { [self] in
@@ -49,10 +64,17 @@ public final class Publisher: Sendable {
     /// Publishes `payload` on `topic` and returns its sequence number.
     @discardableResult
     public func publish(topic: String, payload: [UInt8]) -> UInt64 {
+        let keep = keepsRecent(topic)
         let (next, wasEmpty) = state.withLock { state -> (UInt64, Bool) in
             let next = (state.sequences[topic] ?? 0) + 1
             state.sequences[topic] = next
-            state.outbox.append(eventFrames(topic: topic, sequence: next, heartbeat: false, payload: payload))
+            if state.unsent.remove(topic) == nil {
+                state.outbox.append(eventFrames(topic: topic, sequence: next, heartbeat: false, payload: payload))
+            }
+            if keep > 0 {
+                state.recent[topic, default: []].append((next, payload))
+                if state.recent[topic]!.count > keep { state.recent[topic]!.removeFirst(state.recent[topic]!.count - keep) }
+            }
             return (next, state.outbox.count == 1)
         }
         if wasEmpty { control.wakeup.signal() }
@@ -63,6 +85,19 @@ public final class Publisher: Sendable {
     /// state a snapshot returns.
     public func sequence(of topic: String) -> UInt64 {
         state.withLock { $0.sequences[topic] ?? 0 }
+    }
+
+    /// The events on `topic` after `sequence`, in order up to the last one, when this publisher still keeps all
+    /// of them (an empty list: none came after it); nil when it doesn't (the subscriber needs the snapshot).
+    public func missed(on topic: String, after sequence: UInt64) -> [(sequence: UInt64, payload: [UInt8])]? {
+        state.withLock { state in
+            let last = state.sequences[topic] ?? 0
+            guard sequence <= last else { return nil }
+            if sequence == last { return [] }
+            let kept = state.recent[topic] ?? []
+            guard let first = kept.first, first.sequence <= sequence + 1 else { return nil }
+            return Array(kept.drop { $0.sequence <= sequence })
+        }
     }
 
     /// What is queued, taken, with every topic's last number as of it.
@@ -87,6 +122,12 @@ public final class Publisher: Sendable {
     /// Only for tests of the resync path.
     @_spi(Testing) public func loseNextEvent(on topic: String) {
         state.withLock { $0.sequences[topic] = ($0.sequences[topic] ?? 0) + 1 }
+    }
+
+    /// The next event on `topic` is numbered and kept (for `missed`) but never sent: what a subscriber sees when
+    /// the network drops a message the publisher still holds. Only for tests of the catch-up path.
+    @_spi(Testing) public func dropNextSend(on topic: String) {
+        state.withLock { _ = $0.unsent.insert(topic) }
     }
 
     /// Sends what is queued and closes the socket.

@@ -18,6 +18,14 @@ public struct EventSnapshot: Sendable {
     }
 }
 
+/// What a publishing service answers a subscriber that missed events after `sequence` (its position): the
+/// events it missed, numbered from `sequence + 1` on, or the whole state when the service no longer holds them
+/// (nil instead: the subscriber asks for the snapshot itself).
+public enum EventCatchUp: Sendable {
+    case missed([(sequence: UInt64, payload: [UInt8])])
+    case snapshot(EventSnapshot)
+}
+
 /// What a subscriber hands to its consumer: first a snapshot per topic, then the updates after it, in
 /// order and without gaps. After a gap it hands a fresh snapshot and goes on from there.
 public enum SubscriberEvent: Sendable, Equatable {
@@ -27,7 +35,9 @@ public enum SubscriberEvent: Sendable, Equatable {
 
 /// Subscribes to topics of a ``Publisher`` and keeps them whole (the Clone pattern): it numbers what it
 /// receives, and on a gap or a publisher restart asks `snapshot` (an RPC of the publishing service) for the
-/// state, drops updates older than it, and continues.
+/// state, drops updates older than it, and continues. With `catchUp`, a gap in the same epoch first asks for
+/// just the events missed (`Publisher.missed(on:after:)` on the service's side). A resync after the first
+/// waits a random moment of up to `resyncJitter`, so the subscribers that all saw one gap don't all ask at once.
 public final class Subscriber: Sendable {
     public let events: AsyncStream<SubscriberEvent>
     let control = LoopControl()
@@ -35,6 +45,8 @@ public final class Subscriber: Sendable {
 
     public init(
         endpoints: [String], topics: [String], curve: CurveClientConfiguration? = nil, logger: Logger,
+        resyncJitter: Duration = .milliseconds(250),
+        catchUp: (@Sendable (_ topic: String, _ after: UInt64, _ epoch: UInt64) async throws -> EventCatchUp?)? = nil,
         snapshot: @escaping @Sendable (String) async throws -> EventSnapshot
     ) throws {
         let (raw, rawContinuation) = AsyncStream<RawEvent>.makeStream()
@@ -51,6 +63,25 @@ public final class Subscriber: Sendable {
                 case .deliver(let update): eventsContinuation.yield(update)
                 case .ignore: break
                 case .resync(let reason):
+                    let jitter = resyncJitter.components.seconds * 1000 + resyncJitter.components.attoseconds / 1_000_000_000_000_000
+                    if jitter > 0 { try? await Task.sleep(for: .milliseconds(Int64.random(in: 0...jitter))) }
+                    if let catchUp, let position = machine.position(of: event.topic), event.epoch == position.epoch,
+                       let caughtUp = (try? await catchUp(event.topic, position.sequence, position.epoch)) ?? nil {
+                        switch caughtUp {
+                        case .missed(let missed) where machine.canAppend(missed, to: event.topic):
+                            for (sequence, payload) in missed {
+                                machine.advance(event.topic, to: sequence)
+                                eventsContinuation.yield(.update(topic: event.topic, sequence: sequence, payload: payload))
+                            }
+                            logger.debug("caught up", metadata: ["topic": "\(event.topic)", "events": "\(missed.count)", "reason": "\(reason)"])
+                            continue
+                        case .snapshot(let state):
+                            machine.applySnapshot(topic: event.topic, state)
+                            eventsContinuation.yield(.snapshot(topic: event.topic, sequence: state.sequence, payload: state.payload))
+                            continue
+                        case .missed: break
+                        }
+                    }
                     logger.info("resyncing from a snapshot", metadata: ["topic": "\(event.topic)", "reason": "\(reason)"])
                     await resync(event.topic, machine: &machine, snapshot: snapshot, output: eventsContinuation, logger: logger)
                 }
@@ -113,6 +144,16 @@ struct CloneStateMachine {
     mutating func applySnapshot(topic: String, _ snapshot: EventSnapshot) {
         positions[topic] = Position(sequence: snapshot.sequence, epoch: snapshot.epoch)
     }
+
+    func position(of topic: String) -> Position? { positions[topic] }
+
+    /// Whether `missed` follows on from the topic's position without a gap.
+    func canAppend(_ missed: [(sequence: UInt64, payload: [UInt8])], to topic: String) -> Bool {
+        guard let position = positions[topic] else { return false }
+        return missed.enumerated().allSatisfy { $0.element.sequence == position.sequence + UInt64($0.offset) + 1 }
+    }
+
+    mutating func advance(_ topic: String, to sequence: UInt64) { positions[topic]?.sequence = sequence }
 
     mutating func receive(_ event: RawEvent) -> Decision {
         guard topics.contains(event.topic), let position = positions[event.topic] else { return .ignore }

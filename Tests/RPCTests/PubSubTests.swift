@@ -7,11 +7,13 @@ import Testing
 /// A publishing service in miniature: a list that grows, a PUB feed of its additions and a Snapshot RPC.
 final class GrowingList: Sendable {
     static let snapshotMethod = RPCMethod<Text, Text>("Snapshot", idempotent: true)
+    /// The events after a sequence ("epoch|sequence"), as "sequence=item,..." or "none" when not kept.
+    static let missedMethod = RPCMethod<Text, Text>("Missed", idempotent: true)
     let items = Mutex<[String]>([])
     let publisher: Publisher
 
-    init(heartbeat: Duration = .milliseconds(50)) throws {
-        publisher = try Publisher(endpoint: "tcp://127.0.0.1:*", heartbeat: heartbeat, logger: testLogger)
+    init(heartbeat: Duration = .milliseconds(50), keepsRecent: Int = 0) throws {
+        publisher = try Publisher(endpoint: "tcp://127.0.0.1:*", heartbeat: heartbeat, keepsRecent: { _ in keepsRecent }, logger: testLogger)
     }
 
     func append(_ item: String) {
@@ -28,6 +30,11 @@ final class GrowingList: Sendable {
             items.withLock { items in
                 text("\(publisher.epoch)|\(publisher.sequence(of: "list"))|" + items.joined(separator: ","))
             }
+        }
+        handlers.register(Self.missedMethod) { [self] request, _ in
+            let parts = request.value.split(separator: "|")
+            guard UInt64(parts[0]) == publisher.epoch, let missed = publisher.missed(on: "list", after: UInt64(parts[1])!) else { return text("none") }
+            return text(missed.map { "\($0.sequence)=\(String(decoding: $0.payload, as: UTF8.self))" }.joined(separator: ","))
         }
         return handlers
     }
@@ -89,6 +96,66 @@ final class Replica: Sendable {
             list.append("after")
             #expect(await replica.converges(to: (0..<20).map { "a\($0)" } + ["lost", "after"]))
             #expect(replica.state.withLock { $0.snapshots } > snapshotsBefore)
+        }
+        await list.publisher.close()
+    }
+
+    /// A subscriber that missed events the publisher still keeps fetches just those (no snapshot); one that
+    /// missed more than it keeps gets the snapshot.
+    @Test func aGapWithinWhatThePublisherKeepsIsCaughtUpWithoutASnapshot() async throws {
+        let list = try GrowingList(keepsRecent: 3)
+        try await withServer(handlers: list.handlers) { _, endpoint in
+            let rpc = try client(endpoint)
+            let replica = Replica()
+            let catchUps = Mutex(0)
+            let subscriber = try Subscriber(
+                endpoints: [list.publisher.endpoint], topics: ["list"], logger: testLogger, resyncJitter: .milliseconds(20),
+                catchUp: { _, after, epoch in
+                    catchUps.withLock { $0 += 1 }
+                    let answer = try await rpc.call(GrowingList.missedMethod, text("\(epoch)|\(after)")).value
+                    guard answer != "none" else { return nil }
+                    return .missed(answer.split(separator: ",").map { entry in
+                        let parts = entry.split(separator: "=", maxSplits: 1)
+                        return (UInt64(parts[0])!, Array(parts[1].utf8))
+                    })
+                }
+            ) { _ in
+                let parts = try await rpc.call(GrowingList.snapshotMethod, text("list")).value
+                    .split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
+                return EventSnapshot(sequence: UInt64(parts[1])!, epoch: UInt64(parts[0])!, payload: Array(parts[2].utf8))
+            }
+            let consumer = Task { for await event in subscriber.events { replica.apply(event) } }
+            defer {
+                subscriber.close()
+                consumer.cancel()
+            }
+            var expected: [String] = []
+            repeat {
+                list.append("warm\(expected.count)")
+                expected.append("warm\(expected.count)")
+            } while await !replica.converges(to: expected, within: .milliseconds(200))
+            let snapshots = replica.state.withLock { $0.snapshots }
+
+            // One event dropped on the way, still kept by the publisher: the next reveals the gap, and the two
+            // arrive as updates.
+            list.publisher.dropNextSend(on: "list")
+            list.append("dropped")
+            list.append("after")
+            expected += ["dropped", "after"]
+            #expect(await replica.converges(to: expected))
+            #expect(replica.state.withLock { $0.snapshots } == snapshots, "caught up without a snapshot")
+            #expect(catchUps.withLock { $0 } >= 1)
+
+            // Four dropped in a row, more than the three kept: the snapshot.
+            for index in 0..<4 {
+                list.publisher.dropNextSend(on: "list")
+                list.append("lost\(index)")
+                expected.append("lost\(index)")
+            }
+            list.append("last")
+            expected.append("last")
+            #expect(await replica.converges(to: expected))
+            #expect(replica.state.withLock { $0.snapshots } > snapshots)
         }
         await list.publisher.close()
     }

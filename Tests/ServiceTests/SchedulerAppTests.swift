@@ -207,6 +207,38 @@ import TestSupport
         }
     }
 
+    /// An agent that missed route events asks for those after its sequence: it gets just them (a delta), in
+    /// order, while the replica still keeps them; another epoch or a sequence it never published gets the list.
+    @Test func routesMissedAreFetchedAloneNotTheWholeList() async throws {
+        try await SchedulerCluster.with { cluster in
+            let agent = SimulatedAgent("n1", client: cluster.client)
+            try await agent.register(cpu: 4000)
+            agent.start()
+            defer { agent.stop() }
+            try await cluster.apply("one", replicas: 2, cpu: 100)
+            try await cluster.eventually("2 Running") { try await cluster.allRunning("one", 2) }
+            let before = try await cluster.client.call(SchedulerMethods.getRoutes, .init())
+            #expect(before.routes.count == 2 && !before.delta)
+
+            try await cluster.apply("two", replicas: 1, cpu: 100)
+            try await cluster.eventually("the new instance Running") { try await cluster.allRunning("two", 1) }
+            let two = try await cluster.instances("two")[0]
+            var since = Sigma_V1_GetRoutesRequest()
+            (since.sinceSequence, since.feedEpoch) = (before.sequence, before.feedEpoch)
+            let delta = try await cluster.client.call(SchedulerMethods.getRoutes, since)
+            #expect(delta.delta && delta.routes.isEmpty && delta.feedEpoch == before.feedEpoch)
+            #expect(delta.sequence == before.sequence + UInt64(delta.missed.count) && !delta.missed.isEmpty)
+            #expect(delta.missed.contains { $0.route.instanceID == two.id && $0.route.ip == two.ip && !$0.removed }, "\(delta.missed)")
+
+            since.feedEpoch = before.feedEpoch &+ 1
+            let otherEpoch = try await cluster.client.call(SchedulerMethods.getRoutes, since)
+            #expect(!otherEpoch.delta && otherEpoch.routes.count == 3)
+            (since.sinceSequence, since.feedEpoch) = (delta.sequence + 1000, before.feedEpoch)
+            let ahead = try await cluster.client.call(SchedulerMethods.getRoutes, since)
+            #expect(!ahead.delta && ahead.routes.count == 3)
+        }
+    }
+
     @Test func agentsLearnAssignmentsByPush() async throws {
         try await SchedulerCluster.with { cluster in
             let agent = SimulatedAgent("n1", client: cluster.client)

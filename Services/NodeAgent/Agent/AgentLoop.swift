@@ -54,9 +54,20 @@ struct AgentLoop: Service {
         await agent.replaceAssignments(snapshot.assignments)
         await agent.adopt()
 
-        // Two topics: this node's assignments, and every instance's route (the overlay).
+        // Two topics: this node's assignments, and every instance's route (the overlay). Missed route events
+        // are fetched alone when the scheduler still holds them (every agent saw the same gap), else all routes.
         let subscriber = try Subscriber(
-            endpoints: [registered.eventsEndpoint], topics: [FeedTopics.node(node), Self.routesTopic], curve: curve, logger: logger
+            endpoints: [registered.eventsEndpoint], topics: [FeedTopics.node(node), Self.routesTopic], curve: curve, logger: logger,
+            catchUp: { topic, after, epoch in
+                guard topic == Self.routesTopic else { return nil }
+                var since = Sigma_V1_GetRoutesRequest()
+                (since.sinceSequence, since.feedEpoch) = (after, epoch)
+                let routes = try await scheduler.call(SchedulerMethods.getRoutes, since)
+                guard routes.delta else {
+                    return .snapshot(EventSnapshot(sequence: routes.sequence, epoch: routes.feedEpoch, payload: try routes.serializedBytes()))
+                }
+                return .missed(try routes.missed.enumerated().map { (after + UInt64($0.offset) + 1, try $0.element.serializedBytes()) })
+            }
         ) { topic in
             if topic == Self.routesTopic {
                 let routes = try await scheduler.call(SchedulerMethods.getRoutes, .init())

@@ -2288,6 +2288,12 @@ public nonisolated struct Sigma_V1_GetRoutesRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// A subscriber of "routes" that missed events after `since_sequence` of feed epoch `feed_epoch` asks for
+  /// just those (both 0: the whole list).
+  public var sinceSequence: UInt64 = 0
+
+  public var feedEpoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2303,6 +2309,12 @@ public nonisolated struct Sigma_V1_GetRoutesResponse: Sendable {
   public var sequence: UInt64 = 0
 
   public var feedEpoch: UInt64 = 0
+
+  /// True when the replica still held every event after `since_sequence` of that epoch: `missed` holds them
+  /// (sequences since_sequence + 1 up to `sequence`, in order) and `routes` is empty. False: the whole list.
+  public var delta: Bool = false
+
+  public var missed: [Sigma_V1_RouteEvent] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -6368,18 +6380,34 @@ nonisolated extension Sigma_V1_Route: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Sigma_V1_GetRoutesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetRoutesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}since_sequence\0\u{3}feed_epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sinceSequence) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.feedEpoch) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sinceSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sinceSequence, fieldNumber: 1)
+    }
+    if self.feedEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.feedEpoch, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sigma_V1_GetRoutesRequest, rhs: Sigma_V1_GetRoutesRequest) -> Bool {
+    if lhs.sinceSequence != rhs.sinceSequence {return false}
+    if lhs.feedEpoch != rhs.feedEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6387,7 +6415,7 @@ nonisolated extension Sigma_V1_GetRoutesRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Sigma_V1_GetRoutesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetRoutesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}routes\0\u{1}sequence\0\u{3}feed_epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}routes\0\u{1}sequence\0\u{3}feed_epoch\0\u{1}delta\0\u{1}missed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6398,6 +6426,8 @@ nonisolated extension Sigma_V1_GetRoutesResponse: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.feedEpoch) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.delta) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.missed) }()
       default: break
       }
     }
@@ -6413,6 +6443,12 @@ nonisolated extension Sigma_V1_GetRoutesResponse: SwiftProtobuf.Message, SwiftPr
     if self.feedEpoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.feedEpoch, fieldNumber: 3)
     }
+    if self.delta != false {
+      try visitor.visitSingularBoolField(value: self.delta, fieldNumber: 4)
+    }
+    if !self.missed.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.missed, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6420,6 +6456,8 @@ nonisolated extension Sigma_V1_GetRoutesResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.routes != rhs.routes {return false}
     if lhs.sequence != rhs.sequence {return false}
     if lhs.feedEpoch != rhs.feedEpoch {return false}
+    if lhs.delta != rhs.delta {return false}
+    if lhs.missed != rhs.missed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
