@@ -77,11 +77,13 @@ import TestSupport
             // Just after a flush, 4 s before the next: five heartbeats, none of which writes the row. (Should a
             // loaded machine's pause let a flush fall among them, the five are beaten again.)
             var grants: [UInt32] = []
+            var lastSent = ContinuousClock.now
             for _ in 0..<3 {
                 let before = try await row()
                 grants = []
                 for _ in 0..<5 {
                     let sent = ContinuousClock.now
+                    lastSent = sent
                     let answer = try await agent.beat()
                     let now = try await row()
                     let elapsed = ContinuousClock.now - sent
@@ -97,9 +99,12 @@ import TestSupport
             #expect(grants.count == 5, "five steady heartbeats wrote no node row (three tries)")
             #expect(grants == grants.sorted(by: >) && grants.allSatisfy { $0 < 12_000 }, "grants shrink toward what was persisted: \(grants)")
 
+            // After the next flush (4 s on), a grant ends later than the last one did: the renewal moved it on.
             try await flushed(since: try await row().version)
+            let laterSent = ContinuousClock.now
             let later = try await agent.beat()
-            #expect(later.leaseTtlMs > grants.last ?? 0, "a renewal is granted again from where it was persisted")
+            #expect(laterSent + .milliseconds(Int64(later.leaseTtlMs)) > lastSent + .milliseconds(Int64(grants.last ?? 0)) + .seconds(1),
+                    "a renewal is granted from where it was persisted: \(later.leaseTtlMs) ms after \(grants)")
         }
     }
 }
