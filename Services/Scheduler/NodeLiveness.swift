@@ -6,12 +6,14 @@ import Store
 import Synchronization
 
 /// What this replica knows of each node's liveness, so that a steady node's heartbeat writes nothing
-/// (docs/protocol.md, "What a heartbeat writes"). A heartbeat from a Ready node at its current epoch is noted
-/// in memory; every `interval` one statement (`NodeLivenessWriter`) persists, for every node heard since the
-/// last, when it was last heard, its usage, and a renewal of its lease, and reads back each node's state and
-/// epoch. Any other heartbeat — the first this replica takes from a node, one from a Suspect or Broken node,
-/// one at another epoch, one when this replica's last renewal is half a lease old — goes through the
-/// transaction that locks the node's row, as every heartbeat once did.
+/// (docs/protocol.md, "What a heartbeat writes"). A heartbeat from a Ready or Suspect node at its current epoch
+/// is noted in memory; every `interval` one statement (`NodeLivenessWriter`) persists, for every node heard
+/// since the last, when it was last heard, its usage, and a renewal of its lease, turns the Suspect ones heard
+/// since they were marked Ready again (their events in one statement), and reads back each node's state and
+/// epoch. Any other heartbeat — the first this replica takes from a node, one from a Broken node, one at
+/// another epoch, one when this replica's last renewal is half a lease old — goes through the transaction that
+/// locks the node's row, as every heartbeat once did. (A slow period then costs one statement per interval,
+/// not a transaction per recovering node: those are what fed on themselves once thousands turned Suspect.)
 ///
 /// The lease: a heartbeat answered from memory is granted only what is left of the lease this replica last
 /// persisted for the node (counted from before that statement was sent, on this replica's clock), never a
@@ -57,12 +59,13 @@ final class NodeLiveness: Sendable {
     /// when this one needs the transaction. A grant notes the node as heard, with its usage.
     func grant(node: String, _ heard: Heard) -> (millis: Int64, known: Known)? {
         state.withLock { state -> (Int64, Known)? in
-            guard var known = state.known[node], known.health == .ready, known.epoch == heard.epoch else { return nil }
+            // Ready, or Suspect (the flush makes it Ready again with every other node heard): never Broken.
+            guard var known = state.known[node], known.health != .broken, known.epoch == heard.epoch else { return nil }
             let left = known.grantable - heard.at
             guard left >= ttl / 2 else { return nil }
             state.heard[node] = heard
             if known.flagsRead.map({ heard.at - $0 > flagsTrusted }) ?? true { (known.hasPriors, known.volumesDue) = (true, true) }
-            return (Int64(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000), known)
+            return (left.wholeMilliseconds, known)
         }
     }
 
@@ -111,39 +114,49 @@ final class NodeLiveness: Sendable {
 enum NodesFlush {
     struct Result: Sendable {
         let name: String, health: NodeHealth, epoch: Int64, renewed: Bool, hasPriors: Bool, volumesDue: Bool
+        /// Suspect before, Ready now: heard after it was marked.
+        let recovered: Bool
     }
 
     static let chunk = 2000
 
     static func write(_ store: Store, _ heard: [(name: String, heard: NodeLiveness.Heard)], ttlMillis: Int64, at now: ContinuousClock.Instant) async throws -> [Result] {
-        let ages = heard.map { entry -> Int64 in
-            let age = now - entry.heard.at
-            return max(0, age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000)
-        }
-        let rows = try await store.query(
-            """
-            WITH heard AS (
-                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-                    AS v(name, age_ms, epoch, cpu, memory, disk)
-            ), locked AS (
-                SELECT n.name FROM nodes n JOIN heard v ON v.name = n.name ORDER BY n.name FOR UPDATE OF n
-            )
-            UPDATE nodes n SET
-                last_heartbeat = GREATEST(n.last_heartbeat, now() - v.age_ms * interval '1 millisecond'),
-                usage_cpu_millis = v.cpu, usage_memory_bytes = v.memory, usage_disk_bytes = v.disk,
-                lease_renewed_at = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch
-                    THEN GREATEST(n.lease_renewed_at, now()) ELSE n.lease_renewed_at END,
-                lease_ttl_ms = CASE WHEN n.state = 'Ready' AND n.epoch = v.epoch THEN $7::bigint ELSE n.lease_ttl_ms END
-            FROM heard v, locked l WHERE n.name = v.name AND l.name = v.name
-            RETURNING n.name, n.state, n.epoch, (n.state = 'Ready' AND n.epoch = v.epoch) AS renewed,
-                EXISTS (SELECT 1 FROM instances i WHERE i.prior_node = n.name) AS has_priors,
-                EXISTS (SELECT 1 FROM volumes w WHERE w.node = n.name AND w.release_at <= now()) AS volumes_due
-            """, heard.map(\.name), ages, heard.map(\.heard.epoch), heard.map(\.heard.cpu), heard.map(\.heard.memory),
-            heard.map(\.heard.disk), ttlMillis)
-        return try rows.map { row in
-            Result(name: try row.decode(String.self, "name"), health: NodeHealth(rawValue: try row.decode(String.self, "state")) ?? .suspect,
-                   epoch: try row.decode(Int64.self, "epoch"), renewed: try row.decode(Bool.self, "renewed"),
-                   hasPriors: try row.decode(Bool.self, "has_priors"), volumesDue: try row.decode(Bool.self, "volumes_due"))
+        let ages = heard.map { max(0, (now - $0.heard.at).wholeMilliseconds) }
+        return try await store.transaction(isolation: .readCommitted) { tx in
+            // A Suspect node heard (at its epoch) after it was marked is Ready again, in this statement with the
+            // others; a Broken one is left to its heartbeat's transaction (it must fence first).
+            let rows = try await tx.query(
+                """
+                WITH heard AS (
+                    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+                        AS v(name, age_ms, epoch, cpu, memory, disk)
+                ), locked AS (
+                    SELECT n.name, n.state AS was FROM nodes n JOIN heard v ON v.name = n.name ORDER BY n.name FOR UPDATE OF n
+                )
+                UPDATE nodes n SET
+                    last_heartbeat = GREATEST(n.last_heartbeat, now() - v.age_ms * interval '1 millisecond'),
+                    usage_cpu_millis = v.cpu, usage_memory_bytes = v.memory, usage_disk_bytes = v.disk,
+                    state = CASE WHEN n.state = 'Suspect' AND n.epoch = v.epoch
+                                  AND now() - v.age_ms * interval '1 millisecond' > n.updated_at THEN 'Ready' ELSE n.state END,
+                    lease_renewed_at = CASE WHEN n.state <> 'Broken' AND n.epoch = v.epoch
+                        THEN GREATEST(n.lease_renewed_at, now()) ELSE n.lease_renewed_at END,
+                    lease_ttl_ms = CASE WHEN n.state <> 'Broken' AND n.epoch = v.epoch THEN $7::bigint ELSE n.lease_ttl_ms END
+                FROM heard v, locked l WHERE n.name = v.name AND l.name = v.name
+                RETURNING n.name, n.state, n.epoch, (n.state <> 'Broken' AND n.epoch = v.epoch) AS renewed,
+                    (l.was = 'Suspect' AND n.state = 'Ready') AS recovered,
+                    EXISTS (SELECT 1 FROM instances i WHERE i.prior_node = n.name) AS has_priors,
+                    EXISTS (SELECT 1 FROM volumes w WHERE w.node = n.name AND w.release_at <= now()) AS volumes_due
+                """, heard.map(\.name), ages, heard.map(\.heard.epoch), heard.map(\.heard.cpu), heard.map(\.heard.memory),
+                heard.map(\.heard.disk), ttlMillis)
+            let results = try rows.map { row in
+                Result(name: try row.decode(String.self, "name"), health: NodeHealth(rawValue: try row.decode(String.self, "state")) ?? .suspect,
+                       epoch: try row.decode(Int64.self, "epoch"), renewed: try row.decode(Bool.self, "renewed"),
+                       hasPriors: try row.decode(Bool.self, "has_priors"), volumesDue: try row.decode(Bool.self, "volumes_due"),
+                       recovered: try row.decode(Bool.self, "recovered"))
+            }
+            let recovered = results.filter(\.recovered).map(\.name)
+            try await Events.record(tx, .node, recovered, NodeHealth.ready.rawValue, recovered.map { _ in "heartbeats resumed" })
+            return results
         }
     }
 }
@@ -155,19 +168,11 @@ struct NodeLivenessWriter: Service {
     let interval: Duration
     let logger: Logger
 
-    func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await Task.sleep(for: interval)
-                await flush()
-            }
-        }
-        await flush()
-    }
+    func run() async throws { try await Periodically.run(every: interval, flush) }
 
     func flush() async {
         let heard = liveness.take()
-        let ttlMillis = Int64(liveness.ttl.components.seconds * 1000 + liveness.ttl.components.attoseconds / 1_000_000_000_000_000)
+        let ttlMillis = liveness.ttl.wholeMilliseconds
         for start in stride(from: 0, to: heard.count, by: NodesFlush.chunk) {
             let chunk = Array(heard[start..<min(start + NodesFlush.chunk, heard.count)])
             let sent = ContinuousClock.now
@@ -178,5 +183,18 @@ struct NodeLivenessWriter: Service {
                 logger.warning("node liveness not written; those nodes' next heartbeats renew it", metadata: ["nodes": "\(chunk.count)", "error": "\(error)"])
             }
         }
+    }
+}
+
+/// A replica's batched writer's loop: `flush` every `interval` until the graceful shutdown, then once more.
+enum Periodically {
+    static func run(every interval: Duration, _ flush: @escaping @Sendable () async -> Void) async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                await flush()
+            }
+        }
+        await flush()
     }
 }

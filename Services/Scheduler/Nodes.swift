@@ -102,7 +102,8 @@ struct Nodes: Sendable {
                                        memory: request.usage.memoryBytes, disk: request.usage.diskBytes)
         var response: Sigma_V1_HeartbeatResponse
         if let (grant, known) = liveness.grant(node: request.node, heard) {
-            // A steady node: nothing of the node is written now (`NodeLiveness`); its instances' reports are.
+            // A steady node: nothing of the node is written now (`NodeLiveness`); its instances' reports are. A
+            // Suspect one is Ready by this heartbeat, stored with the next flush.
             response = Sigma_V1_HeartbeatResponse()
             response.health = NodeHealth.ready.rawValue
             response.healthCode = NodeHealth.ready.code

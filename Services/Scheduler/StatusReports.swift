@@ -181,15 +181,7 @@ struct InstanceUsageWriter: Service {
     let interval: Duration
     let logger: Logger
 
-    func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await Task.sleep(for: interval)
-                await flush()
-            }
-        }
-        await flush()
-    }
+    func run() async throws { try await Periodically.run(every: interval, flush) }
 
     func flush() async {
         for chunk in buffer.take() {

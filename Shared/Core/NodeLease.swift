@@ -32,3 +32,8 @@ public struct NodeLease: Hashable, Sendable {
     /// sent at `sentAt`.
     public func deadline(sentAt: Int64) -> Int64 { sentAt + ttlMillis }
 }
+
+extension Duration {
+    /// The whole milliseconds in it (rounded toward zero).
+    public var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

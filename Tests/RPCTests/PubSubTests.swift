@@ -24,6 +24,12 @@ final class GrowingList: Sendable {
         }
     }
 
+    /// The list's snapshot through its RPC, as a subscriber takes it.
+    static func snapshot(_ rpc: RPCClient) async throws -> EventSnapshot {
+        let parts = try await rpc.call(snapshotMethod, text("list")).value.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
+        return EventSnapshot(sequence: UInt64(parts[1])!, epoch: UInt64(parts[0])!, payload: Array(parts[2].utf8))
+    }
+
     var handlers: RPCHandlers {
         var handlers = RPCHandlers()
         handlers.register(Self.snapshotMethod) { [self] _, _ in
@@ -74,11 +80,7 @@ final class Replica: Sendable {
         try await withServer(handlers: list.handlers) { _, endpoint in
             let rpc = try client(endpoint)
             let replica = Replica()
-            let subscriber = try Subscriber(endpoints: [list.publisher.endpoint], topics: ["list"], logger: testLogger) { _ in
-                let parts = try await rpc.call(GrowingList.snapshotMethod, text("list")).value
-                    .split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
-                return EventSnapshot(sequence: UInt64(parts[1])!, epoch: UInt64(parts[0])!, payload: Array(parts[2].utf8))
-            }
+            let subscriber = try Subscriber(endpoints: [list.publisher.endpoint], topics: ["list"], logger: testLogger) { _ in try await GrowingList.snapshot(rpc) }
             let consumer = Task { for await event in subscriber.events { replica.apply(event) } }
             defer {
                 subscriber.close()
@@ -119,11 +121,7 @@ final class Replica: Sendable {
                         return (UInt64(parts[0])!, Array(parts[1].utf8))
                     })
                 }
-            ) { _ in
-                let parts = try await rpc.call(GrowingList.snapshotMethod, text("list")).value
-                    .split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
-                return EventSnapshot(sequence: UInt64(parts[1])!, epoch: UInt64(parts[0])!, payload: Array(parts[2].utf8))
-            }
+            ) { _ in try await GrowingList.snapshot(rpc) }
             let consumer = Task { for await event in subscriber.events { replica.apply(event) } }
             defer {
                 subscriber.close()
@@ -168,11 +166,7 @@ final class Replica: Sendable {
         try await withServer(handlers: list.handlers) { _, endpoint in
             let rpc = try client(endpoint)
             let replica = Replica()
-            let subscriber = try Subscriber(endpoints: [list.publisher.endpoint], topics: ["list"], logger: testLogger) { _ in
-                let parts = try await rpc.call(GrowingList.snapshotMethod, text("list")).value
-                    .split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
-                return EventSnapshot(sequence: UInt64(parts[1])!, epoch: UInt64(parts[0])!, payload: Array(parts[2].utf8))
-            }
+            let subscriber = try Subscriber(endpoints: [list.publisher.endpoint], topics: ["list"], logger: testLogger) { _ in try await GrowingList.snapshot(rpc) }
             let consumer = Task { for await event in subscriber.events { replica.apply(event) } }
             defer {
                 subscriber.close()

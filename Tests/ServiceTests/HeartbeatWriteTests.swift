@@ -107,4 +107,37 @@ import TestSupport
                     "a renewal is granted from where it was persisted: \(later.leaseTtlMs) ms after \(grants)")
         }
     }
+
+    /// A Suspect node's heartbeat is answered from memory too (Ready), while its row is locked by another
+    /// transaction; the flush then makes it Ready with its event, for all such nodes in one statement.
+    @Test func aSuspectNodeRecoversThroughTheFlushNotItsOwnTransaction() async throws {
+        try await SchedulerCluster.with(brokenAfter: 9) { cluster in
+            let agent = SimulatedAgent("slow", client: cluster.client)
+            try await agent.register(cpu: 8000)
+            _ = try await agent.beat()
+            try await cluster.eventually("Suspect after 3 s (and the flush's 0.2 s) of silence") { try await cluster.node("slow").health == "Suspect" }
+
+            let (locked, signalLocked) = AsyncStream<Void>.makeStream()
+            let (release, signalRelease) = AsyncStream<Void>.makeStream()
+            defer { signalRelease.finish() }
+            let holder = Task {
+                try await cluster.store.transaction { tx in
+                    _ = try await tx.query("SELECT 1 FROM nodes WHERE name = 'slow' FOR UPDATE")
+                    signalLocked.yield()
+                    var waiting = release.makeAsyncIterator()
+                    await waiting.next()
+                }
+            }
+            var iterator = locked.makeAsyncIterator()
+            await iterator.next()
+            // Its row locked elsewhere: a heartbeat that needed it would wait for the lock (past its deadline).
+            let answer = try await agent.beat()
+            #expect(answer.health == "Ready" && answer.leaseTtlMs > 0 && !answer.fence)
+            signalRelease.finish()
+            try await holder.value
+            try await cluster.eventually("Ready again, stored by the flush") { try await cluster.node("slow").health == "Ready" }
+            let events = try await cluster.events("node", "slow")
+            #expect(events.map(\.reason).suffix(2) == ["Suspect", "Ready"] && events.last?.message == "heartbeats resumed", "\(events.map(\.reason))")
+        }
+    }
 }
