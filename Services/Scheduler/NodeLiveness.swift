@@ -10,7 +10,8 @@ import Synchronization
 /// is noted in memory; every `interval` one statement (`NodeLivenessWriter`) persists, for every node heard
 /// since the last, when it was last heard, its usage, and a renewal of its lease, turns the Suspect ones heard
 /// since they were marked Ready again (their events in one statement), and reads back each node's state and
-/// epoch. Any other heartbeat — the first this replica takes from a node, one from a Broken node, one at
+/// epoch. Any other heartbeat — the first this replica takes from a node it did not register (a registration
+/// stores a lease renewal and is learned like a heartbeat), one from a Broken node, one at
 /// another epoch, one when this replica's last renewal is half a lease old — goes through the transaction that
 /// locks the node's row, as every heartbeat once did. (A slow period then costs one statement per interval,
 /// not a transaction per recovering node: those are what fed on themselves once thousands turned Suspect.)

@@ -46,22 +46,32 @@ struct Nodes: Sendable {
             }
         }
         let labels = String(decoding: try JSONSerialization.data(withJSONObject: request.labels, options: [.sortedKeys]), as: UTF8.self)
-        try await store.transaction(isolation: .readCommitted) { tx in
+        let received = ContinuousClock.now
+        // The lease is renewed here too (never for a Broken node), though none is granted: so this replica
+        // answers the node's first heartbeat from memory (`NodeLiveness`), not a transaction per node when
+        // thousands register at once.
+        let known = try await store.transaction(isolation: .readCommitted) { tx in
             let rows = try await tx.query(
                 """
                 INSERT INTO nodes (name, host_ip, region, idc, isp, labels, cpu_millis, memory_bytes, disk_bytes, agent_endpoint,
-                                   last_heartbeat)
-                VALUES ($1, $2::inet, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now())
+                                   last_heartbeat, lease_renewed_at, lease_ttl_ms)
+                VALUES ($1, $2::inet, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now(), now(), $11)
                 ON CONFLICT (name) DO UPDATE SET host_ip = $2::inet, region = $3, idc = $4, isp = $5, labels = $6::jsonb,
-                    cpu_millis = $7, memory_bytes = $8, disk_bytes = $9, agent_endpoint = $10, updated_at = now()
-                RETURNING (xmax = 0) AS created
+                    cpu_millis = $7, memory_bytes = $8, disk_bytes = $9, agent_endpoint = $10, updated_at = now(),
+                    lease_renewed_at = CASE WHEN nodes.state <> 'Broken' THEN GREATEST(nodes.lease_renewed_at, now()) ELSE nodes.lease_renewed_at END,
+                    lease_ttl_ms = CASE WHEN nodes.state <> 'Broken' THEN $11 ELSE nodes.lease_ttl_ms END
+                RETURNING (xmax = 0) AS created, state, epoch
                 """, request.name, request.hostIp, request.region, request.idc, request.isp, labels,
-                request.capacity.cpuMillis, request.capacity.memoryBytes, request.diskBytes, request.agentEndpoint)
+                request.capacity.cpuMillis, request.capacity.memoryBytes, request.diskBytes, request.agentEndpoint, lease.ttlMillis)
             let created = try rows.first?.decode(Bool.self, "created") ?? false
+            let health = NodeHealth(rawValue: try rows.first?.decode(String.self, "state") ?? "") ?? .broken
+            let epoch = try rows.first?.decode(Int64.self, "epoch") ?? 0
             try await Events.record(
                 tx, .node, request.name, created ? "Registered" : "Updated",
                 "\(request.hostIp) \(request.idc), cpu \(Quantity.formatCPU(request.capacity.cpuMillis)), memory \(Quantity.formatBytes(request.capacity.memoryBytes))")
+            return NodeLiveness.Known(health: health, epoch: epoch, grantable: health == .broken ? received : received + .milliseconds(lease.ttlMillis))
         }
+        liveness.learned(request.name, known)
         // The Allocator owns SSDs and host ports; it learns this node's inventory now.
         var ssds = Sigma_V1_ReportSSDsRequest()
         ssds.node = request.name
