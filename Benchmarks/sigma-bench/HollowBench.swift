@@ -76,13 +76,31 @@ final class HollowRun: Sendable {
         (self.client, self.nodes, self.logger, self.watched) = (client, nodes, logger, watched)
     }
 
+    final class HeartbeatTasks: Sendable {
+        private let tasks = Mutex<[Task<Void, Never>]>([])
+        func add(_ task: Task<Void, Never>) { tasks.withLock { $0.append(task) } }
+        func cancelAll() { tasks.withLock { $0.forEach { $0.cancel() } } }
+    }
+
+    /// The node's heartbeats, from now on until cancelled.
+    func beat(_ node: HollowNode) -> Task<Void, Never> {
+        Task { await node.heartbeats(client, every: interval, offset: .zero) { self.record($0) } }
+    }
+
     func measure(instances: Int, seconds: Double, silencePercent: Int) async throws -> Report {
+        // Each node heartbeats from its registration on, as sigma-agent does: had they all waited for the last
+        // (6.5 s for 5,000), the first would have been Broken before their first heartbeat.
         let registering = ContinuousClock.now
+        let beating = HeartbeatTasks()
+        defer { beating.cancelAll() }
         let endpoints = try await withThrowingTaskGroup(of: String.self) { group in
             for slice in 0..<16 {
                 group.addTask {
                     var endpoint = ""
-                    for node in self.nodes where node.index % 16 == slice { endpoint = try await node.register(self.client) }
+                    for node in self.nodes where node.index % 16 == slice {
+                        endpoint = try await node.register(self.client)
+                        beating.add(self.beat(node))
+                    }
                     return endpoint
                 }
             }
@@ -92,15 +110,6 @@ final class HollowRun: Sendable {
         guard let endpoint = endpoints.first(where: { !$0.isEmpty }) else { throw ValidationError("no events endpoint from RegisterNode") }
         let feed = try follow(endpoint)
         defer { feed.close() }
-        let beating = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for node in nodes {
-                    let offset = interval * (Double(node.index) / Double(nodes.count))
-                    group.addTask { await node.heartbeats(self.client, every: self.interval, offset: offset) { self.record($0) } }
-                }
-            }
-        }
-        defer { beating.cancel() }
         var report = Report(title: "sigma-bench hollow (\(nodes.count) simulated nodes, heartbeat 1 s, \(instances) instances per node)")
         report.notes = ["\(nodes.count) nodes registered in \(format(milliseconds(registered) / 1000)) s (16 at a time)"]
         try await Task.sleep(for: .seconds(5))  // every node has beaten a few times

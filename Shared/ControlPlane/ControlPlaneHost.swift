@@ -108,7 +108,14 @@ public final class ControlPlaneHost: Sendable {
         try await host.serve(
             handlers: handlers, checks: [databaseCheck(store)] + checks, role: role, services: configured,
             eventsEndpoint: eventsEndpoint,
-            gate: { method, body, context, next in try await access.gate(method: method, body: body, context: context, next: next) })
+            gate: { [schema] method, body, context, next in
+                // Until this process has seen the schema migrated, every method but Health and Metrics is
+                // UNAVAILABLE (a retry's answer), never a query on tables that are not there yet.
+                guard schema.version >= Schema.latestVersion || CommonMethods.all.contains(method) else {
+                    throw RPCError.unavailable("the database schema is not migrated yet (\(schema.version) of \(Schema.latestVersion)); retry")
+                }
+                return try await access.gate(method: method, body: body, context: context, next: next)
+            })
     }
 
     func databaseCheck(_ store: Store) -> HealthCheck {

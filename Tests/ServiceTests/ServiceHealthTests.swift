@@ -98,6 +98,29 @@ import TestSupport
         }
     }
 
+    /// A service up before its schema is (its database not there yet, or another service still migrating it)
+    /// answers every method but Health and Metrics UNAVAILABLE, saying so; once migrated, it serves.
+    @Test func methodsWaitForTheSchemaWithUnavailable() async throws {
+        try await withPrivatePostgres { postgres in
+            try await postgres.stop()
+            let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", postgres.url]
+            try await withServices({ [try ServiceProcess("sigma-discovery", arguments + eventsOnFreePort("sigma-discovery"))] }) { services in
+                let client = try healthClient(try await services[0].endpoint())
+                var resolve = Sigma_V1_ResolveRequest()
+                resolve.app = "web"
+                // (Sent once: for an idempotent call the client would retry UNAVAILABLE until its deadline.)
+                let early = await #expect(throws: RPCError.self) {
+                    try await client.callRaw(method: DiscoveryMethods.resolve.name, body: try resolve.serializedBytes(), idempotent: false, timeout: .seconds(5))
+                }
+                #expect(early?.code == .unavailable && early?.message.contains("schema is not migrated yet") == true, "\(String(describing: early))")
+                #expect(try await client.call(CommonMethods.health, .init()).healthy == false)
+                try await postgres.start()
+                #expect(try await healthy(client).healthy)
+                await #expect(throws: RPCError.notFound("no app web")) { try await client.call(DiscoveryMethods.resolve, resolve) }
+            }
+        }
+    }
+
     @Test func healthReportsTheDatabaseDownInBoundedTime() async throws {
         try await withPrivatePostgres { postgres in
             let arguments = ["--listen", "tcp://127.0.0.1:*", "--database-url", postgres.url]
