@@ -103,6 +103,7 @@ struct AgentBench: AsyncParsableCommand {
         defer { scheduler.stop() }
         let schedulerEndpoint = try await scheduler.endpoint()
         let allocatorClient = try benchClient([allocatorEndpoint], logger: logger)
+        try await waitHealthy(allocatorClient)
         let subnet = "100.\(64 + Int.random(in: 0..<64)).\(Int.random(in: 0..<256))"
         var pool = Sigma_V1_CreateIPPoolRequest()
         pool.pool.name = "bench"

@@ -64,6 +64,7 @@ struct AllocBench: AsyncParsableCommand {
         var clientConfiguration = RPCClientConfiguration(endpoints: endpoints)
         clientConfiguration.defaultTimeout = .seconds(60)
         let client = try RPCClient(configuration: clientConfiguration, logger: logger)
+        try await waitHealthy(client)
         var pool = Sigma_V1_CreateIPPoolRequest()
         pool.pool.name = "bench"
         pool.pool.cidr = "100.64.0.0/16"
@@ -237,5 +238,15 @@ func withScratchDatabase<T>(_ url: String?, logger: Logger, _ body: (String) asy
     } catch {
         _ = try? await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
         throw error
+    }
+}
+
+/// Waits (60 s at most) until `client`'s service says it is healthy: a control-plane service serves only once it
+/// has seen its schema migrated.
+func waitHealthy(_ client: RPCClient) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while (try? await client.call(CommonMethods.health, .init(), timeout: .seconds(2)))?.healthy != true {
+        guard ContinuousClock.now < deadline else { throw ValidationError("a service was not healthy within 60 s") }
+        try await Task.sleep(for: .milliseconds(50))
     }
 }

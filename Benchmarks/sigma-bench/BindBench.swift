@@ -61,6 +61,7 @@ struct BindBench: AsyncParsableCommand {
         var clientConfiguration = RPCClientConfiguration(endpoints: [allocatorEndpoint])
         clientConfiguration.defaultTimeout = .seconds(120)
         let allocatorClient = try RPCClient(configuration: clientConfiguration, logger: logger)
+        try await waitHealthy(allocatorClient)
         defer { allocatorClient.close() }
         var pool = Sigma_V1_CreateIPPoolRequest()
         pool.pool.name = "bench"

@@ -50,6 +50,8 @@ struct HollowBench: AsyncParsableCommand {
             pools.defaultTimeout = .seconds(60)
             let allocatorClient = try RPCClient(configuration: pools, logger: logger)
             defer { allocatorClient.close() }
+            // Both serve only once they have seen the schema migrated (Health says when).
+            for service in [allocatorClient, client] { try await waitHealthy(service) }
             for index in 0..<max(1, (nodes * instances + 65_000) / 65_000) {
                 var pool = Sigma_V1_CreateIPPoolRequest()
                 (pool.pool.name, pool.pool.cidr) = ("hollow-\(index)", "100.\(64 + index).0.0/16")

@@ -40,6 +40,7 @@ struct BenchTestbed {
             defer { scheduler.stop() }
             let schedulerEndpoint = try await scheduler.endpoint()
             let allocatorClient = try benchClient([allocatorEndpoint], logger: logger)
+            try await waitHealthy(allocatorClient)
             var pool = Sigma_V1_CreateIPPoolRequest()
             let subnet = "100.\(64 + Int.random(in: 0..<64)).\(Int.random(in: 0..<256))"
             pool.pool.name = "bench"
