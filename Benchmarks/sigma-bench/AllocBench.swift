@@ -66,8 +66,7 @@ struct AllocBench: AsyncParsableCommand {
         let client = try RPCClient(configuration: clientConfiguration, logger: logger)
         try await waitHealthy(client)
         var pool = Sigma_V1_CreateIPPoolRequest()
-        pool.pool.name = "bench"
-        pool.pool.cidr = "100.64.0.0/16"
+        (pool.pool.name, pool.pool.cidr) = ("bench", "100.64.0.0/16")
         _ = try await client.call(AllocatorMethods.createIPPool, pool)
         // As pgbench does before it measures: the rows just made vacuumed and analyzed now, so that autovacuum
         // does not wake in the middle of one side of the comparison.

@@ -64,8 +64,7 @@ struct BindBench: AsyncParsableCommand {
         try await waitHealthy(allocatorClient)
         defer { allocatorClient.close() }
         var pool = Sigma_V1_CreateIPPoolRequest()
-        pool.pool.name = "bench"
-        pool.pool.cidr = "100.64.0.0/16"
+        (pool.pool.name, pool.pool.cidr) = ("bench", "100.64.0.0/16")
         _ = try await allocatorClient.call(AllocatorMethods.createIPPool, pool)
 
         // Nodes as registration leaves them, written directly (registering 5,000 agents is not what is measured).
