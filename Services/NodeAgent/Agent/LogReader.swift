@@ -48,16 +48,20 @@ struct LogReader: Sendable {
 
     func list() async -> Sigma_V1_ListLocalInstancesResponse {
         var response = Sigma_V1_ListLocalInstancesResponse()
-        let statuses = Dictionary(uniqueKeysWithValues: await agent.statuses(usage: false).map { ($0.instanceID, $0) })
+        // Keyed by id and generation: two generations of one instance are reported while the old one stops (a
+        // node declared Broken, its instance placed on it again); keyed by id alone, that crashed the agent.
+        var statuses: [String: Sigma_V1_InstanceStatus] = [:]
+        for status in await agent.statuses(usage: false) { statuses["\(status.instanceID)/\(status.generation)"] = status }
         for (id, instance) in await agent.snapshot().sorted(by: { $0.key < $1.key }) {
             var entry = Sigma_V1_LocalInstance()
             entry.instanceID = id
             entry.app = instance.assignment.app
             entry.generation = instance.assignment.generation
-            entry.state = statuses[id]?.state ?? ""
+            let status = statuses["\(id)/\(instance.assignment.generation)"]
+            entry.state = status?.state ?? ""
             entry.pid = instance.pid
             entry.restarts = UInt32(instance.restarts)
-            entry.reason = statuses[id]?.reason ?? ""
+            entry.reason = status?.reason ?? ""
             entry.configVersion = instance.configVersion ?? 0
             if let latency = instance.startLatency {
                 entry.startLatencyUs = latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000
