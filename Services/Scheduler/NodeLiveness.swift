@@ -19,8 +19,8 @@ import Synchronization
 /// The lease: a heartbeat answered from memory is granted only what is left of the lease this replica last
 /// persisted for the node (counted from before that statement was sent, on this replica's clock), never a
 /// full TTL from now; so what an agent holds never outlasts what the database says, and the leader's lapse
-/// check (`InstancesTable.leaseLapsed`) stays true. A renewal persists only while the node is still Ready at
-/// the epoch the heartbeat was at: a node the leader declared Broken meanwhile gets nothing more. A renewal
+/// check (`InstancesTable.leaseLapsed`) stays true. A renewal persists only while the node is not Broken and
+/// at the epoch the heartbeat was at: a node the leader declared Broken meanwhile gets nothing more. A renewal
 /// never moves the stored one back (a statement that waited for the row's lock began before the one it waited
 /// for), so what is stored is the latest of every grant's bound.
 ///
@@ -129,22 +129,23 @@ enum NodesFlush {
             let rows = try await tx.query(
                 """
                 WITH heard AS (
-                    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+                    SELECT name, now() - age_ms * interval '1 millisecond' AS at, epoch, cpu, memory, disk
+                    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
                         AS v(name, age_ms, epoch, cpu, memory, disk)
                 ), locked AS (
-                    SELECT n.name, n.state AS was FROM nodes n JOIN heard v ON v.name = n.name ORDER BY n.name FOR UPDATE OF n
+                    -- The row as locked: whether it was Suspect, and whether its lease is renewed (not Broken, and
+                    -- at the epoch the heartbeat was at).
+                    SELECT n.name, n.state AS was, n.state <> 'Broken' AND n.epoch = v.epoch AS renew
+                    FROM nodes n JOIN heard v ON v.name = n.name ORDER BY n.name FOR UPDATE OF n
                 )
                 UPDATE nodes n SET
-                    last_heartbeat = GREATEST(n.last_heartbeat, now() - v.age_ms * interval '1 millisecond'),
+                    last_heartbeat = GREATEST(n.last_heartbeat, v.at),
                     usage_cpu_millis = v.cpu, usage_memory_bytes = v.memory, usage_disk_bytes = v.disk,
-                    state = CASE WHEN n.state = 'Suspect' AND n.epoch = v.epoch
-                                  AND now() - v.age_ms * interval '1 millisecond' > n.updated_at THEN 'Ready' ELSE n.state END,
-                    lease_renewed_at = CASE WHEN n.state <> 'Broken' AND n.epoch = v.epoch
-                        THEN GREATEST(n.lease_renewed_at, now()) ELSE n.lease_renewed_at END,
-                    lease_ttl_ms = CASE WHEN n.state <> 'Broken' AND n.epoch = v.epoch THEN $7::bigint ELSE n.lease_ttl_ms END
+                    state = CASE WHEN l.was = 'Suspect' AND l.renew AND v.at > n.updated_at THEN 'Ready' ELSE n.state END,
+                    lease_renewed_at = CASE WHEN l.renew THEN GREATEST(n.lease_renewed_at, now()) ELSE n.lease_renewed_at END,
+                    lease_ttl_ms = CASE WHEN l.renew THEN $7::bigint ELSE n.lease_ttl_ms END
                 FROM heard v, locked l WHERE n.name = v.name AND l.name = v.name
-                RETURNING n.name, n.state, n.epoch, (n.state <> 'Broken' AND n.epoch = v.epoch) AS renewed,
-                    (l.was = 'Suspect' AND n.state = 'Ready') AS recovered,
+                RETURNING n.name, n.state, n.epoch, l.renew AS renewed, (l.was = 'Suspect' AND n.state = 'Ready') AS recovered,
                     EXISTS (SELECT 1 FROM instances i WHERE i.prior_node = n.name) AS has_priors,
                     EXISTS (SELECT 1 FROM volumes w WHERE w.node = n.name AND w.release_at <= now()) AS volumes_due
                 """, heard.map(\.name), ages, heard.map(\.heard.epoch), heard.map(\.heard.cpu), heard.map(\.heard.memory),
@@ -174,8 +175,7 @@ struct NodeLivenessWriter: Service {
     func flush() async {
         let heard = liveness.take()
         let ttlMillis = liveness.ttl.wholeMilliseconds
-        for start in stride(from: 0, to: heard.count, by: NodesFlush.chunk) {
-            let chunk = Array(heard[start..<min(start + NodesFlush.chunk, heard.count)])
+        for chunk in heard.chunks(of: NodesFlush.chunk) {
             let sent = ContinuousClock.now
             do {
                 let rows = try await NodesFlush.write(store, chunk, ttlMillis: ttlMillis, at: sent)
@@ -184,6 +184,13 @@ struct NodeLivenessWriter: Service {
                 logger.warning("node liveness not written; those nodes' next heartbeats renew it", metadata: ["nodes": "\(chunk.count)", "error": "\(error)"])
             }
         }
+    }
+}
+
+extension Array {
+    /// The elements in order, `size` at a time (the last chunk may be shorter).
+    func chunks(of size: Int) -> [[Element]] {
+        stride(from: 0, to: count, by: size).map { Array(self[$0..<Swift.min($0 + size, count)]) }
     }
 }
 

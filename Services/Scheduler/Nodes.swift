@@ -26,7 +26,7 @@ struct Nodes: Sendable {
     let logger: Logger
 
     static func milliseconds(_ duration: Duration) -> UInt32 {
-        UInt32(clamping: duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        UInt32(clamping: duration.wholeMilliseconds)
     }
 
     /// States whose instances hold their node's resources (requests, ports, SSDs).

@@ -88,7 +88,7 @@ struct Placement: Sendable {
         let waiting = Set(pending.flatMap(\.ids))
         try await addressAhead(unplaced.filter { waiting.contains($0.id) && $0.state == .pending && !$0.addressed }.map(\.id))
         // Pipelined: the next batch's allocation runs while this one is recorded.
-        let batches = stride(from: 0, to: bindings.count, by: bindBatch).map { Array(bindings[$0..<min($0 + bindBatch, bindings.count)]) }
+        let batches = bindings.chunks(of: bindBatch)
         var bound = 0
         var next: Task<Allocated, any Error>? = batches.first.map { batch in Task { try await allocate(batch) } }
         for index in batches.indices {

@@ -164,7 +164,7 @@ final class InstanceUsageBuffer: Sendable {
             let flushes = state.flushes
             state.written = state.written.filter { flushes - $0.value.flush <= Self.rewriteAfter }
             let entries = state.pending.map { (id: $0.key, sample: $0.value) }
-            return stride(from: 0, to: entries.count, by: Self.chunk).map { Array(entries[$0..<min($0 + Self.chunk, entries.count)]) }
+            return entries.chunks(of: Self.chunk)
         }
     }
 
