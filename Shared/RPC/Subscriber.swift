@@ -65,23 +65,8 @@ public final class Subscriber: Sendable {
                 case .resync(let reason):
                     let jitter = resyncJitter.components.seconds * 1000 + resyncJitter.components.attoseconds / 1_000_000_000_000_000
                     if jitter > 0 { try? await Task.sleep(for: .milliseconds(Int64.random(in: 0...jitter))) }
-                    if let catchUp, let position = machine.position(of: event.topic), event.epoch == position.epoch,
-                       let caughtUp = (try? await catchUp(event.topic, position.sequence, position.epoch)) ?? nil {
-                        switch caughtUp {
-                        case .missed(let missed) where machine.canAppend(missed, to: event.topic):
-                            for (sequence, payload) in missed {
-                                machine.advance(event.topic, to: sequence)
-                                eventsContinuation.yield(.update(topic: event.topic, sequence: sequence, payload: payload))
-                            }
-                            logger.debug("caught up", metadata: ["topic": "\(event.topic)", "events": "\(missed.count)", "reason": "\(reason)"])
-                            continue
-                        case .snapshot(let state):
-                            machine.applySnapshot(topic: event.topic, state)
-                            eventsContinuation.yield(.snapshot(topic: event.topic, sequence: state.sequence, payload: state.payload))
-                            continue
-                        case .missed: break
-                        }
-                    }
+                    if let catchUp, event.epoch == machine.position(of: event.topic)?.epoch,
+                       await caughtUp(event.topic, machine: &machine, catchUp: catchUp, output: eventsContinuation, logger: logger) { continue }
                     logger.info("resyncing from a snapshot", metadata: ["topic": "\(event.topic)", "reason": "\(reason)"])
                     await resync(event.topic, machine: &machine, snapshot: snapshot, output: eventsContinuation, logger: logger)
                 }
@@ -100,6 +85,38 @@ public final class Subscriber: Sendable {
     }
 }
 
+/// Asks `catchUp` for what the topic missed since its position and hands it on: the events missed, or the
+/// snapshot the service answered instead. False when it answered neither (nil, an error, or events that do not
+/// follow on): the caller fetches the snapshot.
+private func caughtUp(
+    _ topic: String, machine: inout CloneStateMachine,
+    catchUp: @Sendable (String, UInt64, UInt64) async throws -> EventCatchUp?, output: AsyncStream<SubscriberEvent>.Continuation,
+    logger: Logger
+) async -> Bool {
+    guard let position = machine.position(of: topic),
+          let answer = (try? await catchUp(topic, position.sequence, position.epoch)) ?? nil else { return false }
+    switch answer {
+    case .missed(let missed):
+        guard machine.canAppend(missed, to: topic) else { return false }
+        for (sequence, payload) in missed {
+            machine.advance(topic, to: sequence)
+            output.yield(.update(topic: topic, sequence: sequence, payload: payload))
+        }
+        logger.debug("caught up", metadata: ["topic": "\(topic)", "events": "\(missed.count)"])
+    case .snapshot(let state):
+        deliver(state, of: topic, machine: &machine, output: output)
+    }
+    return true
+}
+
+/// A snapshot taken: the topic's position is its sequence, and the consumer gets it.
+private func deliver(
+    _ state: EventSnapshot, of topic: String, machine: inout CloneStateMachine, output: AsyncStream<SubscriberEvent>.Continuation
+) {
+    machine.applySnapshot(topic: topic, state)
+    output.yield(.snapshot(topic: topic, sequence: state.sequence, payload: state.payload))
+}
+
 private func resync(
     _ topic: String, machine: inout CloneStateMachine, snapshot: @Sendable (String) async throws -> EventSnapshot,
     output: AsyncStream<SubscriberEvent>.Continuation, logger: Logger
@@ -107,9 +124,7 @@ private func resync(
     var backoff = Duration.milliseconds(50)
     while !Task.isCancelled {
         do {
-            let state = try await snapshot(topic)
-            machine.applySnapshot(topic: topic, state)
-            output.yield(.snapshot(topic: topic, sequence: state.sequence, payload: state.payload))
+            deliver(try await snapshot(topic), of: topic, machine: &machine, output: output)
             return
         } catch {
             logger.warning("snapshot failed; retrying", metadata: ["topic": "\(topic)", "error": "\(error)"])

@@ -63,16 +63,11 @@ struct AgentLoop: Service {
                 var since = Sigma_V1_GetRoutesRequest()
                 (since.sinceSequence, since.feedEpoch) = (after, epoch)
                 let routes = try await scheduler.call(SchedulerMethods.getRoutes, since)
-                guard routes.delta else {
-                    return .snapshot(EventSnapshot(sequence: routes.sequence, epoch: routes.feedEpoch, payload: try routes.serializedBytes()))
-                }
+                guard routes.delta else { return .snapshot(try Self.snapshot(routes)) }
                 return .missed(try routes.missed.enumerated().map { (after + UInt64($0.offset) + 1, try $0.element.serializedBytes()) })
             }
         ) { topic in
-            if topic == Self.routesTopic {
-                let routes = try await scheduler.call(SchedulerMethods.getRoutes, .init())
-                return EventSnapshot(sequence: routes.sequence, epoch: routes.feedEpoch, payload: try routes.serializedBytes())
-            }
+            if topic == Self.routesTopic { return try Self.snapshot(try await scheduler.call(SchedulerMethods.getRoutes, .init())) }
             let snapshot = try await assignments()
             return EventSnapshot(sequence: snapshot.sequence, epoch: snapshot.feedEpoch, payload: try snapshot.serializedBytes())
         }
@@ -94,6 +89,11 @@ struct AgentLoop: Service {
         var get = Sigma_V1_GetAssignmentsRequest()
         get.node = node
         return try await scheduler.call(SchedulerMethods.getAssignments, get)
+    }
+
+    /// The routes as the feed's snapshot.
+    static func snapshot(_ routes: Sigma_V1_GetRoutesResponse) throws -> EventSnapshot {
+        EventSnapshot(sequence: routes.sequence, epoch: routes.feedEpoch, payload: try routes.serializedBytes())
     }
 
     /// Applies pushed changes; an empty update is the scheduler's "resync" and fetches the snapshot.
